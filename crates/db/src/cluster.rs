@@ -1,0 +1,334 @@
+//! The embedded PostgreSQL cluster: `agencyflow serve` without `DATABASE_URL` creates,
+//! starts and stops its own PostgreSQL 15 in the data directory.
+//!
+//! Layout of the data directory:
+//! - `pg/`      the cluster (PGDATA), created by initdb into `pg.initdb/` and renamed, so an
+//!   interrupted first start never leaves a half-made cluster behind;
+//! - `run/`     the Unix socket directory (mode 0700);
+//! - `pg.log`   the server's log.
+//!
+//! The postmaster is our child in its own process group (a terminal's Ctrl-C reaches us, not
+//! it, so we can drain requests first) and gets SIGINT if we die (`PR_SET_PDEATHSIG`), so no
+//! postmaster is orphaned. When we run as root it runs as the `postgres` system user.
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Gid, Pid, Uid, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("PostgreSQL server binaries not found (looked at `pg_config --bindir` and /usr/lib/postgresql/*/bin); install PostgreSQL 15 or run scripts/setup")]
+    BinariesNotFound,
+    #[error("{0}")]
+    Io(String),
+    #[error("initdb failed: {0}")]
+    Initdb(String),
+    #[error("PostgreSQL did not start: {0}")]
+    Start(String),
+    #[error("another PostgreSQL (pid {pid}) is already running on {data_dir}")]
+    AlreadyRunning { pid: i32, data_dir: String },
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> ClusterError {
+    ClusterError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub data_dir: PathBuf,
+    /// Directory with `initdb`, `postgres`; found automatically when None.
+    pub bin_dir: Option<PathBuf>,
+    /// TCP port on 127.0.0.1; a free one is picked when None.
+    pub port: Option<u16>,
+    /// Durability off (fsync, full_page_writes): for throwaway test clusters only.
+    pub ephemeral: bool,
+}
+
+pub struct EmbeddedCluster {
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+/// The system user the cluster runs as: ourselves, or `postgres` when we are root.
+struct RunAs {
+    uid: Uid,
+    gid: Gid,
+}
+
+fn run_as() -> Result<Option<RunAs>, ClusterError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = User::from_name("postgres")
+        .map_err(|e| ClusterError::Io(format!("looking up user postgres: {e}")))?
+        .ok_or_else(|| {
+            ClusterError::Io("running as root needs a `postgres` system user to own the cluster (initdb refuses root)".into())
+        })?;
+    Ok(Some(RunAs { uid: user.uid, gid: user.gid }))
+}
+
+/// Finds the PostgreSQL server binaries: `pg_config --bindir`, then the newest
+/// `/usr/lib/postgresql/*/bin`.
+pub fn find_bin_dir() -> Result<PathBuf, ClusterError> {
+    let has_server = |d: &Path| d.join("postgres").is_file() && d.join("initdb").is_file();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        if out.status.success() {
+            let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if has_server(&d) {
+                return Ok(d);
+            }
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(_, d)| has_server(d))
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, d)| d).ok_or(ClusterError::BinariesNotFound)
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Io(format!("finding a free port: {e}")))?;
+    Ok(l.local_addr().map_err(|e| ClusterError::Io(e.to_string()))?.port())
+}
+
+fn chown_tree(path: &Path, who: &RunAs) -> Result<(), ClusterError> {
+    nix::unistd::chown(path, Some(who.uid), Some(who.gid)).map_err(|e| ClusterError::Io(format!("chown {}: {e}", path.display())))?;
+    if path.is_dir() {
+        for e in fs::read_dir(path).map_err(|e| io_err("reading", path, e))? {
+            let e = e.map_err(|e| io_err("reading", path, e))?;
+            chown_tree(&e.path(), who)?;
+        }
+    }
+    Ok(())
+}
+
+/// A command for a PostgreSQL binary, as the cluster's user, optionally bound to our life.
+fn pg_command(bin: &Path, who: &Option<RunAs>, die_with_parent: bool) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env_remove("PGDATA").env("LC_ALL", "C");
+    let ids = who.as_ref().map(|w| (w.uid, w.gid));
+    // SAFETY: only async-signal-safe calls (setgid, setuid, prctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some((uid, gid)) = ids {
+                nix::unistd::setgroups(&[gid]).map_err(std::io::Error::from)?;
+                nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+                nix::unistd::setuid(uid).map_err(std::io::Error::from)?;
+            }
+            if die_with_parent {
+                // Set after setuid: a credential change clears the parent-death signal.
+                nix::sys::prctl::set_pdeathsig(Some(Signal::SIGINT)).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+impl EmbeddedCluster {
+    /// Creates the cluster on first use, recovers from a crash's stale pid file, starts
+    /// PostgreSQL and waits until it accepts connections.
+    pub fn start(opts: &ClusterOptions) -> Result<Self, ClusterError> {
+        let bins = match &opts.bin_dir {
+            Some(d) => d.clone(),
+            None => find_bin_dir()?,
+        };
+        let who = run_as()?;
+        let data_dir = &opts.data_dir;
+        fs::create_dir_all(data_dir).map_err(|e| io_err("creating", data_dir, e))?;
+        let data_dir = fs::canonicalize(data_dir).map_err(|e| io_err("resolving", data_dir, e))?;
+        let pgdata = data_dir.join("pg");
+        let socket_dir = data_dir.join("run");
+        fs::create_dir_all(&socket_dir).map_err(|e| io_err("creating", &socket_dir, e))?;
+        fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("chmod", &socket_dir, e))?;
+        if let Some(w) = &who {
+            // The cluster's user must be able to reach the data directory.
+            fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755)).map_err(|e| io_err("chmod", &data_dir, e))?;
+            chown_tree(&socket_dir, w)?;
+        }
+
+        if !pgdata.join("PG_VERSION").is_file() {
+            Self::initdb(&bins, &data_dir, &pgdata, &who)?;
+        }
+        Self::recover_stale_pid(&pgdata)?;
+
+        let port = match opts.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
+        let log_path = data_dir.join("pg.log");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| io_err("opening", &log_path, e))?;
+        if let Some(w) = &who {
+            chown_tree(&log_path, w)?;
+        }
+        let mut cmd = pg_command(&bins.join("postgres"), &who, true);
+        cmd.arg("-D").arg(&pgdata)
+            .arg("-k").arg(&socket_dir)
+            .arg("-p").arg(port.to_string())
+            .arg("-h").arg("127.0.0.1")
+            .args(["-c", "shared_preload_libraries=pg_stat_statements"])
+            .args(["-c", "logging_collector=off"]);
+        if opts.ephemeral {
+            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| io_err("opening", &log_path, e))?)
+            .stderr(log)
+            .process_group(0);
+        let child = cmd.spawn().map_err(|e| ClusterError::Start(format!("spawning postgres: {e}")))?;
+        let mut cluster = EmbeddedCluster { pgdata, socket_dir, port, child: Some(child) };
+        if let Err(e) = cluster.wait_ready(&log_path) {
+            cluster.stop();
+            return Err(e);
+        }
+        tracing::info!(port, socket = %cluster.socket_dir.display(), "embedded PostgreSQL started");
+        Ok(cluster)
+    }
+
+    fn initdb(bins: &Path, data_dir: &Path, pgdata: &Path, who: &Option<RunAs>) -> Result<(), ClusterError> {
+        let tmp = data_dir.join("pg.initdb");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| io_err("removing", &tmp, e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("chmod", &tmp, e))?;
+        if let Some(w) = who {
+            chown_tree(&tmp, w)?;
+        }
+        tracing::info!(dir = %pgdata.display(), "creating PostgreSQL cluster (initdb)");
+        let out = pg_command(&bins.join("initdb"), who, false)
+            .arg("-D").arg(&tmp)
+            .args(["-U", "postgres", "-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-instructions"])
+            .output()
+            .map_err(|e| ClusterError::Initdb(format!("spawning initdb: {e}")))?;
+        if !out.status.success() {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(ClusterError::Initdb(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        // Settings live in the cluster so `pg_ctl` or a manual start behaves the same.
+        let conf = tmp.join("postgresql.auto.conf");
+        let mut extra = fs::read_to_string(&conf).unwrap_or_default();
+        extra.push_str("shared_preload_libraries = 'pg_stat_statements'\nlisten_addresses = '127.0.0.1'\n");
+        fs::write(&conf, extra).map_err(|e| io_err("writing", &conf, e))?;
+        if let Some(w) = who {
+            chown_tree(&conf, w)?;
+        }
+        fs::rename(&tmp, pgdata).map_err(|e| io_err("renaming", &tmp, e))?;
+        Ok(())
+    }
+
+    /// A crash leaves `postmaster.pid` behind. If its process is gone, or is not a postgres
+    /// serving this directory (pid reuse), the file is stale and removed; a live postgres
+    /// on the same directory is refused, never shared.
+    fn recover_stale_pid(pgdata: &Path) -> Result<(), ClusterError> {
+        let pidfile = pgdata.join("postmaster.pid");
+        let Ok(text) = fs::read_to_string(&pidfile) else { return Ok(()) };
+        let pid: i32 = text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        if pid > 0 && kill(Pid::from_raw(pid), None).is_ok() {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("postgres") && cmdline.contains(&*pgdata.to_string_lossy()) {
+                return Err(ClusterError::AlreadyRunning { pid, data_dir: pgdata.display().to_string() });
+            }
+        }
+        tracing::warn!(pid, "removing stale postmaster.pid left by a crash");
+        fs::remove_file(&pidfile).map_err(|e| io_err("removing", &pidfile, e))
+    }
+
+    fn wait_ready(&mut self, log_path: &Path) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pidfile = self.pgdata.join("postmaster.pid");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(ClusterError::Start(format!("postgres exited ({status}); last log lines:\n{}", tail(log_path, 15))));
+                }
+            }
+            // Line 8 of postmaster.pid turns to "ready" once connections are accepted.
+            if let Ok(text) = fs::read_to_string(&pidfile) {
+                if text.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Start(format!("not ready after 60 s; last log lines:\n{}", tail(log_path, 15))));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    pub fn pgdata(&self) -> &Path {
+        &self.pgdata
+    }
+
+    /// The postmaster's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// A libpq-style connection string for `user` and `dbname` over the Unix socket.
+    pub fn url(&self, user: &str, dbname: &str) -> String {
+        format!("host={} port={} user={user} dbname={dbname}", self.socket_dir.display(), self.port)
+    }
+
+    /// Fast shutdown (SIGINT: abort transactions, checkpoint, exit), escalating to an
+    /// immediate one if it takes more than 30 s. Idempotent.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() > deadline => {
+                    tracing::warn!("PostgreSQL did not stop in 30 s; sending SIGQUIT");
+                    let _ = kill(pid, Signal::SIGQUIT);
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        tracing::info!("embedded PostgreSQL stopped");
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tail(path: &Path, n: usize) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,71 @@
+//! The db layer's one error type. It keeps PostgreSQL's SQLSTATE, message, detail and hint
+//! so the HTTP layers can map them (PostgREST's table) without string matching.
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// PostgreSQL answered with an error.
+    #[error("{0}")]
+    Postgres(PgError),
+    /// The database could not be reached (connect, pool exhausted, connection lost).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else that went wrong on our side of the wire.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+/// A PostgreSQL error as the server reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)?;
+        if let Some(d) = &self.detail {
+            write!(f, ": {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl DbError {
+    /// The SQLSTATE when PostgreSQL produced the error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            DbError::Postgres(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            return DbError::Postgres(PgError {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+            });
+        }
+        if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+            return DbError::Unavailable(e.to_string());
+        }
+        DbError::Other(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for DbError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(b) => b.into(),
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}

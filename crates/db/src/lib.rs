@@ -1,0 +1,24 @@
+//! PostgreSQL for agencyflow: the embedded cluster, the migrations runner, the pool and the
+//! per-request claims transaction. The only crate that talks to the database driver.
+pub mod cluster;
+pub mod error;
+pub mod listen;
+pub mod migrate;
+pub mod pool;
+
+pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};
+pub use error::{DbError, PgError};
+pub use pool::{ClaimsTxn, Db, TxSettings};
+pub use tokio_postgres;
+pub use tokio_postgres::types::Type;
+
+/// Connects one plain client (no pool) and drives its connection in the background.
+pub async fn connect_one(url: &str) -> Result<tokio_postgres::Client, DbError> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection closed");
+        }
+    });
+    Ok(client)
+}

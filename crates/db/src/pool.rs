@@ -1,0 +1,299 @@
+//! The connection pool and the per-request transaction every API surface runs in.
+//!
+//! [`ClaimsTxn`] is one transaction as one role with one set of JWT claims: `BEGIN`, the
+//! `set_config` of role, claims and request GUCs, and the first statement go to PostgreSQL
+//! pipelined in one round trip, so RLS decides and the request costs as little as the
+//! database allows.
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use crate::DbError;
+
+/// Transaction settings of one request.
+#[derive(Debug, Clone)]
+pub struct TxSettings {
+    /// The database role to act as (`anon`, `authenticated`, `service_role`, ...).
+    pub role: String,
+    /// `request.jwt.claims`: the verified JWT claims as JSON text.
+    pub claims: String,
+    /// GET/HEAD and non-volatile RPC run READ ONLY.
+    pub read_only: bool,
+    /// Further request GUCs (`request.method`, `request.path`, `request.headers`, `search_path`...).
+    pub gucs: Vec<(String, String)>,
+}
+
+impl TxSettings {
+    pub fn new(role: impl Into<String>, claims: impl Into<String>) -> Self {
+        TxSettings { role: role.into(), claims: claims.into(), read_only: false, gucs: Vec::new() }
+    }
+
+    pub fn read_only(mut self, ro: bool) -> Self {
+        self.read_only = ro;
+        self
+    }
+
+    pub fn guc(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.gucs.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// Roles whose transactions receive the vault key GUC.
+const VAULT_ROLES: &[&str] = &["service_role", "supabase_admin", "postgres"];
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    vault_key: Option<String>,
+    /// `ALTER ROLE ... SET` values: `SET ROLE` does not apply them, so we do, per request.
+    role_settings: RwLock<HashMap<String, Vec<(String, String)>>>,
+    search_path: String,
+}
+
+const SETUP_SQL: &str = "select pg_catalog.set_config(k, v, true) from pg_catalog.unnest($1::text[], $2::text[]) as g(k, v)";
+
+impl Db {
+    /// A pool on `url` (a `postgres://` URL or `key=value` string) of at most `max_size` connections.
+    pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| DbError::Other(format!("invalid database URL: {e}")))?;
+        let mgr = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr).max_size(max_size).build().map_err(|e| DbError::Other(e.to_string()))?;
+        Ok(Db {
+            pool,
+            inner: Arc::new(Inner {
+                vault_key: None,
+                role_settings: RwLock::new(HashMap::new()),
+                search_path: "public, extensions".into(),
+            }),
+        })
+    }
+
+    /// The key `vault.*` encrypts with, handed to privileged transactions as
+    /// `agencyflow.vault_key`; it never touches a table.
+    pub fn with_vault_key(mut self, key: Option<String>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("configure Db before cloning");
+        inner.vault_key = key;
+        self
+    }
+
+    /// The search_path every request transaction gets (PostgREST's extra search path).
+    pub fn with_search_path(mut self, path: impl Into<String>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("configure Db before cloning");
+        inner.search_path = path.into();
+        self
+    }
+
+    /// Reads the per-role settings (`statement_timeout` ...) that requests must apply.
+    pub async fn load_role_settings(&self) -> Result<(), DbError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select r.rolname::text, s.setting::text from pg_catalog.pg_db_role_setting d
+                 join pg_catalog.pg_roles r on r.oid = d.setrole
+                 cross join lateral pg_catalog.unnest(d.setconfig) as s(setting)
+                 where d.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))",
+                &[],
+            )
+            .await?;
+        let mut map: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for r in rows {
+            let role: String = r.get(0);
+            let setting: String = r.get(1);
+            if let Some((k, v)) = setting.split_once('=') {
+                // Only settings a role switch would have applied; pgrst.* are PostgREST's own.
+                if !k.starts_with("pgrst.") {
+                    map.entry(role).or_default().push((k.to_string(), v.to_string()));
+                }
+            }
+        }
+        *self.inner.role_settings.write().expect("role settings lock") = map;
+        Ok(())
+    }
+
+    /// A pooled connection as the pool's login role, for work outside a request.
+    pub async fn client(&self) -> Result<Object, DbError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// 200-or-503 health: PostgreSQL answers a trivial query.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let client = self.client().await?;
+        client.simple_query("select 1").await?;
+        Ok(())
+    }
+
+    /// Starts a request transaction. Nothing is sent until the first statement, which goes
+    /// out pipelined with `BEGIN` and the settings.
+    pub async fn begin(&self, settings: &TxSettings) -> Result<ClaimsTxn, DbError> {
+        let client = self.client().await?;
+        let mut keys = Vec::with_capacity(settings.gucs.len() + 6);
+        let mut values = Vec::with_capacity(settings.gucs.len() + 6);
+        keys.push("search_path".to_string());
+        values.push(self.inner.search_path.clone());
+        if let Some(rs) = self.inner.role_settings.read().expect("role settings lock").get(&settings.role) {
+            for (k, v) in rs {
+                keys.push(k.clone());
+                values.push(v.clone());
+            }
+        }
+        keys.push("role".into());
+        values.push(settings.role.clone());
+        keys.push("request.jwt.claims".into());
+        values.push(settings.claims.clone());
+        if let (Some(key), true) = (&self.inner.vault_key, VAULT_ROLES.contains(&settings.role.as_str())) {
+            keys.push("agencyflow.vault_key".into());
+            values.push(key.clone());
+        }
+        for (k, v) in &settings.gucs {
+            keys.push(k.clone());
+            values.push(v.clone());
+        }
+        let begin = if settings.read_only {
+            "begin isolation level read committed read only"
+        } else {
+            "begin isolation level read committed"
+        };
+        Ok(ClaimsTxn { client: Some(client), pending: Some(Setup { begin, keys, values }), open: false })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+enum Stmt<'a> {
+    Query(&'a tokio_postgres::Statement, &'a [&'a (dyn ToSql + Sync)]),
+    Execute(&'a tokio_postgres::Statement, &'a [&'a (dyn ToSql + Sync)]),
+    Typed(&'a str, &'a [(&'a (dyn ToSql + Sync), Type)]),
+}
+
+enum Outcome {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+impl Outcome {
+    fn rows(self) -> Vec<Row> {
+        match self {
+            Outcome::Rows(r) => r,
+            Outcome::Count(_) => Vec::new(),
+        }
+    }
+}
+
+impl Stmt<'_> {
+    async fn run(&self, client: &Object) -> Result<Outcome, tokio_postgres::Error> {
+        match self {
+            Stmt::Query(s, p) => client.query(*s, p).await.map(Outcome::Rows),
+            Stmt::Execute(s, p) => client.execute(*s, p).await.map(Outcome::Count),
+            Stmt::Typed(sql, p) => client.query_typed(sql, p).await.map(Outcome::Rows),
+        }
+    }
+}
+
+struct Setup {
+    begin: &'static str,
+    keys: Vec<String>,
+    values: Vec<String>,
+}
+
+/// One request's transaction. Dropped without `commit`, it is rolled back.
+pub struct ClaimsTxn {
+    client: Option<Object>,
+    pending: Option<Setup>,
+    open: bool,
+}
+
+impl ClaimsTxn {
+    fn client(&self) -> &Object {
+        self.client.as_ref().expect("transaction already finished")
+    }
+
+    /// Sends `BEGIN` and the settings pipelined with the statement (while they are still
+    /// pending), then returns the statement's outcome.
+    async fn run(&mut self, stmt: Stmt<'_>) -> Result<Outcome, DbError> {
+        let client = self.client.as_ref().expect("transaction already finished");
+        let Some(setup) = self.pending.take() else {
+            return Ok(stmt.run(client).await?);
+        };
+        let setup_stmt = client.prepare_cached(SETUP_SQL).await?;
+        self.open = true;
+        let setup_params: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
+        let (b, s, q) = futures::join!(
+            client.batch_execute(setup.begin),
+            client.query(&setup_stmt, &setup_params),
+            stmt.run(client)
+        );
+        b?;
+        s?;
+        Ok(q?)
+    }
+
+    /// Runs a statement (prepared and cached per connection).
+    pub async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, DbError> {
+        let stmt = self.client().prepare_cached(sql).await?;
+        self.run(Stmt::Query(&stmt, params)).await.map(Outcome::rows)
+    }
+
+    /// Runs a one-off statement with explicitly typed parameters in a single round trip
+    /// (no separate prepare): the REST layer's statements vary per request.
+    pub async fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>, DbError> {
+        self.run(Stmt::Typed(sql, params)).await.map(Outcome::rows)
+    }
+
+    pub async fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, DbError> {
+        let rows = self.query(sql, params).await?;
+        rows.into_iter().next().ok_or_else(|| DbError::Other("query returned no rows".into()))
+    }
+
+    pub async fn query_opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, DbError> {
+        let stmt = self.client().prepare_cached(sql).await?;
+        match self.run(Stmt::Execute(&stmt, params)).await? {
+            Outcome::Count(n) => Ok(n),
+            Outcome::Rows(r) => Ok(r.len() as u64),
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        self.finish("commit").await
+    }
+
+    pub async fn rollback(mut self) -> Result<(), DbError> {
+        self.finish("rollback").await
+    }
+
+    async fn finish(&mut self, how: &str) -> Result<(), DbError> {
+        let client = self.client.take().expect("transaction already finished");
+        if self.open {
+            client.batch_execute(how).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ClaimsTxn {
+    fn drop(&mut self) {
+        if let (Some(client), true) = (self.client.take(), self.open) {
+            // The connection goes back to the pool only after the rollback completes.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = client.batch_execute("rollback").await;
+                });
+            }
+        }
+    }
+}

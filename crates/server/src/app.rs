@@ -1,0 +1,82 @@
+//! The application: shared state, the router of every surface, and the middleware stack
+//! (request ids, tracing, CORS as Supabase has it, body limit).
+use std::sync::Arc;
+use std::time::Duration;
+
+use agencyflow_auth::JwtKeys;
+use agencyflow_db::Db;
+use axum::http::{HeaderName, Method};
+use axum::routing::get;
+use axum::Router;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::{RestSettings, ServeArgs};
+use crate::routes;
+
+/// Everything the handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub keys: Arc<JwtKeys>,
+    pub settings: Arc<Settings>,
+}
+
+/// The server's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub serve: ServeArgs,
+    pub rest: RestSettings,
+    pub anon_key: String,
+    pub service_role_key: String,
+}
+
+impl AppState {
+    pub fn new(db: Db, keys: JwtKeys, settings: Settings) -> Self {
+        AppState { db, keys: Arc::new(keys), settings: Arc::new(settings) }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Headers browsers may read, as Supabase's gateway exposes them.
+const EXPOSED: [&str; 9] = [
+    "content-range",
+    "content-location",
+    "location",
+    "preference-applied",
+    "content-profile",
+    "x-total-count",
+    "link",
+    "x-supabase-api-version",
+    "x-request-id",
+];
+
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS, Method::HEAD])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(EXPOSED.map(HeaderName::from_static))
+        .max_age(Duration::from_secs(86400))
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.serve.body_limit;
+    Router::new()
+        .route("/health", get(routes::health::health))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(cors())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+

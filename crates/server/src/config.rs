@@ -1,0 +1,173 @@
+//! Typed configuration from flags and environment. Supabase's (and PostgREST's, GoTrue's)
+//! environment names are accepted where they exist.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  agencyflow serve                       # embedded PostgreSQL in the data directory, port 54321
+  agencyflow serve --port 8000 --log-format json
+  DATABASE_URL=postgres://authenticator:pw@db/postgres MIGRATIONS_DATABASE_URL=postgres://postgres:pw@db/postgres agencyflow serve
+  agencyflow migrate --dry-run           # list pending migrations
+  agencyflow keys                        # print the anon and service_role API keys
+  agencyflow seed --demo                 # load the demo agency";
+
+#[derive(Debug, Parser)]
+#[command(name = "agencyflow", version, about = "A self-hosted, Supabase-compatible backend for AI-agency workflows, in one binary", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Where the embedded cluster, the generated secrets and files live.
+    #[arg(long, env = "AGENCYFLOW_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Use this PostgreSQL instead of the embedded one (the API's login role, e.g. authenticator).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Schema owner's connection for migrations and seeding (defaults to DATABASE_URL).
+    #[arg(long, env = "MIGRATIONS_DATABASE_URL", global = true, hide_env_values = true)]
+    pub migrations_database_url: Option<String>,
+    /// The project's JWT secret (HS256, at least 32 characters); generated and kept in the data directory when absent.
+    #[arg(long, env = "JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "AGENCYFLOW_LOG_FORMAT", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (starting the embedded PostgreSQL unless DATABASE_URL is set).
+    Serve(ServeArgs),
+    /// Apply pending migrations (or list them with --dry-run).
+    Migrate {
+        /// List pending migrations without applying them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the anon and service_role API keys for the configured secret.
+    Keys,
+    /// Load data into the database.
+    Seed {
+        /// The demo agency: two orgs, staff of each role, clients, projects, invoices, CRM, documents.
+        #[arg(long, required = true)]
+        demo: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AGENCYFLOW_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 54321)]
+    pub port: u16,
+    /// Serve the database as it is: apply no migrations at start.
+    #[arg(long)]
+    pub no_migrate: bool,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "AGENCYFLOW_BODY_LIMIT", default_value_t = 10 * 1024 * 1024)]
+    pub body_limit: usize,
+    /// Connections in the API pool.
+    #[arg(long, env = "PGRST_DB_POOL", default_value_t = 20)]
+    pub db_pool: usize,
+    /// Exposed schemas, comma-separated; the first is the default profile.
+    #[arg(long, env = "PGRST_DB_SCHEMAS", default_value = "public")]
+    pub db_schemas: String,
+    /// Extra schemas on the search_path of every request.
+    #[arg(long, env = "PGRST_DB_EXTRA_SEARCH_PATH", default_value = "public, extensions")]
+    pub db_extra_search_path: String,
+    /// Cap on rows returned by reads and RPC.
+    #[arg(long, env = "PGRST_DB_MAX_ROWS", default_value_t = 1000)]
+    pub db_max_rows: i64,
+    /// Role for requests without a user JWT.
+    #[arg(long, env = "PGRST_DB_ANON_ROLE", default_value = "anon")]
+    pub db_anon_role: String,
+    /// Allow aggregate functions in select=.
+    #[arg(long, env = "PGRST_DB_AGGREGATES_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub db_aggregates_enabled: bool,
+    /// Transaction end: `commit` or `commit-allow-override` (honours Prefer: tx=rollback).
+    #[arg(long, env = "PGRST_DB_TX_END", default_value = "commit")]
+    pub db_tx_end: String,
+    /// The key the vault encrypts secrets with; generated and kept in the data directory when absent.
+    #[arg(long, env = "VAULT_ENC_KEY", hide_env_values = true)]
+    pub vault_key: Option<String>,
+}
+
+/// A configuration mistake: one line naming the setting, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError { setting, reason: reason.into() }
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/agencyflow` (`~/.local/share/agencyflow`);
+/// as root `/var/lib/agencyflow`, which the `postgres` user running the cluster can reach.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::Uid::effective().is_root() {
+        return PathBuf::from("/var/lib/agencyflow");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("agencyflow");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/agencyflow"),
+        None => PathBuf::from(".agencyflow"),
+    }
+}
+
+/// Settings of the REST layer, checked (PostgREST's names and defaults).
+#[derive(Debug, Clone)]
+pub struct RestSettings {
+    pub schemas: Vec<String>,
+    pub max_rows: Option<i64>,
+    pub aggregates_enabled: bool,
+    pub tx_end_allow_override: bool,
+    pub anon_role: String,
+}
+
+/// Settings of the REST layer, checked.
+pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {
+    let schemas: Vec<String> = a.db_schemas.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if schemas.is_empty() {
+        return Err(ConfigError::new("PGRST_DB_SCHEMAS", "at least one schema must be exposed"));
+    }
+    if a.db_max_rows <= 0 {
+        return Err(ConfigError::new("PGRST_DB_MAX_ROWS", "must be a positive number"));
+    }
+    let tx_end_allow_override = match a.db_tx_end.as_str() {
+        "commit" | "rollback" => false,
+        "commit-allow-override" | "rollback-allow-override" => true,
+        other => return Err(ConfigError::new("PGRST_DB_TX_END", format!("`{other}` is not one of commit, commit-allow-override, rollback, rollback-allow-override"))),
+    };
+    if a.db_pool == 0 {
+        return Err(ConfigError::new("PGRST_DB_POOL", "must be at least 1"));
+    }
+    Ok(RestSettings {
+        schemas,
+        max_rows: Some(a.db_max_rows),
+        aggregates_enabled: a.db_aggregates_enabled,
+        tx_end_allow_override,
+        anon_role: a.db_anon_role.clone(),
+    })
+}

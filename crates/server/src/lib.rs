@@ -1,0 +1,12 @@
+//! agencyflow's server: configuration, the HTTP application and the CLI commands.
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod routes;
+pub mod run;
+
+pub use app::{router, AppState, Settings};
+
+/// The demo agency (`agencyflow seed --demo`), idempotent SQL.
+pub const SEED_DEMO_SQL: &str = include_str!("seed_demo.sql");

@@ -1,0 +1,13 @@
+use clap::Parser;
+
+fn main() {
+    let cli = match agencyflow_server::config::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    agencyflow_server::run::init_logging(cli.global.log_format);
+    if let Err(e) = agencyflow_server::run::run(cli) {
+        eprintln!("agencyflow: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
