@@ -72,7 +72,10 @@ fn run_as() -> Result<Option<RunAs>, ClusterError> {
         .ok_or_else(|| {
             ClusterError::Io("running as root needs a `postgres` system user to own the cluster (initdb refuses root)".into())
         })?;
-    Ok(Some(RunAs { uid: user.uid, gid: user.gid }))
+    Ok(Some(RunAs {
+        uid: user.uid,
+        gid: user.gid,
+    }))
 }
 
 /// Finds the PostgreSQL server binaries: `pg_config --bindir`, then the newest
@@ -98,16 +101,23 @@ pub fn find_bin_dir() -> Result<PathBuf, ClusterError> {
         .filter(|(_, d)| has_server(d))
         .collect();
     candidates.sort();
-    candidates.pop().map(|(_, d)| d).ok_or(ClusterError::BinariesNotFound)
+    candidates
+        .pop()
+        .map(|(_, d)| d)
+        .ok_or(ClusterError::BinariesNotFound)
 }
 
 fn free_port() -> Result<u16, ClusterError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Io(format!("finding a free port: {e}")))?;
-    Ok(l.local_addr().map_err(|e| ClusterError::Io(e.to_string()))?.port())
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| ClusterError::Io(format!("finding a free port: {e}")))?;
+    Ok(l.local_addr()
+        .map_err(|e| ClusterError::Io(e.to_string()))?
+        .port())
 }
 
 fn chown_tree(path: &Path, who: &RunAs) -> Result<(), ClusterError> {
-    nix::unistd::chown(path, Some(who.uid), Some(who.gid)).map_err(|e| ClusterError::Io(format!("chown {}: {e}", path.display())))?;
+    nix::unistd::chown(path, Some(who.uid), Some(who.gid))
+        .map_err(|e| ClusterError::Io(format!("chown {}: {e}", path.display())))?;
     if path.is_dir() {
         for e in fs::read_dir(path).map_err(|e| io_err("reading", path, e))? {
             let e = e.map_err(|e| io_err("reading", path, e))?;
@@ -132,7 +142,8 @@ fn pg_command(bin: &Path, who: &Option<RunAs>, die_with_parent: bool) -> Command
             }
             if die_with_parent {
                 // Set after setuid: a credential change clears the parent-death signal.
-                nix::sys::prctl::set_pdeathsig(Some(Signal::SIGINT)).map_err(std::io::Error::from)?;
+                nix::sys::prctl::set_pdeathsig(Some(Signal::SIGINT))
+                    .map_err(std::io::Error::from)?;
             }
             Ok(())
         });
@@ -155,10 +166,12 @@ impl EmbeddedCluster {
         let pgdata = data_dir.join("pg");
         let socket_dir = data_dir.join("run");
         fs::create_dir_all(&socket_dir).map_err(|e| io_err("creating", &socket_dir, e))?;
-        fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("chmod", &socket_dir, e))?;
+        fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("chmod", &socket_dir, e))?;
         if let Some(w) = &who {
             // The cluster's user must be able to reach the data directory.
-            fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755)).map_err(|e| io_err("chmod", &data_dir, e))?;
+            fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o755))
+                .map_err(|e| io_err("chmod", &data_dir, e))?;
             chown_tree(&socket_dir, w)?;
         }
 
@@ -172,26 +185,53 @@ impl EmbeddedCluster {
             None => free_port()?,
         };
         let log_path = data_dir.join("pg.log");
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| io_err("opening", &log_path, e))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| io_err("opening", &log_path, e))?;
         if let Some(w) = &who {
             chown_tree(&log_path, w)?;
         }
         let mut cmd = pg_command(&bins.join("postgres"), &who, true);
-        cmd.arg("-D").arg(&pgdata)
-            .arg("-k").arg(&socket_dir)
-            .arg("-p").arg(port.to_string())
-            .arg("-h").arg("127.0.0.1")
+        cmd.arg("-D")
+            .arg(&pgdata)
+            .arg("-k")
+            .arg(&socket_dir)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-h")
+            .arg("127.0.0.1")
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
             .args(["-c", "logging_collector=off"]);
         if opts.ephemeral {
-            cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"]);
+            cmd.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ]);
         }
         cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| io_err("opening", &log_path, e))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| io_err("opening", &log_path, e))?,
+            )
             .stderr(log)
             .process_group(0);
-        let child = cmd.spawn().map_err(|e| ClusterError::Start(format!("spawning postgres: {e}")))?;
-        let mut cluster = EmbeddedCluster { pgdata, socket_dir, port, child: Some(child) };
+        let child = cmd
+            .spawn()
+            .map_err(|e| ClusterError::Start(format!("spawning postgres: {e}")))?;
+        let mut cluster = EmbeddedCluster {
+            pgdata,
+            socket_dir,
+            port,
+            child: Some(child),
+        };
         if let Err(e) = cluster.wait_ready(&log_path) {
             cluster.stop();
             return Err(e);
@@ -200,30 +240,50 @@ impl EmbeddedCluster {
         Ok(cluster)
     }
 
-    fn initdb(bins: &Path, data_dir: &Path, pgdata: &Path, who: &Option<RunAs>) -> Result<(), ClusterError> {
+    fn initdb(
+        bins: &Path,
+        data_dir: &Path,
+        pgdata: &Path,
+        who: &Option<RunAs>,
+    ) -> Result<(), ClusterError> {
         let tmp = data_dir.join("pg.initdb");
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| io_err("removing", &tmp, e))?;
         }
         fs::create_dir(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(|e| io_err("chmod", &tmp, e))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io_err("chmod", &tmp, e))?;
         if let Some(w) = who {
             chown_tree(&tmp, w)?;
         }
         tracing::info!(dir = %pgdata.display(), "creating PostgreSQL cluster (initdb)");
         let out = pg_command(&bins.join("initdb"), who, false)
-            .arg("-D").arg(&tmp)
-            .args(["-U", "postgres", "-E", "UTF8", "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-instructions"])
+            .arg("-D")
+            .arg(&tmp)
+            .args([
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-instructions",
+            ])
             .output()
             .map_err(|e| ClusterError::Initdb(format!("spawning initdb: {e}")))?;
         if !out.status.success() {
             let _ = fs::remove_dir_all(&tmp);
-            return Err(ClusterError::Initdb(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+            return Err(ClusterError::Initdb(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
         }
         // Settings live in the cluster so `pg_ctl` or a manual start behaves the same.
         let conf = tmp.join("postgresql.auto.conf");
         let mut extra = fs::read_to_string(&conf).unwrap_or_default();
-        extra.push_str("shared_preload_libraries = 'pg_stat_statements'\nlisten_addresses = '127.0.0.1'\n");
+        extra.push_str(
+            "shared_preload_libraries = 'pg_stat_statements'\nlisten_addresses = '127.0.0.1'\n",
+        );
         fs::write(&conf, extra).map_err(|e| io_err("writing", &conf, e))?;
         if let Some(w) = who {
             chown_tree(&conf, w)?;
@@ -237,13 +297,22 @@ impl EmbeddedCluster {
     /// on the same directory is refused, never shared.
     fn recover_stale_pid(pgdata: &Path) -> Result<(), ClusterError> {
         let pidfile = pgdata.join("postmaster.pid");
-        let Ok(text) = fs::read_to_string(&pidfile) else { return Ok(()) };
-        let pid: i32 = text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        let Ok(text) = fs::read_to_string(&pidfile) else {
+            return Ok(());
+        };
+        let pid: i32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
         if pid > 0 && kill(Pid::from_raw(pid), None).is_ok() {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline);
             if cmdline.contains("postgres") && cmdline.contains(&*pgdata.to_string_lossy()) {
-                return Err(ClusterError::AlreadyRunning { pid, data_dir: pgdata.display().to_string() });
+                return Err(ClusterError::AlreadyRunning {
+                    pid,
+                    data_dir: pgdata.display().to_string(),
+                });
             }
         }
         tracing::warn!(pid, "removing stale postmaster.pid left by a crash");
@@ -257,7 +326,10 @@ impl EmbeddedCluster {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    return Err(ClusterError::Start(format!("postgres exited ({status}); last log lines:\n{}", tail(log_path, 15))));
+                    return Err(ClusterError::Start(format!(
+                        "postgres exited ({status}); last log lines:\n{}",
+                        tail(log_path, 15)
+                    )));
                 }
             }
             // Line 8 of postmaster.pid turns to "ready" once connections are accepted.
@@ -267,7 +339,10 @@ impl EmbeddedCluster {
                 }
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::Start(format!("not ready after 60 s; last log lines:\n{}", tail(log_path, 15))));
+                return Err(ClusterError::Start(format!(
+                    "not ready after 60 s; last log lines:\n{}",
+                    tail(log_path, 15)
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -292,13 +367,19 @@ impl EmbeddedCluster {
 
     /// A libpq-style connection string for `user` and `dbname` over the Unix socket.
     pub fn url(&self, user: &str, dbname: &str) -> String {
-        format!("host={} port={} user={user} dbname={dbname}", self.socket_dir.display(), self.port)
+        format!(
+            "host={} port={} user={user} dbname={dbname}",
+            self.socket_dir.display(),
+            self.port
+        )
     }
 
     /// Fast shutdown (SIGINT: abort transactions, checkpoint, exit), escalating to an
     /// immediate one if it takes more than 30 s. Idempotent.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pid = Pid::from_raw(child.id() as i32);
         let _ = kill(pid, Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(30);

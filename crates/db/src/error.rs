@@ -54,7 +54,8 @@ impl From<tokio_postgres::Error> for DbError {
                 hint: db.hint().map(str::to_string),
             });
         }
-        if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+        if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+        {
             return DbError::Unavailable(e.to_string());
         }
         DbError::Other(e.to_string())

@@ -34,5 +34,8 @@ pub async fn listen(url: &str, channel: &str) -> Result<Listener, DbError> {
     });
     let quoted = format!("\"{}\"", channel.replace('"', "\"\""));
     client.batch_execute(&format!("listen {quoted}")).await?;
-    Ok(Listener { _client: client, rx })
+    Ok(Listener {
+        _client: client,
+        rx,
+    })
 }

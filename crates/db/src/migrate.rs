@@ -18,7 +18,11 @@ pub enum MigrateError {
     #[error("reading migrations from {path}: {reason}")]
     Read { path: String, reason: String },
     #[error("migration {file} was changed after it was applied (checksum {applied} in the database, {current} on disk); write a new migration instead of editing an applied one")]
-    Changed { file: String, applied: String, current: String },
+    Changed {
+        file: String,
+        applied: String,
+        current: String,
+    },
     #[error("migration {file} failed and was rolled back: {source}")]
     Failed { file: String, source: DbError },
     #[error(transparent)]
@@ -41,13 +45,22 @@ pub struct Migration {
 
 impl Migration {
     pub fn new(file_name: &str, sql: String) -> Result<Self, MigrateError> {
-        let stem = file_name.strip_suffix(".sql").ok_or_else(|| MigrateError::BadName(file_name.into()))?;
-        let (version, name) = stem.split_once('_').ok_or_else(|| MigrateError::BadName(file_name.into()))?;
+        let stem = file_name
+            .strip_suffix(".sql")
+            .ok_or_else(|| MigrateError::BadName(file_name.into()))?;
+        let (version, name) = stem
+            .split_once('_')
+            .ok_or_else(|| MigrateError::BadName(file_name.into()))?;
         if version.len() != 14 || !version.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
             return Err(MigrateError::BadName(file_name.into()));
         }
         let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
-        Ok(Migration { version: version.into(), name: name.into(), sql, checksum })
+        Ok(Migration {
+            version: version.into(),
+            name: name.into(),
+            sql,
+            checksum,
+        })
     }
 
     pub fn file_name(&self) -> String {
@@ -63,18 +76,28 @@ mod embedded {
 pub fn embedded() -> Vec<Migration> {
     embedded::EMBEDDED
         .iter()
-        .map(|(f, sql)| Migration::new(f, sql.to_string()).expect("embedded migration names are checked at build"))
+        .map(|(f, sql)| {
+            Migration::new(f, sql.to_string())
+                .expect("embedded migration names are checked at build")
+        })
         .collect()
 }
 
 /// Migrations from a directory (for `--migrations-dir`), sorted by version.
 pub fn from_dir(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
-    let read_err = |e: std::io::Error| MigrateError::Read { path: dir.display().to_string(), reason: e.to_string() };
+    let read_err = |e: std::io::Error| MigrateError::Read {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let path = entry.map_err(read_err)?.path();
         if path.extension().is_some_and(|x| x == "sql") {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let sql = std::fs::read_to_string(&path).map_err(read_err)?;
             out.push(Migration::new(&name, sql)?);
         }
@@ -102,24 +125,39 @@ alter table supabase_migrations.schema_migrations add column if not exists appli
 
 async fn applied(client: &Client) -> Result<Vec<(String, Option<String>)>, MigrateError> {
     let exists: bool = client
-        .query_one("select to_regclass('supabase_migrations.schema_migrations') is not null", &[])
+        .query_one(
+            "select to_regclass('supabase_migrations.schema_migrations') is not null",
+            &[],
+        )
         .await?
         .get(0);
     if !exists {
         return Ok(Vec::new());
     }
-    let rows = client.query("select version, checksum from supabase_migrations.schema_migrations order by version", &[]).await?;
+    let rows = client
+        .query(
+            "select version, checksum from supabase_migrations.schema_migrations order by version",
+            &[],
+        )
+        .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Every migration with its state; fails when an applied file has changed.
-pub async fn status(client: &Client, migrations: &[Migration]) -> Result<Vec<(Migration, State)>, MigrateError> {
+pub async fn status(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<Vec<(Migration, State)>, MigrateError> {
     let done = applied(client).await?;
     let mut out = Vec::with_capacity(migrations.len());
     for m in migrations {
         match done.iter().find(|(v, _)| *v == m.version) {
             Some((_, Some(sum))) if *sum != m.checksum => {
-                return Err(MigrateError::Changed { file: m.file_name(), applied: sum.clone(), current: m.checksum.clone() })
+                return Err(MigrateError::Changed {
+                    file: m.file_name(),
+                    applied: sum.clone(),
+                    current: m.checksum.clone(),
+                })
             }
             Some(_) => out.push((m.clone(), State::Applied)),
             None => out.push((m.clone(), State::Pending)),
@@ -130,14 +168,26 @@ pub async fn status(client: &Client, migrations: &[Migration]) -> Result<Vec<(Mi
 
 /// Applies every pending migration in order, each in its own transaction, and returns the
 /// ones applied. A failing migration is rolled back and not recorded; later ones are not run.
-pub async fn apply(client: &mut Client, migrations: &[Migration], mut progress: impl FnMut(&Migration)) -> Result<Vec<Migration>, MigrateError> {
-    client.execute("select pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
+pub async fn apply(
+    client: &mut Client,
+    migrations: &[Migration],
+    mut progress: impl FnMut(&Migration),
+) -> Result<Vec<Migration>, MigrateError> {
+    client
+        .execute("select pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
     let result = apply_locked(client, migrations, &mut progress).await;
-    let _ = client.execute("select pg_advisory_unlock($1)", &[&LOCK_KEY]).await;
+    let _ = client
+        .execute("select pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await;
     result
 }
 
-async fn apply_locked(client: &mut Client, migrations: &[Migration], progress: &mut impl FnMut(&Migration)) -> Result<Vec<Migration>, MigrateError> {
+async fn apply_locked(
+    client: &mut Client,
+    migrations: &[Migration],
+    progress: &mut impl FnMut(&Migration),
+) -> Result<Vec<Migration>, MigrateError> {
     client.batch_execute(LEDGER).await?;
     let pending: Vec<Migration> = status(client, migrations)
         .await?
@@ -149,7 +199,8 @@ async fn apply_locked(client: &mut Client, migrations: &[Migration], progress: &
         progress(m);
         let tx = client.transaction().await?;
         let run = async {
-            tx.batch_execute("set local search_path = public, extensions").await?;
+            tx.batch_execute("set local search_path = public, extensions")
+                .await?;
             tx.batch_execute(&m.sql).await?;
             tx.execute(
                 "insert into supabase_migrations.schema_migrations (version, name, statements, checksum) values ($1, $2, array[$3], $4)",
@@ -159,16 +210,24 @@ async fn apply_locked(client: &mut Client, migrations: &[Migration], progress: &
             Ok::<(), tokio_postgres::Error>(())
         };
         match run.await {
-            Ok(()) => tx.commit().await.map_err(|e| MigrateError::Failed { file: m.file_name(), source: e.into() })?,
+            Ok(()) => tx.commit().await.map_err(|e| MigrateError::Failed {
+                file: m.file_name(),
+                source: e.into(),
+            })?,
             Err(e) => {
                 let _ = tx.rollback().await;
-                return Err(MigrateError::Failed { file: m.file_name(), source: e.into() });
+                return Err(MigrateError::Failed {
+                    file: m.file_name(),
+                    source: e.into(),
+                });
             }
         }
     }
     if !pending.is_empty() {
         // The REST schema cache listens on this channel, as PostgREST does.
-        client.batch_execute("notify pgrst, 'reload schema'").await?;
+        client
+            .batch_execute("notify pgrst, 'reload schema'")
+            .await?;
     }
     Ok(pending)
 }
@@ -180,7 +239,13 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(Migration::new("20260101000000_platform.sql", String::new()).is_ok());
-        for bad in ["2026_platform.sql", "20260101000000.sql", "20260101000000_x.txt", "2026010100000x_x.sql", "20260101000000_.sql"] {
+        for bad in [
+            "2026_platform.sql",
+            "20260101000000.sql",
+            "20260101000000_x.txt",
+            "2026010100000x_x.sql",
+            "20260101000000_.sql",
+        ] {
             assert!(Migration::new(bad, String::new()).is_err(), "{bad}");
         }
     }

@@ -29,7 +29,12 @@ pub struct TxSettings {
 
 impl TxSettings {
     pub fn new(role: impl Into<String>, claims: impl Into<String>) -> Self {
-        TxSettings { role: role.into(), claims: claims.into(), read_only: false, gucs: Vec::new() }
+        TxSettings {
+            role: role.into(),
+            claims: claims.into(),
+            read_only: false,
+            gucs: Vec::new(),
+        }
     }
 
     pub fn read_only(mut self, ro: bool) -> Self {
@@ -59,14 +64,25 @@ struct Inner {
     search_path: String,
 }
 
-const SETUP_SQL: &str = "select pg_catalog.set_config(k, v, true) from pg_catalog.unnest($1::text[], $2::text[]) as g(k, v)";
+const SETUP_SQL: &str =
+    "select pg_catalog.set_config(k, v, true) from unnest($1::text[], $2::text[]) as g(k, v)";
 
 impl Db {
     /// A pool on `url` (a `postgres://` URL or `key=value` string) of at most `max_size` connections.
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| DbError::Other(format!("invalid database URL: {e}")))?;
-        let mgr = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(mgr).max_size(max_size).build().map_err(|e| DbError::Other(e.to_string()))?;
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| DbError::Other(format!("invalid database URL: {e}")))?;
+        let mgr = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(max_size)
+            .build()
+            .map_err(|e| DbError::Other(e.to_string()))?;
         Ok(Db {
             pool,
             inner: Arc::new(Inner {
@@ -111,11 +127,17 @@ impl Db {
             if let Some((k, v)) = setting.split_once('=') {
                 // Only settings a role switch would have applied; pgrst.* are PostgREST's own.
                 if !k.starts_with("pgrst.") {
-                    map.entry(role).or_default().push((k.to_string(), v.to_string()));
+                    map.entry(role)
+                        .or_default()
+                        .push((k.to_string(), v.to_string()));
                 }
             }
         }
-        *self.inner.role_settings.write().expect("role settings lock") = map;
+        *self
+            .inner
+            .role_settings
+            .write()
+            .expect("role settings lock") = map;
         Ok(())
     }
 
@@ -139,7 +161,13 @@ impl Db {
         let mut values = Vec::with_capacity(settings.gucs.len() + 6);
         keys.push("search_path".to_string());
         values.push(self.inner.search_path.clone());
-        if let Some(rs) = self.inner.role_settings.read().expect("role settings lock").get(&settings.role) {
+        if let Some(rs) = self
+            .inner
+            .role_settings
+            .read()
+            .expect("role settings lock")
+            .get(&settings.role)
+        {
             for (k, v) in rs {
                 keys.push(k.clone());
                 values.push(v.clone());
@@ -149,7 +177,10 @@ impl Db {
         values.push(settings.role.clone());
         keys.push("request.jwt.claims".into());
         values.push(settings.claims.clone());
-        if let (Some(key), true) = (&self.inner.vault_key, VAULT_ROLES.contains(&settings.role.as_str())) {
+        if let (Some(key), true) = (
+            &self.inner.vault_key,
+            VAULT_ROLES.contains(&settings.role.as_str()),
+        ) {
             keys.push("agencyflow.vault_key".into());
             values.push(key.clone());
         }
@@ -162,7 +193,15 @@ impl Db {
         } else {
             "begin isolation level read committed"
         };
-        Ok(ClaimsTxn { client: Some(client), pending: Some(Setup { begin, keys, values }), open: false })
+        Ok(ClaimsTxn {
+            client: Some(client),
+            pending: Some(Setup {
+                begin,
+                keys,
+                values,
+            }),
+            open: false,
+        })
     }
 
     pub fn pool(&self) -> &Pool {
@@ -214,12 +253,7 @@ pub struct ClaimsTxn {
 }
 
 impl ClaimsTxn {
-    fn client(&self) -> &Object {
-        self.client.as_ref().expect("transaction already finished")
-    }
-
-    /// Sends `BEGIN` and the settings pipelined with the statement (while they are still
-    /// pending), then returns the statement's outcome.
+    /// Sends `BEGIN` and the settings (while still pending) pipelined with `stmt`.
     async fn run(&mut self, stmt: Stmt<'_>) -> Result<Outcome, DbError> {
         let client = self.client.as_ref().expect("transaction already finished");
         let Some(setup) = self.pending.take() else {
@@ -238,30 +272,76 @@ impl ClaimsTxn {
         Ok(q?)
     }
 
-    /// Runs a statement (prepared and cached per connection).
-    pub async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, DbError> {
-        let stmt = self.client().prepare_cached(sql).await?;
-        self.run(Stmt::Query(&stmt, params)).await.map(Outcome::rows)
+    /// Prepares `sql` (cached per connection). The first statement of a transaction is
+    /// prepared after the role switch, pipelined with it: names are resolved, and
+    /// privileges checked, as the request's role.
+    async fn prepare(&mut self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
+        let client = self.client.as_ref().expect("transaction already finished");
+        let Some(setup) = self.pending.take() else {
+            return Ok(client.prepare_cached(sql).await?);
+        };
+        let setup_stmt = client.prepare_cached(SETUP_SQL).await?;
+        self.open = true;
+        let setup_params: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
+        let (b, s, p) = futures::join!(
+            client.batch_execute(setup.begin),
+            client.query(&setup_stmt, &setup_params),
+            client.prepare_cached(sql)
+        );
+        b?;
+        s?;
+        Ok(p?)
     }
 
-    /// Runs a one-off statement with explicitly typed parameters in a single round trip
-    /// (no separate prepare): the REST layer's statements vary per request.
-    pub async fn query_typed(&mut self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<Vec<Row>, DbError> {
+    /// Runs a statement (prepared and cached per connection).
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, DbError> {
+        let stmt = self.prepare(sql).await?;
+        self.run(Stmt::Query(&stmt, params))
+            .await
+            .map(Outcome::rows)
+    }
+
+    /// Runs a one-off statement with explicitly typed parameters; as the first statement
+    /// of the transaction it goes out in the same round trip as `BEGIN` and the settings.
+    /// The REST layer's statements vary per request, so they are not prepared separately.
+    pub async fn query_typed(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, DbError> {
         self.run(Stmt::Typed(sql, params)).await.map(Outcome::rows)
     }
 
-    pub async fn query_one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, DbError> {
+    pub async fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, DbError> {
         let rows = self.query(sql, params).await?;
-        rows.into_iter().next().ok_or_else(|| DbError::Other("query returned no rows".into()))
+        rows.into_iter()
+            .next()
+            .ok_or_else(|| DbError::Other("query returned no rows".into()))
     }
 
-    pub async fn query_opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, DbError> {
+    pub async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, DbError> {
         Ok(self.query(sql, params).await?.into_iter().next())
     }
 
     /// Runs a statement and returns the number of rows it affected.
-    pub async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, DbError> {
-        let stmt = self.client().prepare_cached(sql).await?;
+    pub async fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, DbError> {
+        let stmt = self.prepare(sql).await?;
         match self.run(Stmt::Execute(&stmt, params)).await? {
             Outcome::Count(n) => Ok(n),
             Outcome::Rows(r) => Ok(r.len() as u64),

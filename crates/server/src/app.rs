@@ -35,7 +35,11 @@ pub struct Settings {
 
 impl AppState {
     pub fn new(db: Db, keys: JwtKeys, settings: Settings) -> Self {
-        AppState { db, keys: Arc::new(keys), settings: Arc::new(settings) }
+        AppState {
+            db,
+            keys: Arc::new(keys),
+            settings: Arc::new(settings),
+        }
     }
 }
 
@@ -57,7 +61,15 @@ const EXPOSED: [&str; 9] = [
 fn cors() -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::any())
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS, Method::HEAD])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::HEAD,
+        ])
         .allow_headers(AllowHeaders::mirror_request())
         .expose_headers(EXPOSED.map(HeaderName::from_static))
         .max_age(Duration::from_secs(86400))
@@ -79,4 +91,3 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
-

@@ -37,7 +37,12 @@ pub struct GlobalArgs {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Schema owner's connection for migrations and seeding (defaults to DATABASE_URL).
-    #[arg(long, env = "MIGRATIONS_DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "MIGRATIONS_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
     pub migrations_database_url: Option<String>,
     /// The project's JWT secret (HS256, at least 32 characters); generated and kept in the data directory when absent.
     #[arg(long, env = "JWT_SECRET", global = true, hide_env_values = true)]
@@ -88,7 +93,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PGRST_DB_SCHEMAS", default_value = "public")]
     pub db_schemas: String,
     /// Extra schemas on the search_path of every request.
-    #[arg(long, env = "PGRST_DB_EXTRA_SEARCH_PATH", default_value = "public, extensions")]
+    #[arg(
+        long,
+        env = "PGRST_DB_EXTRA_SEARCH_PATH",
+        default_value = "public, extensions"
+    )]
     pub db_extra_search_path: String,
     /// Cap on rows returned by reads and RPC.
     #[arg(long, env = "PGRST_DB_MAX_ROWS", default_value_t = 1000)]
@@ -117,7 +126,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError { setting, reason: reason.into() }
+        ConfigError {
+            setting,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -148,12 +160,23 @@ pub struct RestSettings {
 
 /// Settings of the REST layer, checked.
 pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {
-    let schemas: Vec<String> = a.db_schemas.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let schemas: Vec<String> = a
+        .db_schemas
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if schemas.is_empty() {
-        return Err(ConfigError::new("PGRST_DB_SCHEMAS", "at least one schema must be exposed"));
+        return Err(ConfigError::new(
+            "PGRST_DB_SCHEMAS",
+            "at least one schema must be exposed",
+        ));
     }
     if a.db_max_rows <= 0 {
-        return Err(ConfigError::new("PGRST_DB_MAX_ROWS", "must be a positive number"));
+        return Err(ConfigError::new(
+            "PGRST_DB_MAX_ROWS",
+            "must be a positive number",
+        ));
     }
     let tx_end_allow_override = match a.db_tx_end.as_str() {
         "commit" | "rollback" => false,

@@ -39,9 +39,15 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         match &self {
-            ApiError::Unavailable(m) | ApiError::Internal(m) => tracing::error!(error = %m, "request failed"),
+            ApiError::Unavailable(m) | ApiError::Internal(m) => {
+                tracing::error!(error = %m, "request failed")
+            }
             _ => {}
         }
-        (status, Json(json!({ "code": code, "message": self.to_string() }))).into_response()
+        (
+            status,
+            Json(json!({ "code": code, "message": self.to_string() })),
+        )
+            .into_response()
     }
 }

@@ -7,7 +7,9 @@ use agencyflow_db::{migrate, ClusterOptions, Db, EmbeddedCluster};
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Settings};
-use crate::config::{default_data_dir, rest_settings, Cli, Command, ConfigError, GlobalArgs, LogFormat, ServeArgs};
+use crate::config::{
+    default_data_dir, rest_settings, Cli, Command, ConfigError, GlobalArgs, LogFormat, ServeArgs,
+};
 use crate::keys;
 
 /// A command's failure: configuration mistakes exit 2, everything else 1.
@@ -33,8 +35,11 @@ fn failed(e: impl std::fmt::Display) -> RunError {
 }
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -55,16 +60,41 @@ pub struct Database {
 pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Database, RunError> {
     if let Some(url) = g.database_url.as_deref().filter(|u| !u.is_empty()) {
         tokio_postgres_config_check(url, "DATABASE_URL")?;
-        let admin = g.migrations_database_url.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| url.to_string());
+        let admin = g
+            .migrations_database_url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| url.to_string());
         tokio_postgres_config_check(&admin, "MIGRATIONS_DATABASE_URL")?;
-        return Ok(Database { api_url: url.to_string(), admin_url: admin, cluster: None });
+        return Ok(Database {
+            api_url: url.to_string(),
+            admin_url: admin,
+            cluster: None,
+        });
     }
-    let cluster = EmbeddedCluster::start(&ClusterOptions { data_dir: data_dir.to_path_buf(), bin_dir: None, port: None, ephemeral: false }).map_err(failed)?;
-    Ok(Database { api_url: cluster.url("authenticator", "postgres"), admin_url: cluster.url("postgres", "postgres"), cluster: Some(cluster) })
+    let cluster = EmbeddedCluster::start(&ClusterOptions {
+        data_dir: data_dir.to_path_buf(),
+        bin_dir: None,
+        port: None,
+        ephemeral: false,
+    })
+    .map_err(failed)?;
+    Ok(Database {
+        api_url: cluster.url("authenticator", "postgres"),
+        admin_url: cluster.url("postgres", "postgres"),
+        cluster: Some(cluster),
+    })
 }
 
 fn tokio_postgres_config_check(url: &str, setting: &'static str) -> Result<(), ConfigError> {
-    url.parse::<agencyflow_db::tokio_postgres::Config>().map(|_| ()).map_err(|e| ConfigError::new(setting, format!("not a valid PostgreSQL connection string: {e}")))
+    url.parse::<agencyflow_db::tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| {
+            ConfigError::new(
+                setting,
+                format!("not a valid PostgreSQL connection string: {e}"),
+            )
+        })
 }
 
 pub fn data_dir(g: &GlobalArgs) -> PathBuf {
@@ -78,15 +108,24 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
     let secret = keys::jwt_secret(cli.global.jwt_secret.as_deref(), &dir)?;
     let keys = JwtKeys::hs256(secret.as_bytes(), None);
     if let Command::Keys = cli.command {
-        println!("anon key:         {}", api_key(&keys, "anon").map_err(failed)?);
-        println!("service_role key: {}", api_key(&keys, "service_role").map_err(failed)?);
+        println!(
+            "anon key:         {}",
+            api_key(&keys, "anon").map_err(failed)?
+        );
+        println!(
+            "service_role key: {}",
+            api_key(&keys, "service_role").map_err(failed)?
+        );
         return Ok(());
     }
     if let Command::Serve(a) = &cli.command {
         rest_settings(a)?;
     }
     let mut database = open_database(&cli.global, &dir)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(failed)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(failed)?;
     let result = rt.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(&database, args, keys, &dir).await,
@@ -103,11 +142,16 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
 }
 
 async fn run_migrations(admin_url: &str, dry_run: bool) -> Result<(), RunError> {
-    let mut client = agencyflow_db::connect_one(admin_url).await.map_err(failed)?;
+    let mut client = agencyflow_db::connect_one(admin_url)
+        .await
+        .map_err(failed)?;
     let all = migrate::embedded();
     if dry_run {
         let status = migrate::status(&client, &all).await.map_err(failed)?;
-        let pending: Vec<_> = status.iter().filter(|(_, s)| *s == migrate::State::Pending).collect();
+        let pending: Vec<_> = status
+            .iter()
+            .filter(|(_, s)| *s == migrate::State::Pending)
+            .collect();
         if pending.is_empty() {
             println!("no pending migrations ({} applied)", all.len());
         } else {
@@ -131,21 +175,40 @@ async fn run_migrations(admin_url: &str, dry_run: bool) -> Result<(), RunError> 
 }
 
 async fn seed_demo(admin_url: &str) -> Result<(), RunError> {
-    let mut client = agencyflow_db::connect_one(admin_url).await.map_err(failed)?;
+    let mut client = agencyflow_db::connect_one(admin_url)
+        .await
+        .map_err(failed)?;
     let all = migrate::embedded();
-    migrate::apply(&mut client, &all, |_| {}).await.map_err(failed)?;
+    migrate::apply(&mut client, &all, |_| {})
+        .await
+        .map_err(failed)?;
     let tx = client.transaction().await.map_err(failed)?;
-    tx.batch_execute("set local search_path = public, extensions").await.map_err(failed)?;
-    tx.batch_execute(crate::SEED_DEMO_SQL).await.map_err(|e| failed(format!("seeding the demo agency failed (nothing was written): {}", agencyflow_db::DbError::from(e))))?;
+    tx.batch_execute("set local search_path = public, extensions")
+        .await
+        .map_err(failed)?;
+    tx.batch_execute(crate::SEED_DEMO_SQL).await.map_err(|e| {
+        failed(format!(
+            "seeding the demo agency failed (nothing was written): {}",
+            agencyflow_db::DbError::from(e)
+        ))
+    })?;
     tx.commit().await.map_err(failed)?;
     println!("demo agency loaded");
     Ok(())
 }
 
 /// Builds the state for a database: pool, role settings, vault key.
-pub async fn build_state(api_url: &str, args: ServeArgs, keys: JwtKeys, vault_key: Option<String>) -> Result<AppState, RunError> {
+pub async fn build_state(
+    api_url: &str,
+    args: ServeArgs,
+    keys: JwtKeys,
+    vault_key: Option<String>,
+) -> Result<AppState, RunError> {
     let rest = rest_settings(&args)?;
-    let db = Db::connect(api_url, args.db_pool).map_err(failed)?.with_vault_key(vault_key).with_search_path(args.db_extra_search_path.clone());
+    let db = Db::connect(api_url, args.db_pool)
+        .map_err(failed)?
+        .with_vault_key(vault_key)
+        .with_search_path(args.db_extra_search_path.clone());
     db.load_role_settings().await.map_err(failed)?;
     let settings = Settings {
         anon_key: api_key(&keys, "anon").map_err(failed)?,
@@ -156,29 +219,56 @@ pub async fn build_state(api_url: &str, args: ServeArgs, keys: JwtKeys, vault_ke
     Ok(AppState::new(db, keys, settings))
 }
 
-async fn serve(database: &Database, args: ServeArgs, keys: JwtKeys, dir: &std::path::Path) -> Result<(), RunError> {
+async fn serve(
+    database: &Database,
+    args: ServeArgs,
+    keys: JwtKeys,
+    dir: &std::path::Path,
+) -> Result<(), RunError> {
     let started = std::time::Instant::now();
     if !args.no_migrate {
         run_migrations_quiet(&database.admin_url).await?;
     }
     let vault_key = match &args.vault_key {
-        Some(k) if k.len() < 32 => return Err(ConfigError::new("VAULT_ENC_KEY", "must be at least 32 characters").into()),
+        Some(k) if k.len() < 32 => {
+            return Err(ConfigError::new("VAULT_ENC_KEY", "must be at least 32 characters").into())
+        }
         Some(k) => k.clone(),
         None => keys::persisted_secret(dir, "vault_key", "VAULT_ENC_KEY")?,
     };
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().map_err(|e| ConfigError::new("AGENCYFLOW_HOST", format!("`{}` is not an IP address: {e}", args.host)))?;
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .map_err(|e| {
+            ConfigError::new(
+                "AGENCYFLOW_HOST",
+                format!("`{}` is not an IP address: {e}", args.host),
+            )
+        })?;
     let state = build_state(&database.api_url, args, keys, Some(vault_key)).await?;
-    let listener = TcpListener::bind(addr).await.map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(failed)?;
     tracing::info!(addr = %local, ready_ms = started.elapsed().as_millis() as u64, "agencyflow listening");
-    axum::serve(listener, app::router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(failed)?;
+    axum::serve(listener, app::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(failed)?;
     tracing::info!("shut down");
     Ok(())
 }
 
 async fn run_migrations_quiet(admin_url: &str) -> Result<(), RunError> {
-    let mut client = agencyflow_db::connect_one(admin_url).await.map_err(failed)?;
-    let applied = migrate::apply(&mut client, &migrate::embedded(), |m| tracing::info!(file = %m.file_name(), "applying migration")).await.map_err(failed)?;
+    let mut client = agencyflow_db::connect_one(admin_url)
+        .await
+        .map_err(failed)?;
+    let applied = migrate::apply(
+        &mut client,
+        &migrate::embedded(),
+        |m| tracing::info!(file = %m.file_name(), "applying migration"),
+    )
+    .await
+    .map_err(failed)?;
     if !applied.is_empty() {
         tracing::info!(count = applied.len(), "migrations applied");
     }

@@ -1,0 +1,484 @@
+//! Foundation: the embedded cluster's lifecycle, the migrations runner, the claims
+//! transaction and /health.
+use std::path::Path;
+use std::time::Duration;
+
+use agencyflow_db::migrate::{self, MigrateError, Migration, State};
+use agencyflow_db::{ClusterOptions, Db, EmbeddedCluster, TxSettings};
+use agencyflow_testkit::{cluster_admin_url, TestDb};
+use uuid::Uuid;
+
+fn opts(dir: &Path) -> ClusterOptions {
+    ClusterOptions {
+        data_dir: dir.to_path_buf(),
+        bin_dir: None,
+        port: None,
+        ephemeral: true,
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes; only a running process counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.split_whitespace().nth(2).is_none_or(|st| st != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn cluster_dir() -> tempfile::TempDir {
+    // The cluster runs as `postgres` when we are root: it must reach the directory.
+    let d = tempfile::Builder::new()
+        .prefix("agencyflow-lifecycle-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    d
+}
+
+async fn select_one(c: &EmbeddedCluster) -> i32 {
+    let client = agencyflow_db::connect_one(&c.url("postgres", "postgres"))
+        .await
+        .unwrap();
+    client.query_one("select 1", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cluster_first_start_restart_and_clean_stop() {
+    let dir = cluster_dir();
+    let mut c = EmbeddedCluster::start(&opts(dir.path())).unwrap();
+    assert!(dir.path().join("pg/PG_VERSION").is_file(), "initdb ran");
+    assert!(
+        !dir.path().join("pg.initdb").exists(),
+        "no half-made cluster left"
+    );
+    assert_eq!(select_one(&c).await, 1);
+    let client = agencyflow_db::connect_one(&c.url("postgres", "postgres"))
+        .await
+        .unwrap();
+    let preload: String = client
+        .query_one("show shared_preload_libraries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(preload.contains("pg_stat_statements"));
+    let enc: String = client
+        .query_one(
+            "select pg_encoding_to_char(encoding) from pg_database where datname = 'postgres'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(enc, "UTF8");
+    client
+        .batch_execute("create table kept (x int); insert into kept values (42)")
+        .await
+        .unwrap();
+    drop(client);
+    let pid = c.pid().unwrap();
+    c.stop();
+    assert!(!alive(pid), "postmaster {pid} still running after stop");
+    assert!(!dir.path().join("pg/postmaster.pid").exists());
+
+    // Restart on the existing data directory: no initdb, data kept.
+    let c2 = EmbeddedCluster::start(&opts(dir.path())).unwrap();
+    let client = agencyflow_db::connect_one(&c2.url("postgres", "postgres"))
+        .await
+        .unwrap();
+    let x: i32 = client
+        .query_one("select x from kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(x, 42);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cluster_recovers_from_a_crash_and_a_stale_pid_file() {
+    let dir = cluster_dir();
+    let mut c = EmbeddedCluster::start(&opts(dir.path())).unwrap();
+    let pid = c.pid().unwrap();
+    // Crash: SIGKILL the postmaster, leaving postmaster.pid behind.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..200 {
+        if !alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.stop(); // reaps the child
+    assert!(
+        dir.path().join("pg/postmaster.pid").exists(),
+        "crash leaves the pid file"
+    );
+    // Let the orphaned backends notice the postmaster is gone.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = EmbeddedCluster::start(&opts(dir.path())).unwrap();
+    assert_eq!(select_one(&c).await, 1);
+    c.stop();
+
+    // A pid file naming a process that is not our postgres (pid reuse) is stale too.
+    let pidfile = dir.path().join("pg/postmaster.pid");
+    std::fs::write(
+        &pidfile,
+        format!(
+            "{}\n{}\n",
+            std::process::id(),
+            dir.path().join("pg").display()
+        ),
+    )
+    .unwrap();
+    let c = EmbeddedCluster::start(&opts(dir.path())).unwrap();
+    assert_eq!(select_one(&c).await, 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_running_cluster_is_not_started_twice() {
+    let dir = cluster_dir();
+    let c = EmbeddedCluster::start(&opts(dir.path())).unwrap();
+    let second = EmbeddedCluster::start(&opts(dir.path()));
+    assert!(
+        matches!(
+            second,
+            Err(agencyflow_db::ClusterError::AlreadyRunning { .. })
+        ),
+        "second start must refuse"
+    );
+    assert_eq!(select_one(&c).await, 1);
+}
+
+/// An empty database (no migrations) in the shared test cluster.
+async fn empty_database() -> (String, impl Drop) {
+    struct Dropper(String);
+    impl Drop for Dropper {
+        fn drop(&mut self) {
+            let name = self.0.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(c) = agencyflow_db::connect_one(&cluster_admin_url()).await {
+                        let _ = c
+                            .batch_execute(&format!("drop database if exists {name} with (force)"))
+                            .await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+    let t = TestDb::new().await; // makes sure the cluster runs
+    drop(t);
+    let name = format!("m_{}", Uuid::new_v4().simple());
+    let admin = agencyflow_db::connect_one(&cluster_admin_url())
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("create database {name}"))
+        .await
+        .unwrap();
+    let url = cluster_admin_url().replace("dbname=postgres", &format!("dbname={name}"));
+    (url, Dropper(name))
+}
+
+fn m(file: &str, sql: &str) -> Migration {
+    Migration::new(file, sql.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn migrations_apply_in_order_once_and_refuse_edits() {
+    let (url, _guard) = empty_database().await;
+    let mut c = agencyflow_db::connect_one(&url).await.unwrap();
+    // Given out of order: the runner sorts by version through the ledger check, and the
+    // second depends on the first.
+    let list = vec![
+        m(
+            "20260101000001_a.sql",
+            "create table a (id int primary key)",
+        ),
+        m(
+            "20260101000002_b.sql",
+            "create table b (a_id int references a)",
+        ),
+    ];
+    let mut seen = Vec::new();
+    let applied = migrate::apply(&mut c, &list, |m| seen.push(m.version.clone()))
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(seen, ["20260101000001", "20260101000002"]);
+    let rows = c.query("select version, name, checksum, statements from supabase_migrations.schema_migrations order by version", &[]).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, String>(1), "a");
+    assert_eq!(rows[0].get::<_, String>(2), list[0].checksum);
+    assert_eq!(
+        rows[0].get::<_, Vec<String>>(3),
+        vec!["create table a (id int primary key)".to_string()]
+    );
+
+    // Idempotent: nothing pending, nothing applied again.
+    assert!(migrate::apply(&mut c, &list, |_| {})
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(migrate::status(&c, &list)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, s)| *s == State::Applied));
+
+    // A new file is pending (what `migrate --dry-run` lists).
+    let mut more = list.clone();
+    more.push(m("20260101000003_c.sql", "create table c (x int)"));
+    let st = migrate::status(&c, &more).await.unwrap();
+    assert_eq!(
+        st.iter()
+            .filter(|(_, s)| *s == State::Pending)
+            .map(|(m, _)| m.file_name())
+            .collect::<Vec<_>>(),
+        ["20260101000003_c.sql"]
+    );
+
+    // An applied file that changed is refused, naming the file.
+    let edited = vec![
+        m(
+            "20260101000001_a.sql",
+            "create table a (id bigint primary key)",
+        ),
+        list[1].clone(),
+    ];
+    let err = migrate::apply(&mut c, &edited, |_| {}).await.unwrap_err();
+    assert!(matches!(err, MigrateError::Changed { .. }));
+    assert!(err.to_string().contains("20260101000001_a.sql"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failed_migration_is_rolled_back_and_not_recorded() {
+    let (url, _guard) = empty_database().await;
+    let mut c = agencyflow_db::connect_one(&url).await.unwrap();
+    let list = vec![
+        m("20260101000001_ok.sql", "create table ok (x int)"),
+        m(
+            "20260101000002_bad.sql",
+            "create table half (x int); insert into half values (1); select no_such_function();",
+        ),
+        m("20260101000003_after.sql", "create table after_bad (x int)"),
+    ];
+    let err = migrate::apply(&mut c, &list, |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("20260101000002_bad.sql"), "{err}");
+    let exists = |t: &'static str| {
+        let c = &c;
+        async move {
+            c.query_one("select to_regclass($1) is not null", &[&t])
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(exists("ok").await);
+    assert!(
+        !exists("half").await,
+        "the failed migration's work must be rolled back"
+    );
+    assert!(!exists("after_bad").await, "nothing after a failure runs");
+    let versions: Vec<String> = c
+        .query(
+            "select version from supabase_migrations.schema_migrations",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, ["20260101000001"]);
+}
+
+#[tokio::test]
+async fn the_real_migrations_are_all_recorded_with_checksums() {
+    let t = TestDb::new().await;
+    let c = t.superuser().await;
+    let n: i64 = c
+        .query_one(
+            "select count(*) from supabase_migrations.schema_migrations where checksum is not null",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n as usize, migrate::embedded().len());
+    for role in ["anon", "authenticated", "service_role", "authenticator"] {
+        let r = c
+            .query_one(
+                "select rolbypassrls, rolcanlogin, rolinherit from pg_roles where rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap();
+        let (bypass, login, inherit): (bool, bool, bool) = (r.get(0), r.get(1), r.get(2));
+        assert_eq!(bypass, role == "service_role", "{role} bypassrls");
+        assert_eq!(login, role == "authenticator", "{role} login");
+        if role == "authenticator" {
+            assert!(!inherit, "authenticator must be NOINHERIT");
+        }
+    }
+    let ext: Vec<(String, String)> = c
+        .query("select e.extname::text, n.nspname::text from pg_extension e join pg_namespace n on n.oid = e.extnamespace where e.extname <> 'plpgsql'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for want in ["vector", "pgcrypto", "uuid-ossp", "pg_stat_statements"] {
+        assert!(
+            ext.iter().any(|(e, s)| e == want && s == "extensions"),
+            "{want} must be installed in schema extensions: {ext:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn claims_transaction_sets_role_and_claims_only_inside() {
+    let t = TestDb::new().await;
+    // One connection, so the check afterwards runs on the very connection the transaction used.
+    let db = Db::connect(&t.api_url(), 1).unwrap();
+    let user = Uuid::new_v4();
+    let mut tx = t.as_user(&db, user).await;
+    let row = tx
+        .query_one(
+            "select auth.uid(), auth.role(), current_user::text, auth.jwt() ->> 'aud'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<Uuid>>(0), Some(user));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("authenticated")
+    );
+    assert_eq!(row.get::<_, String>(2), "authenticated");
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some("authenticated")
+    );
+    tx.commit().await.unwrap();
+
+    // Outside a request transaction the same connection sees nothing.
+    let client = db.client().await.unwrap();
+    let who: String = client
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        who, "authenticator",
+        "the role switch must not outlive the transaction"
+    );
+    client
+        .batch_execute("set role authenticated")
+        .await
+        .unwrap();
+    let uid: Option<Uuid> = client
+        .query_one("select auth.uid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("reset role").await.unwrap();
+    assert_eq!(uid, None, "claims must not outlive the transaction");
+}
+
+#[tokio::test]
+async fn claims_transaction_keeps_the_sqlstate_and_rolls_back() {
+    let t = TestDb::new().await;
+    let db = t.db();
+    let mut tx = db
+        .begin(&TxSettings::new(
+            "service_role",
+            r#"{"role":"service_role"}"#,
+        ))
+        .await
+        .unwrap();
+    tx.execute("create temp table scratch (x int)", &[])
+        .await
+        .unwrap();
+    let err = tx.query("select 1/0", &[]).await.unwrap_err();
+    assert_eq!(err.sqlstate(), Some("22012"));
+    drop(tx);
+    // Read-only transactions refuse writes with 25006.
+    let mut tx = db
+        .begin(&TxSettings::new("service_role", "{}").read_only(true))
+        .await
+        .unwrap();
+    let err = tx
+        .execute("create temp table nope (x int)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some("25006"));
+}
+
+#[tokio::test]
+async fn health_is_200_with_a_database_and_503_without() {
+    let t = TestDb::new().await;
+    let app = t.spawn_app().await;
+    let r = app.http.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    // The same server over a database that is gone.
+    let app = t.spawn_app().await;
+    let down = Db::connect(
+        "host=127.0.0.1 port=1 user=nobody dbname=none connect_timeout=1",
+        1,
+    )
+    .unwrap();
+    let state = agencyflow_testkit::agencyflow_server::AppState::new(
+        down,
+        app.keys.clone(),
+        state_settings(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            agencyflow_testkit::agencyflow_server::router(state),
+        )
+        .await
+    });
+    let r = app
+        .http
+        .get(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+}
+
+fn state_settings() -> agencyflow_testkit::agencyflow_server::Settings {
+    use agencyflow_testkit::agencyflow_server::config::{rest_settings, Cli, Command};
+    use clap::Parser;
+    let cli = Cli::try_parse_from(["agencyflow", "serve"]).unwrap();
+    let Command::Serve(serve) = cli.command else {
+        unreachable!()
+    };
+    agencyflow_testkit::agencyflow_server::Settings {
+        rest: rest_settings(&serve).unwrap(),
+        serve,
+        anon_key: String::new(),
+        service_role_key: String::new(),
+    }
+}

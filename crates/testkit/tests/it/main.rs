@@ -1,0 +1,2 @@
+//! Integration tests: one binary, one PostgreSQL cluster per run, a database per test.
+mod foundation;
