@@ -1,6 +1,8 @@
 //! The project's JWT keys: signing the API keys and session tokens, and verifying every
 //! bearer token any surface receives (REST, functions, auth).
-use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use serde_json::Value;
 
 /// Clock skew accepted on `exp`/`nbf`/`iat`, as PostgREST does.
@@ -24,12 +26,20 @@ pub struct JwtKeys {
 
 impl JwtKeys {
     pub fn hs256(secret: &[u8], audience: Option<String>) -> Self {
-        JwtKeys { hs_secret: secret.to_vec(), audience }
+        JwtKeys {
+            hs_secret: secret.to_vec(),
+            audience,
+        }
     }
 
     /// Signs claims with HS256.
     pub fn sign(&self, claims: &Value) -> Result<String, JwtError> {
-        encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(&self.hs_secret)).map_err(|e| JwtError::Invalid(e.to_string()))
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(&self.hs_secret),
+        )
+        .map_err(|e| JwtError::Invalid(e.to_string()))
     }
 
     /// Verifies signature, `exp`/`nbf` (with 30 s skew) and `aud`; returns the claims.
@@ -37,17 +47,22 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<Value, JwtError> {
         let header = decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::HS256 {
-            return Err(JwtError::Invalid(format!("unsupported algorithm {:?}", header.alg)));
+            return Err(JwtError::Invalid(format!(
+                "unsupported algorithm {:?}",
+                header.alg
+            )));
         }
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = LEEWAY_SECS;
         v.validate_aud = false;
         v.validate_nbf = true;
         v.required_spec_claims.clear();
-        let data = decode::<Value>(token, &DecodingKey::from_secret(&self.hs_secret), &v).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => JwtError::Expired,
-            _ => JwtError::Invalid(e.to_string()),
-        })?;
+        let data = decode::<Value>(token, &DecodingKey::from_secret(&self.hs_secret), &v).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => JwtError::Expired,
+                _ => JwtError::Invalid(e.to_string()),
+            },
+        )?;
         let claims = data.claims;
         if !claims.is_object() {
             return Err(JwtError::Invalid("claims are not an object".into()));
@@ -79,12 +94,17 @@ mod tests {
     use serde_json::json;
 
     fn keys() -> JwtKeys {
-        JwtKeys::hs256(b"a-very-long-test-secret-of-32-bytes!!", Some("authenticated".into()))
+        JwtKeys::hs256(
+            b"a-very-long-test-secret-of-32-bytes!!",
+            Some("authenticated".into()),
+        )
     }
 
     #[test]
     fn roundtrip() {
-        let t = keys().sign(&json!({"sub": "u", "role": "authenticated", "aud": "authenticated"})).unwrap();
+        let t = keys()
+            .sign(&json!({"sub": "u", "role": "authenticated", "aud": "authenticated"}))
+            .unwrap();
         assert_eq!(keys().verify(&t).unwrap()["sub"], "u");
     }
 
@@ -92,12 +112,23 @@ mod tests {
     fn refuses_expired_other_key_wrong_aud_and_none() {
         let k = keys();
         let past = chrono::Utc::now().timestamp() - 120;
-        assert_eq!(k.verify(&k.sign(&json!({"role": "anon", "exp": past})).unwrap()), Err(JwtError::Expired));
+        assert_eq!(
+            k.verify(&k.sign(&json!({"role": "anon", "exp": past})).unwrap()),
+            Err(JwtError::Expired)
+        );
         let other = JwtKeys::hs256(b"another-secret-another-secret-000000", None);
-        assert!(k.verify(&other.sign(&json!({"role": "anon"})).unwrap()).is_err());
-        assert!(k.verify(&k.sign(&json!({"role": "anon", "aud": "other"})).unwrap()).is_err());
+        assert!(k
+            .verify(&other.sign(&json!({"role": "anon"})).unwrap())
+            .is_err());
+        assert!(k
+            .verify(&k.sign(&json!({"role": "anon", "aud": "other"})).unwrap())
+            .is_err());
         // alg: none
-        let none = format!("{}.{}.", base64_url(r#"{"alg":"none","typ":"JWT"}"#), base64_url(r#"{"role":"service_role"}"#));
+        let none = format!(
+            "{}.{}.",
+            base64_url(r#"{"alg":"none","typ":"JWT"}"#),
+            base64_url(r#"{"role":"service_role"}"#)
+        );
         assert!(k.verify(&none).is_err());
         assert!(k.verify("garbage").is_err());
     }
@@ -106,7 +137,9 @@ mod tests {
     fn accepts_small_skew() {
         let k = keys();
         let just = chrono::Utc::now().timestamp() - 10;
-        assert!(k.verify(&k.sign(&json!({"role": "anon", "exp": just})).unwrap()).is_ok());
+        assert!(k
+            .verify(&k.sign(&json!({"role": "anon", "exp": just})).unwrap())
+            .is_ok());
     }
 
     fn base64_url(s: &str) -> String {

@@ -77,9 +77,18 @@ fn cors() -> CorsLayer {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.serve.body_limit;
+    let auth = agencyflow_auth::router(agencyflow_auth::AuthState {
+        db: state.db.clone(),
+        keys: state.keys.clone(),
+        args: Arc::new(state.settings.serve.auth.clone()),
+    });
+    let gated = Router::new()
+        .nest("/auth/v1", auth)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::gateway::require_apikey));
     Router::new()
         .route("/health", get(routes::health::health))
         .with_state(state)
+        .merge(gated)
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(cors())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -114,6 +114,8 @@ pub struct ServeArgs {
     /// The key the vault encrypts secrets with; generated and kept in the data directory when absent.
     #[arg(long, env = "VAULT_ENC_KEY", hide_env_values = true)]
     pub vault_key: Option<String>,
+    #[command(flatten)]
+    pub auth: agencyflow_auth::AuthArgs,
 }
 
 /// A configuration mistake: one line naming the setting, exit code 2.

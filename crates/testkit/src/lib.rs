@@ -310,3 +310,31 @@ fn chrono_now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+impl TestApp {
+    /// Runs one file of the supabase-js end-to-end suite (`e2e/<file>`, Node's test runner)
+    /// against this server and fails the test with Node's output when it fails.
+    pub async fn run_node_test(&self, file: &str) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e");
+        assert!(
+            dir.join("node_modules/@supabase/supabase-js").is_dir(),
+            "e2e/node_modules is missing: run `npm ci --prefix e2e` (./run test does it)"
+        );
+        let out = tokio::process::Command::new("node")
+            .arg("--test")
+            .arg("--test-reporter=spec")
+            .arg(file)
+            .current_dir(&dir)
+            .env("SUPABASE_URL", &self.base)
+            .env("SUPABASE_ANON_KEY", &self.anon_key)
+            .env("SUPABASE_SERVICE_ROLE_KEY", &self.service_role_key)
+            .env("NODE_NO_WARNINGS", "1")
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("running node (is Node.js installed?)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "node --test {file} failed:\n{stdout}\n{stderr}");
+    }
+}

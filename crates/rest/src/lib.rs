@@ -1,0 +1,37 @@
+//! agencyflow-rest: the PostgREST v12 dialect as used by supabase-js, as a
+//! pipeline of pure stages: [`parse`] → [`plan`] → [`render`] → (server executes)
+//! → [`response`]. Nothing here performs I/O.
+
+pub mod error;
+pub mod parse;
+pub mod schema;
+
+pub use error::{ErrorKind, RestError};
+pub use parse::{parse_request, ApiRequest, RequestParts};
+
+/// The REST layer's settings (PostgREST names in comments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestConfig {
+    /// `db-schemas`; the first one is the default profile.
+    pub schemas: Vec<String>,
+    /// `db-max-rows`: caps read and RPC rows, never mutations.
+    pub max_rows: Option<i64>,
+    /// `db-aggregates-enabled`.
+    pub aggregates_enabled: bool,
+    /// `db-tx-end = commit-allow-override`: honour `Prefer: tx=rollback`.
+    pub tx_end_allow_override: bool,
+    /// `db-anon-role`.
+    pub anon_role: String,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            schemas: vec!["public".to_string(), "graphql_public".to_string()],
+            max_rows: Some(1000),
+            aggregates_enabled: false,
+            tx_end_allow_override: false,
+            anon_role: "anon".to_string(),
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! Reads: the select tree, embeds, filters, order and paging of one relation.
+
+use super::errors::{ambiguous_relationship, column_not_found, no_relationship};
+use super::{
+    ColumnRef, Cond, EmbedNode, FieldExpr, OrderExpr, OutputField, ReadNode, ResolvedFilter, ResolvedOrder, Source,
+};
+use crate::error::{ErrorKind, RestError};
+use crate::parse::{
+    ApiRequest, ColumnPath, CountPref, Embed, FieldTarget, Filter, IsValue, JoinType, LogicTree, Operation,
+    OrderTarget, PathFilter, SelectItem,
+};
+use crate::schema::{Relationship, SchemaCache, Table};
+use crate::RestConfig;
+
+pub(crate) struct Ctx<'a> {
+    pub cache: &'a SchemaCache,
+    pub config: &'a RestConfig,
+    pub req: &'a ApiRequest,
+    pub next_alias: usize,
+}
+
+impl Ctx<'_> {
+    pub fn alias(&mut self) -> String {
+        let a = format!("t{}", self.next_alias);
+        self.next_alias += 1;
+        a
+    }
+}
+
+/// Which request parts apply to the root node being built.
+#[derive(Clone, Copy)]
+pub(crate) struct RootOpts {
+    /// Root filters/logic (false for a mutation's representation: they went to the DML).
+    pub filters: bool,
+    pub order: bool,
+}
+
+pub(crate) fn default_select() -> Vec<SelectItem> {
+    vec![SelectItem::Star]
+}
+
+/// Plans `GET /table`: returns the root node and the effective offset.
+pub(crate) fn plan_root_read(ctx: &mut Ctx, table: &Table) -> Result<(ReadNode, i64), RestError> {
+    let mut root = build_root(ctx, table, Source::Relation(table.qualified()), &[], RootOpts { filters: true, order: true })?;
+    let offset = apply_paging(ctx, &mut root);
+    Ok((root, offset))
+}
+
+pub(crate) fn build_root(
+    ctx: &mut Ctx,
+    table: &Table,
+    source: Source,
+    filters: &[PathFilter],
+    opts: RootOpts,
+) -> Result<ReadNode, RestError> {
+    let select = ctx.req.select.clone().unwrap_or_else(default_select);
+    let select = if select.is_empty() { default_select() } else { select };
+    let all_filters: Vec<PathFilter> = ctx.req.filters.iter().chain(filters.iter()).cloned().collect();
+    check_paths(ctx.req, &select, &all_filters)?;
+    let mut node = build_node(ctx, table, source, &select, &[], &all_filters, opts)?;
+    node.count_exact = matches!(ctx.req.prefer.count, Some(CountPref::Exact | CountPref::Estimated));
+    Ok(node)
+}
+
+/// Limit/offset/Range/max-rows of the root; returns the offset.
+pub(crate) fn apply_paging(ctx: &Ctx, node: &mut ReadNode) -> i64 {
+    let (offset, limit) = root_paging(ctx);
+    node.offset = (offset > 0).then_some(offset);
+    node.limit = limit;
+    offset
+}
+
+pub(crate) fn root_paging(ctx: &Ctx) -> (i64, Option<i64>) {
+    let mut offset = ctx.req.offset_for(&[]).unwrap_or(0);
+    let mut limit = ctx.req.limit_for(&[]);
+    if let Some(r) = ctx.req.range {
+        let lower = offset.max(r.first);
+        let upper_q = limit.map(|l| offset.saturating_add(l) - 1);
+        let upper = match (upper_q, r.last) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        offset = lower;
+        limit = upper.map(|u| (u - lower + 1).max(0));
+    }
+    if let Some(max) = ctx.config.max_rows {
+        limit = Some(limit.map_or(max, |l| l.min(max)));
+    }
+    (offset, limit)
+}
+
+/// Every embed path used by filters, order, limit and offset must be selected (PGRST108).
+fn check_paths(req: &ApiRequest, select: &[SelectItem], filters: &[PathFilter]) -> Result<(), RestError> {
+    fn collect(items: &[SelectItem], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        for item in items {
+            if let SelectItem::Embed(e) = item {
+                prefix.push(e.label().to_string());
+                out.push(prefix.clone());
+                collect(&e.select, prefix, out);
+                prefix.pop();
+            }
+        }
+    }
+    let mut known = vec![Vec::new()];
+    collect(select, &mut Vec::new(), &mut known);
+    let used = filters
+        .iter()
+        .map(|f| &f.path)
+        .chain(req.logic.iter().map(|l| &l.path))
+        .chain(req.order.iter().map(|o| &o.0))
+        .chain(req.limits.iter().map(|l| &l.0))
+        .chain(req.offsets.iter().map(|l| &l.0));
+    for path in used {
+        if !known.contains(path) {
+            let name = path.join(".");
+            return Err(RestError::new(
+                ErrorKind::FilterOnMissingEmbed,
+                format!("'{name}' is not an embedded resource in this request"),
+            )
+            .with_hint(format!("Verify that '{name}' is included in the 'select' query parameter.")));
+        }
+    }
+    Ok(())
+}
+
+fn column_ref(table: &Table, alias: &str, path: &ColumnPath) -> Result<ColumnRef, RestError> {
+    if table.column(&path.column).is_none() {
+        return Err(column_not_found(&table.name, &path.column));
+    }
+    Ok(ColumnRef { alias: alias.to_string(), column: path.column.clone(), json_path: path.json_path.clone() })
+}
+
+fn check_cast(cast: &Option<String>) -> Result<(), RestError> {
+    // The parser only admits [A-Za-z0-9_]+ and an optional [], so casts are identifiers.
+    if let Some(c) = cast {
+        let body = c.strip_suffix("[]").unwrap_or(c);
+        if body.is_empty() || !body.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            return Err(RestError::parse(format!("invalid cast ({c})"), "expecting a type name"));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn build_node(
+    ctx: &mut Ctx,
+    table: &Table,
+    source: Source,
+    select: &[SelectItem],
+    path: &[String],
+    filters: &[PathFilter],
+    opts: RootOpts,
+) -> Result<ReadNode, RestError> {
+    let alias = ctx.alias();
+    let mut node = ReadNode {
+        source,
+        alias: alias.clone(),
+        fields: Vec::new(),
+        embeds: Vec::new(),
+        conds: Vec::new(),
+        order: Vec::new(),
+        limit: None,
+        offset: None,
+        group_by: Vec::new(),
+        count_exact: false,
+    };
+    let mut has_aggregate = false;
+    for item in select {
+        match item {
+            SelectItem::Star => {
+                for c in &table.columns {
+                    node.fields.push(OutputField {
+                        name: c.name.clone(),
+                        expr: FieldExpr::Column { col: ColumnRef { alias: alias.clone(), column: c.name.clone(), json_path: Vec::new() }, cast: None },
+                    });
+                }
+            }
+            SelectItem::Field(f) => {
+                check_cast(&f.cast)?;
+                check_cast(&f.aggregate_cast)?;
+                let expr = match (&f.target, f.aggregate) {
+                    (FieldTarget::Column(p), None) => FieldExpr::Column { col: column_ref(table, &alias, p)?, cast: f.cast.clone() },
+                    (FieldTarget::Column(p), Some(func)) => {
+                        has_aggregate = true;
+                        FieldExpr::Aggregate {
+                            func,
+                            arg: Some((column_ref(table, &alias, p)?, f.cast.clone())),
+                            cast: f.aggregate_cast.clone(),
+                        }
+                    }
+                    (FieldTarget::CountAll, agg) => {
+                        has_aggregate = true;
+                        FieldExpr::Aggregate {
+                            func: agg.unwrap_or(crate::parse::AggregateFn::Count),
+                            arg: None,
+                            cast: f.aggregate_cast.clone(),
+                        }
+                    }
+                };
+                let name = match (&f.alias, &f.target, f.aggregate) {
+                    (Some(a), _, _) => a.clone(),
+                    (None, _, Some(func)) => func.sql_name().to_string(),
+                    (None, FieldTarget::Column(p), None) => p.output_name(),
+                    (None, FieldTarget::CountAll, None) => "count".to_string(),
+                };
+                node.fields.push(OutputField { name, expr });
+            }
+            SelectItem::Embed(e) => {
+                let embed_index = node.embeds.len();
+                let child = plan_embed(ctx, table, e, path, filters)?;
+                if e.join == Some(JoinType::Inner) {
+                    node.conds.push(Cond::EmbedExists { embed: embed_index, present: true });
+                }
+                if e.spread {
+                    for f in &child.node.fields {
+                        node.fields.push(OutputField {
+                            name: f.name.clone(),
+                            expr: FieldExpr::SpreadColumn { embed: embed_index, name: f.name.clone() },
+                        });
+                    }
+                } else if child.output {
+                    let expr = if child.to_one {
+                        FieldExpr::EmbedObject { embed: embed_index }
+                    } else {
+                        FieldExpr::EmbedArray { embed: embed_index }
+                    };
+                    node.fields.push(OutputField { name: e.label().to_string(), expr });
+                }
+                node.embeds.push(child);
+            }
+        }
+    }
+    if has_aggregate {
+        if !ctx.config.aggregates_enabled {
+            return Err(RestError::new(ErrorKind::AggregatesDisabled, "Use of aggregate functions is not allowed"));
+        }
+        node.group_by = node
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !matches!(f.expr, FieldExpr::Aggregate { .. }))
+            .map(|(i, _)| i + 1)
+            .collect();
+    }
+
+    let is_root = path.is_empty();
+    if !is_root || opts.filters {
+        for pf in filters.iter().filter(|f| f.path == path) {
+            let cond = resolve_filter(table, &alias, &node, &pf.filter)?;
+            node.conds.push(cond);
+        }
+        for pl in ctx.req.logic.iter().filter(|l| l.path == path) {
+            node.conds.push(resolve_logic(table, &alias, &node, &pl.tree)?);
+        }
+    }
+    if !is_root || opts.order {
+        for (p, terms) in &ctx.req.order {
+            if p.as_slice() != path {
+                continue;
+            }
+            for term in terms {
+                let expr = match &term.target {
+                    OrderTarget::Column(c) => OrderExpr::Column(column_ref(table, &alias, c)?),
+                    OrderTarget::Related { relation, field } => related_order(ctx, table, &alias, &node, select, relation, field)?,
+                };
+                node.order.push(ResolvedOrder { expr, direction: term.direction, nulls: term.nulls });
+            }
+        }
+    }
+    if !is_root {
+        node.limit = ctx.req.limit_for(path);
+        node.offset = ctx.req.offset_for(path);
+    }
+    Ok(node)
+}
+
+fn related_order(
+    ctx: &Ctx,
+    table: &Table,
+    alias: &str,
+    node: &ReadNode,
+    select: &[SelectItem],
+    relation: &str,
+    field: &ColumnPath,
+) -> Result<OrderExpr, RestError> {
+    let position = select
+        .iter()
+        .filter_map(|i| match i {
+            SelectItem::Embed(e) => Some(e),
+            _ => None,
+        })
+        .position(|e| e.label() == relation || e.relation == relation);
+    let Some(i) = position else {
+        return Err(RestError::new(
+            ErrorKind::FilterOnMissingEmbed,
+            format!("'{relation}' is not an embedded resource in this request"),
+        )
+        .with_hint(format!("Verify that '{relation}' is included in the 'select' query parameter.")));
+    };
+    let embed = &node.embeds[i];
+    if !embed.to_one {
+        return Err(RestError::new(ErrorKind::RelatedOrderNotToOne, format!("A related order on '{relation}' is not possible"))
+            .with_details(format!("'{}' and '{relation}' do not form a many-to-one or one-to-one relationship", table.name)));
+    }
+    let target = embed.relationship.target.clone();
+    let target_table = ctx.cache.table_by_name(&target).ok_or_else(|| column_not_found(&target.name, &field.column))?;
+    let column = column_ref(target_table, "_pgrst_ord", field)?;
+    Ok(OrderExpr::Related { embed_rel: embed.relationship.clone(), parent_alias: alias.to_string(), column, target })
+}
+
+fn plan_embed(
+    ctx: &mut Ctx,
+    parent: &Table,
+    e: &Embed,
+    path: &[String],
+    filters: &[PathFilter],
+) -> Result<EmbedNode, RestError> {
+    let rel = find_relationship(ctx.cache, parent, &ctx.req.schema, &e.relation, e.hint.as_deref())?;
+    let target = ctx
+        .cache
+        .table_by_name(&rel.target)
+        .ok_or_else(|| super::relation_not_found(&rel.target.schema, &rel.target.name))?;
+    let to_one = rel.is_to_one();
+    if e.spread && !to_one {
+        return Err(RestError::new(ErrorKind::SpreadNotToOne, format!("A spread operation on '{}' is not possible", e.relation))
+            .with_details(format!("'{}' and '{}' do not form a many-to-one or one-to-one relationship", parent.name, e.relation)));
+    }
+    let mut child_path = path.to_vec();
+    child_path.push(e.label().to_string());
+    let node = build_node(
+        ctx,
+        target,
+        Source::Relation(rel.target.clone()),
+        &e.select,
+        &child_path,
+        filters,
+        RootOpts { filters: true, order: true },
+    )?;
+    Ok(EmbedNode { relationship: rel, node, to_one, output: !e.select.is_empty() || e.spread, spread: e.spread })
+}
+
+pub(crate) fn find_relationship(
+    cache: &SchemaCache,
+    parent: &Table,
+    schema: &str,
+    relation: &str,
+    hint: Option<&str>,
+) -> Result<Relationship, RestError> {
+    let source = parent.qualified();
+    let all: Vec<&Relationship> = cache.relationships_from(&source).collect();
+    let mut candidates: Vec<&Relationship> =
+        all.iter().copied().filter(|r| r.target.name == relation && r.target.schema == schema).collect();
+    if candidates.is_empty() {
+        candidates = all.iter().copied().filter(|r| r.target.name == relation).collect();
+    }
+    if let Some(h) = hint {
+        candidates.retain(|r| r.matches_hint(h));
+    }
+    match candidates.as_slice() {
+        [] => Err(no_relationship(&source, relation, hint, all.iter().map(|r| r.target.name.as_str()))),
+        [one] => Ok((*one).clone()),
+        many => Err(ambiguous_relationship(&source, relation, many)),
+    }
+}
+
+fn embed_index(node: &ReadNode, name: &str) -> Option<usize> {
+    // Embed labels are the output names of the embed fields, or the relation name.
+    node.embeds.iter().position(|e| e.relationship.target.name == name).or_else(|| {
+        node.fields.iter().find_map(|f| match f.expr {
+            FieldExpr::EmbedObject { embed } | FieldExpr::EmbedArray { embed } if f.name == name => Some(embed),
+            _ => None,
+        })
+    })
+}
+
+fn resolve_filter(table: &Table, alias: &str, node: &ReadNode, filter: &Filter) -> Result<Cond, RestError> {
+    if table.column(&filter.field.column).is_none() && filter.field.json_path.is_empty() {
+        if let (Some(embed), Operation::Is(v)) = (embed_index(node, &filter.field.column), &filter.operation) {
+            let present = match v {
+                IsValue::Null => false,
+                IsValue::NotNull => true,
+                _ => {
+                    return Err(RestError::new(ErrorKind::InvalidEmbedFilter, "Bad operator on the embedded resource")
+                        .with_hint("Only is null or not is null filters are allowed on embedded resources"))
+                }
+            };
+            return Ok(Cond::EmbedExists { embed, present: present != filter.negate });
+        }
+    }
+    let column = table.column(&filter.field.column).ok_or_else(|| column_not_found(&table.name, &filter.field.column))?;
+    if matches!(&filter.operation, Operation::In(v) if v.is_empty()) {
+        return Ok(if filter.negate { Cond::Logic { op: crate::parse::LogicOp::And, negate: false, children: Vec::new() } } else { Cond::False });
+    }
+    let text_result = filter.field.json_path.last().map(|s| s.as_text);
+    let value_type = match text_result {
+        None => column.pg_type.clone(),
+        Some(true) => "text".to_string(),
+        Some(false) => column.pg_type.clone(),
+    };
+    Ok(Cond::Filter(ResolvedFilter {
+        lhs: ColumnRef { alias: alias.to_string(), column: column.name.clone(), json_path: filter.field.json_path.clone() },
+        lhs_is_string: match text_result {
+            None => column.category == "S",
+            Some(t) => t,
+        },
+        lhs_is_tsvector: text_result.is_none() && column.is_tsvector(),
+        value_type,
+        negate: filter.negate,
+        operation: filter.operation.clone(),
+    }))
+}
+
+fn resolve_logic(table: &Table, alias: &str, node: &ReadNode, tree: &LogicTree) -> Result<Cond, RestError> {
+    match tree {
+        LogicTree::Expr { negate, op, children } => Ok(Cond::Logic {
+            op: *op,
+            negate: *negate,
+            children: children.iter().map(|c| resolve_logic(table, alias, node, c)).collect::<Result<_, _>>()?,
+        }),
+        LogicTree::Leaf { path, filter } if path.is_empty() => resolve_filter(table, alias, node, filter),
+        LogicTree::Leaf { path, .. } => Err(RestError::parse(
+            format!("\"failed to parse logic tree ({})\"", path.join(".")),
+            "embedded fields inside a logic tree are not supported; use the 'rel.or' parameter",
+        )),
+    }
+}
+
+/// Resolves the root filters of a mutation against its target table.
+pub(crate) fn mutation_conds(ctx: &Ctx, table: &Table, alias: &str) -> Result<Vec<Cond>, RestError> {
+    let empty = ReadNode {
+        source: Source::MutationResult,
+        alias: alias.to_string(),
+        fields: Vec::new(),
+        embeds: Vec::new(),
+        conds: Vec::new(),
+        order: Vec::new(),
+        limit: None,
+        offset: None,
+        group_by: Vec::new(),
+        count_exact: false,
+    };
+    let mut conds = Vec::new();
+    for pf in ctx.req.filters.iter().filter(|f| f.path.is_empty()) {
+        conds.push(resolve_filter(table, alias, &empty, &pf.filter)?);
+    }
+    for pl in ctx.req.logic.iter().filter(|l| l.path.is_empty()) {
+        conds.push(resolve_logic(table, alias, &empty, &pl.tree)?);
+    }
+    Ok(conds)
+}

@@ -1,0 +1,214 @@
+-- The whole schema cache as one json value. $1::text[] = exposed schemas.
+WITH
+exposed AS (
+  SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY($1::text[])
+),
+user_ns AS (
+  SELECT n.oid, n.nspname FROM pg_catalog.pg_namespace n
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'
+    AND n.nspname NOT LIKE 'pg\_temp\_%'
+),
+api_roles AS (
+  SELECT r.oid, r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname IN ('anon', 'authenticated', 'service_role')
+),
+-- Types as SQL that casts a text parameter: no typmod, schema-qualified outside pg_catalog.
+types AS (
+  SELECT t.oid,
+    CASE
+      WHEN tn.nspname = 'pg_catalog' THEN pg_catalog.format_type(t.oid, NULL)
+      WHEN t.typcategory = 'A' AND et.oid IS NOT NULL THEN
+        CASE WHEN etn.nspname = 'pg_catalog' THEN pg_catalog.format_type(et.oid, NULL)
+             ELSE pg_catalog.quote_ident(etn.nspname) || '.' || pg_catalog.quote_ident(et.typname) END || '[]'
+      ELSE pg_catalog.quote_ident(tn.nspname) || '.' || pg_catalog.quote_ident(t.typname)
+    END AS sql_type,
+    coalesce(bt.typname, t.typname)::text AS base_name,
+    t.typcategory::text AS category,
+    t.typrelid
+  FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+  LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+  LEFT JOIN pg_catalog.pg_namespace etn ON etn.oid = et.typnamespace
+  LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
+),
+rels AS (
+  SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind,
+    pg_catalog.pg_relation_is_updatable(c.oid::regclass, true) AS upd,
+    pg_catalog.obj_description(c.oid, 'pg_class') AS comment
+  FROM pg_catalog.pg_class c JOIN exposed n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND NOT c.relispartition
+),
+columns AS (
+  SELECT a.attrelid,
+    pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', a.attname,
+      'type', ty.sql_type,
+      'data_type', pg_catalog.format_type(a.atttypid, a.atttypmod),
+      'base_type', ty.base_name,
+      'category', ty.category,
+      'nullable', NOT a.attnotnull,
+      'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+      'generated', a.attgenerated <> '' OR a.attidentity = 'a',
+      'position', a.attnum,
+      'comment', pg_catalog.col_description(a.attrelid, a.attnum),
+      'enum', (SELECT pg_catalog.json_agg(e.enumlabel ORDER BY e.enumsortorder)
+               FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid)
+    ) ORDER BY a.attnum) AS cols
+  FROM pg_catalog.pg_attribute a
+  JOIN rels r ON r.oid = a.attrelid
+  JOIN types ty ON ty.oid = a.atttypid
+  LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+  WHERE a.attnum > 0 AND NOT a.attisdropped
+  GROUP BY a.attrelid
+),
+-- Unique keys (constraints and plain unique indexes) of every user table.
+keys AS (
+  SELECT i.indrelid AS relid, i.indisprimary AS is_primary,
+    (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
+       FROM pg_catalog.unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum) AS cols
+  FROM pg_catalog.pg_index i
+  JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
+  JOIN user_ns n ON n.oid = c.relnamespace
+  WHERE i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+),
+fks AS (
+  SELECT con.conname, sn.nspname AS schema, s.relname AS name, tn.nspname AS ref_schema, t.relname AS ref_name,
+    (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
+       FROM pg_catalog.unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+       JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum) AS cols,
+    (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
+       FROM pg_catalog.unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
+       JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum) AS ref_cols
+  FROM pg_catalog.pg_constraint con
+  JOIN pg_catalog.pg_class s ON s.oid = con.conrelid
+  JOIN user_ns sn ON sn.oid = s.relnamespace
+  JOIN pg_catalog.pg_class t ON t.oid = con.confrelid
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+  WHERE con.contype = 'f'
+),
+-- View column → source column, read from the view's rewrite rule target list.
+view_entries AS (
+  SELECT DISTINCT r.ev_class AS view_oid,
+    (pg_catalog.regexp_match(e.entry, ':resno (\d+)'))[1]::int AS resno,
+    (pg_catalog.regexp_match(e.entry, ':resname (\S+)'))[1] AS resname,
+    (pg_catalog.regexp_match(e.entry, ':resorigtbl (\d+)'))[1]::oid AS origtbl,
+    (pg_catalog.regexp_match(e.entry, ':resorigcol (\d+)'))[1]::int AS origcol
+  FROM pg_catalog.pg_rewrite r
+  JOIN pg_catalog.pg_class v ON v.oid = r.ev_class AND v.relkind IN ('v', 'm')
+  JOIN user_ns n ON n.oid = v.relnamespace
+  CROSS JOIN LATERAL pg_catalog.regexp_split_to_table(r.ev_action::text, 'TARGETENTRY') AS e(entry)
+  WHERE r.rulename = '_RETURN'
+),
+view_map AS (
+  SELECT DISTINCT ve.view_oid, va.attname AS view_col, ve.origtbl AS base_oid, ba.attname AS base_col
+  FROM view_entries ve
+  JOIN pg_catalog.pg_attribute va ON va.attrelid = ve.view_oid AND va.attnum = ve.resno AND va.attname::text = ve.resname
+  JOIN pg_catalog.pg_attribute ba ON ba.attrelid = ve.origtbl AND ba.attnum = ve.origcol
+  WHERE ve.origtbl IS NOT NULL AND ve.origtbl <> 0
+),
+view_resolved AS (
+  WITH RECURSIVE walk(view_oid, view_col, base_oid, base_col, depth) AS (
+    SELECT view_oid, view_col, base_oid, base_col, 0 FROM view_map
+    UNION ALL
+    SELECT w.view_oid, w.view_col, m.base_oid, m.base_col, w.depth + 1
+    FROM walk w JOIN view_map m ON m.view_oid = w.base_oid AND m.view_col = w.base_col
+    WHERE w.depth < 16
+  )
+  SELECT w.view_oid, w.view_col, w.base_oid, w.base_col FROM walk w
+  JOIN pg_catalog.pg_class bc ON bc.oid = w.base_oid AND bc.relkind IN ('r', 'p', 'f')
+),
+funcs AS (
+  SELECT p.oid, n.nspname AS schema, p.proname AS name, p.proretset, p.provolatile, p.prorettype,
+    p.pronargs, p.pronargdefaults,
+    pg_catalog.obj_description(p.oid, 'pg_proc') AS comment
+  FROM pg_catalog.pg_proc p JOIN exposed n ON n.oid = p.pronamespace
+  WHERE p.prokind = 'f' AND p.prorettype <> 'pg_catalog.trigger'::regtype
+    AND p.prorettype <> 'pg_catalog.event_trigger'::regtype
+),
+func_args AS (
+  SELECT f.oid,
+    pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', coalesce(f.names[a.idx], ''),
+      'type', ty.sql_type,
+      'base_type', ty.base_name,
+      'category', ty.category,
+      'mode', coalesce(f.modes[a.idx], 'i'),
+      'has_default', coalesce(f.modes[a.idx], 'i') IN ('i', 'b', 'v')
+         AND (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(f.modes[1:a.idx]) m WHERE m IN ('i', 'b', 'v'))
+             + CASE WHEN f.modes IS NULL THEN a.idx ELSE 0 END
+           > f.pronargs - f.pronargdefaults
+    ) ORDER BY a.idx) AS args
+  FROM (SELECT fu.*, p.proargnames AS names, p.proargmodes::text[] AS modes,
+               coalesce(p.proallargtypes, p.proargtypes::oid[]) AS types
+        FROM funcs fu JOIN pg_catalog.pg_proc p ON p.oid = fu.oid) f
+  CROSS JOIN LATERAL pg_catalog.unnest(f.types) WITH ORDINALITY a(type_oid, idx)
+  JOIN types ty ON ty.oid = a.type_oid
+  GROUP BY f.oid
+)
+SELECT pg_catalog.json_build_object(
+  'server_version_num', pg_catalog.current_setting('server_version_num')::int,
+  'tables', coalesce((
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'schema', r.schema,
+      'name', r.name,
+      'kind', CASE r.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized_view'
+                WHEN 'f' THEN 'foreign_table' ELSE 'table' END,
+      'comment', r.comment,
+      'insertable', r.relkind IN ('r', 'p') OR (r.upd & 8) = 8,
+      'updatable', r.relkind IN ('r', 'p') OR (r.upd & 4) = 4,
+      'deletable', r.relkind IN ('r', 'p') OR (r.upd & 16) = 16,
+      'columns', coalesce(c.cols, '[]'),
+      'privileges', coalesce((
+        SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+          'role', ro.rolname,
+          'select', pg_catalog.has_any_column_privilege(ro.oid, r.oid, 'SELECT'),
+          'insert', pg_catalog.has_any_column_privilege(ro.oid, r.oid, 'INSERT'),
+          'update', pg_catalog.has_any_column_privilege(ro.oid, r.oid, 'UPDATE'),
+          'delete', pg_catalog.has_table_privilege(ro.oid, r.oid, 'DELETE')) ORDER BY ro.rolname)
+        FROM api_roles ro), '[]')
+    ) ORDER BY r.schema, r.name)
+    FROM rels r LEFT JOIN columns c ON c.attrelid = r.oid), '[]'),
+  'keys', coalesce((
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'schema', n.nspname, 'name', c.relname, 'primary', k.is_primary, 'columns', k.cols)
+      ORDER BY n.nspname, c.relname, NOT k.is_primary, k.cols)
+    FROM keys k JOIN pg_catalog.pg_class c ON c.oid = k.relid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace), '[]'),
+  'foreign_keys', coalesce((
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', f.conname, 'schema', f.schema, 'table', f.name, 'columns', f.cols,
+      'ref_schema', f.ref_schema, 'ref_table', f.ref_name, 'ref_columns', f.ref_cols)
+      ORDER BY f.schema, f.name, f.conname)
+    FROM fks f), '[]'),
+  'view_columns', coalesce((
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'schema', vn.nspname, 'view', vc.relname, 'column', v.view_col,
+      'base_schema', bn.nspname, 'base_table', bc.relname, 'base_column', v.base_col)
+      ORDER BY vn.nspname, vc.relname, v.view_col)
+    FROM view_resolved v
+    JOIN pg_catalog.pg_class vc ON vc.oid = v.view_oid
+    JOIN pg_catalog.pg_namespace vn ON vn.oid = vc.relnamespace
+    JOIN pg_catalog.pg_class bc ON bc.oid = v.base_oid
+    JOIN pg_catalog.pg_namespace bn ON bn.oid = bc.relnamespace), '[]'),
+  'functions', coalesce((
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'schema', f.schema,
+      'name', f.name,
+      'args', coalesce(fa.args, '[]'),
+      'return_type', rt.sql_type,
+      'return_base_type', rt.base_name,
+      'returns_set', f.proretset,
+      'return_relation', CASE WHEN rt.typrelid <> 0 THEN (
+          SELECT pg_catalog.json_build_object('schema', rn.nspname, 'name', rc.relname)
+          FROM pg_catalog.pg_class rc JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace
+          WHERE rc.oid = rt.typrelid) END,
+      'volatility', CASE f.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable' ELSE 'volatile' END,
+      'comment', f.comment,
+      'executable_by', coalesce((
+        SELECT pg_catalog.json_agg(ro.rolname ORDER BY ro.rolname) FROM api_roles ro
+        WHERE pg_catalog.has_function_privilege(ro.oid, f.oid, 'EXECUTE')), '[]')
+    ) ORDER BY f.schema, f.name, f.oid)
+    FROM funcs f
+    JOIN types rt ON rt.oid = f.prorettype
+    LEFT JOIN func_args fa ON fa.oid = f.oid), '[]')
+) AS catalog

@@ -1,0 +1,57 @@
+//! The API-key gate Supabase's gateway (Kong) puts in front of every surface: a request
+//! needs an `apikey` header (or `?apikey=`) holding the project's anon or service_role key.
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// Paths a browser reaches without a key (email links, OAuth callbacks, public keys).
+const OPEN_PATHS: &[&str] = &["/auth/v1/verify", "/auth/v1/callback", "/auth/v1/authorize", "/auth/v1/.well-known/jwks.json", "/auth/v1/health"];
+
+/// The role of the API key the request carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKeyRole {
+    Anon,
+    ServiceRole,
+}
+
+fn deny(message: &str) -> Response {
+    (StatusCode::UNAUTHORIZED, Json(json!({ "message": message }))).into_response()
+}
+
+fn query_apikey(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "apikey").then(|| v.to_string())
+    })
+}
+
+pub async fn require_apikey(State(state): State<AppState>, mut req: Request<Body>, next: Next) -> Response {
+    if OPEN_PATHS.contains(&req.uri().path()) || req.method() == axum::http::Method::OPTIONS {
+        return next.run(req).await;
+    }
+    let key = req
+        .headers()
+        .get("apikey")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| query_apikey(req.uri().query()));
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return deny("No API key found in request");
+    };
+    let role = match state.keys.verify(&key) {
+        Ok(claims) => match claims.get("role").and_then(|r| r.as_str()) {
+            Some("anon") => ApiKeyRole::Anon,
+            Some("service_role") => ApiKeyRole::ServiceRole,
+            _ => return deny("Invalid authentication credentials"),
+        },
+        Err(_) => return deny("Invalid authentication credentials"),
+    };
+    req.extensions_mut().insert(role);
+    next.run(req).await
+}
