@@ -84,7 +84,10 @@ pub fn router(state: AppState) -> Router {
     });
     let gated = Router::new()
         .nest("/auth/v1", auth)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::gateway::require_apikey));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::gateway::require_apikey,
+        ));
     Router::new()
         .route("/health", get(routes::health::health))
         .with_state(state)

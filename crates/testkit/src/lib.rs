@@ -335,6 +335,9 @@ impl TestApp {
             .expect("running node (is Node.js installed?)");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "node --test {file} failed:\n{stdout}\n{stderr}");
+        assert!(
+            out.status.success(),
+            "node --test {file} failed:\n{stdout}\n{stderr}"
+        );
     }
 }

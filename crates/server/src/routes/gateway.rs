@@ -11,7 +11,13 @@ use serde_json::json;
 use crate::app::AppState;
 
 /// Paths a browser reaches without a key (email links, OAuth callbacks, public keys).
-const OPEN_PATHS: &[&str] = &["/auth/v1/verify", "/auth/v1/callback", "/auth/v1/authorize", "/auth/v1/.well-known/jwks.json", "/auth/v1/health"];
+const OPEN_PATHS: &[&str] = &[
+    "/auth/v1/verify",
+    "/auth/v1/callback",
+    "/auth/v1/authorize",
+    "/auth/v1/.well-known/jwks.json",
+    "/auth/v1/health",
+];
 
 /// The role of the API key the request carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +27,11 @@ pub enum ApiKeyRole {
 }
 
 fn deny(message: &str) -> Response {
-    (StatusCode::UNAUTHORIZED, Json(json!({ "message": message }))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "message": message })),
+    )
+        .into_response()
 }
 
 fn query_apikey(query: Option<&str>) -> Option<String> {
@@ -31,7 +41,11 @@ fn query_apikey(query: Option<&str>) -> Option<String> {
     })
 }
 
-pub async fn require_apikey(State(state): State<AppState>, mut req: Request<Body>, next: Next) -> Response {
+pub async fn require_apikey(
+    State(state): State<AppState>,
+    mut req: Request<Body>,
+    next: Next,
+) -> Response {
     if OPEN_PATHS.contains(&req.uri().path()) || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
