@@ -316,6 +316,38 @@ impl ClaimsTxn {
         self.run(Stmt::Typed(sql, params)).await.map(Outcome::rows)
     }
 
+    /// Runs a one-off typed statement and commits, all in one round trip when it is the
+    /// transaction's first statement: for read-only requests, whose outcome cannot depend
+    /// on commit versus rollback.
+    pub async fn query_typed_and_commit(
+        mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, DbError> {
+        let client = self.client.take().expect("transaction already finished");
+        let Some(setup) = self.pending.take() else {
+            let rows = client.query_typed(sql, params).await;
+            let done = client.batch_execute("commit").await;
+            let rows = rows?;
+            done?;
+            return Ok(rows);
+        };
+        let setup_stmt = client.prepare_cached(SETUP_SQL).await?;
+        let setup_params: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
+        // A failed statement aborts the transaction; the pipelined COMMIT then rolls back.
+        let (b, s, q, c) = futures::join!(
+            client.batch_execute(setup.begin),
+            client.query(&setup_stmt, &setup_params),
+            client.query_typed(sql, params),
+            client.batch_execute("commit")
+        );
+        b?;
+        s?;
+        let rows = q?;
+        c?;
+        Ok(rows)
+    }
+
     pub async fn query_one(
         &mut self,
         sql: &str,
