@@ -1,12 +1,28 @@
 //! Supabase Auth (GoTrue) compatible `/auth/v1`, and the project's JWT keys.
+//!
+//! Handlers parse the request, do their database work in one transaction as
+//! `supabase_auth_admin` (never as a superuser), and answer with GoTrue's JSON shapes.
+pub mod admin;
+pub mod error;
+mod handlers;
 pub mod jwt;
+mod model;
+pub mod password;
+pub mod ratelimit;
+pub mod tokens;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use agencyflow_db::Db;
+use agencyflow_db::{ClaimsTxn, Db, TxSettings};
+use axum::routing::{get, post};
 use axum::Router;
 
-pub use jwt::{api_key, JwtError, JwtKeys};
+pub use error::{AuthError, ErrorCode};
+pub use jwt::{api_key, generate_es256_jwk, JwtError, JwtKeys};
+
+use ratelimit::{Limit, Rate, RateLimiter};
+use tokens::RefreshTokens;
 
 /// Auth settings, under GoTrue's environment names.
 #[derive(Debug, Clone, clap::Args)]
@@ -15,8 +31,103 @@ pub struct AuthArgs {
     #[arg(long = "jwt-exp", env = "GOTRUE_JWT_EXP", default_value_t = 3600)]
     pub jwt_exp: i64,
     /// The `aud` claim of issued tokens (and the only one accepted when present).
-    #[arg(long = "jwt-aud", env = "GOTRUE_JWT_AUD", default_value = "authenticated")]
+    #[arg(
+        long = "jwt-aud",
+        env = "GOTRUE_JWT_AUD",
+        default_value = "authenticated"
+    )]
     pub jwt_aud: String,
+    /// Bearer roles allowed to use the admin API (`/auth/v1/admin/*`), comma-separated.
+    #[arg(
+        long = "jwt-admin-roles",
+        env = "GOTRUE_JWT_ADMIN_ROLES",
+        default_value = "service_role,supabase_admin"
+    )]
+    pub jwt_admin_roles: String,
+    /// ES256 signing keys as a JWK set (JSON array of P-256 JWKs with `d`): session tokens
+    /// are then signed ES256 with `kid`, and the public keys served at `/.well-known/jwks.json`.
+    #[arg(long = "jwt-keys", env = "GOTRUE_JWT_KEYS", hide_env_values = true)]
+    pub jwt_keys: Option<String>,
+    /// The `iss` of issued tokens (default: `<API_EXTERNAL_URL>/auth/v1`).
+    #[arg(long = "jwt-issuer", env = "GOTRUE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The public URL of the API (as clients reach it); without it, the request's Host.
+    #[arg(long = "api-external-url", env = "API_EXTERNAL_URL")]
+    pub api_external_url: Option<String>,
+    /// The front end's URL (the default redirect target).
+    #[arg(long = "site-url", env = "GOTRUE_SITE_URL")]
+    pub site_url: Option<String>,
+    /// Sign-ups are confirmed at once (there is no mailer).
+    #[arg(long = "mailer-autoconfirm", env = "GOTRUE_MAILER_AUTOCONFIRM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mailer_autoconfirm: bool,
+    /// Anonymous sign-ins (`signInAnonymously`).
+    #[arg(long = "external-anonymous-users-enabled", env = "GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_users_enabled: bool,
+    /// Refuse new sign-ups (existing users still sign in).
+    #[arg(long = "disable-signup", env = "GOTRUE_DISABLE_SIGNUP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub disable_signup: bool,
+    /// Shortest accepted password.
+    #[arg(
+        long = "password-min-length",
+        env = "GOTRUE_PASSWORD_MIN_LENGTH",
+        default_value_t = 8
+    )]
+    pub password_min_length: usize,
+    /// Seconds a rotated refresh token may still be used (concurrent tabs, lost responses).
+    #[arg(
+        long = "refresh-token-reuse-interval",
+        env = "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL",
+        default_value_t = 10
+    )]
+    pub refresh_token_reuse_interval: i64,
+    /// Sign-ups and password sign-ins per client IP per 5 minutes (0 = unlimited).
+    #[arg(
+        long = "rate-limit-sign-in-sign-ups",
+        env = "GOTRUE_RATE_LIMIT_SIGN_IN_SIGN_UPS",
+        default_value_t = 30.0
+    )]
+    pub rate_limit_sign_in_sign_ups: f64,
+    /// Sign-ups and password sign-ins per email per 5 minutes (0 = unlimited).
+    #[arg(
+        long = "rate-limit-email-sign-ins",
+        env = "AGENCYFLOW_RATE_LIMIT_EMAIL_SIGN_INS",
+        default_value_t = 30.0
+    )]
+    pub rate_limit_email_sign_ins: f64,
+    /// Refresh-token grants per client IP per 5 minutes (0 = unlimited).
+    #[arg(
+        long = "rate-limit-token-refresh",
+        env = "GOTRUE_RATE_LIMIT_TOKEN_REFRESH",
+        default_value_t = 150.0
+    )]
+    pub rate_limit_token_refresh: f64,
+    /// Anonymous sign-ins per client IP per hour (0 = unlimited).
+    #[arg(
+        long = "rate-limit-anonymous-users",
+        env = "GOTRUE_RATE_LIMIT_ANONYMOUS_USERS",
+        default_value_t = 30.0
+    )]
+    pub rate_limit_anonymous_users: f64,
+}
+
+impl AuthArgs {
+    pub fn admin_roles(&self) -> Vec<String> {
+        self.jwt_admin_roles
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// Applies the auth settings that every surface's verification shares (the accepted
+    /// `aud`, the asymmetric keys) to the project's keys.
+    pub fn configure_keys(&self, keys: JwtKeys) -> Result<JwtKeys, JwtError> {
+        let keys = keys.with_audience(Some(self.jwt_aud.clone()));
+        match self.jwt_keys.as_deref().filter(|k| !k.trim().is_empty()) {
+            Some(jwks) => keys.with_jwks(jwks),
+            None => Ok(keys),
+        }
+    }
 }
 
 /// What the auth handlers share.
@@ -25,10 +136,106 @@ pub struct AuthState {
     pub db: Db,
     pub keys: Arc<JwtKeys>,
     pub args: Arc<AuthArgs>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limiter: RateLimiter,
+    refresh: RefreshTokens,
+}
+
+impl AuthState {
+    pub fn new(db: Db, keys: Arc<JwtKeys>, args: Arc<AuthArgs>) -> Self {
+        const FIVE_MIN: Duration = Duration::from_secs(300);
+        let limiter = RateLimiter::new([
+            (
+                Limit::SignInSignUpsPerIp,
+                Rate {
+                    capacity: args.rate_limit_sign_in_sign_ups,
+                    period: FIVE_MIN,
+                },
+            ),
+            (
+                Limit::SignInPerEmail,
+                Rate {
+                    capacity: args.rate_limit_email_sign_ins,
+                    period: FIVE_MIN,
+                },
+            ),
+            (
+                Limit::TokenRefreshPerIp,
+                Rate {
+                    capacity: args.rate_limit_token_refresh,
+                    period: FIVE_MIN,
+                },
+            ),
+            (
+                Limit::AnonymousPerIp,
+                Rate {
+                    capacity: args.rate_limit_anonymous_users,
+                    period: Duration::from_secs(3600),
+                },
+            ),
+        ]);
+        // Successor tokens are keyed by a value only the server knows: a signature by the
+        // project's keys over a fixed message.
+        let material = keys
+            .sign_hs256(&serde_json::json!({ "purpose": "refresh-token-derivation" }))
+            .unwrap_or_default();
+        password::warm_up();
+        AuthState {
+            db,
+            keys,
+            args,
+            inner: Arc::new(Inner {
+                limiter,
+                refresh: RefreshTokens::new(material.as_bytes()),
+            }),
+        }
+    }
+
+    pub(crate) fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    pub(crate) fn refresh_tokens(&self) -> &RefreshTokens {
+        &self.inner.refresh
+    }
+
+    /// A transaction as the auth service's own role.
+    pub(crate) async fn tx(&self) -> Result<ClaimsTxn, AuthError> {
+        Ok(self
+            .db
+            .begin(&TxSettings::new(
+                "supabase_auth_admin",
+                r#"{"role":"supabase_auth_admin"}"#,
+            ))
+            .await?)
+    }
 }
 
 /// The `/auth/v1` routes (mounted by the server under that prefix).
 pub fn router(state: AuthState) -> Router {
-    let _ = state;
     Router::new()
+        .route("/signup", post(handlers::signup))
+        .route("/token", post(handlers::token))
+        .route("/user", get(handlers::get_user).put(handlers::update_user))
+        .route("/logout", post(handlers::logout))
+        .route("/settings", get(handlers::settings))
+        .route("/health", get(handlers::health))
+        .route("/.well-known/jwks.json", get(handlers::jwks))
+        .route(
+            "/admin/users",
+            get(admin::list_users).post(admin::create_user),
+        )
+        .route(
+            "/admin/users/{id}",
+            get(admin::get_user)
+                .put(admin::update_user)
+                .delete(admin::delete_user),
+        )
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(error::api_version_layer))
 }

@@ -348,6 +348,16 @@ impl EmbeddedCluster {
         }
     }
 
+    /// The socket directory and port of a cluster already running on `data_dir` (another
+    /// agencyflow process serving it), read from its `postmaster.pid`.
+    pub fn running_at(data_dir: &Path) -> Option<(PathBuf, u16)> {
+        let text = fs::read_to_string(data_dir.join("pg/postmaster.pid")).ok()?;
+        let mut lines = text.lines();
+        let port = lines.nth(3)?.trim().parse().ok()?;
+        let socket_dir = PathBuf::from(lines.next()?.trim());
+        Some((socket_dir, port))
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

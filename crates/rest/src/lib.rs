@@ -3,11 +3,25 @@
 //! → [`response`]. Nothing here performs I/O.
 
 pub mod error;
+pub mod openapi;
 pub mod parse;
+pub mod plan;
+pub mod render;
+pub mod response;
 pub mod schema;
 
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod testutil;
+
 pub use error::{ErrorKind, RestError};
+pub use openapi::openapi_document;
 pub use parse::{parse_request, ApiRequest, RequestParts};
+pub use plan::{plan, Action, CallShape, Plan};
+pub use render::{render, Statement};
+pub use response::{error_response, respond, RestResponse, ResultRow};
+pub use schema::{SchemaCache, SCHEMA_CACHE_SQL};
 
 /// The REST layer's settings (PostgREST names in comments).
 #[derive(Debug, Clone, PartialEq, Eq)]

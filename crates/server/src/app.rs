@@ -6,7 +6,7 @@ use std::time::Duration;
 use agencyflow_auth::JwtKeys;
 use agencyflow_db::Db;
 use axum::http::{HeaderName, Method};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{RestSettings, ServeArgs};
 use crate::routes;
+use crate::schema_cache::SharedSchemaCache;
 
 /// Everything the handlers share; cheap to clone.
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct AppState {
     pub db: Db,
     pub keys: Arc<JwtKeys>,
     pub settings: Arc<Settings>,
+    pub schema_cache: SharedSchemaCache,
 }
 
 /// The server's resolved configuration.
@@ -39,6 +41,7 @@ impl AppState {
             db,
             keys: Arc::new(keys),
             settings: Arc::new(settings),
+            schema_cache: SharedSchemaCache::default(),
         }
     }
 }
@@ -77,13 +80,21 @@ fn cors() -> CorsLayer {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.serve.body_limit;
-    let auth = agencyflow_auth::router(agencyflow_auth::AuthState {
-        db: state.db.clone(),
-        keys: state.keys.clone(),
-        args: Arc::new(state.settings.serve.auth.clone()),
-    });
+    let auth = agencyflow_auth::router(agencyflow_auth::AuthState::new(
+        state.db.clone(),
+        state.keys.clone(),
+        Arc::new(state.settings.serve.auth.clone()),
+    ));
+    let rest = Router::new().route("/", any(routes::rest::handle)).route("/{*path}", any(routes::rest::handle)).with_state(state.clone());
+    let functions = agencyflow_functions::router(agencyflow_functions::FunctionsState::new(
+        state.db.clone(),
+        state.keys.clone(),
+        state.settings.serve.functions.clone(),
+    ));
     let gated = Router::new()
         .nest("/auth/v1", auth)
+        .nest("/functions/v1", functions)
+        .nest("/rest/v1", rest)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::gateway::require_apikey,

@@ -116,6 +116,8 @@ pub struct ServeArgs {
     pub vault_key: Option<String>,
     #[command(flatten)]
     pub auth: agencyflow_auth::AuthArgs,
+    #[command(flatten)]
+    pub functions: agencyflow_functions::FunctionsArgs,
 }
 
 /// A configuration mistake: one line naming the setting, exit code 2.
@@ -150,15 +152,8 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-/// Settings of the REST layer, checked (PostgREST's names and defaults).
-#[derive(Debug, Clone)]
-pub struct RestSettings {
-    pub schemas: Vec<String>,
-    pub max_rows: Option<i64>,
-    pub aggregates_enabled: bool,
-    pub tx_end_allow_override: bool,
-    pub anon_role: String,
-}
+/// Settings of the REST layer (PostgREST's names and defaults).
+pub type RestSettings = agencyflow_rest::RestConfig;
 
 /// Settings of the REST layer, checked.
 pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {

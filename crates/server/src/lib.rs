@@ -5,6 +5,7 @@ pub mod error;
 pub mod keys;
 pub mod routes;
 pub mod run;
+pub mod schema_cache;
 
 pub use app::{router, AppState, Settings};
 

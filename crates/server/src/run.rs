@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use agencyflow_auth::{api_key, JwtKeys};
-use agencyflow_db::{migrate, ClusterOptions, Db, EmbeddedCluster};
+use agencyflow_db::{migrate, ClusterError, ClusterOptions, Db, EmbeddedCluster};
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Settings};
@@ -72,29 +72,22 @@ pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Datab
             cluster: None,
         });
     }
-    let cluster = EmbeddedCluster::start(&ClusterOptions {
-        data_dir: data_dir.to_path_buf(),
-        bin_dir: None,
-        port: None,
-        ephemeral: false,
-    })
-    .map_err(failed)?;
-    Ok(Database {
-        api_url: cluster.url("authenticator", "postgres"),
-        admin_url: cluster.url("postgres", "postgres"),
-        cluster: Some(cluster),
-    })
+    let opts = ClusterOptions { data_dir: data_dir.to_path_buf(), bin_dir: None, port: None, ephemeral: false };
+    match EmbeddedCluster::start(&opts) {
+        Ok(cluster) => Ok(Database { api_url: cluster.url("authenticator", "postgres"), admin_url: cluster.url("postgres", "postgres"), cluster: Some(cluster) }),
+        // `agencyflow serve` already runs this data directory: use its cluster, manage nothing.
+        Err(ClusterError::AlreadyRunning { pid, .. }) => {
+            let (socket, port) = EmbeddedCluster::running_at(data_dir).ok_or_else(|| failed(format!("PostgreSQL (pid {pid}) runs on {} but its postmaster.pid is unreadable", data_dir.display())))?;
+            let url = |user: &str| format!("host={} port={port} user={user} dbname=postgres", socket.display());
+            tracing::info!(pid, "using the embedded PostgreSQL already running on this data directory");
+            Ok(Database { api_url: url("authenticator"), admin_url: url("postgres"), cluster: None })
+        }
+        Err(e) => Err(failed(e)),
+    }
 }
 
 fn tokio_postgres_config_check(url: &str, setting: &'static str) -> Result<(), ConfigError> {
-    url.parse::<agencyflow_db::tokio_postgres::Config>()
-        .map(|_| ())
-        .map_err(|e| {
-            ConfigError::new(
-                setting,
-                format!("not a valid PostgreSQL connection string: {e}"),
-            )
-        })
+    url.parse::<agencyflow_db::tokio_postgres::Config>().map(|_| ()).map_err(|e| ConfigError::new(setting, format!("not a valid PostgreSQL connection string: {e}")))
 }
 
 pub fn data_dir(g: &GlobalArgs) -> PathBuf {
@@ -205,18 +198,30 @@ pub async fn build_state(
     vault_key: Option<String>,
 ) -> Result<AppState, RunError> {
     let rest = rest_settings(&args)?;
+    // Every surface verifies with the auth settings: the accepted `aud`, the ES256 keys.
+    let keys = args
+        .auth
+        .configure_keys(keys)
+        .map_err(|e| ConfigError::new("GOTRUE_JWT_KEYS", e.to_string()))?;
     let db = Db::connect(api_url, args.db_pool)
         .map_err(failed)?
         .with_vault_key(vault_key)
         .with_search_path(args.db_extra_search_path.clone());
     db.load_role_settings().await.map_err(failed)?;
+    let mut args = args;
+    args.functions.fill_keys_from_vault(&db).await;
     let settings = Settings {
         anon_key: api_key(&keys, "anon").map_err(failed)?,
         service_role_key: api_key(&keys, "service_role").map_err(failed)?,
         serve: args,
         rest,
     };
-    Ok(AppState::new(db, keys, settings))
+    let schemas = settings.rest.schemas.clone();
+    let state = AppState::new(db.clone(), keys, settings);
+    // Start-up fails loudly if the catalog cannot be read; later reloads only log.
+    state.schema_cache.load(&db, &schemas).await.map_err(|e| failed(format!("loading the schema cache: {e}")))?;
+    state.schema_cache.spawn_reloader(db, api_url.to_string(), schemas);
+    Ok(state)
 }
 
 async fn serve(
@@ -245,12 +250,23 @@ async fn serve(
             )
         })?;
     let state = build_state(&database.api_url, args, keys, Some(vault_key)).await?;
+    let _embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
+        let f = &state.settings.serve.functions;
+        agencyflow_functions::spawn_embedding_worker(
+            state.db.clone(),
+            agencyflow_functions::provider::embedder_from_args(f),
+            f.into(),
+        )
+    });
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(failed)?;
     tracing::info!(addr = %local, ready_ms = started.elapsed().as_millis() as u64, "agencyflow listening");
-    axum::serve(listener, app::router(state))
+    axum::serve(
+        listener,
+        app::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(failed)?;

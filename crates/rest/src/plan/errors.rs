@@ -4,7 +4,10 @@ use crate::error::{ErrorKind, RestError};
 use crate::schema::{QualifiedName, Relationship};
 
 pub fn relation_not_found(schema: &str, name: &str) -> RestError {
-    let mut e = RestError::postgres("42P01", format!("relation \"{schema}.{name}\" does not exist"));
+    let mut e = RestError::postgres(
+        "42P01",
+        format!("relation \"{schema}.{name}\" does not exist"),
+    );
     e.status = http::StatusCode::NOT_FOUND;
     e
 }
@@ -35,7 +38,10 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// The closest candidate, if close enough to be a plausible typo.
-pub(crate) fn closest<'a>(wanted: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    wanted: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (wanted.chars().count() / 3).max(2);
     candidates
         .map(|c| (levenshtein(wanted, c), c))
@@ -62,7 +68,10 @@ pub(crate) fn no_relationship<'a>(
     };
     let mut e = RestError::new(
         ErrorKind::NoRelationship,
-        format!("Could not find a relationship between '{}' and '{wanted}' in the schema cache", parent.name),
+        format!(
+            "Could not find a relationship between '{}' and '{wanted}' in the schema cache",
+            parent.name
+        ),
     )
     .with_details(details);
     if let Some(c) = closest(wanted, related_names) {
@@ -71,7 +80,11 @@ pub(crate) fn no_relationship<'a>(
     e
 }
 
-pub(crate) fn ambiguous_relationship(parent: &QualifiedName, wanted: &str, candidates: &[&Relationship]) -> RestError {
+pub(crate) fn ambiguous_relationship(
+    parent: &QualifiedName,
+    wanted: &str,
+    candidates: &[&Relationship],
+) -> RestError {
     let details: Vec<serde_json::Value> = candidates
         .iter()
         .map(|r| {
@@ -85,7 +98,9 @@ pub(crate) fn ambiguous_relationship(parent: &QualifiedName, wanted: &str, candi
     let options: Vec<String> = candidates
         .iter()
         .map(|r| match &r.cardinality {
-            crate::schema::Cardinality::ManyToMany { junction, .. } => format!("'{wanted}!{}'", junction.name),
+            crate::schema::Cardinality::ManyToMany { junction, .. } => {
+                format!("'{wanted}!{}'", junction.name)
+            }
             _ => format!("'{wanted}!{}'", r.constraint),
         })
         .collect();
@@ -108,7 +123,10 @@ mod tests {
     fn distances() {
         assert_eq!(levenshtein("kitten", "sitting"), 3);
         assert_eq!(levenshtein("", "ab"), 2);
-        assert_eq!(closest("projcts", ["projects", "clients"].into_iter()), Some("projects"));
+        assert_eq!(
+            closest("projcts", ["projects", "clients"].into_iter()),
+            Some("projects")
+        );
         assert_eq!(closest("zzzzzz", ["projects", "clients"].into_iter()), None);
     }
 }

@@ -7,8 +7,8 @@ mod rpc;
 
 use crate::error::RestError;
 use crate::parse::{
-    AggregateFn, ApiRequest, CountPref, Direction, Handling, JsonStep, LogicOp, Method, Nulls, Operation,
-    ResponseMedia, ReturnPref, Target, TxPref,
+    AggregateFn, ApiRequest, CountPref, Direction, Handling, JsonStep, LogicOp, Method, Nulls,
+    Operation, ResponseMedia, ReturnPref, Target, TxPref,
 };
 use crate::render::Statement;
 use crate::schema::{QualifiedName, Relationship, SchemaCache};
@@ -72,6 +72,8 @@ pub struct Plan {
     /// Set when `count=planned|estimated` needs an `EXPLAIN (FORMAT JSON)` first;
     /// read its single text column with [`crate::render::explain_row_estimate`].
     pub count_statement: Option<Statement>,
+    /// `count=estimated` uses the exact count up to this many rows (db-max-rows).
+    pub estimate_threshold: Option<i64>,
     pub(crate) query: Query,
 }
 
@@ -103,7 +105,12 @@ pub(crate) struct FunctionCall {
 
 #[derive(Debug, Clone)]
 pub(crate) enum CallArg {
-    Named { name: String, pg_type: String, value: Option<String>, variadic: bool },
+    Named {
+        name: String,
+        pg_type: String,
+        value: Option<String>,
+        variadic: bool,
+    },
     /// The sole unnamed json/jsonb parameter: the whole body.
     Positional { pg_type: String, value: String },
 }
@@ -118,8 +125,15 @@ pub(crate) struct ColumnRef {
 
 #[derive(Debug, Clone)]
 pub(crate) enum FieldExpr {
-    Column { col: ColumnRef, cast: Option<String> },
-    Aggregate { func: AggregateFn, arg: Option<(ColumnRef, Option<String>)>, cast: Option<String> },
+    Column {
+        col: ColumnRef,
+        cast: Option<String>,
+    },
+    Aggregate {
+        func: AggregateFn,
+        arg: Option<(ColumnRef, Option<String>)>,
+        cast: Option<String>,
+    },
     /// A to-one embed: `row_to_json` body or null.
     EmbedObject { embed: usize },
     /// A to-many embed: `coalesce(body, '[]')`.
@@ -138,9 +152,16 @@ pub(crate) struct OutputField {
 #[derive(Debug, Clone)]
 pub(crate) enum Cond {
     Filter(ResolvedFilter),
-    Logic { op: LogicOp, negate: bool, children: Vec<Cond> },
+    Logic {
+        op: LogicOp,
+        negate: bool,
+        children: Vec<Cond>,
+    },
     /// `rel!inner`, `rel=not.is.null` (present) and `rel=is.null` (absent).
-    EmbedExists { embed: usize, present: bool },
+    EmbedExists {
+        embed: usize,
+        present: bool,
+    },
     /// Always false (`in.()`).
     False,
 }
@@ -160,7 +181,12 @@ pub(crate) struct ResolvedFilter {
 pub(crate) enum OrderExpr {
     Column(ColumnRef),
     /// `order=rel(col)` on a to-one embed: a scalar subquery.
-    Related { embed_rel: Relationship, parent_alias: String, column: ColumnRef, target: QualifiedName },
+    Related {
+        embed_rel: Box<Relationship>,
+        parent_alias: String,
+        column: ColumnRef,
+        target: QualifiedName,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -216,8 +242,13 @@ pub(crate) struct PayloadColumn {
 
 #[derive(Debug, Clone)]
 pub(crate) enum OnConflict {
-    DoNothing { target: Vec<String> },
-    DoUpdate { target: Vec<String>, set: Vec<String> },
+    DoNothing {
+        target: Vec<String>,
+    },
+    DoUpdate {
+        target: Vec<String>,
+        set: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -278,15 +309,25 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         return_pref,
         offset: 0,
         rollback_requested: tx_honoured && req.prefer.tx == Some(TxPref::Rollback),
-        max_affected: if strict { req.prefer.max_affected } else { None },
+        max_affected: if strict {
+            req.prefer.max_affected
+        } else {
+            None
+        },
         preference_applied: Vec::new(),
         content_location: content_location(req),
         profile: req.schema_explicit.then(|| req.schema.clone()),
         resource_path: String::new(),
         count_statement: None,
+        estimate_threshold: config.max_rows,
         query: Query::None,
     };
-    let mut ctx = read::Ctx { cache, config, req, next_alias: 0 };
+    let mut ctx = read::Ctx {
+        cache,
+        config,
+        req,
+        next_alias: 0,
+    };
     match &req.target {
         Target::Root => {
             plan.action = Action::OpenApi;
@@ -333,20 +374,29 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
             plan.query = Query::Call(planned.query);
         }
     }
-    if matches!(plan.action, Action::Insert | Action::Update | Action::Delete | Action::SingleUpsert) {
+    if matches!(
+        plan.action,
+        Action::Insert | Action::Update | Action::Delete | Action::SingleUpsert
+    ) {
         if let Some(r) = req.prefer.return_ {
-            applied.push(format!("return={}", match r {
-                ReturnPref::Minimal => "minimal",
-                ReturnPref::Representation => "representation",
-                ReturnPref::HeadersOnly => "headers-only",
-            }));
+            applied.push(format!(
+                "return={}",
+                match r {
+                    ReturnPref::Minimal => "minimal",
+                    ReturnPref::Representation => "representation",
+                    ReturnPref::HeadersOnly => "headers-only",
+                }
+            ));
         }
         if plan.action == Action::Insert {
             if let Some(r) = req.prefer.resolution {
-                applied.push(format!("resolution={}", match r {
-                    crate::parse::Resolution::MergeDuplicates => "merge-duplicates",
-                    crate::parse::Resolution::IgnoreDuplicates => "ignore-duplicates",
-                }));
+                applied.push(format!(
+                    "resolution={}",
+                    match r {
+                        crate::parse::Resolution::MergeDuplicates => "merge-duplicates",
+                        crate::parse::Resolution::IgnoreDuplicates => "ignore-duplicates",
+                    }
+                ));
             }
             if req.prefer.missing_default {
                 applied.push("missing=default".to_string());
@@ -354,14 +404,24 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         }
     }
     if let Some(c) = req.prefer.count {
-        applied.push(format!("count={}", match c {
-            CountPref::Exact => "exact",
-            CountPref::Planned => "planned",
-            CountPref::Estimated => "estimated",
-        }));
+        applied.push(format!(
+            "count={}",
+            match c {
+                CountPref::Exact => "exact",
+                CountPref::Planned => "planned",
+                CountPref::Estimated => "estimated",
+            }
+        ));
     }
     if tx_honoured {
-        applied.push(format!("tx={}", if plan.rollback_requested { "rollback" } else { "commit" }));
+        applied.push(format!(
+            "tx={}",
+            if plan.rollback_requested {
+                "rollback"
+            } else {
+                "commit"
+            }
+        ));
     }
     if strict {
         applied.push("handling=strict".to_string());
@@ -389,3 +449,12 @@ fn content_location(req: &ApiRequest) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A PostgreSQL array literal of text elements, every element quoted.
+pub(crate) fn pg_text_array(values: &[String]) -> String {
+    let items: Vec<serde_json::Value> = values
+        .iter()
+        .map(|v| serde_json::Value::String(v.clone()))
+        .collect();
+    rpc::pg_array_literal(&items)
+}

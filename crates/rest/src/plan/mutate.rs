@@ -21,24 +21,31 @@ fn returning(ctx: &Ctx, table: &Table) -> Returning {
 }
 
 fn representation(ctx: &mut Ctx, table: &Table) -> Result<ReadNode, RestError> {
-    build_root(ctx, table, Source::MutationResult, &[], RootOpts { filters: false, order: false })
+    build_root(
+        ctx,
+        table,
+        Source::MutationResult,
+        &[],
+        RootOpts {
+            filters: false,
+            order: false,
+        },
+    )
 }
 
-fn payload_columns(ctx: &Ctx, table: &Table, keys: &[String]) -> Result<Vec<PayloadColumn>, RestError> {
+fn payload_columns(table: &Table, keys: &[String]) -> Result<Vec<PayloadColumn>, RestError> {
     keys.iter()
         .map(|k| {
-            let c = table.column(k).ok_or_else(|| payload_column_not_found(&table.name, k))?;
+            let c = table
+                .column(k)
+                .ok_or_else(|| payload_column_not_found(&table.name, k))?;
             Ok(PayloadColumn {
                 name: c.name.clone(),
                 pg_type: c.pg_type.clone(),
                 default: if c.generated { None } else { c.default.clone() },
             })
         })
-        .collect::<Result<Vec<_>, RestError>>()
-        .map(|cols| {
-            let _ = ctx;
-            cols
-        })
+        .collect()
 }
 
 fn check_columns_exist(table: &Table, cols: &[String]) -> Result<(), RestError> {
@@ -50,7 +57,11 @@ fn check_columns_exist(table: &Table, cols: &[String]) -> Result<(), RestError> 
     Ok(())
 }
 
-pub(crate) fn plan_insert(ctx: &mut Ctx, table: &Table, put: bool) -> Result<InsertQuery, RestError> {
+pub(crate) fn plan_insert(
+    ctx: &mut Ctx,
+    table: &Table,
+    put: bool,
+) -> Result<InsertQuery, RestError> {
     let payload = ctx.req.payload.clone().ok_or_else(invalid_json)?;
     let rows: Vec<Value> = match payload {
         Value::Array(items) => items,
@@ -60,21 +71,31 @@ pub(crate) fn plan_insert(ctx: &mut Ctx, table: &Table, put: bool) -> Result<Ins
     let keys = match &ctx.req.columns {
         Some(cols) => {
             if rows.iter().any(|r| !r.is_object()) {
-                return Err(RestError::new(ErrorKind::InvalidBody, "All object keys must match"));
+                return Err(RestError::new(
+                    ErrorKind::InvalidBody,
+                    "All object keys must match",
+                ));
             }
             cols.clone()
         }
         None => payload_keys(&Value::Array(rows.clone()))?,
     };
-    let columns = payload_columns(ctx, table, &keys)?;
+    let columns = payload_columns(table, &keys)?;
     let on_conflict = if put {
         check_put(ctx, table, &rows)?;
-        Some(OnConflict::DoUpdate { target: table.primary_key.clone(), set: keys.clone() })
+        Some(OnConflict::DoUpdate {
+            target: table.primary_key.clone(),
+            set: keys.clone(),
+        })
     } else {
         match ctx.req.prefer.resolution {
             None => None,
             Some(resolution) => {
-                let target = ctx.req.on_conflict.clone().unwrap_or_else(|| table.primary_key.clone());
+                let target = ctx
+                    .req
+                    .on_conflict
+                    .clone()
+                    .unwrap_or_else(|| table.primary_key.clone());
                 check_columns_exist(table, &target)?;
                 if target.is_empty() {
                     return Err(RestError::postgres(
@@ -84,8 +105,13 @@ pub(crate) fn plan_insert(ctx: &mut Ctx, table: &Table, put: bool) -> Result<Ins
                 }
                 Some(match resolution {
                     Resolution::IgnoreDuplicates => OnConflict::DoNothing { target },
-                    Resolution::MergeDuplicates if keys.is_empty() => OnConflict::DoNothing { target },
-                    Resolution::MergeDuplicates => OnConflict::DoUpdate { target, set: keys.clone() },
+                    Resolution::MergeDuplicates if keys.is_empty() => {
+                        OnConflict::DoNothing { target }
+                    }
+                    Resolution::MergeDuplicates => OnConflict::DoUpdate {
+                        target,
+                        set: keys.clone(),
+                    },
                 })
             }
         }
@@ -106,16 +132,30 @@ pub(crate) fn plan_insert(ctx: &mut Ctx, table: &Table, put: bool) -> Result<Ins
 /// PUT: PK-only `eq` filters, one row whose PK values match them.
 fn check_put(ctx: &Ctx, table: &Table, rows: &[Value]) -> Result<(), RestError> {
     if ctx.req.limit_for(&[]).is_some() || ctx.req.offset_for(&[]).is_some() {
-        return Err(RestError::new(ErrorKind::PutPrimaryKeyFilters, "limit/offset querystring parameters are not allowed for PUT"));
+        return Err(RestError::new(
+            ErrorKind::PutPrimaryKeyFilters,
+            "limit/offset querystring parameters are not allowed for PUT",
+        ));
     }
     let pk = &table.primary_key;
-    let wrong = || RestError::new(ErrorKind::PutNotAllowed, "Filters must include all and only primary key columns with 'eq' operators");
+    let wrong = || {
+        RestError::new(
+            ErrorKind::PutNotAllowed,
+            "Filters must include all and only primary key columns with 'eq' operators",
+        )
+    };
     let mut seen = Vec::new();
     for f in &ctx.req.filters {
         let ok = f.path.is_empty()
             && !f.filter.negate
             && f.filter.field.json_path.is_empty()
-            && matches!(f.filter.operation, Operation::Compare { op: Operator::Eq, .. })
+            && matches!(
+                f.filter.operation,
+                Operation::Compare {
+                    op: Operator::Eq,
+                    ..
+                }
+            )
             && pk.contains(&f.filter.field.column)
             && !seen.contains(&f.filter.field.column);
         if !ok {
@@ -127,10 +167,15 @@ fn check_put(ctx: &Ctx, table: &Table, rows: &[Value]) -> Result<(), RestError> 
         return Err(wrong());
     }
     let [row] = rows else {
-        return Err(RestError::new(ErrorKind::InvalidBody, "PUT payload must contain a single row"));
+        return Err(RestError::new(
+            ErrorKind::InvalidBody,
+            "PUT payload must contain a single row",
+        ));
     };
     for f in &ctx.req.filters {
-        let Operation::Compare { value, .. } = &f.filter.operation else { continue };
+        let Operation::Compare { value, .. } = &f.filter.operation else {
+            continue;
+        };
         let given = row.get(&f.filter.field.column);
         let matches = match given {
             Some(Value::String(s)) => s == value,
@@ -139,7 +184,10 @@ fn check_put(ctx: &Ctx, table: &Table, rows: &[Value]) -> Result<(), RestError> 
             _ => false,
         };
         if !matches {
-            return Err(RestError::new(ErrorKind::PutPrimaryKeyMismatch, "Payload values do not match URL in primary key column(s)"));
+            return Err(RestError::new(
+                ErrorKind::PutPrimaryKeyMismatch,
+                "Payload values do not match URL in primary key column(s)",
+            ));
         }
     }
     Ok(())
@@ -149,17 +197,19 @@ pub(crate) fn plan_update(ctx: &mut Ctx, table: &Table) -> Result<UpdateQuery, R
     let payload = ctx.req.payload.clone().ok_or_else(invalid_json)?;
     let obj = match payload {
         Value::Object(o) => o,
-        Value::Array(mut items) if items.len() == 1 && items[0].is_object() => match items.remove(0) {
-            Value::Object(o) => o,
-            _ => return Err(invalid_json()),
-        },
+        Value::Array(mut items) if items.len() == 1 && items[0].is_object() => {
+            match items.remove(0) {
+                Value::Object(o) => o,
+                _ => return Err(invalid_json()),
+            }
+        }
         _ => return Err(invalid_json()),
     };
     let keys: Vec<String> = match &ctx.req.columns {
         Some(cols) => cols.clone(),
         None => obj.keys().cloned().collect(),
     };
-    let columns = payload_columns(ctx, table, &keys)?;
+    let columns = payload_columns(table, &keys)?;
     let alias = ctx.alias();
     let conds = mutation_conds(ctx, table, &alias)?;
     let root = representation(ctx, table)?;
@@ -177,7 +227,12 @@ pub(crate) fn plan_delete(ctx: &mut Ctx, table: &Table) -> Result<DeleteQuery, R
     let alias = ctx.alias();
     let conds = mutation_conds(ctx, table, &alias)?;
     let root = representation(ctx, table)?;
-    Ok(DeleteQuery { table: table.qualified(), conds: rename_alias(conds, &alias), returning: returning(ctx, table), root })
+    Ok(DeleteQuery {
+        table: table.qualified(),
+        conds: rename_alias(conds, &alias),
+        returning: returning(ctx, table),
+        root,
+    })
 }
 
 /// Mutation conditions are rendered against the DML target, aliased `pgrst_target`.
@@ -188,9 +243,15 @@ fn rename_alias(conds: Vec<super::Cond>, _alias: &str) -> Vec<super::Cond> {
                 f.lhs.alias = "pgrst_target".to_string();
                 super::Cond::Filter(f)
             }
-            super::Cond::Logic { op, negate, children } => {
-                super::Cond::Logic { op, negate, children: children.into_iter().map(walk).collect() }
-            }
+            super::Cond::Logic {
+                op,
+                negate,
+                children,
+            } => super::Cond::Logic {
+                op,
+                negate,
+                children: children.into_iter().map(walk).collect(),
+            },
             other => other,
         }
     }

@@ -2,12 +2,13 @@
 
 use super::errors::{ambiguous_relationship, column_not_found, no_relationship};
 use super::{
-    ColumnRef, Cond, EmbedNode, FieldExpr, OrderExpr, OutputField, ReadNode, ResolvedFilter, ResolvedOrder, Source,
+    ColumnRef, Cond, EmbedNode, FieldExpr, OrderExpr, OutputField, ReadNode, ResolvedFilter,
+    ResolvedOrder, Source,
 };
 use crate::error::{ErrorKind, RestError};
 use crate::parse::{
-    ApiRequest, ColumnPath, CountPref, Embed, FieldTarget, Filter, IsValue, JoinType, LogicTree, Operation,
-    OrderTarget, PathFilter, SelectItem,
+    ApiRequest, ColumnPath, CountPref, Embed, FieldTarget, Filter, IsValue, JoinType, LogicTree,
+    Operation, OrderTarget, PathFilter, SelectItem,
 };
 use crate::schema::{Relationship, SchemaCache, Table};
 use crate::RestConfig;
@@ -41,7 +42,16 @@ pub(crate) fn default_select() -> Vec<SelectItem> {
 
 /// Plans `GET /table`: returns the root node and the effective offset.
 pub(crate) fn plan_root_read(ctx: &mut Ctx, table: &Table) -> Result<(ReadNode, i64), RestError> {
-    let mut root = build_root(ctx, table, Source::Relation(table.qualified()), &[], RootOpts { filters: true, order: true })?;
+    let mut root = build_root(
+        ctx,
+        table,
+        Source::Relation(table.qualified()),
+        &[],
+        RootOpts {
+            filters: true,
+            order: true,
+        },
+    )?;
     let offset = apply_paging(ctx, &mut root);
     Ok((root, offset))
 }
@@ -54,11 +64,24 @@ pub(crate) fn build_root(
     opts: RootOpts,
 ) -> Result<ReadNode, RestError> {
     let select = ctx.req.select.clone().unwrap_or_else(default_select);
-    let select = if select.is_empty() { default_select() } else { select };
-    let all_filters: Vec<PathFilter> = ctx.req.filters.iter().chain(filters.iter()).cloned().collect();
+    let select = if select.is_empty() {
+        default_select()
+    } else {
+        select
+    };
+    let all_filters: Vec<PathFilter> = ctx
+        .req
+        .filters
+        .iter()
+        .chain(filters.iter())
+        .cloned()
+        .collect();
     check_paths(ctx.req, &select, &all_filters)?;
     let mut node = build_node(ctx, table, source, &select, &[], &all_filters, opts)?;
-    node.count_exact = matches!(ctx.req.prefer.count, Some(CountPref::Exact | CountPref::Estimated));
+    node.count_exact = matches!(
+        ctx.req.prefer.count,
+        Some(CountPref::Exact | CountPref::Estimated)
+    );
     Ok(node)
 }
 
@@ -81,7 +104,7 @@ pub(crate) fn root_paging(ctx: &Ctx) -> (i64, Option<i64>) {
             (a, b) => a.or(b),
         };
         offset = lower;
-        limit = upper.map(|u| (u - lower + 1).max(0));
+        limit = upper.map(|u| u.saturating_sub(lower).saturating_add(1).max(0));
     }
     if let Some(max) = ctx.config.max_rows {
         limit = Some(limit.map_or(max, |l| l.min(max)));
@@ -90,7 +113,11 @@ pub(crate) fn root_paging(ctx: &Ctx) -> (i64, Option<i64>) {
 }
 
 /// Every embed path used by filters, order, limit and offset must be selected (PGRST108).
-fn check_paths(req: &ApiRequest, select: &[SelectItem], filters: &[PathFilter]) -> Result<(), RestError> {
+fn check_paths(
+    req: &ApiRequest,
+    select: &[SelectItem],
+    filters: &[PathFilter],
+) -> Result<(), RestError> {
     fn collect(items: &[SelectItem], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
         for item in items {
             if let SelectItem::Embed(e) = item {
@@ -117,7 +144,9 @@ fn check_paths(req: &ApiRequest, select: &[SelectItem], filters: &[PathFilter]) 
                 ErrorKind::FilterOnMissingEmbed,
                 format!("'{name}' is not an embedded resource in this request"),
             )
-            .with_hint(format!("Verify that '{name}' is included in the 'select' query parameter.")));
+            .with_hint(format!(
+                "Verify that '{name}' is included in the 'select' query parameter."
+            )));
         }
     }
     Ok(())
@@ -127,15 +156,26 @@ fn column_ref(table: &Table, alias: &str, path: &ColumnPath) -> Result<ColumnRef
     if table.column(&path.column).is_none() {
         return Err(column_not_found(&table.name, &path.column));
     }
-    Ok(ColumnRef { alias: alias.to_string(), column: path.column.clone(), json_path: path.json_path.clone() })
+    Ok(ColumnRef {
+        alias: alias.to_string(),
+        column: path.column.clone(),
+        json_path: path.json_path.clone(),
+    })
 }
 
 fn check_cast(cast: &Option<String>) -> Result<(), RestError> {
     // The parser only admits [A-Za-z0-9_]+ and an optional [], so casts are identifiers.
     if let Some(c) = cast {
         let body = c.strip_suffix("[]").unwrap_or(c);
-        if body.is_empty() || !body.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-            return Err(RestError::parse(format!("invalid cast ({c})"), "expecting a type name"));
+        if body.is_empty()
+            || !body
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            return Err(RestError::parse(
+                format!("invalid cast ({c})"),
+                "expecting a type name",
+            ));
         }
     }
     Ok(())
@@ -170,7 +210,14 @@ pub(crate) fn build_node(
                 for c in &table.columns {
                     node.fields.push(OutputField {
                         name: c.name.clone(),
-                        expr: FieldExpr::Column { col: ColumnRef { alias: alias.clone(), column: c.name.clone(), json_path: Vec::new() }, cast: None },
+                        expr: FieldExpr::Column {
+                            col: ColumnRef {
+                                alias: alias.clone(),
+                                column: c.name.clone(),
+                                json_path: Vec::new(),
+                            },
+                            cast: None,
+                        },
                     });
                 }
             }
@@ -178,7 +225,10 @@ pub(crate) fn build_node(
                 check_cast(&f.cast)?;
                 check_cast(&f.aggregate_cast)?;
                 let expr = match (&f.target, f.aggregate) {
-                    (FieldTarget::Column(p), None) => FieldExpr::Column { col: column_ref(table, &alias, p)?, cast: f.cast.clone() },
+                    (FieldTarget::Column(p), None) => FieldExpr::Column {
+                        col: column_ref(table, &alias, p)?,
+                        cast: f.cast.clone(),
+                    },
                     (FieldTarget::Column(p), Some(func)) => {
                         has_aggregate = true;
                         FieldExpr::Aggregate {
@@ -208,13 +258,19 @@ pub(crate) fn build_node(
                 let embed_index = node.embeds.len();
                 let child = plan_embed(ctx, table, e, path, filters)?;
                 if e.join == Some(JoinType::Inner) {
-                    node.conds.push(Cond::EmbedExists { embed: embed_index, present: true });
+                    node.conds.push(Cond::EmbedExists {
+                        embed: embed_index,
+                        present: true,
+                    });
                 }
                 if e.spread {
                     for f in &child.node.fields {
                         node.fields.push(OutputField {
                             name: f.name.clone(),
-                            expr: FieldExpr::SpreadColumn { embed: embed_index, name: f.name.clone() },
+                            expr: FieldExpr::SpreadColumn {
+                                embed: embed_index,
+                                name: f.name.clone(),
+                            },
                         });
                     }
                 } else if child.output {
@@ -223,7 +279,10 @@ pub(crate) fn build_node(
                     } else {
                         FieldExpr::EmbedArray { embed: embed_index }
                     };
-                    node.fields.push(OutputField { name: e.label().to_string(), expr });
+                    node.fields.push(OutputField {
+                        name: e.label().to_string(),
+                        expr,
+                    });
                 }
                 node.embeds.push(child);
             }
@@ -231,7 +290,10 @@ pub(crate) fn build_node(
     }
     if has_aggregate {
         if !ctx.config.aggregates_enabled {
-            return Err(RestError::new(ErrorKind::AggregatesDisabled, "Use of aggregate functions is not allowed"));
+            return Err(RestError::new(
+                ErrorKind::AggregatesDisabled,
+                "Use of aggregate functions is not allowed",
+            ));
         }
         node.group_by = node
             .fields
@@ -249,7 +311,8 @@ pub(crate) fn build_node(
             node.conds.push(cond);
         }
         for pl in ctx.req.logic.iter().filter(|l| l.path == path) {
-            node.conds.push(resolve_logic(table, &alias, &node, &pl.tree)?);
+            node.conds
+                .push(resolve_logic(table, &alias, &node, &pl.tree)?);
         }
     }
     if !is_root || opts.order {
@@ -260,9 +323,15 @@ pub(crate) fn build_node(
             for term in terms {
                 let expr = match &term.target {
                     OrderTarget::Column(c) => OrderExpr::Column(column_ref(table, &alias, c)?),
-                    OrderTarget::Related { relation, field } => related_order(ctx, table, &alias, &node, select, relation, field)?,
+                    OrderTarget::Related { relation, field } => {
+                        related_order(ctx, table, &alias, &node, select, relation, field)?
+                    }
                 };
-                node.order.push(ResolvedOrder { expr, direction: term.direction, nulls: term.nulls });
+                node.order.push(ResolvedOrder {
+                    expr,
+                    direction: term.direction,
+                    nulls: term.nulls,
+                });
             }
         }
     }
@@ -294,17 +363,33 @@ fn related_order(
             ErrorKind::FilterOnMissingEmbed,
             format!("'{relation}' is not an embedded resource in this request"),
         )
-        .with_hint(format!("Verify that '{relation}' is included in the 'select' query parameter.")));
+        .with_hint(format!(
+            "Verify that '{relation}' is included in the 'select' query parameter."
+        )));
     };
     let embed = &node.embeds[i];
     if !embed.to_one {
-        return Err(RestError::new(ErrorKind::RelatedOrderNotToOne, format!("A related order on '{relation}' is not possible"))
-            .with_details(format!("'{}' and '{relation}' do not form a many-to-one or one-to-one relationship", table.name)));
+        return Err(RestError::new(
+            ErrorKind::RelatedOrderNotToOne,
+            format!("A related order on '{relation}' is not possible"),
+        )
+        .with_details(format!(
+            "'{}' and '{relation}' do not form a many-to-one or one-to-one relationship",
+            table.name
+        )));
     }
     let target = embed.relationship.target.clone();
-    let target_table = ctx.cache.table_by_name(&target).ok_or_else(|| column_not_found(&target.name, &field.column))?;
+    let target_table = ctx
+        .cache
+        .table_by_name(&target)
+        .ok_or_else(|| column_not_found(&target.name, &field.column))?;
     let column = column_ref(target_table, "_pgrst_ord", field)?;
-    Ok(OrderExpr::Related { embed_rel: embed.relationship.clone(), parent_alias: alias.to_string(), column, target })
+    Ok(OrderExpr::Related {
+        embed_rel: Box::new(embed.relationship.clone()),
+        parent_alias: alias.to_string(),
+        column,
+        target,
+    })
 }
 
 fn plan_embed(
@@ -314,15 +399,27 @@ fn plan_embed(
     path: &[String],
     filters: &[PathFilter],
 ) -> Result<EmbedNode, RestError> {
-    let rel = find_relationship(ctx.cache, parent, &ctx.req.schema, &e.relation, e.hint.as_deref())?;
+    let rel = find_relationship(
+        ctx.cache,
+        parent,
+        &ctx.req.schema,
+        &e.relation,
+        e.hint.as_deref(),
+    )?;
     let target = ctx
         .cache
         .table_by_name(&rel.target)
         .ok_or_else(|| super::relation_not_found(&rel.target.schema, &rel.target.name))?;
     let to_one = rel.is_to_one();
     if e.spread && !to_one {
-        return Err(RestError::new(ErrorKind::SpreadNotToOne, format!("A spread operation on '{}' is not possible", e.relation))
-            .with_details(format!("'{}' and '{}' do not form a many-to-one or one-to-one relationship", parent.name, e.relation)));
+        return Err(RestError::new(
+            ErrorKind::SpreadNotToOne,
+            format!("A spread operation on '{}' is not possible", e.relation),
+        )
+        .with_details(format!(
+            "'{}' and '{}' do not form a many-to-one or one-to-one relationship",
+            parent.name, e.relation
+        )));
     }
     let mut child_path = path.to_vec();
     child_path.push(e.label().to_string());
@@ -333,9 +430,18 @@ fn plan_embed(
         &e.select,
         &child_path,
         filters,
-        RootOpts { filters: true, order: true },
+        RootOpts {
+            filters: true,
+            order: true,
+        },
     )?;
-    Ok(EmbedNode { relationship: rel, node, to_one, output: !e.select.is_empty() || e.spread, spread: e.spread })
+    Ok(EmbedNode {
+        relationship: rel,
+        node,
+        to_one,
+        output: !e.select.is_empty() || e.spread,
+        spread: e.spread,
+    })
 }
 
 pub(crate) fn find_relationship(
@@ -347,48 +453,106 @@ pub(crate) fn find_relationship(
 ) -> Result<Relationship, RestError> {
     let source = parent.qualified();
     let all: Vec<&Relationship> = cache.relationships_from(&source).collect();
-    let mut candidates: Vec<&Relationship> =
-        all.iter().copied().filter(|r| r.target.name == relation && r.target.schema == schema).collect();
+    let mut candidates: Vec<&Relationship> = all
+        .iter()
+        .copied()
+        .filter(|r| r.target.name == relation && r.target.schema == schema)
+        .collect();
     if candidates.is_empty() {
-        candidates = all.iter().copied().filter(|r| r.target.name == relation).collect();
+        candidates = all
+            .iter()
+            .copied()
+            .filter(|r| r.target.name == relation)
+            .collect();
     }
     if let Some(h) = hint {
         candidates.retain(|r| r.matches_hint(h));
     }
     match candidates.as_slice() {
-        [] => Err(no_relationship(&source, relation, hint, all.iter().map(|r| r.target.name.as_str()))),
+        [] => Err(no_relationship(
+            &source,
+            relation,
+            hint,
+            all.iter().map(|r| r.target.name.as_str()),
+        )),
         [one] => Ok((*one).clone()),
+        // A self-referencing key yields M2O and O2M; PostgREST picks the O2M
+        // (`employees!manager_id` = the reports), as documented for recursion.
+        [a, b]
+            if a.source == a.target
+                && a.constraint == b.constraint
+                && a.source == b.source
+                && a.target == b.target =>
+        {
+            Ok(if a.is_to_one() {
+                (*b).clone()
+            } else {
+                (*a).clone()
+            })
+        }
         many => Err(ambiguous_relationship(&source, relation, many)),
     }
 }
 
 fn embed_index(node: &ReadNode, name: &str) -> Option<usize> {
     // Embed labels are the output names of the embed fields, or the relation name.
-    node.embeds.iter().position(|e| e.relationship.target.name == name).or_else(|| {
-        node.fields.iter().find_map(|f| match f.expr {
-            FieldExpr::EmbedObject { embed } | FieldExpr::EmbedArray { embed } if f.name == name => Some(embed),
-            _ => None,
+    node.embeds
+        .iter()
+        .position(|e| e.relationship.target.name == name)
+        .or_else(|| {
+            node.fields.iter().find_map(|f| match f.expr {
+                FieldExpr::EmbedObject { embed } | FieldExpr::EmbedArray { embed }
+                    if f.name == name =>
+                {
+                    Some(embed)
+                }
+                _ => None,
+            })
         })
-    })
 }
 
-fn resolve_filter(table: &Table, alias: &str, node: &ReadNode, filter: &Filter) -> Result<Cond, RestError> {
+fn resolve_filter(
+    table: &Table,
+    alias: &str,
+    node: &ReadNode,
+    filter: &Filter,
+) -> Result<Cond, RestError> {
     if table.column(&filter.field.column).is_none() && filter.field.json_path.is_empty() {
-        if let (Some(embed), Operation::Is(v)) = (embed_index(node, &filter.field.column), &filter.operation) {
+        if let (Some(embed), Operation::Is(v)) =
+            (embed_index(node, &filter.field.column), &filter.operation)
+        {
             let present = match v {
                 IsValue::Null => false,
                 IsValue::NotNull => true,
                 _ => {
-                    return Err(RestError::new(ErrorKind::InvalidEmbedFilter, "Bad operator on the embedded resource")
-                        .with_hint("Only is null or not is null filters are allowed on embedded resources"))
+                    return Err(RestError::new(
+                        ErrorKind::InvalidEmbedFilter,
+                        "Bad operator on the embedded resource",
+                    )
+                    .with_hint(
+                        "Only is null or not is null filters are allowed on embedded resources",
+                    ))
                 }
             };
-            return Ok(Cond::EmbedExists { embed, present: present != filter.negate });
+            return Ok(Cond::EmbedExists {
+                embed,
+                present: present != filter.negate,
+            });
         }
     }
-    let column = table.column(&filter.field.column).ok_or_else(|| column_not_found(&table.name, &filter.field.column))?;
+    let column = table
+        .column(&filter.field.column)
+        .ok_or_else(|| column_not_found(&table.name, &filter.field.column))?;
     if matches!(&filter.operation, Operation::In(v) if v.is_empty()) {
-        return Ok(if filter.negate { Cond::Logic { op: crate::parse::LogicOp::And, negate: false, children: Vec::new() } } else { Cond::False });
+        return Ok(if filter.negate {
+            Cond::Logic {
+                op: crate::parse::LogicOp::And,
+                negate: false,
+                children: Vec::new(),
+            }
+        } else {
+            Cond::False
+        });
     }
     let text_result = filter.field.json_path.last().map(|s| s.as_text);
     let value_type = match text_result {
@@ -397,7 +561,11 @@ fn resolve_filter(table: &Table, alias: &str, node: &ReadNode, filter: &Filter) 
         Some(false) => column.pg_type.clone(),
     };
     Ok(Cond::Filter(ResolvedFilter {
-        lhs: ColumnRef { alias: alias.to_string(), column: column.name.clone(), json_path: filter.field.json_path.clone() },
+        lhs: ColumnRef {
+            alias: alias.to_string(),
+            column: column.name.clone(),
+            json_path: filter.field.json_path.clone(),
+        },
         lhs_is_string: match text_result {
             None => column.category == "S",
             Some(t) => t,
@@ -409,14 +577,28 @@ fn resolve_filter(table: &Table, alias: &str, node: &ReadNode, filter: &Filter) 
     }))
 }
 
-fn resolve_logic(table: &Table, alias: &str, node: &ReadNode, tree: &LogicTree) -> Result<Cond, RestError> {
+fn resolve_logic(
+    table: &Table,
+    alias: &str,
+    node: &ReadNode,
+    tree: &LogicTree,
+) -> Result<Cond, RestError> {
     match tree {
-        LogicTree::Expr { negate, op, children } => Ok(Cond::Logic {
+        LogicTree::Expr {
+            negate,
+            op,
+            children,
+        } => Ok(Cond::Logic {
             op: *op,
             negate: *negate,
-            children: children.iter().map(|c| resolve_logic(table, alias, node, c)).collect::<Result<_, _>>()?,
+            children: children
+                .iter()
+                .map(|c| resolve_logic(table, alias, node, c))
+                .collect::<Result<_, _>>()?,
         }),
-        LogicTree::Leaf { path, filter } if path.is_empty() => resolve_filter(table, alias, node, filter),
+        LogicTree::Leaf { path, filter } if path.is_empty() => {
+            resolve_filter(table, alias, node, filter)
+        }
         LogicTree::Leaf { path, .. } => Err(RestError::parse(
             format!("\"failed to parse logic tree ({})\"", path.join(".")),
             "embedded fields inside a logic tree are not supported; use the 'rel.or' parameter",
@@ -425,7 +607,11 @@ fn resolve_logic(table: &Table, alias: &str, node: &ReadNode, tree: &LogicTree) 
 }
 
 /// Resolves the root filters of a mutation against its target table.
-pub(crate) fn mutation_conds(ctx: &Ctx, table: &Table, alias: &str) -> Result<Vec<Cond>, RestError> {
+pub(crate) fn mutation_conds(
+    ctx: &Ctx,
+    table: &Table,
+    alias: &str,
+) -> Result<Vec<Cond>, RestError> {
     let empty = ReadNode {
         source: Source::MutationResult,
         alias: alias.to_string(),

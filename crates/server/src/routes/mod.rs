@@ -1,2 +1,3 @@
 pub mod gateway;
 pub mod health;
+pub mod rest;

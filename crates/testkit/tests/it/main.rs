@@ -1,2 +1,7 @@
 //! Integration tests: one binary, one PostgreSQL cluster per run, a database per test.
+mod auth;
 mod foundation;
+mod functions;
+mod schema_behaviour;
+mod schema_catalog;
+mod schema_isolation;

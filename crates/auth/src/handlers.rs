@@ -1,0 +1,842 @@
+//! The user-facing endpoints: sign-up, token grants, user, logout, settings, health, JWKS.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::error::{AuthError, ErrorCode};
+use crate::model::{self, ClientInfo, User};
+use crate::password;
+use crate::ratelimit::Limit;
+use crate::tokens::token_hash;
+use crate::AuthState;
+
+/// Who is asking, from where, and the `iss` to put in tokens issued to them.
+pub struct ReqInfo {
+    pub client: ClientInfo,
+    pub issuer: String,
+}
+
+impl FromRequestParts<AuthState> for ReqInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AuthState,
+    ) -> Result<Self, Self::Rejection> {
+        let h = &parts.headers;
+        // The first X-Forwarded-For hop (the client, as the proxy saw it), else the socket.
+        let forwarded = h
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        let ip = forwarded
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let user_agent = h
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(ReqInfo {
+            client: ClientInfo { ip, user_agent },
+            issuer: issuer(state, h),
+        })
+    }
+}
+
+/// `GOTRUE_JWT_ISSUER`, else `<API_EXTERNAL_URL>/auth/v1`, else the URL the request came to.
+fn issuer(state: &AuthState, h: &HeaderMap) -> String {
+    if let Some(i) = state.args.jwt_issuer.as_deref().filter(|s| !s.is_empty()) {
+        return i.to_string();
+    }
+    if let Some(u) = state
+        .args
+        .api_external_url
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        return format!("{}/auth/v1", u.trim_end_matches('/'));
+    }
+    let host = h
+        .get("x-forwarded-host")
+        .or_else(|| h.get(http::header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = h
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    format!("{proto}://{host}/auth/v1")
+}
+
+/// Parses a JSON body; an empty body is `{}`. Malformed JSON is a 400 `bad_json`.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, AuthError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        AuthError::new(
+            ErrorCode::BadJson,
+            format!("Could not parse request body as JSON: {e}"),
+        )
+    })
+}
+
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The verified claims of the request's bearer token.
+pub(crate) fn bearer_claims(state: &AuthState, headers: &HeaderMap) -> Result<Value, AuthError> {
+    let token = bearer(headers).ok_or(ErrorCode::NoAuthorization)?;
+    state.keys.verify(token).map_err(|e| {
+        AuthError::new(
+            ErrorCode::BadJwt,
+            match e {
+                crate::JwtError::Expired => {
+                    "invalid JWT: unable to parse or verify signature, token has invalid claims: token is expired".to_string()
+                }
+                crate::JwtError::Invalid(m) => {
+                    format!("invalid JWT: unable to parse or verify signature, {m}")
+                }
+            },
+        )
+    })
+}
+
+/// The user (and session) a user token speaks for.
+async fn authenticated(
+    state: &AuthState,
+    headers: &HeaderMap,
+) -> Result<(User, Option<Uuid>), AuthError> {
+    let claims = bearer_claims(state, headers)?;
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AuthError::new(ErrorCode::BadJwt, "invalid claim: missing sub claim"))?;
+    let user_id = Uuid::parse_str(sub).map_err(|_| {
+        AuthError::new(ErrorCode::BadJwt, "invalid claim: sub claim must be a UUID")
+    })?;
+    let session_id = match claims.get("session_id").and_then(Value::as_str) {
+        Some(s) => Some(Uuid::parse_str(s).map_err(|_| ErrorCode::SessionNotFound)?),
+        None => None,
+    };
+    let mut tx = state.tx().await?;
+    let user = model::find_user(&mut tx, user_id)
+        .await?
+        .ok_or(ErrorCode::UserNotFoundFromJwt)?;
+    if let Some(sid) = session_id {
+        let alive: bool = tx
+            .query_one(
+                "select exists (select 1 from auth.sessions where id = $1 and user_id = $2
+                   and (not_after is null or not_after > now()))",
+                &[&sid, &user_id],
+            )
+            .await?
+            .get(0);
+        if !alive {
+            return Err(ErrorCode::SessionNotFound.into());
+        }
+    }
+    tx.commit().await?;
+    Ok((user, session_id))
+}
+
+fn rate_limit(state: &AuthState, limit: Limit, key: &str) -> Result<(), AuthError> {
+    if state.limiter().check(limit, key) {
+        Ok(())
+    } else {
+        Err(ErrorCode::OverRequestRateLimit.into())
+    }
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn check_password_length(state: &AuthState, password: &str) -> Result<(), AuthError> {
+    if password.chars().count() < state.args.password_min_length {
+        return Err(AuthError::weak_password(state.args.password_min_length));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, Default)]
+struct SignupBody {
+    email: Option<String>,
+    phone: Option<String>,
+    password: Option<String>,
+    data: Option<Map<String, Value>>,
+}
+
+pub async fn signup(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    let body: SignupBody = parse_body(&body)?;
+    if state.args.disable_signup {
+        return Err(ErrorCode::SignupDisabled.into());
+    }
+    let email = nonempty(body.email).map(|e| e.to_lowercase());
+    let phone = nonempty(body.phone);
+    let data = body.data.unwrap_or_default();
+    let Some(email) = email else {
+        if phone.is_some() {
+            return Err(AuthError::new(
+                ErrorCode::PhoneProviderDisabled,
+                "Phone signups are disabled",
+            ));
+        }
+        return signup_anonymous(state, info, data).await;
+    };
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    rate_limit(&state, Limit::SignInPerEmail, &email)?;
+    if !model::valid_email(&email) {
+        return Err(ErrorCode::EmailAddressInvalid.into());
+    }
+    let password = body.password.filter(|p| !p.is_empty()).ok_or_else(|| {
+        AuthError::new(
+            ErrorCode::ValidationFailed,
+            "Signup requires a valid password",
+        )
+    })?;
+    check_password_length(&state, &password)?;
+    let hash = password::hash(password).await?;
+    let confirm = state.args.mailer_autoconfirm;
+    let id = Uuid::new_v4();
+    let mut metadata = Value::Object(data);
+    if let Value::Object(m) = &mut metadata {
+        if let Value::Object(idd) = model::email_identity_data(id, &email, confirm) {
+            m.extend(idd);
+        }
+    }
+    let app_metadata = model::with_email_provider(&json!({}));
+    let mut tx = state.tx().await?;
+    let inserted = tx
+        .execute(
+            "insert into auth.users (id, aud, role, email, encrypted_password, email_confirmed_at,
+                 confirmation_sent_at, last_sign_in_at, raw_app_meta_data, raw_user_meta_data)
+             values ($1, $2, 'authenticated', $3, $4, case when $5 then now() end,
+                 case when $5 then null else now() end, case when $5 then now() end, $6, $7)",
+            &[
+                &id,
+                &state.args.jwt_aud,
+                &email,
+                &hash,
+                &confirm,
+                &app_metadata,
+                &metadata,
+            ],
+        )
+        .await;
+    if let Err(e) = inserted {
+        if is_duplicate_email(&e) {
+            drop(tx);
+            if confirm {
+                return Err(ErrorCode::UserAlreadyExists.into());
+            }
+            // With confirmation on, GoTrue answers an obfuscated user instead of revealing it.
+            return Ok(Json(fake_user(&state, &email, &metadata)).into_response());
+        }
+        return Err(e.into());
+    }
+    model::upsert_email_identity(&mut tx, id, &email, confirm, confirm).await?;
+    let session = if confirm {
+        Some(model::create_session(&state, &mut tx, id, "password", &info.client).await?)
+    } else {
+        None
+    };
+    let user = model::find_user(&mut tx, id)
+        .await?
+        .ok_or_else(|| AuthError::internal("inserted user not found"))?;
+    tx.commit().await?;
+    match session {
+        Some((sid, refresh, amr)) => Ok(Json(model::session_json(
+            &state,
+            &user,
+            sid,
+            &amr,
+            &refresh,
+            &info.issuer,
+        )?)
+        .into_response()),
+        None => Ok(Json(user.to_json()).into_response()),
+    }
+}
+
+fn is_duplicate_email(e: &agencyflow_db::DbError) -> bool {
+    match e {
+        agencyflow_db::DbError::Postgres(p) => {
+            p.code == "23505" && (p.message.contains("email") || p.message.contains("users_pkey"))
+        }
+        _ => false,
+    }
+}
+
+fn fake_user(state: &AuthState, email: &str, metadata: &Value) -> Value {
+    let now = model::ts(chrono::Utc::now());
+    json!({
+        "id": Uuid::new_v4(), "aud": state.args.jwt_aud, "role": "authenticated", "email": email,
+        "phone": "", "confirmation_sent_at": now, "app_metadata": {"provider": "email", "providers": ["email"]},
+        "user_metadata": metadata, "identities": [], "created_at": now, "updated_at": now, "is_anonymous": false,
+    })
+}
+
+async fn signup_anonymous(
+    state: AuthState,
+    info: ReqInfo,
+    data: Map<String, Value>,
+) -> Result<Response, AuthError> {
+    if !state.args.anonymous_users_enabled {
+        return Err(ErrorCode::AnonymousProviderDisabled.into());
+    }
+    rate_limit(&state, Limit::AnonymousPerIp, &info.client.ip)?;
+    let id = Uuid::new_v4();
+    let mut tx = state.tx().await?;
+    tx.execute(
+        "insert into auth.users (id, aud, role, is_anonymous, last_sign_in_at, raw_app_meta_data, raw_user_meta_data)
+         values ($1, $2, 'authenticated', true, now(), '{}'::jsonb, $3)",
+        &[&id, &state.args.jwt_aud, &Value::Object(data)],
+    )
+    .await?;
+    let (sid, refresh, amr) =
+        model::create_session(&state, &mut tx, id, "anonymous", &info.client).await?;
+    let user = model::find_user(&mut tx, id)
+        .await?
+        .ok_or_else(|| AuthError::internal("inserted user not found"))?;
+    tx.commit().await?;
+    Ok(Json(model::session_json(
+        &state,
+        &user,
+        sid,
+        &amr,
+        &refresh,
+        &info.issuer,
+    )?)
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct PasswordGrant {
+    email: Option<String>,
+    phone: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RefreshGrant {
+    refresh_token: Option<String>,
+}
+
+pub async fn token(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    match q.get("grant_type").map(String::as_str) {
+        Some("password") => password_grant(state, info, parse_body(&body)?).await,
+        Some("refresh_token") => refresh_grant(state, info, parse_body(&body)?).await,
+        _ => Err(AuthError::oauth("unsupported_grant_type", "")),
+    }
+}
+
+async fn password_grant(
+    state: AuthState,
+    info: ReqInfo,
+    body: PasswordGrant,
+) -> Result<Response, AuthError> {
+    let email = nonempty(body.email).map(|e| e.to_lowercase());
+    let phone = nonempty(body.phone);
+    if email.is_some() && phone.is_some() {
+        return Err(AuthError::new(
+            ErrorCode::ValidationFailed,
+            "Only an email address or phone number should be provided on login.",
+        ));
+    }
+    let Some(login) = email.clone().or(phone.clone()) else {
+        return Err(AuthError::new(
+            ErrorCode::ValidationFailed,
+            "missing email or phone",
+        ));
+    };
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    rate_limit(&state, Limit::SignInPerEmail, &login)?;
+    let password = body.password.unwrap_or_default();
+    let mut tx = state.tx().await?;
+    let user = match &email {
+        Some(e) => model::find_user_by_email(&mut tx, e).await?,
+        None => {
+            // No SMS provider: phone users exist only when an admin created them.
+            let id: Option<Uuid> = tx
+                .query_opt(
+                    "select id from auth.users where phone = $1 and deleted_at is null",
+                    &[&login],
+                )
+                .await?
+                .map(|r| r.get(0));
+            match id {
+                Some(id) => model::find_user(&mut tx, id).await?,
+                None => None,
+            }
+        }
+    };
+    tx.commit().await?;
+    // Verified even for an unknown user (a dummy hash), so timing does not reveal who exists.
+    let hash = user.as_ref().and_then(|u| u.encrypted_password.clone());
+    let ok = password::verify(password.clone(), hash.clone()).await?;
+    let user = match user {
+        Some(u) if ok && !password.is_empty() => u,
+        _ => return Err(ErrorCode::InvalidCredentials.into()),
+    };
+    if email.is_some() && user.email_confirmed_at.is_none() {
+        return Err(ErrorCode::EmailNotConfirmed.into());
+    }
+    if user.is_banned() {
+        return Err(ErrorCode::UserBanned.into());
+    }
+    let rehash = match hash.as_deref() {
+        Some(h) if password::needs_rehash(h) => Some(password::hash(password.clone()).await?),
+        _ => None,
+    };
+    let mut tx = state.tx().await?;
+    tx.execute(
+        "with u as (
+           update auth.users set last_sign_in_at = now(), updated_at = now(),
+             encrypted_password = coalesce($2, encrypted_password)
+           where id = $1 returning id
+         )
+         update auth.identities set last_sign_in_at = now()
+         where user_id = (select id from u) and provider = 'email'",
+        &[&user.id, &rehash],
+    )
+    .await?;
+    let (sid, refresh, amr) =
+        model::create_session(&state, &mut tx, user.id, "password", &info.client).await?;
+    let user = model::find_user(&mut tx, user.id)
+        .await?
+        .ok_or_else(|| AuthError::internal("user vanished during sign-in"))?;
+    tx.commit().await?;
+    let mut session = model::session_json(&state, &user, sid, &amr, &refresh, &info.issuer)?;
+    if password.chars().count() < state.args.password_min_length {
+        session["weak_password"] = json!({
+            "reasons": ["length"],
+            "message": format!("Password should be at least {} characters.", state.args.password_min_length),
+        });
+    }
+    Ok(Json(session).into_response())
+}
+
+async fn refresh_grant(
+    state: AuthState,
+    info: ReqInfo,
+    body: RefreshGrant,
+) -> Result<Response, AuthError> {
+    let Some(presented) = nonempty(body.refresh_token) else {
+        return Err(AuthError::oauth(
+            "invalid_request",
+            "refresh_token required",
+        ));
+    };
+    rate_limit(&state, Limit::TokenRefreshPerIp, &info.client.ip)?;
+    let hash = token_hash(&presented);
+    let mut tx = state.tx().await?;
+    let sql = format!(
+        "{}, rt.id as rt_id, rt.revoked as rt_revoked, rt.session_id as rt_session_id,
+            s.amr as s_amr, (s.not_after is not null and s.not_after <= now()) as s_expired,
+            (now() - rt.updated_at) < make_interval(secs => $2::double precision) as rt_in_reuse_interval
+         from auth.refresh_tokens rt
+         join auth.sessions s on s.id = rt.session_id
+         join auth.users u on u.id = rt.user_id
+         where rt.token_hash = $1
+         for update of rt",
+        model::user_select_columns()
+    );
+    let reuse = state.args.refresh_token_reuse_interval as f64;
+    let Some(row) = tx.query_opt(&sql, &[&hash, &reuse]).await? else {
+        return Err(ErrorCode::RefreshTokenNotFound.into());
+    };
+    let user = User::from_row(&row);
+    let token_id: i64 = row.get("rt_id");
+    let revoked: bool = row.get("rt_revoked");
+    let session_id: Uuid = row.get("rt_session_id");
+    let amr: Value = row.get("s_amr");
+    if row.get::<_, bool>("s_expired") {
+        return Err(ErrorCode::SessionExpired.into());
+    }
+    if user.is_banned() {
+        return Err(ErrorCode::UserBanned.into());
+    }
+    let tokens = state.refresh_tokens();
+    let issued = if !revoked {
+        let child = tokens.child_of(&presented);
+        swap(
+            &mut tx,
+            token_id,
+            &hash,
+            &token_hash(&child),
+            &user,
+            session_id,
+        )
+        .await?;
+        child
+    } else {
+        let active: Option<(String, Option<String>)> = tx
+            .query_opt(
+                "select token_hash, parent from auth.refresh_tokens
+                 where session_id = $1 and revoked = false order by id desc limit 1",
+                &[&session_id],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1)));
+        let derived = tokens.child_of(&presented);
+        match active {
+            // The client lost the answer to its last refresh: hand it the active token again.
+            Some((active_hash, Some(parent)))
+                if parent == hash && active_hash == token_hash(&derived) =>
+            {
+                tx.execute(
+                    "update auth.sessions set refreshed_at = now(), updated_at = now() where id = $1",
+                    &[&session_id],
+                )
+                .await?;
+                derived
+            }
+            Some((_, Some(parent))) if parent == hash => {
+                let child = tokens.random();
+                swap(
+                    &mut tx,
+                    token_id,
+                    &hash,
+                    &token_hash(&child),
+                    &user,
+                    session_id,
+                )
+                .await?;
+                child
+            }
+            _ if row.get::<_, bool>("rt_in_reuse_interval") => {
+                let child = tokens.random();
+                swap(
+                    &mut tx,
+                    token_id,
+                    &hash,
+                    &token_hash(&child),
+                    &user,
+                    session_id,
+                )
+                .await?;
+                child
+            }
+            _ => {
+                // Reuse of an old token: someone else may hold this family. End the session.
+                tracing::warn!(session_id = %session_id, user_id = %user.id, "refresh token reuse detected; session revoked");
+                tx.execute("delete from auth.sessions where id = $1", &[&session_id])
+                    .await?;
+                tx.commit().await?;
+                return Err(ErrorCode::RefreshTokenAlreadyUsed.into());
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(Json(model::session_json(
+        &state,
+        &user,
+        session_id,
+        &amr,
+        &issued,
+        &info.issuer,
+    )?)
+    .into_response())
+}
+
+/// Revokes the presented token and issues its child in the same session.
+async fn swap(
+    tx: &mut agencyflow_db::ClaimsTxn,
+    token_id: i64,
+    parent_hash: &str,
+    child_hash: &str,
+    user: &User,
+    session_id: Uuid,
+) -> Result<(), AuthError> {
+    tx.execute(
+        "with r as (
+           update auth.refresh_tokens set revoked = true, updated_at = now()
+           where id = $1 and revoked = false returning id
+         ), c as (
+           insert into auth.refresh_tokens (token_hash, user_id, session_id, parent)
+           values ($3, $4, $5, $2) returning id
+         )
+         update auth.sessions set refreshed_at = now(), updated_at = now() where id = $5",
+        &[&token_id, &parent_hash, &child_hash, &user.id, &session_id],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn get_user(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+) -> Result<Response, AuthError> {
+    let (user, _) = authenticated(&state, &headers).await?;
+    Ok(Json(user.to_json()).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct UpdateUserBody {
+    email: Option<String>,
+    phone: Option<String>,
+    password: Option<String>,
+    data: Option<Map<String, Value>>,
+}
+
+pub async fn update_user(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    let body: UpdateUserBody = parse_body(&body)?;
+    let (user, session_id) = authenticated(&state, &headers).await?;
+    let new_email = nonempty(body.email)
+        .map(|e| e.to_lowercase())
+        .filter(|e| Some(e) != user.email.as_ref());
+    if let Some(p) = nonempty(body.phone) {
+        if Some(&p) != user.phone.as_ref() {
+            return Err(AuthError::new(
+                ErrorCode::PhoneProviderDisabled,
+                "Phone changes are disabled: there is no SMS provider",
+            ));
+        }
+    }
+    if let Some(e) = &new_email {
+        if !model::valid_email(e) {
+            return Err(ErrorCode::EmailAddressInvalid.into());
+        }
+    }
+    let new_hash = match body.password.filter(|p| !p.is_empty()) {
+        Some(p) => {
+            if user.is_anonymous && user.email.is_none() && new_email.is_none() {
+                return Err(AuthError::new(
+                    ErrorCode::ValidationFailed,
+                    "Updating password of an anonymous user without an email or phone is not allowed",
+                ));
+            }
+            check_password_length(&state, &p)?;
+            if user
+                .encrypted_password
+                .as_deref()
+                .is_some_and(|h| !h.is_empty())
+                && password::verify(p.clone(), user.encrypted_password.clone()).await?
+            {
+                return Err(ErrorCode::SamePassword.into());
+            }
+            Some(password::hash(p).await?)
+        }
+        None => None,
+    };
+    let confirm = state.args.mailer_autoconfirm;
+    let mut user_metadata = match &body.data {
+        Some(d) => model::merge_metadata(&user.user_metadata, d),
+        None => user.user_metadata.clone(),
+    };
+    let mut app_metadata = None;
+    let (set_email, pending_email) = match (&new_email, confirm) {
+        (Some(e), true) => {
+            if let Value::Object(m) = &mut user_metadata {
+                if user.is_anonymous || m.contains_key("email") {
+                    if let Value::Object(idd) = model::email_identity_data(user.id, e, true) {
+                        m.extend(idd);
+                    }
+                }
+            }
+            app_metadata = Some(model::with_email_provider(&user.app_metadata));
+            (Some(e.clone()), None)
+        }
+        (Some(e), false) => (None, Some(e.clone())),
+        (None, _) => (None, None),
+    };
+    let mut tx = state.tx().await?;
+    if let Some(e) = new_email.as_deref() {
+        let taken: bool = tx
+            .query_one(
+                "select exists (select 1 from auth.users where lower(email) = lower($1) and id <> $2 and is_sso_user = false)",
+                &[&e, &user.id],
+            )
+            .await?
+            .get(0);
+        if taken {
+            return Err(ErrorCode::EmailExists.into());
+        }
+    }
+    let updated = tx
+        .execute(
+            "update auth.users set
+               raw_user_meta_data = $2,
+               encrypted_password = coalesce($3, encrypted_password),
+               email = coalesce($4, email),
+               email_confirmed_at = case when $4::text is not null then coalesce(email_confirmed_at, now()) else email_confirmed_at end,
+               email_change = case when $5::text is not null then $5 when $4::text is not null then null else email_change end,
+               email_change_sent_at = case when $5::text is not null then now() else email_change_sent_at end,
+               is_anonymous = case when $4::text is not null then false else is_anonymous end,
+               raw_app_meta_data = coalesce($6, raw_app_meta_data),
+               updated_at = now()
+             where id = $1",
+            &[
+                &user.id,
+                &user_metadata,
+                &new_hash,
+                &set_email,
+                &pending_email,
+                &app_metadata,
+            ],
+        )
+        .await;
+    match updated {
+        Err(e) if is_duplicate_email(&e) => return Err(ErrorCode::EmailExists.into()),
+        r => r?,
+    };
+    if let Some(e) = &set_email {
+        model::upsert_email_identity(&mut tx, user.id, e, true, false).await?;
+    }
+    if new_hash.is_some() {
+        // A new password: other sessions must sign in again (GoTrue's rule).
+        tx.execute(
+            "delete from auth.sessions where user_id = $1 and id is distinct from $2",
+            &[&user.id, &session_id],
+        )
+        .await?;
+    }
+    let user = model::find_user(&mut tx, user.id)
+        .await?
+        .ok_or(ErrorCode::UserNotFoundFromJwt)?;
+    tx.commit().await?;
+    Ok(Json(user.to_json()).into_response())
+}
+
+pub async fn logout(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, AuthError> {
+    let scope = q.get("scope").map(String::as_str).unwrap_or("global");
+    if !matches!(scope, "" | "global" | "local" | "others") {
+        return Err(AuthError::new(
+            ErrorCode::ValidationFailed,
+            format!("Unsupported logout scope {scope:?}"),
+        ));
+    }
+    let (user, session_id) = authenticated(&state, &headers).await?;
+    let mut tx = state.tx().await?;
+    match (scope, session_id) {
+        ("local", Some(sid)) => {
+            tx.execute("delete from auth.sessions where id = $1", &[&sid])
+                .await?
+        }
+        ("others", Some(sid)) => {
+            tx.execute(
+                "delete from auth.sessions where user_id = $1 and id <> $2",
+                &[&user.id, &sid],
+            )
+            .await?
+        }
+        ("others", None) => 0,
+        _ => {
+            tx.execute("delete from auth.sessions where user_id = $1", &[&user.id])
+                .await?
+        }
+    };
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn settings(State(state): State<AuthState>) -> Json<Value> {
+    let a = &state.args;
+    let mut external = Map::new();
+    for p in [
+        "apple",
+        "azure",
+        "bitbucket",
+        "discord",
+        "facebook",
+        "figma",
+        "fly",
+        "github",
+        "gitlab",
+        "google",
+        "keycloak",
+        "kakao",
+        "linkedin",
+        "linkedin_oidc",
+        "notion",
+        "spotify",
+        "slack",
+        "slack_oidc",
+        "workos",
+        "twitch",
+        "twitter",
+        "zoom",
+    ] {
+        external.insert(p.into(), json!(false));
+    }
+    external.insert("anonymous_users".into(), json!(a.anonymous_users_enabled));
+    external.insert("email".into(), json!(true));
+    external.insert("phone".into(), json!(false));
+    Json(json!({
+        "external": external,
+        "disable_signup": a.disable_signup,
+        "mailer_autoconfirm": a.mailer_autoconfirm,
+        "phone_autoconfirm": false,
+        "sms_provider": "",
+        "saml_enabled": false,
+    }))
+}
+
+pub async fn health() -> Json<Value> {
+    Json(json!({
+        "version": concat!("agencyflow-", env!("CARGO_PKG_VERSION")),
+        "name": "GoTrue",
+        "description": "GoTrue is a user registration and authentication API",
+    }))
+}
+
+pub async fn jwks(State(state): State<AuthState>) -> Response {
+    let mut r = Json(state.keys.public_jwks()).into_response();
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=600"),
+    );
+    r
+}
+
+pub async fn not_found() -> AuthError {
+    AuthError::new(ErrorCode::NotFound, "Not found")
+}
+
+pub async fn method_not_allowed() -> AuthError {
+    ErrorCode::MethodNotAllowed.into()
+}

@@ -1,0 +1,174 @@
+//! The model provider layer: one trait for structured chat, streamed chat and batch
+//! embeddings, with Gemini, OpenAI-compatible and offline `hash` implementations.
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde_json::Value;
+
+use crate::config::{ChatProviderKind, EmbedProviderKind, FunctionsArgs};
+
+pub mod gemini;
+pub mod hash;
+mod http;
+pub mod openai;
+mod sse;
+
+pub use gemini::Gemini;
+pub use hash::HashEmbedder;
+pub use http::RetryPolicy;
+pub use openai::OpenAi;
+
+/// Tokens a call consumed, from the provider's own usage fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+}
+
+/// One chat request: a system instruction, the user's message and, for structured output,
+/// the JSON schema the answer must follow.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub system: String,
+    pub user: String,
+    /// Name of the schema (OpenAI's `json_schema.name`).
+    pub schema_name: String,
+    pub schema: Option<Value>,
+    pub temperature: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatResponse {
+    /// The model's text (JSON text when a schema was given).
+    pub text: String,
+    pub usage: Usage,
+}
+
+/// A piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Delta(String),
+    Usage(Usage),
+}
+
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider answered HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    #[error("provider unreachable: {0}")]
+    Transport(String),
+    #[error("provider timed out")]
+    Timeout,
+    #[error("unexpected provider response: {0}")]
+    BadResponse(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub type ChatStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
+
+/// A model provider. `chat` and `chat_stream` may be unsupported (the `hash` embedder).
+pub trait Provider: Send + Sync {
+    /// `gemini`, `openai` or `hash` (what `ai_run_logs.provider` records).
+    fn name(&self) -> &'static str;
+    /// The model this provider calls.
+    fn model(&self) -> &str;
+    /// One structured (or free-text) chat completion.
+    fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>>;
+    /// A streamed chat completion.
+    fn chat_stream<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatStream, ProviderError>>;
+    /// Embeds `texts` as vectors of `dimensions` numbers each, in order.
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>>;
+}
+
+pub type DynProvider = Arc<dyn Provider>;
+
+fn policy(args: &FunctionsArgs) -> RetryPolicy {
+    RetryPolicy {
+        timeout: Duration::from_secs(args.ai_timeout_secs.max(1)),
+        max_retries: args.ai_max_retries,
+        base_delay: Duration::from_millis(args.ai_retry_base_ms),
+        max_delay: Duration::from_secs(30),
+    }
+}
+
+fn openai_base(args: &FunctionsArgs) -> String {
+    args.openai_base_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "https://api.openai.com/v1".into())
+}
+
+/// The chat provider the settings name, or None when none is configured.
+pub fn chat_from_args(args: &FunctionsArgs) -> Option<DynProvider> {
+    match args.resolved_chat() {
+        ChatProviderKind::Gemini => Some(Arc::new(Gemini::new(
+            &args.gemini_base_url,
+            args.gemini_api_key.clone().unwrap_or_default(),
+            args.ai_chat_model.clone().unwrap_or_else(|| "gemini-2.5-flash".into()),
+            policy(args),
+        ))),
+        ChatProviderKind::Openai => Some(Arc::new(OpenAi::new(
+            &openai_base(args),
+            args.openai_api_key.clone(),
+            args.ai_chat_model.clone().unwrap_or_else(|| "gpt-4o-mini".into()),
+            policy(args),
+        ))),
+        ChatProviderKind::None | ChatProviderKind::Auto => None,
+    }
+}
+
+/// The embedding provider the settings name (`hash` when nothing else is configured).
+pub fn embedder_from_args(args: &FunctionsArgs) -> DynProvider {
+    match args.resolved_embed() {
+        EmbedProviderKind::Gemini => Arc::new(Gemini::new(
+            &args.gemini_base_url,
+            args.gemini_api_key.clone().unwrap_or_default(),
+            args.ai_embed_model.clone().unwrap_or_else(|| "gemini-embedding-001".into()),
+            policy(args),
+        )),
+        EmbedProviderKind::Openai => Arc::new(OpenAi::new(
+            &openai_base(args),
+            args.openai_api_key.clone(),
+            args.ai_embed_model.clone().unwrap_or_else(|| "text-embedding-3-small".into()),
+            policy(args),
+        )),
+        EmbedProviderKind::Hash | EmbedProviderKind::Auto => Arc::new(HashEmbedder::new(
+            args.ai_embed_model.clone().unwrap_or_else(|| hash::MODEL.into()),
+        )),
+    }
+}
+
+/// Checks a provider's vectors: one per text, each of the requested size.
+pub(crate) fn check_vectors(
+    vectors: &[Vec<f32>],
+    texts: usize,
+    dimensions: usize,
+    model: &str,
+) -> Result<(), ProviderError> {
+    if vectors.len() != texts {
+        return Err(ProviderError::BadResponse(format!(
+            "{} embeddings for {texts} texts",
+            vectors.len()
+        )));
+    }
+    if let Some(v) = vectors.iter().find(|v| v.len() != dimensions) {
+        return Err(ProviderError::BadResponse(format!(
+            "model {model} returned {} dimensions, the column needs {dimensions} (choose a model that supports {dimensions}, e.g. with AI_EMBED_MODEL)",
+            v.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,780 @@
+//! Stage 3: [`Plan`] → one parameterised SQL [`Statement`].
+//!
+//! Every user value is a `$n` text parameter cast to the type the schema cache
+//! gives it; identifiers come from the cache and are always double-quoted.
+//! The statement always yields one row: `total_result_set bigint`,
+//! `page_total bigint`, `body text`, `location text`.
+
+use crate::parse::{
+    Direction, FtsKind, IsValue, JsonKey, JsonStep, LogicOp, Nulls, Operation, Quantifier,
+    ResponseMedia,
+};
+use crate::plan::{
+    CallArg, CallQuery, CallShape, ColumnRef, Cond, DeleteQuery, EmbedNode, FieldExpr,
+    FunctionCall, InsertQuery, OnConflict, OrderExpr, Plan, Query, ReadNode, ResolvedFilter,
+    Returning, Source, UpdateQuery,
+};
+use crate::schema::{Cardinality, QualifiedName};
+
+/// SQL text plus its parameters, all sent as TEXT (`None` = SQL NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Option<String>>,
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal for catalog-sourced text only (never user input).
+fn catalog_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn qualified(q: &QualifiedName) -> String {
+    format!("{}.{}", ident(&q.schema), ident(&q.name))
+}
+
+#[derive(Default)]
+struct Builder {
+    params: Vec<Option<String>>,
+}
+
+impl Builder {
+    fn bind(&mut self, value: Option<String>, pg_type: &str) -> String {
+        self.params.push(value);
+        format!("${}::{}", self.params.len(), pg_type)
+    }
+}
+
+const SOURCE_CTE: &str = "pgrst_source";
+const TARGET: &str = "\"pgrst_target\"";
+
+pub fn render(plan: &Plan) -> Statement {
+    let mut b = Builder::default();
+    let sql = match &plan.query {
+        Query::Read(root) => render_read(&mut b, plan, root),
+        Query::Insert(q) => render_insert(&mut b, plan, q),
+        Query::Update(q) => render_update(&mut b, plan, q),
+        Query::Delete(q) => render_delete(&mut b, plan, q),
+        Query::Call(q) => render_call(&mut b, plan, q),
+        Query::None => "SELECT NULL::bigint AS total_result_set, 0::bigint AS page_total, ''::text AS body, NULL::text AS location".to_string(),
+    };
+    Statement {
+        sql,
+        params: b.params,
+    }
+}
+
+/// The `EXPLAIN (FORMAT JSON)` statement whose row estimate is the planned count.
+pub(crate) fn render_explain(plan: &Plan) -> Option<Statement> {
+    let mut b = Builder::default();
+    let root = match &plan.query {
+        Query::Read(root) => root,
+        _ => return None,
+    };
+    let from = source_sql(&mut b, &root.source);
+    let sql = format!(
+        "EXPLAIN (FORMAT JSON) SELECT 1 FROM {from} AS {}{}",
+        ident(&root.alias),
+        where_clause(&mut b, root, &root.conds, None)
+    );
+    Some(Statement {
+        sql,
+        params: b.params,
+    })
+}
+
+/// Reads the top plan's row estimate from `EXPLAIN (FORMAT JSON)` output.
+pub fn explain_row_estimate(explain_json: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(explain_json).ok()?;
+    let rows = v.get(0)?.get("Plan")?.get("Plan Rows")?;
+    rows.as_i64().or_else(|| rows.as_f64().map(|f| f as i64))
+}
+
+// ----- the outer select -----
+
+fn body_expr(media: ResponseMedia) -> String {
+    match media {
+        ResponseMedia::Json { strip_nulls: false } | ResponseMedia::OpenApi => {
+            "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')::text".to_string()
+        }
+        ResponseMedia::Json { strip_nulls: true } => {
+            "coalesce(pg_catalog.json_strip_nulls(pg_catalog.json_agg(_postgrest_t)), '[]')::text".to_string()
+        }
+        ResponseMedia::SingleObject { strip_nulls: false } => {
+            "coalesce(pg_catalog.string_agg(pg_catalog.row_to_json(_postgrest_t)::text, ','), '')".to_string()
+        }
+        ResponseMedia::SingleObject { strip_nulls: true } => {
+            "coalesce(pg_catalog.string_agg(pg_catalog.json_strip_nulls(pg_catalog.row_to_json(_postgrest_t))::text, ','), '')".to_string()
+        }
+        ResponseMedia::Csv => concat!(
+            "coalesce((SELECT pg_catalog.string_agg(k, ',') FROM pg_catalog.json_object_keys(pg_catalog.json_agg(_postgrest_t) -> 0) AS k), '')",
+            " || pg_catalog.chr(10) || ",
+            "coalesce(pg_catalog.string_agg(pg_catalog.substring(_postgrest_t::text, 2, pg_catalog.length(_postgrest_t::text) - 2), pg_catalog.chr(10)), '')"
+        )
+        .to_string(),
+    }
+}
+
+fn outer(cte: &str, total: &str, body: &str, location: &str, from: &str) -> String {
+    format!(
+        "WITH {SOURCE_CTE} AS ({cte}) SELECT {total}::bigint AS total_result_set, pg_catalog.count(_postgrest_t)::bigint AS page_total, {body}::text AS body, {location}::text AS location FROM {from} AS _postgrest_t"
+    )
+}
+
+// ----- reads -----
+
+fn render_read(b: &mut Builder, plan: &Plan, root: &ReadNode) -> String {
+    let cte = render_node(b, root, None);
+    let total = if root.count_exact {
+        count_subquery(b, root)
+    } else {
+        "NULL".to_string()
+    };
+    outer(&cte, &total, &body_expr(plan.media), "NULL", SOURCE_CTE)
+}
+
+fn count_subquery(b: &mut Builder, root: &ReadNode) -> String {
+    let from = source_sql(b, &root.source);
+    let inner = if root.group_by.is_empty() {
+        format!(
+            "SELECT 1 FROM {from} AS {}{}",
+            ident(&root.alias),
+            where_clause(b, root, &root.conds, None)
+        )
+    } else {
+        let fields = render_fields(b, root);
+        format!(
+            "SELECT {fields} FROM {from} AS {}{}{}",
+            ident(&root.alias),
+            where_clause(b, root, &root.conds, None),
+            group_by(root)
+        )
+    };
+    format!("(SELECT pg_catalog.count(*) FROM ({inner}) AS _pgrst_count)")
+}
+
+fn source_sql(b: &mut Builder, source: &Source) -> String {
+    match source {
+        Source::Relation(q) => qualified(q),
+        Source::MutationResult => SOURCE_CTE.to_string(),
+        Source::Function(call) => call_sql(b, call),
+    }
+}
+
+fn call_sql(b: &mut Builder, call: &FunctionCall) -> String {
+    let args: Vec<String> = call
+        .args
+        .iter()
+        .map(|a| match a {
+            CallArg::Named {
+                name,
+                pg_type,
+                value,
+                variadic,
+            } => {
+                let v = b.bind(value.clone(), pg_type);
+                format!(
+                    "{}{} := {v}",
+                    if *variadic { "VARIADIC " } else { "" },
+                    ident(name)
+                )
+            }
+            CallArg::Positional { pg_type, value } => b.bind(Some(value.clone()), pg_type),
+        })
+        .collect();
+    format!("{}({})", qualified(&call.function), args.join(", "))
+}
+
+fn lateral_alias(embed: &EmbedNode) -> String {
+    ident(&format!("pgrst_{}", embed.node.alias))
+}
+
+fn render_fields(b: &mut Builder, node: &ReadNode) -> String {
+    let mut out = Vec::new();
+    for f in &node.fields {
+        let expr = match &f.expr {
+            FieldExpr::Column { col, cast } => match cast {
+                Some(c) => format!("({})::{c}", colref(b, col)),
+                None => colref(b, col),
+            },
+            FieldExpr::Aggregate { func, arg, cast } => {
+                let inner = match arg {
+                    None => "*".to_string(),
+                    Some((col, None)) => colref(b, col),
+                    Some((col, Some(c))) => format!("({})::{c}", colref(b, col)),
+                };
+                let agg = format!("pg_catalog.{}({inner})", func.sql_name());
+                match cast {
+                    Some(c) => format!("({agg})::{c}"),
+                    None => agg,
+                }
+            }
+            FieldExpr::EmbedObject { embed } => {
+                format!("{}.body", lateral_alias(&node.embeds[*embed]))
+            }
+            FieldExpr::EmbedArray { embed } => format!(
+                "coalesce({}.body, '[]'::json)",
+                lateral_alias(&node.embeds[*embed])
+            ),
+            FieldExpr::SpreadColumn { embed, name } => {
+                format!("{}.{}", lateral_alias(&node.embeds[*embed]), ident(name))
+            }
+        };
+        out.push(format!("{expr} AS {}", ident(&f.name)));
+    }
+    out.join(", ")
+}
+
+fn group_by(node: &ReadNode) -> String {
+    if node.group_by.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " GROUP BY {}",
+            node.group_by
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// `SELECT fields FROM source AS alias <laterals> WHERE ... ORDER BY ... LIMIT ...`.
+/// `join` is the condition tying an embedded node to its parent.
+fn render_node(b: &mut Builder, node: &ReadNode, join: Option<String>) -> String {
+    let fields = render_fields(b, node);
+    let from = source_sql(b, &node.source);
+    let mut sql = format!("SELECT {fields} FROM {from} AS {}", ident(&node.alias));
+    for embed in &node.embeds {
+        if !embed.output {
+            continue;
+        }
+        let join_cond = join_condition(embed, &node.alias);
+        let child = render_node(b, &embed.node, Some(join_cond));
+        let lat = lateral_alias(embed);
+        if embed.spread {
+            sql.push_str(&format!(" LEFT JOIN LATERAL ({child}) AS {lat} ON TRUE"));
+        } else if embed.to_one {
+            sql.push_str(&format!(" LEFT JOIN LATERAL (SELECT pg_catalog.row_to_json(_e) AS body FROM ({child}) AS _e) AS {lat} ON TRUE"));
+        } else {
+            sql.push_str(&format!(" LEFT JOIN LATERAL (SELECT pg_catalog.json_agg(_e) AS body FROM ({child}) AS _e) AS {lat} ON TRUE"));
+        }
+    }
+    sql.push_str(&where_clause(b, node, &node.conds, join));
+    sql.push_str(&group_by(node));
+    if !node.order.is_empty() {
+        let terms: Vec<String> = node.order.iter().map(|o| order_term(b, o)).collect();
+        sql.push_str(&format!(" ORDER BY {}", terms.join(", ")));
+    }
+    if let Some(l) = node.limit {
+        let p = b.bind(Some(l.to_string()), "bigint");
+        sql.push_str(&format!(" LIMIT {p}"));
+    }
+    if let Some(o) = node.offset {
+        let p = b.bind(Some(o.to_string()), "bigint");
+        sql.push_str(&format!(" OFFSET {p}"));
+    }
+    sql
+}
+
+fn order_term(b: &mut Builder, o: &crate::plan::ResolvedOrder) -> String {
+    let expr = match &o.expr {
+        OrderExpr::Column(c) => colref(b, c),
+        OrderExpr::Related {
+            embed_rel,
+            parent_alias,
+            column,
+            target,
+        } => {
+            let conds: Vec<String> = embed_rel
+                .columns
+                .iter()
+                .map(|(src, tgt)| {
+                    format!(
+                        "{}.{} = {}.{}",
+                        ident(&column.alias),
+                        ident(tgt),
+                        ident(parent_alias),
+                        ident(src)
+                    )
+                })
+                .collect();
+            format!(
+                "(SELECT {} FROM {} AS {} WHERE {} LIMIT 1)",
+                colref(b, column),
+                qualified(target),
+                ident(&column.alias),
+                conds.join(" AND ")
+            )
+        }
+    };
+    let dir = match o.direction {
+        Some(Direction::Desc) => " DESC",
+        Some(Direction::Asc) => " ASC",
+        None => "",
+    };
+    let nulls = match o.nulls {
+        Some(Nulls::First) => " NULLS FIRST",
+        Some(Nulls::Last) => " NULLS LAST",
+        None => "",
+    };
+    format!("{expr}{dir}{nulls}")
+}
+
+/// The condition tying an embedded node's rows to its parent row.
+fn join_condition(embed: &EmbedNode, parent_alias: &str) -> String {
+    let child = ident(&embed.node.alias);
+    let parent = ident(parent_alias);
+    match &embed.relationship.cardinality {
+        Cardinality::ManyToMany {
+            junction,
+            source_columns,
+            target_columns,
+            ..
+        } => {
+            let mut conds: Vec<String> = source_columns
+                .iter()
+                .map(|(src, jc)| format!("pgrst_jn.{} = {parent}.{}", ident(jc), ident(src)))
+                .collect();
+            conds.extend(
+                target_columns
+                    .iter()
+                    .map(|(jc, tgt)| format!("pgrst_jn.{} = {child}.{}", ident(jc), ident(tgt))),
+            );
+            format!(
+                "EXISTS (SELECT 1 FROM {} AS pgrst_jn WHERE {})",
+                qualified(junction),
+                conds.join(" AND ")
+            )
+        }
+        _ => embed
+            .relationship
+            .columns
+            .iter()
+            .map(|(src, tgt)| format!("{child}.{} = {parent}.{}", ident(tgt), ident(src)))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+    }
+}
+
+fn where_clause(b: &mut Builder, node: &ReadNode, conds: &[Cond], join: Option<String>) -> String {
+    let mut parts: Vec<String> = join.into_iter().collect();
+    parts.extend(conds.iter().map(|c| cond_sql(b, node, c)));
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", parts.join(" AND "))
+    }
+}
+
+fn cond_sql(b: &mut Builder, node: &ReadNode, cond: &Cond) -> String {
+    match cond {
+        Cond::False => "FALSE".to_string(),
+        Cond::Filter(f) => filter_sql(b, f),
+        Cond::Logic {
+            op,
+            negate,
+            children,
+        } => {
+            let inner = if children.is_empty() {
+                match op {
+                    LogicOp::And => "TRUE".to_string(),
+                    LogicOp::Or => "FALSE".to_string(),
+                }
+            } else {
+                let sep = if *op == LogicOp::And { " AND " } else { " OR " };
+                children
+                    .iter()
+                    .map(|c| cond_sql(b, node, c))
+                    .collect::<Vec<_>>()
+                    .join(sep)
+            };
+            if *negate {
+                format!("NOT ({inner})")
+            } else {
+                format!("({inner})")
+            }
+        }
+        Cond::EmbedExists { embed, present } => {
+            let e = &node.embeds[*embed];
+            let child = &e.node;
+            let from = source_sql(b, &child.source);
+            let join = join_condition(e, &node.alias);
+            let exists = format!(
+                "EXISTS (SELECT 1 FROM {from} AS {}{})",
+                ident(&child.alias),
+                where_clause(b, child, &child.conds, Some(join))
+            );
+            if *present {
+                exists
+            } else {
+                format!("NOT {exists}")
+            }
+        }
+    }
+}
+
+fn colref(b: &mut Builder, c: &ColumnRef) -> String {
+    let mut sql = format!("{}.{}", ident(&c.alias), ident(&c.column));
+    if c.json_path.is_empty() {
+        return sql;
+    }
+    for JsonStep { as_text, key } in &c.json_path {
+        let op = if *as_text { "->>" } else { "->" };
+        let k = match key {
+            JsonKey::Field(f) => b.bind(Some(f.clone()), "text"),
+            JsonKey::Index(i) => b.bind(Some(i.to_string()), "integer"),
+        };
+        sql = format!("{sql}{op}{k}");
+    }
+    format!("({sql})")
+}
+
+fn filter_sql(b: &mut Builder, f: &ResolvedFilter) -> String {
+    let lhs = colref(b, &f.lhs);
+    let text_lhs = if f.lhs_is_string {
+        lhs.clone()
+    } else {
+        format!("{lhs}::text")
+    };
+    let expr = match &f.operation {
+        Operation::Compare { op, value } if op.is_pattern() => {
+            format!(
+                "{text_lhs} {} {}",
+                op.sql(),
+                b.bind(Some(value.clone()), "text")
+            )
+        }
+        Operation::Compare { op, value } => format!(
+            "{lhs} {} {}",
+            op.sql(),
+            b.bind(Some(value.clone()), &f.value_type)
+        ),
+        Operation::Quantified {
+            op,
+            quantifier,
+            values,
+        } => {
+            let q = match quantifier {
+                Quantifier::Any => "ANY",
+                Quantifier::All => "ALL",
+            };
+            if op.is_pattern() {
+                format!(
+                    "{text_lhs} {} {q}({})",
+                    op.sql(),
+                    b.bind(Some(values.clone()), "text[]")
+                )
+            } else {
+                format!(
+                    "{lhs} {} {q}({})",
+                    op.sql(),
+                    b.bind(Some(values.clone()), &array_of(&f.value_type))
+                )
+            }
+        }
+        Operation::In(values) => {
+            let literal = crate::plan::pg_text_array(values);
+            format!(
+                "{lhs} = ANY({})",
+                b.bind(Some(literal), &array_of(&f.value_type))
+            )
+        }
+        Operation::Is(v) => {
+            let kw = match v {
+                IsValue::Null => "IS NULL",
+                IsValue::NotNull => "IS NOT NULL",
+                IsValue::True => "IS TRUE",
+                IsValue::False => "IS FALSE",
+                IsValue::Unknown => "IS UNKNOWN",
+            };
+            format!("{lhs} {kw}")
+        }
+        Operation::Fts {
+            kind,
+            config,
+            query,
+        } => {
+            let cfg = |b: &mut Builder| {
+                config
+                    .as_ref()
+                    .map(|c| format!("{}, ", b.bind(Some(c.clone()), "regconfig")))
+            };
+            let vector = if f.lhs_is_tsvector {
+                lhs.clone()
+            } else {
+                let c = cfg(b).unwrap_or_default();
+                format!("pg_catalog.to_tsvector({c}{lhs})")
+            };
+            let c = cfg(b).unwrap_or_default();
+            let q = b.bind(Some(query.clone()), "text");
+            let func = match kind {
+                FtsKind::Fts => "to_tsquery",
+                FtsKind::Plain => "plainto_tsquery",
+                FtsKind::Phrase => "phraseto_tsquery",
+                FtsKind::Websearch => "websearch_to_tsquery",
+            };
+            format!("{vector} @@ pg_catalog.{func}({c}{q})")
+        }
+    };
+    if f.negate {
+        format!("NOT ({expr})")
+    } else {
+        expr
+    }
+}
+
+fn array_of(pg_type: &str) -> String {
+    format!("{pg_type}[]")
+}
+
+// ----- writes -----
+
+fn returning_sql(r: &Returning) -> String {
+    match r {
+        Returning::Minimal => " RETURNING 1".to_string(),
+        Returning::HeadersOnly(pk) if !pk.is_empty() => {
+            format!(
+                " RETURNING {}",
+                pk.iter()
+                    .map(|c| format!("{TARGET}.{}", ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        Returning::HeadersOnly(_) => " RETURNING 1".to_string(),
+        Returning::Representation => format!(" RETURNING {TARGET}.*"),
+    }
+}
+
+fn mutation_outer(
+    b: &mut Builder,
+    plan: &Plan,
+    cte: &str,
+    returning: &Returning,
+    root: &ReadNode,
+) -> String {
+    let total = if plan.count.is_some() {
+        "pg_catalog.count(_postgrest_t)"
+    } else {
+        "NULL"
+    };
+    match returning {
+        Returning::Representation => {
+            let shaped = render_node(b, root, None);
+            outer(
+                cte,
+                total,
+                &body_expr(plan.media),
+                "NULL",
+                &format!("({shaped})"),
+            )
+        }
+        Returning::HeadersOnly(pk) if !pk.is_empty() => {
+            let parts: Vec<String> = pk
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} || _postgrest_t.{}::text",
+                        catalog_literal(&format!("{c}=eq.")),
+                        ident(c)
+                    )
+                })
+                .collect();
+            let location = format!(
+                "(pg_catalog.array_agg(pg_catalog.concat_ws('&', {})))[1]",
+                parts.join(", ")
+            );
+            outer(cte, total, "''", &location, SOURCE_CTE)
+        }
+        _ => outer(cte, total, "''", "NULL", SOURCE_CTE),
+    }
+}
+
+fn record_def(cols: &[crate::plan::PayloadColumn]) -> String {
+    cols.iter()
+        .map(|c| format!("{} {}", ident(&c.name), c.pg_type))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render_insert(b: &mut Builder, plan: &Plan, q: &InsertQuery) -> String {
+    let table = qualified(&q.table);
+    let body = b.bind(Some(q.body.clone()), "json");
+    let mut dml = if q.columns.is_empty() {
+        format!(
+            "INSERT INTO {table} AS {TARGET} SELECT FROM pg_catalog.json_array_elements({body})"
+        )
+    } else {
+        let names: Vec<String> = q.columns.iter().map(|c| ident(&c.name)).collect();
+        let select = if q.missing_default {
+            let exprs: Vec<String> = q
+                .columns
+                .iter()
+                .map(|c| {
+                    format!(
+                        "CASE WHEN _j.value ? {} THEN _r.{} ELSE {} END",
+                        catalog_literal(&c.name),
+                        ident(&c.name),
+                        c.default
+                            .as_ref()
+                            .map(|d| format!("({d})"))
+                            .unwrap_or_else(|| "NULL".to_string())
+                    )
+                })
+                .collect();
+            format!(
+                "SELECT {} FROM pg_catalog.jsonb_array_elements({body}::jsonb) AS _j, LATERAL pg_catalog.jsonb_to_record(_j.value) AS _r({})",
+                exprs.join(", "),
+                record_def(&q.columns)
+            )
+        } else {
+            format!(
+                "SELECT {} FROM pg_catalog.json_to_recordset({body}) AS _({})",
+                names.join(", "),
+                record_def(&q.columns)
+            )
+        };
+        format!(
+            "INSERT INTO {table} AS {TARGET} ({}) {select}",
+            names.join(", ")
+        )
+    };
+    match &q.on_conflict {
+        None => {}
+        Some(OnConflict::DoNothing { target }) => {
+            dml.push_str(&format!(
+                " ON CONFLICT ({}) DO NOTHING",
+                target
+                    .iter()
+                    .map(|c| ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Some(OnConflict::DoUpdate { target, set }) => {
+            let sets: Vec<String> = set
+                .iter()
+                .map(|c| format!("{} = EXCLUDED.{}", ident(c), ident(c)))
+                .collect();
+            dml.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                target
+                    .iter()
+                    .map(|c| ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                sets.join(", ")
+            ));
+        }
+    }
+    dml.push_str(&returning_sql(&q.returning));
+    mutation_outer(b, plan, &dml, &q.returning, &q.root)
+}
+
+fn mutation_where(b: &mut Builder, root: &ReadNode, conds: &[Cond]) -> String {
+    where_clause(b, root, conds, None)
+}
+
+fn render_update(b: &mut Builder, plan: &Plan, q: &UpdateQuery) -> String {
+    let table = qualified(&q.table);
+    let dml = if q.columns.is_empty() {
+        let cols = match q.returning {
+            Returning::Minimal => "1".to_string(),
+            _ => format!("{TARGET}.*"),
+        };
+        format!("SELECT {cols} FROM {table} AS {TARGET} WHERE FALSE")
+    } else {
+        let body = b.bind(Some(q.body.clone()), "json");
+        let sets: Vec<String> = q
+            .columns
+            .iter()
+            .map(|c| format!("{} = _.{}", ident(&c.name), ident(&c.name)))
+            .collect();
+        let mut s = format!(
+            "UPDATE {table} AS {TARGET} SET {} FROM (SELECT * FROM pg_catalog.json_to_record({body}) AS _r({})) AS _",
+            sets.join(", "),
+            record_def(&q.columns)
+        );
+        s.push_str(&mutation_where(b, &q.root, &q.conds));
+        s.push_str(&returning_sql(&q.returning));
+        s
+    };
+    mutation_outer(b, plan, &dml, &q.returning, &q.root)
+}
+
+fn render_delete(b: &mut Builder, plan: &Plan, q: &DeleteQuery) -> String {
+    let mut dml = format!("DELETE FROM {} AS {TARGET}", qualified(&q.table));
+    dml.push_str(&mutation_where(b, &q.root, &q.conds));
+    dml.push_str(&returning_sql(&q.returning));
+    mutation_outer(b, plan, &dml, &q.returning, &q.root)
+}
+
+// ----- calls -----
+
+fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
+    let call = call_sql(b, &q.call);
+    match q.shape {
+        CallShape::Void => outer(&format!("SELECT {call}"), "NULL", "''", "NULL", SOURCE_CTE),
+        CallShape::Scalar => outer(
+            &format!("SELECT {call} AS pgrst_scalar"),
+            "NULL",
+            "coalesce((pg_catalog.json_agg(_postgrest_t.pgrst_scalar) -> 0)::text, 'null')",
+            "NULL",
+            SOURCE_CTE,
+        ),
+        CallShape::SetOfScalars => {
+            let mut page = format!("SELECT * FROM {SOURCE_CTE}");
+            if let Some(l) = q.limit {
+                page.push_str(&format!(" LIMIT {}", b.bind(Some(l.to_string()), "bigint")));
+            }
+            if let Some(o) = q.offset {
+                page.push_str(&format!(
+                    " OFFSET {}",
+                    b.bind(Some(o.to_string()), "bigint")
+                ));
+            }
+            let total = if q.count_exact {
+                format!("(SELECT pg_catalog.count(*) FROM {SOURCE_CTE})")
+            } else {
+                "NULL".into()
+            };
+            outer(
+                &format!("SELECT pgrst_scalar FROM {call} AS pgrst_scalar"),
+                &total,
+                "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')",
+                "NULL",
+                &format!("({page})"),
+            )
+        }
+        CallShape::Rows | CallShape::SingleRow => {
+            let cte = format!("SELECT * FROM {call}");
+            let Some(root) = &q.root else {
+                return outer(&cte, "NULL", &body_expr(plan.media), "NULL", SOURCE_CTE);
+            };
+            // The root reads the CTE so the function runs once, even with a count.
+            let mut root = root.clone();
+            root.source = Source::MutationResult;
+            let shaped = render_node(b, &root, None);
+            let total = if root.count_exact && q.shape == CallShape::Rows {
+                count_subquery(b, &root)
+            } else {
+                "NULL".into()
+            };
+            let body = if q.shape == CallShape::SingleRow && !plan.media.is_singular() {
+                "coalesce((pg_catalog.json_agg(_postgrest_t) -> 0)::text, 'null')".to_string()
+            } else {
+                body_expr(plan.media)
+            };
+            outer(&cte, &total, &body, "NULL", &format!("({shaped})"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

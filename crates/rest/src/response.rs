@@ -1,0 +1,248 @@
+//! Stage 5: the HTTP response from the plan and the statement's one result row.
+
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_LOCATION, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
+};
+use http::StatusCode;
+
+use crate::error::{ErrorKind, RestError};
+use crate::parse::{CountPref, Method, ReturnPref};
+use crate::plan::{Action, CallShape, Plan};
+use crate::render::explain_row_estimate;
+
+/// The statement's single row, read by index: `total_result_set bigint NULL`,
+/// `page_total bigint`, `body text`, `location text NULL`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultRow {
+    pub total_result_set: Option<i64>,
+    pub page_total: i64,
+    pub body: String,
+    pub location: Option<String>,
+    /// The planner's estimate when [`Plan::count_statement`] was run
+    /// (see [`ResultRow::with_explain`]).
+    pub estimated_total: Option<i64>,
+}
+
+impl ResultRow {
+    /// Records the `EXPLAIN (FORMAT JSON)` output of `Plan::count_statement`.
+    pub fn with_explain(mut self, explain_json: &str) -> Self {
+        self.estimated_total = explain_row_estimate(explain_json);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: String,
+    /// Roll the transaction back instead of committing.
+    pub rollback: bool,
+}
+
+const PREFERENCE_APPLIED: &str = "preference-applied";
+const CONTENT_PROFILE: &str = "content-profile";
+
+fn header(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::from_bytes(name.as_bytes()).ok()?,
+        HeaderValue::from_str(value).ok()?,
+    ))
+}
+
+/// An error as a response (`{"code","message","details","hint"}`).
+pub fn error_response(err: &RestError) -> RestResponse {
+    RestResponse {
+        status: err.status,
+        headers: vec![(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        )],
+        body: err.to_json().to_string(),
+        rollback: true,
+    }
+}
+
+fn with_common(plan: &Plan, mut resp: RestResponse) -> RestResponse {
+    if !plan.preference_applied.is_empty() {
+        resp.headers.extend(header(
+            PREFERENCE_APPLIED,
+            &plan.preference_applied.join(", "),
+        ));
+    }
+    if let Some(p) = &plan.profile {
+        resp.headers.extend(header(CONTENT_PROFILE, p));
+    }
+    if plan.method == Method::Head {
+        resp.body.clear();
+    }
+    resp
+}
+
+fn total(plan: &Plan, row: &ResultRow) -> Option<i64> {
+    match plan.count? {
+        CountPref::Exact => row.total_result_set,
+        CountPref::Planned => row.estimated_total.or(row.total_result_set),
+        CountPref::Estimated => match (
+            row.total_result_set,
+            row.estimated_total,
+            plan.estimate_threshold,
+        ) {
+            (Some(exact), Some(est), Some(max)) if exact > max => Some(est.max(exact.min(max))),
+            (exact, est, _) => exact.or(est),
+        },
+    }
+}
+
+fn range(first: i64, count: i64, total: Option<i64>) -> String {
+    let t = total.map_or_else(|| "*".to_string(), |t| t.to_string());
+    if count <= 0 {
+        format!("*/{t}")
+    } else {
+        format!("{first}-{}/{t}", first.saturating_add(count - 1))
+    }
+}
+
+/// Builds the response; `row` is the one row of the rendered statement.
+pub fn respond(plan: &Plan, row: ResultRow) -> RestResponse {
+    let rollback = plan.rollback_requested;
+    let is_mutation = matches!(
+        plan.action,
+        Action::Insert | Action::Update | Action::Delete | Action::SingleUpsert
+    );
+    if plan.media.is_singular()
+        && !matches!(
+            plan.action,
+            Action::Call(CallShape::Void | CallShape::Scalar)
+        )
+        && row.page_total != 1
+    {
+        let err = RestError::new(
+            ErrorKind::SingularityError,
+            "JSON object requested, multiple (or no) rows returned",
+        )
+        .with_details(format!("The result contains {} rows", row.page_total));
+        return with_common(
+            plan,
+            RestResponse {
+                rollback: true,
+                ..error_response(&err)
+            },
+        );
+    }
+    if is_mutation {
+        if let Some(max) = plan.max_affected {
+            if row.page_total > max {
+                let err = RestError::new(
+                    ErrorKind::MaxAffectedViolation,
+                    "Query result exceeds max-affected preference constraint",
+                )
+                .with_details(format!("The query affects {} rows", row.page_total));
+                return with_common(
+                    plan,
+                    RestResponse {
+                        rollback: true,
+                        ..error_response(&err)
+                    },
+                );
+            }
+        }
+    }
+    let total = total(plan, &row);
+    let content_type = (
+        CONTENT_TYPE,
+        HeaderValue::from_static(plan.media.content_type()),
+    );
+    let mut headers = Vec::new();
+    let (status, body) = match plan.action {
+        Action::Read | Action::Call(_) | Action::OpenApi => {
+            if plan.action == Action::Call(CallShape::Void) {
+                return with_common(
+                    plan,
+                    RestResponse {
+                        status: StatusCode::NO_CONTENT,
+                        headers,
+                        body: String::new(),
+                        rollback,
+                    },
+                );
+            }
+            let first = plan.offset;
+            if let Some(t) = total {
+                if first > t {
+                    let err = RestError::new(
+                        ErrorKind::RangeNotSatisfiable,
+                        "Requested range not satisfiable",
+                    )
+                    .with_details(format!(
+                        "An offset of {first} was requested, but there are only {t} rows."
+                    ));
+                    let mut resp = error_response(&err);
+                    resp.rollback = rollback;
+                    resp.headers
+                        .extend(header(CONTENT_RANGE.as_str(), &format!("*/{t}")));
+                    return with_common(plan, resp);
+                }
+            }
+            headers.push(content_type);
+            headers.extend(header(
+                CONTENT_RANGE.as_str(),
+                &range(first, row.page_total, total),
+            ));
+            if plan.action == Action::Read {
+                headers.extend(header(CONTENT_LOCATION.as_str(), &plan.content_location));
+            }
+            let partial = total.is_some_and(|t| row.page_total < t && t > 0);
+            (
+                if partial {
+                    StatusCode::PARTIAL_CONTENT
+                } else {
+                    StatusCode::OK
+                },
+                row.body,
+            )
+        }
+        Action::Insert | Action::SingleUpsert | Action::Update | Action::Delete => {
+            let range = match plan.action {
+                Action::Update => range(0, row.page_total, total),
+                _ => format!(
+                    "*/{}",
+                    total.map_or_else(|| "*".to_string(), |t| t.to_string())
+                ),
+            };
+            headers.extend(header(CONTENT_RANGE.as_str(), &range));
+            if plan.return_pref == ReturnPref::HeadersOnly {
+                if let Some(loc) = &row.location {
+                    headers.extend(header(
+                        LOCATION.as_str(),
+                        &format!("{}?{loc}", plan.resource_path),
+                    ));
+                }
+            }
+            let representation = plan.return_pref == ReturnPref::Representation;
+            let status = match (plan.action, representation) {
+                (Action::Insert, _) => StatusCode::CREATED,
+                (_, true) => StatusCode::OK,
+                (_, false) => StatusCode::NO_CONTENT,
+            };
+            if representation {
+                headers.push(content_type);
+                (status, row.body)
+            } else {
+                (status, String::new())
+            }
+        }
+    };
+    with_common(
+        plan,
+        RestResponse {
+            status,
+            headers,
+            body,
+            rollback,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+use http::Method;
+
+use super::*;
+use crate::testutil::*;
+
+fn row(total: Option<i64>, page: i64, body: &str) -> ResultRow {
+    ResultRow {
+        total_result_set: total,
+        page_total: page,
+        body: body.to_string(),
+        location: None,
+        estimated_total: None,
+    }
+}
+
+fn hdr<'a>(r: &'a RestResponse, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k.as_str() == name)
+        .and_then(|(_, v)| v.to_str().ok())
+}
+
+#[test]
+fn status_and_content_range_table() {
+    let exact = [("prefer", "count=exact")];
+    let repr = [("prefer", "return=representation")];
+    let cases: Vec<(Req, ResultRow, u16, Option<&str>)> = vec![
+        (get("/clients", ""), row(None, 10, "[]"), 200, Some("0-9/*")),
+        (
+            with(Method::GET, "/clients", "limit=10", &exact, ""),
+            row(Some(100), 10, "[]"),
+            206,
+            Some("0-9/100"),
+        ),
+        (
+            with(Method::GET, "/clients", "", &exact, ""),
+            row(Some(3), 3, "[]"),
+            200,
+            Some("0-2/3"),
+        ),
+        (get("/clients", ""), row(None, 0, "[]"), 200, Some("*/*")),
+        (
+            with(Method::GET, "/clients", "", &exact, ""),
+            row(Some(0), 0, "[]"),
+            200,
+            Some("*/0"),
+        ),
+        (
+            with(Method::GET, "/clients", "offset=200", &exact, ""),
+            row(Some(100), 0, "[]"),
+            416,
+            Some("*/100"),
+        ),
+        (
+            with(Method::GET, "/clients", "offset=10&limit=5", &exact, ""),
+            row(Some(100), 5, "[]"),
+            206,
+            Some("10-14/100"),
+        ),
+        (
+            with(Method::HEAD, "/clients", "", &exact, ""),
+            row(Some(3), 3, "[]"),
+            200,
+            Some("0-2/3"),
+        ),
+        (
+            with(Method::POST, "/clients", "", &[], r#"{"name":"x"}"#),
+            row(None, 1, ""),
+            201,
+            Some("*/*"),
+        ),
+        (
+            with(
+                Method::POST,
+                "/clients",
+                "",
+                &[("prefer", "count=exact")],
+                r#"{"name":"x"}"#,
+            ),
+            row(Some(1), 1, ""),
+            201,
+            Some("*/1"),
+        ),
+        (
+            with(Method::PATCH, "/clients", "", &repr, r#"{"name":"x"}"#),
+            row(None, 5, "[]"),
+            200,
+            Some("0-4/*"),
+        ),
+        (
+            with(Method::PATCH, "/clients", "", &[], r#"{"name":"x"}"#),
+            row(None, 5, ""),
+            204,
+            Some("0-4/*"),
+        ),
+        (
+            with(Method::DELETE, "/clients", "", &[], ""),
+            row(None, 2, ""),
+            204,
+            Some("*/*"),
+        ),
+        (
+            with(Method::DELETE, "/clients", "", &repr, ""),
+            row(None, 2, "[]"),
+            200,
+            Some("*/*"),
+        ),
+        (
+            with(Method::POST, "/rpc/bump", "", &[], r#"{"p_id":"x"}"#),
+            row(None, 1, ""),
+            204,
+            None,
+        ),
+        (
+            with(Method::POST, "/rpc/ping", "", &[], ""),
+            row(None, 1, "\"pong\""),
+            200,
+            Some("0-0/*"),
+        ),
+        (
+            with(Method::GET, "/rpc/counts", "limit=2", &exact, ""),
+            row(Some(3), 2, "[1,2]"),
+            206,
+            Some("0-1/3"),
+        ),
+    ];
+    for (req, r, status, range) in cases {
+        let (plan, _) = run(&req).unwrap();
+        let resp = respond(&plan, r);
+        assert_eq!(
+            resp.status.as_u16(),
+            status,
+            "{} {}?{}",
+            req.method,
+            req.path,
+            req.query
+        );
+        assert_eq!(
+            hdr(&resp, "content-range"),
+            range,
+            "{} {}?{}",
+            req.method,
+            req.path,
+            req.query
+        );
+        if req.method == Method::HEAD {
+            assert!(resp.body.is_empty());
+        }
+    }
+}
+
+#[test]
+fn singular_requests() {
+    let obj = [("accept", "application/vnd.pgrst.object+json")];
+    let (plan, _) = run(&with(Method::GET, "/clients", "", &obj, "")).unwrap();
+    let resp = respond(&plan, row(None, 1, "{\"id\":1}"));
+    assert_eq!(resp.status.as_u16(), 200);
+    assert_eq!(resp.body, "{\"id\":1}");
+    assert_eq!(
+        hdr(&resp, "content-type"),
+        Some("application/vnd.pgrst.object+json; charset=utf-8")
+    );
+    for n in [0, 2] {
+        let resp = respond(&plan, row(None, n, ""));
+        assert_eq!(resp.status.as_u16(), 406);
+        assert!(resp.rollback);
+        let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+        assert_eq!(body["code"], "PGRST116");
+        assert_eq!(
+            body["message"],
+            "JSON object requested, multiple (or no) rows returned"
+        );
+        assert_eq!(body["details"], format!("The result contains {n} rows"));
+    }
+    let (plan, _) = run(&with(
+        Method::PATCH,
+        "/clients",
+        "",
+        &obj,
+        r#"{"name":"x"}"#,
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(None, 3, ""));
+    assert_eq!(resp.status.as_u16(), 406);
+    assert!(resp.rollback);
+}
+
+#[test]
+fn headers() {
+    let (plan, _) = run(&with(
+        Method::GET,
+        "/clients",
+        "select=id",
+        &[("accept-profile", "public"), ("prefer", "count=exact")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(Some(1), 1, "[]"));
+    assert_eq!(
+        hdr(&resp, "content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(hdr(&resp, "content-location"), Some("/clients?select=id"));
+    assert_eq!(hdr(&resp, "content-profile"), Some("public"));
+    assert_eq!(hdr(&resp, "preference-applied"), Some("count=exact"));
+    let (plan, _) = run(&with(
+        Method::POST,
+        "/organizations",
+        "",
+        &[("prefer", "return=headers-only")],
+        r#"{"name":"x"}"#,
+    ))
+    .unwrap();
+    let mut r = row(None, 1, "");
+    r.location = Some("id=eq.abc".into());
+    let resp = respond(&plan, r);
+    assert_eq!(hdr(&resp, "location"), Some("/organizations?id=eq.abc"));
+    assert_eq!(
+        hdr(&resp, "preference-applied"),
+        Some("return=headers-only")
+    );
+    let (plan, _) = run(&with(
+        Method::GET,
+        "/clients",
+        "",
+        &[("accept", "text/csv")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(None, 1, "id\n1"));
+    assert_eq!(hdr(&resp, "content-type"), Some("text/csv; charset=utf-8"));
+}
+
+#[test]
+fn rollbacks_and_max_affected() {
+    let cfg = crate::RestConfig {
+        tx_end_allow_override: true,
+        ..config()
+    };
+    let (plan, _) = run_with(
+        &with(
+            Method::DELETE,
+            "/clients",
+            "",
+            &[("prefer", "tx=rollback")],
+            "",
+        ),
+        &cfg,
+    )
+    .unwrap();
+    assert!(respond(&plan, row(None, 1, "")).rollback);
+    let (plan, _) = run(&with(
+        Method::DELETE,
+        "/clients",
+        "",
+        &[("prefer", "tx=rollback")],
+        "",
+    ))
+    .unwrap();
+    assert!(!respond(&plan, row(None, 1, "")).rollback);
+    let (plan, _) = run(&with(
+        Method::DELETE,
+        "/clients",
+        "",
+        &[("prefer", "handling=strict, max-affected=1")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(None, 2, ""));
+    assert_eq!(resp.status.as_u16(), 400);
+    assert!(resp.rollback);
+    assert!(resp.body.contains("PGRST124"));
+    assert!(!respond(&plan, row(None, 1, "")).rollback);
+}
+
+#[test]
+fn counts_planned_and_estimated() {
+    let (plan, _) = run(&with(
+        Method::GET,
+        "/clients",
+        "limit=10",
+        &[("prefer", "count=planned")],
+        "",
+    ))
+    .unwrap();
+    let r = row(None, 10, "[]").with_explain(r#"[{"Plan":{"Plan Rows":5000}}]"#);
+    let resp = respond(&plan, r);
+    assert_eq!(hdr(&resp, "content-range"), Some("0-9/5000"));
+    assert_eq!(resp.status.as_u16(), 206);
+    let (plan, _) = run(&with(
+        Method::GET,
+        "/clients",
+        "limit=10",
+        &[("prefer", "count=estimated")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(
+        &plan,
+        row(Some(50), 10, "[]").with_explain(r#"[{"Plan":{"Plan Rows":70}}]"#),
+    );
+    assert_eq!(hdr(&resp, "content-range"), Some("0-9/50"));
+    let resp = respond(
+        &plan,
+        row(Some(5000), 10, "[]").with_explain(r#"[{"Plan":{"Plan Rows":9000}}]"#),
+    );
+    assert_eq!(hdr(&resp, "content-range"), Some("0-9/9000"));
+}
+
+#[test]
+fn error_bodies() {
+    let e = crate::RestError::from_postgres(
+        "42501",
+        "permission denied for table clients",
+        None,
+        None,
+        true,
+    );
+    let resp = error_response(&e);
+    assert_eq!(resp.status.as_u16(), 401);
+    let v: serde_json::Value = serde_json::from_str(&resp.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"code":"42501","message":"permission denied for table clients","details":null,"hint":null})
+    );
+}

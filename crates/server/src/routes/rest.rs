@@ -1,0 +1,168 @@
+//! `/rest/v1`: wires the pure PostgREST pipeline (`agencyflow_rest`) to the database.
+//!
+//! parse → authenticate → plan (schema cache) → render one statement → ClaimsTxn as the
+//! JWT's role → respond. The only I/O is the transaction; a read is one round trip
+//! (BEGIN, settings, statement and COMMIT pipelined).
+use agencyflow_db::{DbError, TxSettings, Type};
+use agencyflow_rest::error::ErrorKind;
+use agencyflow_rest::plan::Action;
+use agencyflow_rest::response::{error_response, respond, ResultRow, RestResponse};
+use agencyflow_rest::{parse_request, RequestParts, RestError};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+
+/// Who the request acts as, from its bearer token.
+pub struct Caller {
+    pub role: String,
+    pub claims: Value,
+}
+
+/// Verifies the bearer token (PostgREST's rules): none → the anon role; a valid token's
+/// `role` claim is the role; anything else is 401 PGRST301.
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, RestError> {
+    let anon = || Caller { role: state.settings.rest.anon_role.clone(), claims: json!({ "role": state.settings.rest.anon_role }) };
+    let Some(auth) = headers.get(header::AUTHORIZATION) else { return Ok(anon()) };
+    let auth = auth.to_str().map_err(|_| RestError::new(ErrorKind::JwtInvalid, "Invalid Authorization header"))?;
+    let token = match auth.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
+        _ => return Err(RestError::new(ErrorKind::JwtInvalid, "Invalid Authorization header: expected a Bearer token")),
+    };
+    if token.is_empty() {
+        return Ok(anon());
+    }
+    let mut claims = state.keys.verify(token).map_err(|e| match e {
+        agencyflow_auth::JwtError::Expired => RestError::new(ErrorKind::JwtInvalid, "JWT expired"),
+        agencyflow_auth::JwtError::Invalid(m) => RestError::new(ErrorKind::JwtInvalid, m),
+    })?;
+    let role = match claims.get("role").and_then(Value::as_str) {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => state.settings.rest.anon_role.clone(),
+    };
+    claims["role"] = Value::String(role.clone());
+    Ok(Caller { role, claims })
+}
+
+fn into_response(r: RestResponse, method: &Method, jwt_error: bool) -> Response {
+    let mut builder = Response::builder().status(r.status);
+    for (k, v) in r.headers {
+        builder = builder.header(k, v);
+    }
+    if jwt_error {
+        builder = builder.header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    }
+    let body = if method == Method::HEAD { Body::empty() } else { Body::from(r.body) };
+    builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn fail(e: RestError, method: &Method) -> Response {
+    let jwt = e.status == StatusCode::UNAUTHORIZED && e.code == ErrorKind::JwtInvalid.code();
+    into_response(error_response(&e), method, jwt)
+}
+
+fn db_error(e: DbError, role_is_anon: bool) -> RestError {
+    match e {
+        DbError::Postgres(pg) => RestError::from_postgres(&pg.code, &pg.message, pg.detail.as_deref(), pg.hint.as_deref(), role_is_anon),
+        DbError::Unavailable(m) => {
+            tracing::error!(error = %m, "database unavailable");
+            RestError::new(ErrorKind::ConnectionError, "Database client error. Retrying the connection.")
+        }
+        DbError::Other(m) => {
+            tracing::error!(error = %m, "database error");
+            RestError::new(ErrorKind::ClientError, "Database client error")
+        }
+    }
+}
+
+pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().strip_prefix("/rest/v1").unwrap_or(uri.path());
+    let path = if path.is_empty() { "/" } else { path };
+    let query = uri.query().unwrap_or("");
+    let config = &state.settings.rest;
+    let req = match parse_request(RequestParts { method: &method, path, query, headers: &headers, body: &body }, config) {
+        Ok(r) => r,
+        Err(e) => return fail(e, &method),
+    };
+    let caller = match authenticate(&state, &headers) {
+        Ok(c) => c,
+        Err(e) => return fail(e, &method),
+    };
+    let Some(cache) = state.schema_cache.get() else {
+        return fail(RestError::new(ErrorKind::SchemaCacheLoading, "Could not query the database for the schema cache. Retrying."), &method);
+    };
+    let plan = match agencyflow_rest::plan::plan(&req, &cache, config) {
+        Ok(p) => p,
+        Err(e) => return fail(e, &method),
+    };
+    if plan.action == Action::OpenApi {
+        let schema = plan.profile.clone().unwrap_or_else(|| config.schemas[0].clone());
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let doc = agencyflow_rest::openapi::openapi_document(&cache, config, &schema, &caller.role, host);
+        return ([(header::CONTENT_TYPE, "application/openapi+json; charset=utf-8")], doc.to_string()).into_response();
+    }
+    let role_is_anon = caller.role == config.anon_role;
+    match execute(&state, &plan, &caller, &method, path, &headers).await {
+        Ok(r) => into_response(r, &method, false),
+        Err(e) => fail(db_error(e, role_is_anon), &method),
+    }
+}
+
+fn text_params(params: &[Option<String>]) -> Vec<(&(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync), Type)> {
+    params.iter().map(|p| (p as &(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync), Type::TEXT)).collect()
+}
+
+fn result_row(rows: &[agencyflow_db::tokio_postgres::Row]) -> Result<ResultRow, DbError> {
+    let row = rows.first().ok_or_else(|| DbError::Other("the REST statement returned no row".into()))?;
+    let get = |e: agencyflow_db::tokio_postgres::Error| DbError::Other(format!("reading the REST result row: {e}"));
+    Ok(ResultRow {
+        total_result_set: row.try_get(0).map_err(get)?,
+        page_total: row.try_get(1).map_err(get)?,
+        body: row.try_get::<_, Option<String>>(2).map_err(get)?.unwrap_or_default(),
+        location: row.try_get(3).map_err(get)?,
+        estimated_total: None,
+    })
+}
+
+async fn execute(state: &AppState, plan: &agencyflow_rest::plan::Plan, caller: &Caller, method: &Method, path: &str, headers: &HeaderMap) -> Result<RestResponse, DbError> {
+    let stmt = agencyflow_rest::render::render(plan);
+    let params = text_params(&stmt.params);
+    let mut hdrs = serde_json::Map::new();
+    for (k, v) in headers {
+        if let Ok(v) = v.to_str() {
+            hdrs.insert(k.as_str().to_string(), Value::String(v.to_string()));
+        }
+    }
+    let settings = TxSettings::new(caller.role.clone(), caller.claims.to_string())
+        .read_only(plan.read_only)
+        .guc("request.method", method.as_str())
+        .guc("request.path", path)
+        .guc("request.headers", Value::Object(hdrs).to_string());
+    let mut tx = state.db.begin(&settings).await?;
+    // A read-only request's outcome cannot depend on commit or rollback: send COMMIT in the
+    // same round trip as everything else.
+    if plan.read_only && plan.count_statement.is_none() {
+        let rows = tx.query_typed_and_commit(&stmt.sql, &params).await?;
+        return Ok(respond(plan, result_row(&rows)?));
+    }
+    let mut explain = None;
+    if let Some(cs) = &plan.count_statement {
+        let rows = tx.query_typed(&cs.sql, &text_params(&cs.params)).await?;
+        explain = rows.first().and_then(|r| r.try_get::<_, String>(0).ok().or_else(|| r.try_get::<_, Value>(0).ok().map(|v| v.to_string())));
+    }
+    let rows = tx.query_typed(&stmt.sql, &params).await?;
+    let mut row = result_row(&rows)?;
+    if let Some(e) = explain {
+        row = row.with_explain(&e);
+    }
+    let response = respond(plan, row);
+    if response.rollback {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(response)
+}
