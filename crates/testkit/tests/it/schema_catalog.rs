@@ -4,11 +4,38 @@
 use agencyflow_testkit::TestDb;
 
 const TABLES: [&str; 32] = [
-    "organizations", "profiles", "team_members", "clients", "projects", "wizard_sessions", "wizard_answers",
-    "context_snapshots", "roadmaps", "roadmap_phases", "tasks", "milestones", "deliverables", "briefs",
-    "brief_versions", "documents", "systems", "services", "system_services", "project_systems", "project_services",
-    "ai_run_logs", "ai_cache", "analytics", "invoices", "payments", "crm_pipelines", "crm_stages", "crm_contacts",
-    "crm_deals", "crm_interactions", "activities",
+    "organizations",
+    "profiles",
+    "team_members",
+    "clients",
+    "projects",
+    "wizard_sessions",
+    "wizard_answers",
+    "context_snapshots",
+    "roadmaps",
+    "roadmap_phases",
+    "tasks",
+    "milestones",
+    "deliverables",
+    "briefs",
+    "brief_versions",
+    "documents",
+    "systems",
+    "services",
+    "system_services",
+    "project_systems",
+    "project_services",
+    "ai_run_logs",
+    "ai_cache",
+    "analytics",
+    "invoices",
+    "payments",
+    "crm_pipelines",
+    "crm_stages",
+    "crm_contacts",
+    "crm_deals",
+    "crm_interactions",
+    "activities",
 ];
 
 /// Tables without an org_id: the tenant root, user profiles and the global catalogue.
@@ -16,7 +43,10 @@ const NO_ORG: [&str; 4] = ["organizations", "profiles", "systems", "system_servi
 /// Tables whose org_id is nullable (NULL = global row).
 const NULLABLE_ORG: [&str; 2] = ["services", "ai_cache"];
 
-async fn db() -> (TestDb, agencyflow_testkit::agencyflow_db::tokio_postgres::Client) {
+async fn db() -> (
+    TestDb,
+    agencyflow_testkit::agencyflow_db::tokio_postgres::Client,
+) {
     let t = TestDb::new().await;
     let c = t.superuser().await;
     (t, c)
@@ -79,7 +109,11 @@ async fn tenant_key_on_every_tenant_table_with_unique_org_id_id() {
         let row = row.unwrap_or_else(|| panic!("{t} has no org_id"));
         let (not_null, ty): (bool, String) = (row.get(0), row.get(1));
         assert_eq!(ty, "uuid", "{t}.org_id type");
-        assert_eq!(not_null, !NULLABLE_ORG.contains(&t), "{t}.org_id nullability");
+        assert_eq!(
+            not_null,
+            !NULLABLE_ORG.contains(&t),
+            "{t}.org_id nullability"
+        );
         // org_id references organizations(id) on delete cascade
         let n: i64 = c
             .query_one(
@@ -96,8 +130,18 @@ async fn tenant_key_on_every_tenant_table_with_unique_org_id_id() {
     }
     // Every tenant parent (referenced through a composite key) has unique (org_id, id).
     for parent in [
-        "clients", "projects", "wizard_sessions", "context_snapshots", "roadmaps", "roadmap_phases", "briefs",
-        "invoices", "crm_pipelines", "crm_stages", "crm_contacts", "crm_deals",
+        "clients",
+        "projects",
+        "wizard_sessions",
+        "context_snapshots",
+        "roadmaps",
+        "roadmap_phases",
+        "briefs",
+        "invoices",
+        "crm_pipelines",
+        "crm_stages",
+        "crm_contacts",
+        "crm_deals",
     ] {
         let n: i64 = c
             .query_one(
@@ -118,8 +162,18 @@ const COLUMNS: &[(&str, &str, &str, bool)] = &[
     ("organizations", "name", "text", true),
     ("organizations", "slug", "text", true),
     ("organizations", "settings", "jsonb", true),
-    ("organizations", "created_at", "timestamp with time zone", true),
-    ("organizations", "updated_at", "timestamp with time zone", true),
+    (
+        "organizations",
+        "created_at",
+        "timestamp with time zone",
+        true,
+    ),
+    (
+        "organizations",
+        "updated_at",
+        "timestamp with time zone",
+        true,
+    ),
     ("profiles", "id", "uuid", true),
     ("profiles", "full_name", "text", false),
     ("profiles", "avatar_url", "text", false),
@@ -130,7 +184,12 @@ const COLUMNS: &[(&str, &str, &str, bool)] = &[
     ("clients", "status", "text", true),
     ("clients", "health_score", "integer", true),
     ("clients", "value_cents", "bigint", false),
-    ("clients", "last_activity_at", "timestamp with time zone", false),
+    (
+        "clients",
+        "last_activity_at",
+        "timestamp with time zone",
+        false,
+    ),
     ("clients", "next_action_date", "date", false),
     ("clients", "onboarded_at", "timestamp with time zone", false),
     ("clients", "assigned_to", "uuid", false),
@@ -140,11 +199,21 @@ const COLUMNS: &[(&str, &str, &str, bool)] = &[
     ("projects", "start_date", "date", false),
     ("projects", "end_date", "date", false),
     ("projects", "value_cents", "bigint", false),
-    ("projects", "dashboard_activated_at", "timestamp with time zone", false),
+    (
+        "projects",
+        "dashboard_activated_at",
+        "timestamp with time zone",
+        false,
+    ),
     ("wizard_sessions", "project_id", "uuid", false),
     ("wizard_sessions", "user_id", "uuid", false),
     ("wizard_sessions", "current_step", "integer", true),
-    ("wizard_sessions", "wizard_completed_at", "timestamp with time zone", false),
+    (
+        "wizard_sessions",
+        "wizard_completed_at",
+        "timestamp with time zone",
+        false,
+    ),
     ("wizard_answers", "session_id", "uuid", true),
     ("wizard_answers", "screen_id", "text", true),
     ("wizard_answers", "step_number", "integer", true),
@@ -176,7 +245,12 @@ const COLUMNS: &[(&str, &str, &str, bool)] = &[
     ("documents", "file_size", "bigint", false),
     ("documents", "content_text", "text", false),
     ("documents", "embedding", "vector(768)", false),
-    ("documents", "embedded_at", "timestamp with time zone", false),
+    (
+        "documents",
+        "embedded_at",
+        "timestamp with time zone",
+        false,
+    ),
     ("documents", "fts", "tsvector", false),
     ("systems", "id", "text", true),
     ("systems", "is_active", "boolean", true),
@@ -242,9 +316,14 @@ async fn columns_have_the_specified_types_and_nullability() {
             None => wrong.push(format!("{table}.{col} missing")),
             Some(r) => {
                 let (t, nn): (String, bool) = (r.get(0), r.get(1));
-                let t = t.trim_start_matches("extensions.").trim_start_matches("public.").to_string();
+                let t = t
+                    .trim_start_matches("extensions.")
+                    .trim_start_matches("public.")
+                    .to_string();
                 if t != *ty || nn != *not_null {
-                    wrong.push(format!("{table}.{col}: {t} not null={nn}, expected {ty} not null={not_null}"));
+                    wrong.push(format!(
+                        "{table}.{col}: {t} not null={nn}, expected {ty} not null={not_null}"
+                    ));
                 }
             }
         }
@@ -264,7 +343,10 @@ async fn columns_have_the_specified_types_and_nullability() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(bad_ids.is_empty(), "id columns without uuid default gen_random_uuid(): {bad_ids:?}");
+    assert!(
+        bad_ids.is_empty(),
+        "id columns without uuid default gen_random_uuid(): {bad_ids:?}"
+    );
     // Every timestamp is timestamptz.
     let naive: Vec<String> = c
         .query(
@@ -283,30 +365,133 @@ async fn columns_have_the_specified_types_and_nullability() {
 
 /// (table, column, the exact lower-case value set of its CHECK)
 const VALUE_SETS: &[(&str, &str, &[&str])] = &[
-    ("team_members", "role", &["owner", "admin", "consultant", "member", "client"]),
-    ("clients", "company_size", &["small", "medium", "large", "enterprise"]),
-    ("clients", "status", &["lead", "prospect", "client", "churned", "archived"]),
-    ("clients", "pipeline_stage", &["new", "contacted", "qualified", "proposal", "negotiation", "won", "lost"]),
-    ("projects", "status", &["draft", "discovery", "planning", "active", "on_hold", "completed", "cancelled", "archived"]),
-    ("projects", "current_phase", &["phase_1", "phase_2", "phase_3"]),
-    ("wizard_answers", "screen_id", &["step-1", "step-2", "step-3", "step-4", "step-5"]),
+    (
+        "team_members",
+        "role",
+        &["owner", "admin", "consultant", "member", "client"],
+    ),
+    (
+        "clients",
+        "company_size",
+        &["small", "medium", "large", "enterprise"],
+    ),
+    (
+        "clients",
+        "status",
+        &["lead", "prospect", "client", "churned", "archived"],
+    ),
+    (
+        "clients",
+        "pipeline_stage",
+        &[
+            "new",
+            "contacted",
+            "qualified",
+            "proposal",
+            "negotiation",
+            "won",
+            "lost",
+        ],
+    ),
+    (
+        "projects",
+        "status",
+        &[
+            "draft",
+            "discovery",
+            "planning",
+            "active",
+            "on_hold",
+            "completed",
+            "cancelled",
+            "archived",
+        ],
+    ),
+    (
+        "projects",
+        "current_phase",
+        &["phase_1", "phase_2", "phase_3"],
+    ),
+    (
+        "wizard_answers",
+        "screen_id",
+        &["step-1", "step-2", "step-3", "step-4", "step-5"],
+    ),
     ("tasks", "owner", &["client", "agency", "automated"]),
-    ("tasks", "status", &["todo", "in_progress", "review", "done", "blocked"]),
+    (
+        "tasks",
+        "status",
+        &["todo", "in_progress", "review", "done", "blocked"],
+    ),
     ("tasks", "priority", &["low", "medium", "high", "urgent"]),
     ("tasks", "effort", &["s", "m", "l", "xl"]),
-    ("milestones", "status", &["upcoming", "in_progress", "completed", "overdue", "delayed"]),
-    ("deliverables", "status", &["pending", "in_progress", "in_review", "approved", "delivered", "rejected"]),
-    ("briefs", "status", &["draft", "in_review", "approved", "archived"]),
-    ("documents", "category", &["briefs", "requirements", "assets", "reference", "other"]),
+    (
+        "milestones",
+        "status",
+        &["upcoming", "in_progress", "completed", "overdue", "delayed"],
+    ),
+    (
+        "deliverables",
+        "status",
+        &[
+            "pending",
+            "in_progress",
+            "in_review",
+            "approved",
+            "delivered",
+            "rejected",
+        ],
+    ),
+    (
+        "briefs",
+        "status",
+        &["draft", "in_review", "approved", "archived"],
+    ),
+    (
+        "documents",
+        "category",
+        &["briefs", "requirements", "assets", "reference", "other"],
+    ),
     ("documents", "status", &["active", "archived"]),
-    ("services", "category", &["core", "industry_specific", "custom"]),
-    ("project_services", "status", &["planned", "active", "paused", "completed"]),
+    (
+        "services",
+        "category",
+        &["core", "industry_specific", "custom"],
+    ),
+    (
+        "project_services",
+        "status",
+        &["planned", "active", "paused", "completed"],
+    ),
     ("analytics", "period_type", &["day", "week", "month"]),
-    ("invoices", "status", &["draft", "sent", "paid", "overdue", "void", "cancelled"]),
-    ("payments", "status", &["pending", "completed", "failed", "refunded"]),
-    ("crm_deals", "status", &["open", "won", "lost", "stale", "archived"]),
+    (
+        "invoices",
+        "status",
+        &["draft", "sent", "paid", "overdue", "void", "cancelled"],
+    ),
+    (
+        "payments",
+        "status",
+        &["pending", "completed", "failed", "refunded"],
+    ),
+    (
+        "crm_deals",
+        "status",
+        &["open", "won", "lost", "stale", "archived"],
+    ),
     ("crm_interactions", "direction", &["inbound", "outbound"]),
-    ("activities", "activity_type", &["note", "call", "email", "meeting", "status_change", "system"]),
+    (
+        "activities",
+        "activity_type",
+        &[
+            "note",
+            "call",
+            "email",
+            "meeting",
+            "status_change",
+            "system",
+        ],
+    ),
 ];
 
 #[tokio::test]
@@ -329,7 +514,12 @@ async fn status_checks_hold_exactly_the_specified_lower_case_sets() {
             .iter()
             .find(|d| d.contains("ANY"))
             .unwrap_or_else(|| panic!("{table}.{col}: no value-set CHECK among {defs:?}"));
-        let mut found: Vec<String> = def.split('\'').skip(1).step_by(2).map(|s| s.to_string()).collect();
+        let mut found: Vec<String> = def
+            .split('\'')
+            .skip(1)
+            .step_by(2)
+            .map(|s| s.to_string())
+            .collect();
         found.sort();
         let mut want: Vec<String> = values.iter().map(|s| s.to_string()).collect();
         want.sort();
@@ -337,8 +527,14 @@ async fn status_checks_hold_exactly_the_specified_lower_case_sets() {
     }
     // Enum types
     for (ty, labels) in [
-        ("crm_interaction_type", vec!["email", "call", "meeting", "note", "linkedin", "system"]),
-        ("crm_sentiment", vec!["positive", "neutral", "negative", "churn_risk"]),
+        (
+            "crm_interaction_type",
+            vec!["email", "call", "meeting", "note", "linkedin", "system"],
+        ),
+        (
+            "crm_sentiment",
+            vec!["positive", "neutral", "negative", "churn_risk"],
+        ),
     ] {
         let got: Vec<String> = c
             .query(
@@ -371,50 +567,284 @@ async fn status_checks_hold_exactly_the_specified_lower_case_sets() {
 
 /// Every foreign key other than org_id -> organizations: (table, columns, parent, parent columns, on delete)
 const FOREIGN_KEYS: &[(&str, &str, &str, &str, &str)] = &[
-    ("activities", "org_id,client_id", "clients", "org_id,id", "set null client_id"),
-    ("activities", "org_id,created_by", "team_members", "org_id,user_id", "set null created_by"),
-    ("activities", "org_id,project_id", "projects", "org_id,id", "set null project_id"),
-    ("ai_run_logs", "org_id,project_id", "projects", "org_id,id", "set null project_id"),
-    ("brief_versions", "org_id,brief_id", "briefs", "org_id,id", "cascade"),
-    ("brief_versions", "org_id,changed_by", "team_members", "org_id,user_id", "set null changed_by"),
-    ("briefs", "org_id,project_id", "projects", "org_id,id", "cascade"),
-    ("clients", "org_id,assigned_to", "team_members", "org_id,user_id", "set null assigned_to"),
-    ("context_snapshots", "org_id,project_id", "projects", "org_id,id", "cascade"),
-    ("crm_contacts", "org_id,client_id", "clients", "org_id,id", "set null client_id"),
-    ("crm_deals", "org_id,client_id", "clients", "org_id,id", "cascade"),
-    ("crm_deals", "org_id,owner_id", "team_members", "org_id,user_id", "set null owner_id"),
-    ("crm_deals", "org_id,stage_id", "crm_stages", "org_id,id", "set null stage_id"),
-    ("crm_interactions", "org_id,client_id", "clients", "org_id,id", "cascade"),
-    ("crm_interactions", "org_id,contact_id", "crm_contacts", "org_id,id", "set null contact_id"),
-    ("crm_interactions", "org_id,created_by", "team_members", "org_id,user_id", "set null created_by"),
-    ("crm_interactions", "org_id,deal_id", "crm_deals", "org_id,id", "set null deal_id"),
-    ("crm_stages", "org_id,pipeline_id", "crm_pipelines", "org_id,id", "cascade"),
-    ("deliverables", "org_id,assigned_to", "team_members", "org_id,user_id", "set null assigned_to"),
-    ("deliverables", "org_id,phase_id", "roadmap_phases", "org_id,id", "cascade"),
-    ("documents", "org_id,project_id", "projects", "org_id,id", "cascade"),
-    ("documents", "org_id,uploaded_by", "team_members", "org_id,user_id", "set null uploaded_by"),
-    ("documents", "org_id,wizard_session_id", "wizard_sessions", "org_id,id", "cascade"),
-    ("invoices", "org_id,client_id", "clients", "org_id,id", "set null client_id"),
-    ("invoices", "org_id,project_id", "projects", "org_id,id", "set null project_id"),
-    ("milestones", "org_id,phase_id", "roadmap_phases", "org_id,id", "set null phase_id"),
-    ("milestones", "org_id,project_id", "projects", "org_id,id", "cascade"),
-    ("organizations", "created_by", "auth.users", "id", "set null"),
-    ("payments", "org_id,invoice_id", "invoices", "org_id,id", "cascade"),
+    (
+        "activities",
+        "org_id,client_id",
+        "clients",
+        "org_id,id",
+        "set null client_id",
+    ),
+    (
+        "activities",
+        "org_id,created_by",
+        "team_members",
+        "org_id,user_id",
+        "set null created_by",
+    ),
+    (
+        "activities",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "set null project_id",
+    ),
+    (
+        "ai_run_logs",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "set null project_id",
+    ),
+    (
+        "brief_versions",
+        "org_id,brief_id",
+        "briefs",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "brief_versions",
+        "org_id,changed_by",
+        "team_members",
+        "org_id,user_id",
+        "set null changed_by",
+    ),
+    (
+        "briefs",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "clients",
+        "org_id,assigned_to",
+        "team_members",
+        "org_id,user_id",
+        "set null assigned_to",
+    ),
+    (
+        "context_snapshots",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "crm_contacts",
+        "org_id,client_id",
+        "clients",
+        "org_id,id",
+        "set null client_id",
+    ),
+    (
+        "crm_deals",
+        "org_id,client_id",
+        "clients",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "crm_deals",
+        "org_id,owner_id",
+        "team_members",
+        "org_id,user_id",
+        "set null owner_id",
+    ),
+    (
+        "crm_deals",
+        "org_id,stage_id",
+        "crm_stages",
+        "org_id,id",
+        "set null stage_id",
+    ),
+    (
+        "crm_interactions",
+        "org_id,client_id",
+        "clients",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "crm_interactions",
+        "org_id,contact_id",
+        "crm_contacts",
+        "org_id,id",
+        "set null contact_id",
+    ),
+    (
+        "crm_interactions",
+        "org_id,created_by",
+        "team_members",
+        "org_id,user_id",
+        "set null created_by",
+    ),
+    (
+        "crm_interactions",
+        "org_id,deal_id",
+        "crm_deals",
+        "org_id,id",
+        "set null deal_id",
+    ),
+    (
+        "crm_stages",
+        "org_id,pipeline_id",
+        "crm_pipelines",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "deliverables",
+        "org_id,assigned_to",
+        "team_members",
+        "org_id,user_id",
+        "set null assigned_to",
+    ),
+    (
+        "deliverables",
+        "org_id,phase_id",
+        "roadmap_phases",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "documents",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "documents",
+        "org_id,uploaded_by",
+        "team_members",
+        "org_id,user_id",
+        "set null uploaded_by",
+    ),
+    (
+        "documents",
+        "org_id,wizard_session_id",
+        "wizard_sessions",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "invoices",
+        "org_id,client_id",
+        "clients",
+        "org_id,id",
+        "set null client_id",
+    ),
+    (
+        "invoices",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "set null project_id",
+    ),
+    (
+        "milestones",
+        "org_id,phase_id",
+        "roadmap_phases",
+        "org_id,id",
+        "set null phase_id",
+    ),
+    (
+        "milestones",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "organizations",
+        "created_by",
+        "auth.users",
+        "id",
+        "set null",
+    ),
+    (
+        "payments",
+        "org_id,invoice_id",
+        "invoices",
+        "org_id,id",
+        "cascade",
+    ),
     ("profiles", "id", "auth.users", "id", "cascade"),
-    ("project_services", "org_id,project_id", "projects", "org_id,id", "cascade"),
-    ("project_services", "service_id", "services", "id", "cascade"),
-    ("project_systems", "org_id,project_id", "projects", "org_id,id", "cascade"),
+    (
+        "project_services",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "project_services",
+        "service_id",
+        "services",
+        "id",
+        "cascade",
+    ),
+    (
+        "project_systems",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "cascade",
+    ),
     ("project_systems", "system_id", "systems", "id", "cascade"),
-    ("projects", "org_id,client_id", "clients", "org_id,id", "set null client_id"),
-    ("roadmap_phases", "org_id,roadmap_id", "roadmaps", "org_id,id", "cascade"),
-    ("roadmaps", "org_id,snapshot_id", "context_snapshots", "org_id,id", "cascade"),
+    (
+        "projects",
+        "org_id,client_id",
+        "clients",
+        "org_id,id",
+        "set null client_id",
+    ),
+    (
+        "roadmap_phases",
+        "org_id,roadmap_id",
+        "roadmaps",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "roadmaps",
+        "org_id,snapshot_id",
+        "context_snapshots",
+        "org_id,id",
+        "cascade",
+    ),
     ("system_services", "service_id", "services", "id", "cascade"),
     ("system_services", "system_id", "systems", "id", "cascade"),
-    ("tasks", "org_id,assigned_to", "team_members", "org_id,user_id", "set null assigned_to"),
-    ("tasks", "org_id,phase_id", "roadmap_phases", "org_id,id", "cascade"),
+    (
+        "tasks",
+        "org_id,assigned_to",
+        "team_members",
+        "org_id,user_id",
+        "set null assigned_to",
+    ),
+    (
+        "tasks",
+        "org_id,phase_id",
+        "roadmap_phases",
+        "org_id,id",
+        "cascade",
+    ),
     ("team_members", "user_id", "auth.users", "id", "cascade"),
-    ("wizard_answers", "org_id,session_id", "wizard_sessions", "org_id,id", "cascade"),
-    ("wizard_sessions", "org_id,project_id", "projects", "org_id,id", "set null project_id"),
+    (
+        "wizard_answers",
+        "org_id,session_id",
+        "wizard_sessions",
+        "org_id,id",
+        "cascade",
+    ),
+    (
+        "wizard_sessions",
+        "org_id,project_id",
+        "projects",
+        "org_id,id",
+        "set null project_id",
+    ),
     ("wizard_sessions", "user_id", "auth.users", "id", "set null"),
 ];
 
@@ -447,7 +877,15 @@ async fn foreign_keys_are_composite_within_the_tenant_as_specified() {
         .collect();
     let mut want: Vec<(String, String, String, String, String)> = FOREIGN_KEYS
         .iter()
-        .map(|(a, b, c, d, e)| (a.to_string(), b.to_string(), c.to_string(), d.to_string(), e.to_string()))
+        .map(|(a, b, c, d, e)| {
+            (
+                a.to_string(),
+                b.to_string(),
+                c.to_string(),
+                d.to_string(),
+                e.to_string(),
+            )
+        })
         .collect();
     want.sort();
     got.sort();
@@ -458,12 +896,18 @@ async fn foreign_keys_are_composite_within_the_tenant_as_specified() {
 async fn view_is_security_invoker_and_exposes_no_auth_users() {
     let (_t, c) = db().await;
     let opts: Option<Vec<String>> = c
-        .query_one("select reloptions from pg_class where oid = 'public.client_crm_status'::regclass", &[])
+        .query_one(
+            "select reloptions from pg_class where oid = 'public.client_crm_status'::regclass",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
     let opts = opts.unwrap_or_default();
-    assert!(opts.iter().any(|o| o == "security_invoker=true"), "client_crm_status options: {opts:?}");
+    assert!(
+        opts.iter().any(|o| o == "security_invoker=true"),
+        "client_crm_status options: {opts:?}"
+    );
     // splinter 0010 / 0002: no SECURITY DEFINER view, no view over auth.users, in an exposed schema.
     let bad: Vec<String> = c
         .query(
@@ -498,9 +942,15 @@ async fn no_function_has_a_mutable_search_path_and_no_extension_is_in_public() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(mutable.is_empty(), "functions with a mutable search_path: {mutable:?}");
+    assert!(
+        mutable.is_empty(),
+        "functions with a mutable search_path: {mutable:?}"
+    );
     let in_public: Vec<String> = c
-        .query("select extname::text from pg_extension where extnamespace = 'public'::regnamespace", &[])
+        .query(
+            "select extname::text from pg_extension where extnamespace = 'public'::regnamespace",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -509,11 +959,17 @@ async fn no_function_has_a_mutable_search_path_and_no_extension_is_in_public() {
     assert!(in_public.is_empty(), "extensions in public: {in_public:?}");
     // The exposed schemas, as splinter reads them.
     let cfg: Vec<String> = c
-        .query_one("select coalesce(rolconfig, '{}') from pg_roles where rolname = 'authenticator'", &[])
+        .query_one(
+            "select coalesce(rolconfig, '{}') from pg_roles where rolname = 'authenticator'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(cfg.iter().any(|s| s == "pgrst.db_schemas=public"), "{cfg:?}");
+    assert!(
+        cfg.iter().any(|s| s == "pgrst.db_schemas=public"),
+        "{cfg:?}"
+    );
 }
 
 #[tokio::test]
@@ -536,7 +992,10 @@ async fn every_foreign_key_is_covered_and_no_index_is_duplicated() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(uncovered.is_empty(), "foreign keys without a covering index: {uncovered:?}");
+    assert!(
+        uncovered.is_empty(),
+        "foreign keys without a covering index: {uncovered:?}"
+    );
     let dups: Vec<String> = c
         .query(
             "select a.indexrelid::regclass::text || ' = ' || b.indexrelid::regclass::text
@@ -556,8 +1015,11 @@ async fn every_foreign_key_is_covered_and_no_index_is_duplicated() {
     assert!(dups.is_empty(), "duplicate indexes: {dups:?}");
     // Vector and full-text indexes.
     for (table, needle) in [
-        ("documents", "USING hnsw (embedding extensions.vector_cosine_ops)"),
-        ("crm_interactions", "USING hnsw (embedding extensions.vector_cosine_ops)"),
+        ("documents", "USING hnsw (embedding %vector_cosine_ops)"),
+        (
+            "crm_interactions",
+            "USING hnsw (embedding %vector_cosine_ops)",
+        ),
         ("documents", "USING gin (fts)"),
         ("crm_interactions", "USING gin (fts)"),
     ] {
@@ -591,7 +1053,10 @@ async fn policies_are_single_per_role_and_action_and_wrap_auth_calls() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(overlaps.is_empty(), "overlapping permissive policies: {overlaps:?}");
+    assert!(
+        overlaps.is_empty(),
+        "overlapping permissive policies: {overlaps:?}"
+    );
     let rows = c
         .query(
             "select tablename::text, policyname::text, roles::text[], cmd::text, coalesce(qual, ''), coalesce(with_check, '')
@@ -600,31 +1065,68 @@ async fn policies_are_single_per_role_and_action_and_wrap_auth_calls() {
         )
         .await
         .unwrap();
-    assert!(rows.len() > 60, "expected the full policy matrix, found {} policies", rows.len());
+    assert!(
+        rows.len() > 60,
+        "expected the full policy matrix, found {} policies",
+        rows.len()
+    );
     for r in &rows {
-        let (table, name, roles, cmd, qual, check): (String, String, Vec<String>, String, String, String) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-        assert!(!name.starts_with("temp_anon"), "{table}.{name}: temp_anon policies are not reproduced");
-        assert!(!roles.iter().any(|r| r == "public"), "{table}.{name} applies to PUBLIC");
+        let (table, name, roles, cmd, qual, check): (
+            String,
+            String,
+            Vec<String>,
+            String,
+            String,
+            String,
+        ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        assert!(
+            !name.starts_with("temp_anon"),
+            "{table}.{name}: temp_anon policies are not reproduced"
+        );
+        assert!(
+            !roles.iter().any(|r| r == "public"),
+            "{table}.{name} applies to PUBLIC"
+        );
         if roles.iter().any(|r| r == "anon") {
-            assert!(["systems", "services", "system_services"].contains(&table.as_str()) && cmd == "SELECT", "{table}.{name}: anon only reads the catalogue");
+            assert!(
+                ["systems", "services", "system_services"].contains(&table.as_str())
+                    && cmd == "SELECT",
+                "{table}.{name}: anon only reads the catalogue"
+            );
         }
         for expr in [&qual, &check] {
             // splinter 0003: every auth.<fn>() call sits inside a sub-select.
-            let calls = expr.matches("auth.uid()").count() + expr.matches("auth.jwt()").count() + expr.matches("auth.role()").count();
-            let wrapped = expr.matches("SELECT auth.uid()").count() + expr.matches("SELECT auth.jwt()").count() + expr.matches("SELECT auth.role()").count();
-            assert_eq!(calls, wrapped, "{table}.{name}: unwrapped auth call in {expr}");
+            let calls = expr.matches("auth.uid()").count()
+                + expr.matches("auth.jwt()").count()
+                + expr.matches("auth.role()").count();
+            let wrapped = expr.matches("SELECT auth.uid()").count()
+                + expr.matches("SELECT auth.jwt()").count()
+                + expr.matches("SELECT auth.role()").count();
+            assert_eq!(
+                calls, wrapped,
+                "{table}.{name}: unwrapped auth call in {expr}"
+            );
             // splinter 0015: no policy reads user metadata.
-            assert!(!expr.contains("user_metadata"), "{table}.{name} reads user_metadata");
+            assert!(
+                !expr.contains("user_metadata"),
+                "{table}.{name} reads user_metadata"
+            );
         }
         // splinter 0024: no always-true write policies.
         if cmd != "SELECT" {
             for expr in [&qual, &check] {
-                assert_ne!(expr.trim(), "true", "{table}.{name}: USING/WITH CHECK (true) on {cmd}");
+                assert_ne!(
+                    expr.trim(),
+                    "true",
+                    "{table}.{name}: USING/WITH CHECK (true) on {cmd}"
+                );
             }
         }
         if cmd == "UPDATE" {
-            assert!(!check.is_empty(), "{table}.{name}: update policy without WITH CHECK");
+            assert!(
+                !check.is_empty(),
+                "{table}.{name}: update policy without WITH CHECK"
+            );
         }
     }
 }
@@ -647,7 +1149,10 @@ async fn no_security_definer_function_is_callable_through_the_api() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(exposed.is_empty(), "SECURITY DEFINER functions callable through /rpc: {exposed:?}");
+    assert!(
+        exposed.is_empty(),
+        "SECURITY DEFINER functions callable through /rpc: {exposed:?}"
+    );
     // The policy helpers are DEFINER, in private, executable by authenticated but not anon.
     for f in [
         "private.get_user_org_ids()",
@@ -665,8 +1170,12 @@ async fn no_security_definer_function_is_callable_through_the_api() {
             )
             .await
             .unwrap();
-        let (definer, auth, anon, vol): (bool, bool, bool, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
-        assert!(definer && auth && !anon && vol == "s", "{f}: definer={definer} authenticated={auth} anon={anon} volatility={vol}");
+        let (definer, auth, anon, vol): (bool, bool, bool, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert!(
+            definer && auth && !anon && vol == "s",
+            "{f}: definer={definer} authenticated={auth} anon={anon} volatility={vol}"
+        );
     }
     let handle_new_user: bool = c
         .query_one("select has_function_privilege('authenticated', 'private.handle_new_user()'::regprocedure, 'execute')", &[])
@@ -684,7 +1193,10 @@ async fn no_security_definer_function_is_callable_through_the_api() {
         assert!(!can, "{role} can read the vault");
     }
     let svc: bool = c
-        .query_one("select has_table_privilege('service_role', 'vault.decrypted_secrets', 'select')", &[])
+        .query_one(
+            "select has_table_privilege('service_role', 'vault.decrypted_secrets', 'select')",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
