@@ -60,6 +60,7 @@ error_codes! {
     PhoneExists => (422, "phone_exists", "A user with this phone number has already been registered"),
     WeakPassword => (422, "weak_password", "Password is too weak"),
     SamePassword => (422, "same_password", "New password should be different from the old password."),
+    AnonymousPasswordWithoutEmail => (422, "validation_failed", "Updating password of an anonymous user without an email or phone is not allowed"),
     SignupDisabled => (422, "signup_disabled", "Signups not allowed for this instance"),
     AnonymousProviderDisabled => (422, "anonymous_provider_disabled", "Anonymous sign-ins are disabled"),
     EmailProviderDisabled => (422, "email_provider_disabled", "Email logins are disabled"),

@@ -19,6 +19,7 @@ use crate::password;
 use crate::ratelimit::Limit;
 use crate::tokens::token_hash;
 use crate::AuthState;
+use agencyflow_db::Type;
 
 /// Who is asking, from where, and the `iss` to put in tokens issued to them.
 pub struct ReqInfo {
@@ -465,6 +466,33 @@ async fn refresh_grant(
     };
     rate_limit(&state, Limit::TokenRefreshPerIp, &info.client.ip)?;
     let hash = token_hash(&presented);
+    let tokens = state.refresh_tokens();
+    // The common case, an active token of a live session of a user in good standing: one
+    // statement rotates it, pipelined with BEGIN and COMMIT (one round trip).
+    let child = tokens.child_of(&presented);
+    let rows = state
+        .tx()
+        .await?
+        .query_typed_and_commit(
+            rotate_sql(),
+            &[(&hash, Type::TEXT), (&token_hash(&child), Type::TEXT)],
+        )
+        .await?;
+    if let Some(row) = rows.first() {
+        let user = User::from_row(row);
+        let session_id: Uuid = row.get("s_id");
+        let amr: Value = row.get("s_amr");
+        return Ok(Json(model::session_json(
+            &state,
+            &user,
+            session_id,
+            &amr,
+            &child,
+            &info.issuer,
+        )?)
+        .into_response());
+    }
+    // Everything else (revoked, unknown, expired, banned) is decided under a row lock.
     let mut tx = state.tx().await?;
     let sql = format!(
         "{}, rt.id as rt_id, rt.revoked as rt_revoked, rt.session_id as rt_session_id,
@@ -492,7 +520,6 @@ async fn refresh_grant(
     if user.is_banned() {
         return Err(ErrorCode::UserBanned.into());
     }
-    let tokens = state.refresh_tokens();
     let issued = if !revoked {
         let child = tokens.child_of(&presented);
         swap(
@@ -575,6 +602,38 @@ async fn refresh_grant(
     .into_response())
 }
 
+/// Rotates an active refresh token `$1` (hash) to its child `$2` (hash) when its session is
+/// live and its user not banned, returning the user and the session; no row otherwise.
+fn rotate_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "with t as (
+               select rt.id, rt.user_id, rt.session_id
+               from auth.refresh_tokens rt
+               join auth.sessions s on s.id = rt.session_id
+               join auth.users u on u.id = rt.user_id
+               where rt.token_hash = $1 and rt.revoked = false
+                 and (s.not_after is null or s.not_after > now())
+                 and (u.banned_until is null or u.banned_until <= now())
+               for update of rt
+             ), r as (
+               update auth.refresh_tokens x set revoked = true, updated_at = now()
+               from t where x.id = t.id returning x.id
+             ), c as (
+               insert into auth.refresh_tokens (token_hash, user_id, session_id, parent)
+               select $2, t.user_id, t.session_id, $1 from t returning id
+             ), s as (
+               update auth.sessions ss set refreshed_at = now(), updated_at = now()
+               from t where ss.id = t.session_id returning ss.id, ss.amr
+             )
+             {}, s.id as s_id, s.amr as s_amr
+             from t join s on s.id = t.session_id join auth.users u on u.id = t.user_id",
+            model::user_select_columns()
+        )
+    })
+}
+
 /// Revokes the presented token and issues its child in the same session.
 async fn swap(
     tx: &mut agencyflow_db::ClaimsTxn,
@@ -641,10 +700,7 @@ pub async fn update_user(
     let new_hash = match body.password.filter(|p| !p.is_empty()) {
         Some(p) => {
             if user.is_anonymous && user.email.is_none() && new_email.is_none() {
-                return Err(AuthError::new(
-                    ErrorCode::ValidationFailed,
-                    "Updating password of an anonymous user without an email or phone is not allowed",
-                ));
+                return Err(ErrorCode::AnonymousPasswordWithoutEmail.into());
             }
             check_password_length(&state, &p)?;
             if user

@@ -41,7 +41,12 @@ pub struct LogEntry<'a> {
 /// one tenant's cached answer is never served to another).
 pub fn cache_key(provider: &str, model: &str, org_id: Uuid, request: &Value) -> String {
     let mut h = Sha256::new();
-    for part in [provider, model, &org_id.to_string(), &normalize(request).to_string()] {
+    for part in [
+        provider,
+        model,
+        &org_id.to_string(),
+        &normalize(request).to_string(),
+    ] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -53,7 +58,9 @@ fn normalize(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(s.split_whitespace().collect::<Vec<_>>().join(" ")),
         Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), normalize(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -61,14 +68,18 @@ fn normalize(v: &Value) -> Value {
 impl FunctionsState {
     pub(crate) async fn service_tx(&self) -> Result<ClaimsTxn, DbError> {
         self.db()
-            .begin(&TxSettings::new("service_role", r#"{"role":"service_role"}"#))
+            .begin(&TxSettings::new(
+                "service_role",
+                r#"{"role":"service_role"}"#,
+            ))
             .await
     }
 
     /// The chat provider, or 503 naming the setting to add.
     pub(crate) fn chat_provider(&self) -> Result<DynProvider, FnError> {
-        self.chat()
-            .ok_or(FnError::NoChatProvider("GEMINI_API_KEY (or OPENAI_API_KEY / OPENAI_BASE_URL, or AI_CHAT_PROVIDER)"))
+        self.chat().ok_or(FnError::NoChatProvider(
+            "GEMINI_API_KEY (or OPENAI_API_KEY / OPENAI_BASE_URL, or AI_CHAT_PROVIDER)",
+        ))
     }
 
     /// 429 when the org has used its AI runs of the last hour (cache hits and the free
@@ -158,7 +169,15 @@ impl FunctionsState {
         })
     }
 
-    pub(crate) async fn cache_put(&self, key: &str, org_id: Uuid, provider: &str, model: &str, response: &Value, usage: Usage) {
+    pub(crate) async fn cache_put(
+        &self,
+        key: &str,
+        org_id: Uuid,
+        provider: &str,
+        model: &str,
+        response: &Value,
+        usage: Usage,
+    ) {
         let ttl = self.args().ai_cache_ttl_secs;
         if ttl <= 0 {
             return;
@@ -200,21 +219,23 @@ impl FunctionsState {
             run.org_id,
             &json!({ "agent": run.agent, "system": req.system, "user": req.user, "schema": run.schema }),
         );
-        let log = |usage: Usage, started: Instant, error: Option<String>, cache_hit: bool| LogEntry {
-            agent: run.agent,
-            org_id: run.org_id,
-            project_id: run.project_id,
-            provider: chat.name(),
-            model: chat.model(),
-            usage,
-            duration_ms: started.elapsed().as_millis(),
-            error,
-            cache_hit,
-        };
+        let log =
+            |usage: Usage, started: Instant, error: Option<String>, cache_hit: bool| LogEntry {
+                agent: run.agent,
+                org_id: run.org_id,
+                project_id: run.project_id,
+                provider: chat.name(),
+                model: chat.model(),
+                usage,
+                duration_ms: started.elapsed().as_millis(),
+                error,
+                cache_hit,
+            };
         let started = Instant::now();
         if let Some(cached) = self.cache_get(&key).await {
             if schema::validate(&run.schema, &cached).is_ok() {
-                self.log_run(log(Usage::default(), started, None, true)).await;
+                self.log_run(log(Usage::default(), started, None, true))
+                    .await;
                 return Ok(cached);
             }
         }
@@ -223,7 +244,8 @@ impl FunctionsState {
         let answer = match chat.chat(&req).await {
             Ok(a) => a,
             Err(e) => {
-                self.log_run(log(Usage::default(), started, Some(e.to_string()), false)).await;
+                self.log_run(log(Usage::default(), started, Some(e.to_string()), false))
+                    .await;
                 return Err(provider_error(e));
             }
         };
@@ -232,12 +254,21 @@ impl FunctionsState {
         match parsed {
             Ok(v) => {
                 self.log_run(log(answer.usage, started, None, false)).await;
-                self.cache_put(&key, run.org_id, chat.name(), chat.model(), &v, answer.usage).await;
+                self.cache_put(
+                    &key,
+                    run.org_id,
+                    chat.name(),
+                    chat.model(),
+                    &v,
+                    answer.usage,
+                )
+                .await;
                 Ok(v)
             }
             Err(why) => {
                 let e = FnError::BadModelOutput(why);
-                self.log_run(log(answer.usage, started, Some(e.to_string()), false)).await;
+                self.log_run(log(answer.usage, started, Some(e.to_string()), false))
+                    .await;
                 Err(e)
             }
         }
@@ -245,15 +276,37 @@ impl FunctionsState {
 
     /// Embeds texts with the configured embedder for a column of `dimensions`, logged (and,
     /// for paid providers, cached and rate limited).
-    pub(crate) async fn embed_for(&self, agent: &str, org_id: Uuid, texts: &[String], dimensions: usize) -> Result<Vec<Vec<f32>>, FnError> {
+    pub(crate) async fn embed_for(
+        &self,
+        agent: &str,
+        org_id: Uuid,
+        texts: &[String],
+        dimensions: usize,
+    ) -> Result<Vec<Vec<f32>>, FnError> {
         let p = self.embedder();
         let free = p.name() == "hash";
-        let key = cache_key(p.name(), p.model(), org_id, &json!({ "embed": texts, "dimensions": dimensions }));
+        let key = cache_key(
+            p.name(),
+            p.model(),
+            org_id,
+            &json!({ "embed": texts, "dimensions": dimensions }),
+        );
         let started = Instant::now();
         if !free {
             if let Some(cached) = self.cache_get(&key).await {
                 if let Ok(vectors) = serde_json::from_value::<Vec<Vec<f32>>>(cached) {
-                    self.log_run(LogEntry { agent, org_id, project_id: None, provider: p.name(), model: p.model(), usage: Usage::default(), duration_ms: started.elapsed().as_millis(), error: None, cache_hit: true }).await;
+                    self.log_run(LogEntry {
+                        agent,
+                        org_id,
+                        project_id: None,
+                        provider: p.name(),
+                        model: p.model(),
+                        usage: Usage::default(),
+                        duration_ms: started.elapsed().as_millis(),
+                        error: None,
+                        cache_hit: true,
+                    })
+                    .await;
                     return Ok(vectors);
                 }
             }
@@ -264,10 +317,29 @@ impl FunctionsState {
             Ok(e) => (e.usage, None),
             Err(e) => (Usage::default(), Some(e.to_string())),
         };
-        self.log_run(LogEntry { agent, org_id, project_id: None, provider: p.name(), model: p.model(), usage, duration_ms: started.elapsed().as_millis(), error, cache_hit: false }).await;
+        self.log_run(LogEntry {
+            agent,
+            org_id,
+            project_id: None,
+            provider: p.name(),
+            model: p.model(),
+            usage,
+            duration_ms: started.elapsed().as_millis(),
+            error,
+            cache_hit: false,
+        })
+        .await;
         let emb = result.map_err(provider_error)?;
         if !free {
-            self.cache_put(&key, org_id, p.name(), p.model(), &json!(emb.vectors), emb.usage).await;
+            self.cache_put(
+                &key,
+                org_id,
+                p.name(),
+                p.model(),
+                &json!(emb.vectors),
+                emb.usage,
+            )
+            .await;
         }
         Ok(emb.vectors)
     }
@@ -302,8 +374,19 @@ mod tests {
         let a = cache_key("gemini", "m", org, &json!({"b": "x  y", "a": 1}));
         let b = cache_key("gemini", "m", org, &json!({"a": 1, "b": " x y "}));
         assert_eq!(a, b);
-        assert_ne!(a, cache_key("openai", "m", org, &json!({"a": 1, "b": "x y"})));
-        assert_ne!(a, cache_key("gemini", "m", Uuid::from_u128(1), &json!({"a": 1, "b": "x y"})));
+        assert_ne!(
+            a,
+            cache_key("openai", "m", org, &json!({"a": 1, "b": "x y"}))
+        );
+        assert_ne!(
+            a,
+            cache_key(
+                "gemini",
+                "m",
+                Uuid::from_u128(1),
+                &json!({"a": 1, "b": "x y"})
+            )
+        );
         assert_eq!(vector_literal(&[1.0, 0.5]), "[1,0.5]");
     }
 }

@@ -30,7 +30,10 @@ pub fn authenticate(headers: &HeaderMap, keys: &JwtKeys) -> Result<Caller, FnErr
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty() && !t.starts_with("sb_"))
         .ok_or(FnError::InvalidJwt)?;
@@ -60,8 +63,14 @@ impl Input {
         }
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => Ok(Input(m)),
-            Ok(_) => Err(FnError::field("body", "the request body must be a JSON object")),
-            Err(e) => Err(FnError::field("body", format!("the request body is not valid JSON: {e}"))),
+            Ok(_) => Err(FnError::field(
+                "body",
+                "the request body must be a JSON object",
+            )),
+            Err(e) => Err(FnError::field(
+                "body",
+                format!("the request body is not valid JSON: {e}"),
+            )),
         }
     }
 
@@ -80,14 +89,18 @@ impl Input {
             Some(Value::String(s)) => Uuid::parse_str(s)
                 .map(Some)
                 .map_err(|_| FnError::field(field, format!("{field} must be a UUID"))),
-            Some(_) => Err(FnError::field(field, format!("{field} must be a UUID string"))),
+            Some(_) => Err(FnError::field(
+                field,
+                format!("{field} must be a UUID string"),
+            )),
         }
     }
 
     /// A required, non-blank string of at most `max` characters.
     pub fn text(&self, field: &str, max: usize) -> Result<String, FnError> {
-        self.opt_text(field, max)?
-            .ok_or_else(|| FnError::field(field, format!("{field} is required (a non-empty string)")))
+        self.opt_text(field, max)?.ok_or_else(|| {
+            FnError::field(field, format!("{field} is required (a non-empty string)"))
+        })
     }
 
     pub fn opt_text(&self, field: &str, max: usize) -> Result<Option<String>, FnError> {
@@ -96,9 +109,10 @@ impl Input {
             Some(Value::String(s)) if s.trim().is_empty() => {
                 Err(FnError::field(field, format!("{field} must not be empty")))
             }
-            Some(Value::String(s)) if s.chars().count() > max => {
-                Err(FnError::field(field, format!("{field} is longer than {max} characters")))
-            }
+            Some(Value::String(s)) if s.chars().count() > max => Err(FnError::field(
+                field,
+                format!("{field} is longer than {max} characters"),
+            )),
             Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
             Some(_) => Err(FnError::field(field, format!("{field} must be a string"))),
         }
@@ -108,9 +122,17 @@ impl Input {
     pub fn object(&self, field: &str) -> Result<Value, FnError> {
         match self.present(field) {
             Some(Value::Object(m)) if !m.is_empty() => Ok(Value::Object(m.clone())),
-            Some(Value::Object(_)) => Err(FnError::field(field, format!("{field} must not be empty"))),
-            Some(_) => Err(FnError::field(field, format!("{field} must be a JSON object"))),
-            None => Err(FnError::field(field, format!("{field} is required (a JSON object)"))),
+            Some(Value::Object(_)) => {
+                Err(FnError::field(field, format!("{field} must not be empty")))
+            }
+            Some(_) => Err(FnError::field(
+                field,
+                format!("{field} must be a JSON object"),
+            )),
+            None => Err(FnError::field(
+                field,
+                format!("{field} is required (a JSON object)"),
+            )),
         }
     }
 
@@ -118,7 +140,10 @@ impl Input {
         match self.present(field) {
             None => Ok(None),
             Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
-            Some(_) => Err(FnError::field(field, format!("{field} must be a JSON object"))),
+            Some(_) => Err(FnError::field(
+                field,
+                format!("{field} must be a JSON object"),
+            )),
         }
     }
 
@@ -128,7 +153,12 @@ impl Input {
             Some(v) => v
                 .as_i64()
                 .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| FnError::field(field, format!("{field} must be an integer from {min} to {max}"))),
+                .ok_or_else(|| {
+                    FnError::field(
+                        field,
+                        format!("{field} must be an integer from {min} to {max}"),
+                    )
+                }),
         }
     }
 

@@ -93,9 +93,15 @@ impl std::fmt::Debug for FunctionsArgs {
     // Keys are secrets: never printed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FunctionsArgs")
-            .field("gemini_api_key", &self.gemini_api_key.as_ref().map(|_| "<set>"))
+            .field(
+                "gemini_api_key",
+                &self.gemini_api_key.as_ref().map(|_| "<set>"),
+            )
             .field("gemini_base_url", &self.gemini_base_url)
-            .field("openai_api_key", &self.openai_api_key.as_ref().map(|_| "<set>"))
+            .field(
+                "openai_api_key",
+                &self.openai_api_key.as_ref().map(|_| "<set>"),
+            )
             .field("openai_base_url", &self.openai_base_url)
             .field("ai_chat_provider", &self.ai_chat_provider)
             .field("ai_chat_model", &self.ai_chat_model)
@@ -135,12 +141,19 @@ impl Default for FunctionsArgs {
 
 impl FunctionsArgs {
     fn has_gemini(&self) -> bool {
-        self.gemini_api_key.as_deref().is_some_and(|k| !k.is_empty())
+        self.gemini_api_key
+            .as_deref()
+            .is_some_and(|k| !k.is_empty())
     }
 
     fn has_openai(&self) -> bool {
-        self.openai_api_key.as_deref().is_some_and(|k| !k.is_empty())
-            || self.openai_base_url.as_deref().is_some_and(|k| !k.is_empty())
+        self.openai_api_key
+            .as_deref()
+            .is_some_and(|k| !k.is_empty())
+            || self
+                .openai_base_url
+                .as_deref()
+                .is_some_and(|k| !k.is_empty())
     }
 
     /// The chat provider `auto` resolves to.

@@ -85,12 +85,19 @@ const TABLES: [Table; 2] = [
 ];
 
 async fn service(db: &Db) -> Result<ClaimsTxn, DbError> {
-    db.begin(&TxSettings::new("service_role", r#"{"role":"service_role"}"#))
-        .await
+    db.begin(&TxSettings::new(
+        "service_role",
+        r#"{"role":"service_role"}"#,
+    ))
+    .await
 }
 
 /// Claims up to `batch` due jobs (and expired leases) and processes them.
-pub async fn run_batch(db: &Db, provider: &DynProvider, cfg: &WorkerConfig) -> Result<BatchOutcome, DbError> {
+pub async fn run_batch(
+    db: &Db,
+    provider: &DynProvider,
+    cfg: &WorkerConfig,
+) -> Result<BatchOutcome, DbError> {
     let mut tx = service(db).await?;
     let claimed = tx
         .query(
@@ -130,7 +137,13 @@ pub async fn run_batch(db: &Db, provider: &DynProvider, cfg: &WorkerConfig) -> R
     Ok(out)
 }
 
-async fn process(db: &Db, provider: &DynProvider, cfg: &WorkerConfig, table: &Table, jobs: &[(i64, Uuid)]) -> Result<(u64, u64), DbError> {
+async fn process(
+    db: &Db,
+    provider: &DynProvider,
+    cfg: &WorkerConfig,
+    table: &Table,
+    jobs: &[(i64, Uuid)],
+) -> Result<(u64, u64), DbError> {
     let job_ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
     let row_ids: Vec<Uuid> = jobs.iter().map(|j| j.1).collect();
     let mut tx = service(db).await?;
@@ -151,7 +164,10 @@ async fn process(db: &Db, provider: &DynProvider, cfg: &WorkerConfig, table: &Ta
     let vectors = if texts.is_empty() {
         Ok(Vec::new())
     } else {
-        provider.embed(&texts, table.dimensions).await.map(|e| e.vectors)
+        provider
+            .embed(&texts, table.dimensions)
+            .await
+            .map(|e| e.vectors)
     };
     match vectors {
         Ok(vectors) => {
@@ -211,13 +227,26 @@ async fn process(db: &Db, provider: &DynProvider, cfg: &WorkerConfig, table: &Ta
 
 /// Runs the worker until the task is aborted: batches back to back while there is work,
 /// polling every `cfg.poll` when idle.
-pub fn spawn_embedding_worker(db: Db, provider: DynProvider, cfg: WorkerConfig) -> tokio::task::JoinHandle<()> {
+pub fn spawn_embedding_worker(
+    db: Db,
+    provider: DynProvider,
+    cfg: WorkerConfig,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        tracing::info!(provider = provider.name(), model = provider.model(), "embedding worker started");
+        tracing::info!(
+            provider = provider.name(),
+            model = provider.model(),
+            "embedding worker started"
+        );
         loop {
             match run_batch(&db, &provider, &cfg).await {
                 Ok(b) if b.claimed > 0 => {
-                    tracing::debug!(claimed = b.claimed, embedded = b.embedded, failed = b.failed, "embedding batch");
+                    tracing::debug!(
+                        claimed = b.claimed,
+                        embedded = b.embedded,
+                        failed = b.failed,
+                        "embedding batch"
+                    );
                     continue;
                 }
                 Ok(_) => {}
@@ -230,11 +259,20 @@ pub fn spawn_embedding_worker(db: Db, provider: DynProvider, cfg: WorkerConfig) 
 
 /// Queues a job for every document and interaction with text and no embedding, then embeds
 /// them all; `progress(done, total)` after each batch.
-pub async fn backfill(db: &Db, provider: DynProvider, progress: impl FnMut(u64, u64)) -> Result<BackfillReport, DbError> {
+pub async fn backfill(
+    db: &Db,
+    provider: DynProvider,
+    progress: impl FnMut(u64, u64),
+) -> Result<BackfillReport, DbError> {
     backfill_with(db, provider, &WorkerConfig::default(), progress).await
 }
 
-pub async fn backfill_with(db: &Db, provider: DynProvider, cfg: &WorkerConfig, mut progress: impl FnMut(u64, u64)) -> Result<BackfillReport, DbError> {
+pub async fn backfill_with(
+    db: &Db,
+    provider: DynProvider,
+    cfg: &WorkerConfig,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<BackfillReport, DbError> {
     let mut tx = service(db).await?;
     let mut queued = 0;
     for table in &TABLES {
@@ -253,12 +291,18 @@ pub async fn backfill_with(db: &Db, provider: DynProvider, cfg: &WorkerConfig, m
             .await?;
     }
     let total: i64 = tx
-        .query_one("select count(*) from private.embedding_jobs where status in ('pending', 'running')", &[])
+        .query_one(
+            "select count(*) from private.embedding_jobs where status in ('pending', 'running')",
+            &[],
+        )
         .await?
         .get(0);
     tx.commit().await?;
     let total = total as u64;
-    let mut report = BackfillReport { queued, ..Default::default() };
+    let mut report = BackfillReport {
+        queued,
+        ..Default::default()
+    };
     let mut done = 0;
     progress(0, total);
     loop {
@@ -273,7 +317,10 @@ pub async fn backfill_with(db: &Db, provider: DynProvider, cfg: &WorkerConfig, m
     }
     let mut tx = service(db).await?;
     report.remaining = tx
-        .query_one("select count(*) from private.embedding_jobs where status in ('pending', 'running')", &[])
+        .query_one(
+            "select count(*) from private.embedding_jobs where status in ('pending', 'running')",
+            &[],
+        )
         .await?
         .get::<_, i64>(0) as u64;
     tx.commit().await?;
@@ -281,12 +328,17 @@ pub async fn backfill_with(db: &Db, provider: DynProvider, cfg: &WorkerConfig, m
 }
 
 /// [`backfill`] with a terminal progress bar (what `agencyflow embed backfill` shows).
-pub async fn backfill_with_progress_bar(db: &Db, provider: DynProvider) -> Result<BackfillReport, DbError> {
+pub async fn backfill_with_progress_bar(
+    db: &Db,
+    provider: DynProvider,
+) -> Result<BackfillReport, DbError> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} embedding [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} embedding [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let started = Instant::now();
     let report = backfill(db, provider, |done, total| {

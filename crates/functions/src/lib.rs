@@ -29,6 +29,8 @@ pub mod search;
 pub use config::{ChatProviderKind, EmbedProviderKind, FunctionsArgs};
 pub use embeddings::{backfill, backfill_with_progress_bar, spawn_embedding_worker, WorkerConfig};
 pub use error::FnError;
+/// Re-exported for implementing [`Provider`] outside this crate.
+pub use futures;
 pub use provider::{DynProvider, Provider};
 
 /// The functions' shared state; cheap to clone.
@@ -62,11 +64,19 @@ impl FunctionsState {
         embedder: DynProvider,
     ) -> Self {
         if let Some(c) = &chat {
-            tracing::info!(provider = c.name(), model = c.model(), "functions: chat model");
+            tracing::info!(
+                provider = c.name(),
+                model = c.model(),
+                "functions: chat model"
+            );
         } else {
             tracing::info!("functions: no chat model configured (set GEMINI_API_KEY or OPENAI_API_KEY/OPENAI_BASE_URL)");
         }
-        tracing::info!(provider = embedder.name(), model = embedder.model(), "functions: embedding model");
+        tracing::info!(
+            provider = embedder.name(),
+            model = embedder.model(),
+            "functions: embedding model"
+        );
         FunctionsState {
             inner: Arc::new(Inner {
                 db,

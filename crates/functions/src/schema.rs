@@ -11,7 +11,10 @@ pub fn validate(schema: &Value, v: &Value) -> Result<(), String> {
 fn check(s: &Value, v: &Value, path: &str) -> Result<(), String> {
     if let Some(allowed) = s.get("enum").and_then(Value::as_array) {
         if !allowed.contains(v) {
-            return Err(format!("{path}: {v} is not one of {}", Value::Array(allowed.clone())));
+            return Err(format!(
+                "{path}: {v} is not one of {}",
+                Value::Array(allowed.clone())
+            ));
         }
     }
     let ty = s.get("type").and_then(Value::as_str).unwrap_or("");
@@ -21,7 +24,12 @@ fn check(s: &Value, v: &Value, path: &str) -> Result<(), String> {
                 return Err(format!("{path}: expected an object"));
             };
             let props = s.get("properties").and_then(Value::as_object);
-            for req in s.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for req in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let name = req.as_str().unwrap_or_default();
                 if !obj.contains_key(name) {
                     return Err(format!("{path}.{name}: missing"));
@@ -106,8 +114,18 @@ pub fn parse_model_json(text: &str) -> Result<Value, String> {
 /// `additionalProperties`, only the keys it knows.
 pub fn to_gemini(s: &Value) -> Value {
     const KEEP: &[&str] = &[
-        "type", "properties", "required", "items", "enum", "description", "nullable", "minItems",
-        "maxItems", "minimum", "maximum", "format",
+        "type",
+        "properties",
+        "required",
+        "items",
+        "enum",
+        "description",
+        "nullable",
+        "minItems",
+        "maxItems",
+        "minimum",
+        "maximum",
+        "format",
     ];
     let Some(obj) = s.as_object() else {
         return s.clone();
@@ -207,8 +225,10 @@ pub mod s {
     }
     /// A closed object whose every property is required.
     pub fn object(props: &[(&str, Value)]) -> Value {
-        let properties: serde_json::Map<String, Value> =
-            props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let properties: serde_json::Map<String, Value> = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         let required: Vec<&str> = props.iter().map(|(k, _)| *k).collect();
         json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
     }
@@ -246,7 +266,10 @@ mod tests {
 
     #[test]
     fn parses_fenced_json() {
-        assert_eq!(parse_model_json("```json\n{\"a\":1}\n```").unwrap(), json!({"a": 1}));
+        assert_eq!(
+            parse_model_json("```json\n{\"a\":1}\n```").unwrap(),
+            json!({"a": 1})
+        );
         assert_eq!(parse_model_json(" {\"a\":1} ").unwrap(), json!({"a": 1}));
         assert!(parse_model_json("sure! here it is").is_err());
     }

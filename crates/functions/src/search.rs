@@ -13,7 +13,13 @@ pub const INTERACTION_DIMENSIONS: usize = 1536;
 /// The RRF constant (as `hybrid_search_documents`' default).
 const RRF_K: i32 = 50;
 
-pub async fn documents(tx: &mut ClaimsTxn, query: &str, embedding: &[f32], count: i32, org_id: Option<Uuid>) -> Result<Value, FnError> {
+pub async fn documents(
+    tx: &mut ClaimsTxn,
+    query: &str,
+    embedding: &[f32],
+    count: i32,
+    org_id: Option<Uuid>,
+) -> Result<Value, FnError> {
     let filter = match org_id {
         Some(o) => json!({ "org_id": o }),
         None => json!({}),
@@ -33,7 +39,13 @@ pub async fn documents(tx: &mut ClaimsTxn, query: &str, embedding: &[f32], count
     Ok(row.get(0))
 }
 
-pub async fn interactions(tx: &mut ClaimsTxn, query: &str, embedding: &[f32], count: i32, org_id: Option<Uuid>) -> Result<Value, FnError> {
+pub async fn interactions(
+    tx: &mut ClaimsTxn,
+    query: &str,
+    embedding: &[f32],
+    count: i32,
+    org_id: Option<Uuid>,
+) -> Result<Value, FnError> {
     let filter = match org_id {
         Some(o) => json!({ "org_id": o }),
         None => json!({}),

@@ -24,6 +24,7 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub settings: Arc<Settings>,
     pub schema_cache: SharedSchemaCache,
+    pub metrics: Arc<routes::metrics::Metrics>,
 }
 
 /// The server's resolved configuration.
@@ -42,6 +43,7 @@ impl AppState {
             keys: Arc::new(keys),
             settings: Arc::new(settings),
             schema_cache: SharedSchemaCache::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -101,8 +103,10 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/health", get(routes::health::health))
-        .with_state(state)
+        .route("/metrics", get(routes::metrics::metrics))
+        .with_state(state.clone())
         .merge(gated)
+        .layer(axum::middleware::from_fn_with_state(state, routes::metrics::track))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(cors())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -52,6 +52,8 @@ pub struct GlobalArgs {
     pub log_format: LogFormat,
 }
 
+// Parsed once at start: the size of the `serve` variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API (starting the embedded PostgreSQL unless DATABASE_URL is set).
@@ -69,6 +71,20 @@ pub enum Command {
         /// The demo agency: two orgs, staff of each role, clients, projects, invoices, CRM, documents.
         #[arg(long, required = true)]
         demo: bool,
+    },
+    /// Embeddings of documents and CRM interactions.
+    Embed {
+        #[command(subcommand)]
+        action: EmbedAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EmbedAction {
+    /// Queue and embed every row whose vector is missing or stale, with a progress bar.
+    Backfill {
+        #[command(flatten)]
+        functions: agencyflow_functions::FunctionsArgs,
     },
 }
 

@@ -7,7 +7,7 @@ use agencyflow_db::{migrate, ClusterError, ClusterOptions, Db, EmbeddedCluster};
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Settings};
-use crate::config::{
+use crate::config::{EmbedAction, 
     default_data_dir, rest_settings, Cli, Command, ConfigError, GlobalArgs, LogFormat, ServeArgs,
 };
 use crate::keys;
@@ -124,6 +124,7 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             Command::Serve(args) => serve(&database, args, keys, &dir).await,
             Command::Migrate { dry_run } => run_migrations(&database.admin_url, dry_run).await,
             Command::Seed { .. } => seed_demo(&database.admin_url).await,
+            Command::Embed { action: EmbedAction::Backfill { functions } } => embed_backfill(&database, &functions, &dir).await,
             Command::Keys => Ok(()),
         }
     });
@@ -164,6 +165,21 @@ async fn run_migrations(admin_url: &str, dry_run: bool) -> Result<(), RunError> 
     .await
     .map_err(failed)?;
     println!("{} migration(s) applied, {} total", applied.len(), total);
+    Ok(())
+}
+
+async fn embed_backfill(database: &Database, functions: &agencyflow_functions::FunctionsArgs, dir: &std::path::Path) -> Result<(), RunError> {
+    // The embeddings are written by the service role, which needs the vault key when
+    // provider keys live in the vault.
+    let vault_key = keys::persisted_secret(dir, "vault_key", "VAULT_ENC_KEY")?;
+    let db = Db::connect(&database.api_url, 2).map_err(failed)?.with_vault_key(Some(vault_key));
+    let mut functions = functions.clone();
+    functions.fill_keys_from_vault(&db).await;
+    let provider = agencyflow_functions::provider::embedder_from_args(&functions);
+    let report = agencyflow_functions::backfill_with_progress_bar(&db, provider).await.map_err(failed)?;
+    if report.failed > 0 {
+        return Err(failed(format!("{} row(s) could not be embedded; see private.embedding_jobs.last_error", report.failed)));
+    }
     Ok(())
 }
 

@@ -227,3 +227,26 @@ fn serve_answers_health_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "clean exit after SIGTERM: {status}");
     assert_no_postgres_for(d.path());
 }
+
+#[test]
+fn seed_demo_is_idempotent_and_backfill_embeds_its_documents() {
+    let d = data_dir();
+    let dir = d.path().to_str().unwrap();
+    let o = agencyflow(&["--data-dir", dir, "seed", "--demo"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = agencyflow(&["--data-dir", dir, "seed", "--demo"], &[]);
+    assert!(o.status.success(), "second seed: {}", stderr(&o));
+    let o = agencyflow(&["--data-dir", dir, "embed", "backfill"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    let embedded: u64 = out
+        .split("embedded ")
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .next()
+        .unwrap_or_else(|| panic!("no count in: {out}"));
+    assert!(embedded > 0, "the demo's documents and interactions need embeddings: {out}");
+    // Nothing left to do the second time.
+    let o = agencyflow(&["--data-dir", dir, "embed", "backfill"], &[]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("embedded 0") || stderr(&o).contains("embedded 0"), "{}", stderr(&o));
+    assert_no_postgres_for(d.path());
+}

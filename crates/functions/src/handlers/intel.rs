@@ -21,7 +21,11 @@ use crate::FunctionsState;
 
 const ANALYST: &str = "You are the analyst of an AI-automation agency. Base every statement on the data given; say so when the data is thin. Answer only with JSON that follows the given schema.";
 
-pub(crate) async fn crm_intelligence(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn crm_intelligence(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let client_id = input.uuid("client_id")?;
     let mut tx = st.db().begin(&caller.tx().read_only(true)).await?;
     let row = tx
@@ -48,7 +52,10 @@ pub(crate) async fn crm_intelligence(st: &FunctionsState, caller: &Caller, input
         ("summary", s::text()),
         ("next_best_action", s::text()),
         ("risks", s::strings()),
-        ("sentiment_trend", s::one_of(&["improving", "stable", "declining"])),
+        (
+            "sentiment_trend",
+            s::one_of(&["improving", "stable", "declining"]),
+        ),
     ]);
     let result = st
         .structured(Run {
@@ -69,11 +76,16 @@ pub(crate) async fn crm_intelligence(st: &FunctionsState, caller: &Caller, input
     let updated = tx
         .query_opt(
             "update public.clients set health_score = $2 where id = $1 returning health_score",
-            &[&client_id, &(result["health_score"].as_i64().unwrap_or(50) as i32)],
+            &[
+                &client_id,
+                &(result["health_score"].as_i64().unwrap_or(50) as i32),
+            ],
         )
         .await?;
     if updated.is_none() {
-        return Err(FnError::Forbidden("your role cannot update this client".into()));
+        return Err(FnError::Forbidden(
+            "your role cannot update this client".into(),
+        ));
     }
     tx.execute(
         "insert into public.activities (org_id, client_id, activity_type, title, description, metadata, created_by)
@@ -85,7 +97,11 @@ pub(crate) async fn crm_intelligence(st: &FunctionsState, caller: &Caller, input
     Ok(json!({ "client_id": client_id, "result": result }))
 }
 
-pub(crate) async fn project_monitor(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn project_monitor(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let project_id = input.uuid("project_id")?;
     let mut tx = st.db().begin(&caller.tx().read_only(true)).await?;
     let row = tx
@@ -160,20 +176,43 @@ fn sources(documents: &Value, interactions: &Value) -> Vec<Value> {
     out
 }
 
-pub(crate) async fn assistant(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn assistant(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let question = input.text("question", 4000)?;
     let count = input.int("match_count", 1, 20, 6)? as i32;
     let requested_org = input.opt_uuid("org_id")?;
     st.chat_provider()?;
     let org_id = resolve_org(st, caller, requested_org).await?;
-    let (documents, interactions) = run_search(st, caller, &question, count, requested_org, org_id, "assistant", true, true).await?;
+    let (documents, interactions) = run_search(
+        st,
+        caller,
+        &question,
+        count,
+        requested_org,
+        org_id,
+        "assistant",
+        true,
+        true,
+    )
+    .await?;
     let found = sources(&documents, &interactions);
     let listing: Vec<Value> = found
         .iter()
-        .map(|x| json!({ "id": x["id"], "type": x["type"], "title": x["title"], "text": x["text"] }))
+        .map(
+            |x| json!({ "id": x["id"], "type": x["type"], "title": x["title"], "text": x["text"] }),
+        )
         .collect();
-    let citation = s::object(&[("id", s::text()), ("type", s::one_of(&["document", "interaction"]))]);
-    let schema = s::object(&[("answer", s::text()), ("citations", s::array(citation, 0, 20))]);
+    let citation = s::object(&[
+        ("id", s::text()),
+        ("type", s::one_of(&["document", "interaction"])),
+    ]);
+    let schema = s::object(&[
+        ("answer", s::text()),
+        ("citations", s::array(citation, 0, 20)),
+    ]);
     let result = st
         .structured(Run {
             agent: "assistant",
@@ -196,10 +235,16 @@ pub(crate) async fn assistant(st: &FunctionsState, caller: &Caller, input: &Inpu
                 .map(|x| json!({ "id": x["id"], "type": x["type"], "title": x["title"], "score": x["score"] }))
         })
         .collect();
-    Ok(json!({ "answer": result["answer"], "citations": citations, "sources_considered": found.len() }))
+    Ok(
+        json!({ "answer": result["answer"], "citations": citations, "sources_considered": found.len() }),
+    )
 }
 
-pub(crate) async fn intelligence_stream(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Response, FnError> {
+pub(crate) async fn intelligence_stream(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Response, FnError> {
     let question = input
         .opt_text("question", 8000)?
         .or(input.opt_text("prompt", 8000)?)
@@ -222,7 +267,10 @@ pub(crate) async fn intelligence_stream(st: &FunctionsState, caller: &Caller, in
             let r = row.ok_or_else(|| FnError::NotFound("project not found".into()))?;
             (r.get::<_, Uuid>(0), Some(r.get::<_, Value>(1)))
         }
-        None => (resolve_org(st, caller, input.opt_uuid("org_id")?).await?, None),
+        None => (
+            resolve_org(st, caller, input.opt_uuid("org_id")?).await?,
+            None,
+        ),
     };
     st.check_rate_limit(org_id).await?;
     let user = match &context {
@@ -273,7 +321,11 @@ pub(crate) async fn intelligence_stream(st: &FunctionsState, caller: &Caller, in
                     json!({ "type": "error", "error": e.to_string(), "code": "provider_error" })
                 }
             };
-            if tx.send(Ok(Event::default().data(out.to_string()))).await.is_err() {
+            if tx
+                .send(Ok(Event::default().data(out.to_string())))
+                .await
+                .is_err()
+            {
                 error = Some("client went away".into());
                 break;
             }
@@ -299,5 +351,7 @@ pub(crate) async fn intelligence_stream(st: &FunctionsState, caller: &Caller, in
         })
         .await;
     });
-    Ok(Sse::new(rx).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(rx)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

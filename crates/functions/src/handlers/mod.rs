@@ -14,7 +14,12 @@ mod intel;
 mod platform;
 mod wizard;
 
-pub(crate) async fn call(st: &FunctionsState, name: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, FnError> {
+pub(crate) async fn call(
+    st: &FunctionsState,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, FnError> {
     let caller = authenticate(headers, st.keys())?;
     let input = Input::parse(body)?;
     let json = |v: Value| Json(v).into_response();
@@ -37,7 +42,11 @@ pub(crate) async fn call(st: &FunctionsState, name: &str, headers: &HeaderMap, b
 
 /// The organization a request acts in: `org_id` from the body (the caller must be a member),
 /// else the caller's first membership.
-pub(crate) async fn resolve_org(st: &FunctionsState, caller: &Caller, org_id: Option<Uuid>) -> Result<Uuid, FnError> {
+pub(crate) async fn resolve_org(
+    st: &FunctionsState,
+    caller: &Caller,
+    org_id: Option<Uuid>,
+) -> Result<Uuid, FnError> {
     let mut tx = st.db().begin(&caller.tx().read_only(true)).await?;
     let row = tx
         .query_opt(
@@ -50,8 +59,12 @@ pub(crate) async fn resolve_org(st: &FunctionsState, caller: &Caller, org_id: Op
     tx.commit().await?;
     match (row, org_id) {
         (Some(r), _) => Ok(r.get(0)),
-        (None, Some(_)) => Err(FnError::NotFound("organization not found, or you are not a member of it".into())),
-        (None, None) => Err(FnError::Forbidden("you are not a member of any organization".into())),
+        (None, Some(_)) => Err(FnError::NotFound(
+            "organization not found, or you are not a member of it".into(),
+        )),
+        (None, None) => Err(FnError::Forbidden(
+            "you are not a member of any organization".into(),
+        )),
     }
 }
 

@@ -46,7 +46,14 @@ async fn load_session(st: &FunctionsState, caller: &Caller, id: Uuid) -> Result<
 
 /// Upserts the answer of `step` (keeping earlier `data` when none is given) and advances the
 /// session to at least that step.
-async fn save_step(tx: &mut ClaimsTxn, org_id: Uuid, session_id: Uuid, step: i32, data: Option<&Value>, ai: &Value) -> Result<Value, FnError> {
+async fn save_step(
+    tx: &mut ClaimsTxn,
+    org_id: Uuid,
+    session_id: Uuid,
+    step: i32,
+    data: Option<&Value>,
+    ai: &Value,
+) -> Result<Value, FnError> {
     let row = tx
         .query_opt(
             "with a as (
@@ -63,19 +70,32 @@ async fn save_step(tx: &mut ClaimsTxn, org_id: Uuid, session_id: Uuid, step: i32
             &[&org_id, &session_id, &step, &data, ai],
         )
         .await?;
-    let r = row.ok_or_else(|| FnError::Forbidden("not allowed to write this wizard session".into()))?;
+    let r =
+        row.ok_or_else(|| FnError::Forbidden("not allowed to write this wizard session".into()))?;
     if r.get::<_, i64>(1) == 0 {
-        return Err(FnError::Forbidden("not allowed to update this wizard session".into()));
+        return Err(FnError::Forbidden(
+            "not allowed to update this wizard session".into(),
+        ));
     }
     Ok(r.get(0))
 }
 
 fn step(answers: &Value, n: u8) -> Value {
-    answers.get(format!("step-{n}")).cloned().unwrap_or(Value::Null)
+    answers
+        .get(format!("step-{n}"))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 /// Runs one wizard step: the model call, then the answer saved in one transaction.
-async fn wizard_step(st: &FunctionsState, caller: &Caller, s: &Session, n: i32, data: Option<&Value>, run: Run) -> Result<Value, FnError> {
+async fn wizard_step(
+    st: &FunctionsState,
+    caller: &Caller,
+    s: &Session,
+    n: i32,
+    data: Option<&Value>,
+    run: Run,
+) -> Result<Value, FnError> {
     let result = st.structured(run).await?;
     let mut tx = st.db().begin(&caller.tx()).await?;
     let answer = save_step(&mut tx, s.org_id, s.id, n, data, &result).await?;
@@ -83,7 +103,11 @@ async fn wizard_step(st: &FunctionsState, caller: &Caller, s: &Session, n: i32, 
     Ok(json!({ "session_id": s.id, "step": n, "result": result, "answer": answer }))
 }
 
-pub(crate) async fn analyze_business(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn analyze_business(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let session_id = input.uuid("session_id")?;
     let data = input.object("data")?;
     let s = load_session(st, caller, session_id).await?;
@@ -109,12 +133,18 @@ pub(crate) async fn analyze_business(st: &FunctionsState, caller: &Caller, input
     wizard_step(st, caller, &s, 1, Some(&data), run).await
 }
 
-pub(crate) async fn generate_diagnostics(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn generate_diagnostics(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let session_id = input.uuid("session_id")?;
     let data = input.opt_object("data")?;
     let s = load_session(st, caller, session_id).await?;
     if step(&s.answers, 1).is_null() {
-        return Err(FnError::Conflict("step 1 (analyze-business) has not been answered for this session".into()));
+        return Err(FnError::Conflict(
+            "step 1 (analyze-business) has not been answered for this session".into(),
+        ));
     }
     let finding = s::object(&[
         ("area", s::text()),
@@ -142,7 +172,11 @@ pub(crate) async fn generate_diagnostics(st: &FunctionsState, caller: &Caller, i
     wizard_step(st, caller, &s, 2, data.as_ref(), run).await
 }
 
-pub(crate) async fn recommend_systems(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn recommend_systems(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let session_id = input.uuid("session_id")?;
     let data = input.opt_object("data")?;
     let s = load_session(st, caller, session_id).await?;
@@ -171,7 +205,10 @@ pub(crate) async fn recommend_systems(st: &FunctionsState, caller: &Caller, inpu
         ("why_it_matters", s::text()),
         ("priority", s::one_of(&["high", "medium", "low"])),
     ]);
-    let schema = s::object(&[("summary", s::text()), ("recommendations", s::array(rec, 1, 6))]);
+    let schema = s::object(&[
+        ("summary", s::text()),
+        ("recommendations", s::array(rec, 1, 6)),
+    ]);
     let run = Run {
         agent: "recommend-systems",
         org_id: s.org_id,
@@ -209,10 +246,16 @@ pub(crate) async fn recommend_systems(st: &FunctionsState, caller: &Caller, inpu
             .get(0);
     }
     tx.commit().await?;
-    Ok(json!({ "session_id": s.id, "step": 3, "result": result, "answer": answer, "project_systems": systems }))
+    Ok(
+        json!({ "session_id": s.id, "step": 3, "result": result, "answer": answer, "project_systems": systems }),
+    )
 }
 
-pub(crate) async fn assess_readiness(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn assess_readiness(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let session_id = input.uuid("session_id")?;
     let data = input.opt_object("data")?;
     let s = load_session(st, caller, session_id).await?;
@@ -221,7 +264,10 @@ pub(crate) async fn assess_readiness(st: &FunctionsState, caller: &Caller, input
     })?;
     let schema = s::object(&[
         ("readiness_score", s::int_range(0, 100)),
-        ("level", s::one_of(&["not_ready", "emerging", "ready", "advanced"])),
+        (
+            "level",
+            s::one_of(&["not_ready", "emerging", "ready", "advanced"]),
+        ),
         ("summary", s::text()),
         ("strengths", s::strings()),
         ("gaps", s::strings()),
@@ -260,10 +306,16 @@ pub(crate) async fn assess_readiness(st: &FunctionsState, caller: &Caller, input
         .await?
         .get(0);
     tx.commit().await?;
-    Ok(json!({ "session_id": s.id, "step": 4, "result": result, "answer": answer, "snapshot": snapshot }))
+    Ok(
+        json!({ "session_id": s.id, "step": 4, "result": result, "answer": answer, "snapshot": snapshot }),
+    )
 }
 
-pub(crate) async fn generate_roadmap(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn generate_roadmap(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let project_id = input.uuid("project_id")?;
     let mut tx = st.db().begin(&caller.tx().read_only(true)).await?;
     let row = tx
@@ -285,20 +337,33 @@ pub(crate) async fn generate_roadmap(st: &FunctionsState, caller: &Caller, input
     let existing: Option<Uuid> = r.get(3);
     let session_id: Option<Uuid> = r.get(4);
     let snapshot = snapshot.ok_or_else(|| {
-        FnError::Conflict("the project has no active context snapshot: run assess-readiness first".into())
+        FnError::Conflict(
+            "the project has no active context snapshot: run assess-readiness first".into(),
+        )
     })?;
     if existing.is_some() {
         return Err(FnError::Conflict(
             "the active context snapshot already has a roadmap: run assess-readiness to create a new snapshot".into(),
         ));
     }
-    let snapshot_id = snapshot["id"].as_str().and_then(|x| Uuid::parse_str(x).ok()).ok_or_else(|| FnError::Internal("snapshot id".into()))?;
-    let phase = s::object(&[("title", s::text()), ("description", s::string()), ("outcomes", s::strings())]);
+    let snapshot_id = snapshot["id"]
+        .as_str()
+        .and_then(|x| Uuid::parse_str(x).ok())
+        .ok_or_else(|| FnError::Internal("snapshot id".into()))?;
+    let phase = s::object(&[
+        ("title", s::text()),
+        ("description", s::string()),
+        ("outcomes", s::strings()),
+    ]);
     let schema = s::object(&[
         ("total_duration", s::text()),
         (
             "roi_projection",
-            s::object(&[("summary", s::string()), ("estimated_annual_value_usd", s::number()), ("payback_months", s::number())]),
+            s::object(&[
+                ("summary", s::string()),
+                ("estimated_annual_value_usd", s::number()),
+                ("payback_months", s::number()),
+            ]),
         ),
         ("phases", s::array(phase, 1, 8)),
     ]);
@@ -338,10 +403,16 @@ pub(crate) async fn generate_roadmap(st: &FunctionsState, caller: &Caller, input
         save_step(&mut tx, org_id, sid, 5, None, &result).await?;
     }
     tx.commit().await?;
-    Ok(json!({ "project_id": project_id, "result": result, "roadmap": roadmap, "phases": phases, "session_id": session_id }))
+    Ok(
+        json!({ "project_id": project_id, "result": result, "roadmap": roadmap, "phases": phases, "session_id": session_id }),
+    )
 }
 
-pub(crate) async fn generate_tasks(st: &FunctionsState, caller: &Caller, input: &Input) -> Result<Value, FnError> {
+pub(crate) async fn generate_tasks(
+    st: &FunctionsState,
+    caller: &Caller,
+    input: &Input,
+) -> Result<Value, FnError> {
     let phase_id = input.uuid("phase_id")?;
     let mut tx = st.db().begin(&caller.tx().read_only(true)).await?;
     let row = tx

@@ -5,7 +5,10 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 
 use super::http::{self, RetryPolicy};
-use super::{check_vectors, sse, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError, StreamEvent, Usage};
+use super::{
+    check_vectors, sse, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError,
+    StreamEvent, Usage,
+};
 use crate::schema;
 
 pub struct Gemini {
@@ -48,7 +51,12 @@ impl Gemini {
         body
     }
 
-    async fn post(&self, url: String, body: &Value, stream: bool) -> Result<reqwest::Response, ProviderError> {
+    async fn post(
+        &self,
+        url: String,
+        body: &Value,
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
         http::send(&self.policy, stream, || {
             self.client
                 .post(&url)
@@ -62,8 +70,14 @@ impl Gemini {
 fn usage(v: &Value) -> Option<Usage> {
     let u = v.get("usageMetadata")?;
     Some(Usage {
-        input_tokens: u.get("promptTokenCount").and_then(Value::as_u64).unwrap_or(0) as u32,
-        output_tokens: u.get("candidatesTokenCount").and_then(Value::as_u64).unwrap_or(0) as u32,
+        input_tokens: u
+            .get("promptTokenCount")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u32,
+        output_tokens: u
+            .get("candidatesTokenCount")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u32,
     })
 }
 
@@ -87,9 +101,14 @@ impl Provider for Gemini {
         &self.model
     }
 
-    fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
+    fn chat<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         async move {
-            let resp = self.post(self.url("generateContent"), &self.body(req), false).await?;
+            let resp = self
+                .post(self.url("generateContent"), &self.body(req), false)
+                .await?;
             let v = http::json(resp).await?;
             let text = candidate_text(&v).ok_or_else(|| {
                 let reason = v
@@ -107,7 +126,10 @@ impl Provider for Gemini {
         .boxed()
     }
 
-    fn chat_stream<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
+    fn chat_stream<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
         async move {
             let url = format!("{}?alt=sse", self.url("streamGenerateContent"));
             let resp = self.post(url, &self.body(req), true).await?;
@@ -115,7 +137,9 @@ impl Provider for Gemini {
                 let out: Vec<Result<StreamEvent, ProviderError>> = match ev {
                     Err(e) => vec![Err(e)],
                     Ok(data) => match serde_json::from_str::<Value>(&data) {
-                        Err(e) => vec![Err(ProviderError::BadResponse(format!("stream chunk is not JSON: {e}")))],
+                        Err(e) => vec![Err(ProviderError::BadResponse(format!(
+                            "stream chunk is not JSON: {e}"
+                        )))],
                         Ok(v) => {
                             let mut out = Vec::new();
                             if let Some(t) = candidate_text(&v).filter(|t| !t.is_empty()) {
@@ -135,7 +159,11 @@ impl Provider for Gemini {
         .boxed()
     }
 
-    fn embed<'a>(&'a self, texts: &'a [String], dimensions: usize) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
         async move {
             let model = format!("models/{}", self.model.strip_prefix("models/").unwrap_or(&self.model));
             let vectors: Vec<Vec<f32>> = if texts.len() == 1 {

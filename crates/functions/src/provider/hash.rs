@@ -77,17 +77,43 @@ impl Provider for HashEmbedder {
         &self.model
     }
 
-    fn chat<'a>(&'a self, _req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
-        async { Err(ProviderError::Unsupported("the hash provider only embeds".into())) }.boxed()
+    fn chat<'a>(
+        &'a self,
+        _req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
+        async {
+            Err(ProviderError::Unsupported(
+                "the hash provider only embeds".into(),
+            ))
+        }
+        .boxed()
     }
 
-    fn chat_stream<'a>(&'a self, _req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
-        async { Err(ProviderError::Unsupported("the hash provider only embeds".into())) }.boxed()
+    fn chat_stream<'a>(
+        &'a self,
+        _req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
+        async {
+            Err(ProviderError::Unsupported(
+                "the hash provider only embeds".into(),
+            ))
+        }
+        .boxed()
     }
 
-    fn embed<'a>(&'a self, texts: &'a [String], dimensions: usize) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
         let vectors = texts.iter().map(|t| embed_text(t, dimensions)).collect();
-        async move { Ok(Embeddings { vectors, usage: Usage::default() }) }.boxed()
+        async move {
+            Ok(Embeddings {
+                vectors,
+                usage: Usage::default(),
+            })
+        }
+        .boxed()
     }
 }
 

@@ -29,8 +29,16 @@ fn retryable(status: StatusCode) -> bool {
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<f64>().ok().filter(|s| *s >= 0.0).map(Duration::from_secs_f64)
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 fn transport(e: reqwest::Error) -> ProviderError {
@@ -68,10 +76,17 @@ pub(crate) async fn send(
                         body,
                     });
                 }
-                tracing::warn!(status = status.as_u16(), attempt, "provider busy or failing; retrying");
+                tracing::warn!(
+                    status = status.as_u16(),
+                    attempt,
+                    "provider busy or failing; retrying"
+                );
                 wait
             }
-            Err(e) if attempt < p.max_retries && (e.is_timeout() || e.is_connect() || e.is_request()) => {
+            Err(e)
+                if attempt < p.max_retries
+                    && (e.is_timeout() || e.is_connect() || e.is_request()) =>
+            {
                 tracing::warn!(error = %e.without_url(), attempt, "provider request failed; retrying");
                 None
             }

@@ -82,9 +82,15 @@ pub trait Provider: Send + Sync {
     /// The model this provider calls.
     fn model(&self) -> &str;
     /// One structured (or free-text) chat completion.
-    fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>>;
+    fn chat<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>>;
     /// A streamed chat completion.
-    fn chat_stream<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatStream, ProviderError>>;
+    fn chat_stream<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, ProviderError>>;
     /// Embeds `texts` as vectors of `dimensions` numbers each, in order.
     fn embed<'a>(
         &'a self,
@@ -117,13 +123,17 @@ pub fn chat_from_args(args: &FunctionsArgs) -> Option<DynProvider> {
         ChatProviderKind::Gemini => Some(Arc::new(Gemini::new(
             &args.gemini_base_url,
             args.gemini_api_key.clone().unwrap_or_default(),
-            args.ai_chat_model.clone().unwrap_or_else(|| "gemini-2.5-flash".into()),
+            args.ai_chat_model
+                .clone()
+                .unwrap_or_else(|| "gemini-2.5-flash".into()),
             policy(args),
         ))),
         ChatProviderKind::Openai => Some(Arc::new(OpenAi::new(
             &openai_base(args),
             args.openai_api_key.clone(),
-            args.ai_chat_model.clone().unwrap_or_else(|| "gpt-4o-mini".into()),
+            args.ai_chat_model
+                .clone()
+                .unwrap_or_else(|| "gpt-4o-mini".into()),
             policy(args),
         ))),
         ChatProviderKind::None | ChatProviderKind::Auto => None,
@@ -136,17 +146,23 @@ pub fn embedder_from_args(args: &FunctionsArgs) -> DynProvider {
         EmbedProviderKind::Gemini => Arc::new(Gemini::new(
             &args.gemini_base_url,
             args.gemini_api_key.clone().unwrap_or_default(),
-            args.ai_embed_model.clone().unwrap_or_else(|| "gemini-embedding-001".into()),
+            args.ai_embed_model
+                .clone()
+                .unwrap_or_else(|| "gemini-embedding-001".into()),
             policy(args),
         )),
         EmbedProviderKind::Openai => Arc::new(OpenAi::new(
             &openai_base(args),
             args.openai_api_key.clone(),
-            args.ai_embed_model.clone().unwrap_or_else(|| "text-embedding-3-small".into()),
+            args.ai_embed_model
+                .clone()
+                .unwrap_or_else(|| "text-embedding-3-small".into()),
             policy(args),
         )),
         EmbedProviderKind::Hash | EmbedProviderKind::Auto => Arc::new(HashEmbedder::new(
-            args.ai_embed_model.clone().unwrap_or_else(|| hash::MODEL.into()),
+            args.ai_embed_model
+                .clone()
+                .unwrap_or_else(|| hash::MODEL.into()),
         )),
     }
 }

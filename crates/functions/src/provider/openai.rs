@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 
 use super::gemini::floats;
 use super::http::{self, RetryPolicy};
-use super::{check_vectors, sse, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError, StreamEvent, Usage};
+use super::{
+    check_vectors, sse, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError,
+    StreamEvent, Usage,
+};
 use crate::schema;
 
 pub struct OpenAi {
@@ -53,7 +56,12 @@ impl OpenAi {
         body
     }
 
-    async fn post(&self, path: &str, body: &Value, stream: bool) -> Result<reqwest::Response, ProviderError> {
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        stream: bool,
+    ) -> Result<reqwest::Response, ProviderError> {
         let url = format!("{}{path}", self.base);
         http::send(&self.policy, stream, || {
             let r = self.client.post(&url).json(body);
@@ -70,7 +78,10 @@ fn usage(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     Some(Usage {
         input_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0) as u32,
-        output_tokens: u.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0) as u32,
+        output_tokens: u
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u32,
     })
 }
 
@@ -83,35 +94,56 @@ impl Provider for OpenAi {
         &self.model
     }
 
-    fn chat<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
+    fn chat<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
         async move {
-            let v = http::json(self.post("/chat/completions", &self.body(req, false), false).await?).await?;
+            let v = http::json(
+                self.post("/chat/completions", &self.body(req, false), false)
+                    .await?,
+            )
+            .await?;
             let msg = v
                 .pointer("/choices/0/message")
                 .ok_or_else(|| ProviderError::BadResponse("no choices[0].message".into()))?;
             if let Some(refusal) = msg.get("refusal").and_then(Value::as_str) {
-                return Err(ProviderError::BadResponse(format!("the model refused: {refusal}")));
+                return Err(ProviderError::BadResponse(format!(
+                    "the model refused: {refusal}"
+                )));
             }
             let text = msg
                 .get("content")
                 .and_then(Value::as_str)
                 .ok_or_else(|| ProviderError::BadResponse("no message content".into()))?
                 .to_string();
-            Ok(ChatResponse { text, usage: usage(&v).unwrap_or_default() })
+            Ok(ChatResponse {
+                text,
+                usage: usage(&v).unwrap_or_default(),
+            })
         }
         .boxed()
     }
 
-    fn chat_stream<'a>(&'a self, req: &'a ChatRequest) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
+    fn chat_stream<'a>(
+        &'a self,
+        req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
         async move {
-            let resp = self.post("/chat/completions", &self.body(req, true), true).await?;
+            let resp = self
+                .post("/chat/completions", &self.body(req, true), true)
+                .await?;
             let events = sse::data_events(resp)
-                .take_while(|ev| futures::future::ready(!matches!(ev, Ok(d) if d.trim() == "[DONE]")))
+                .take_while(|ev| {
+                    futures::future::ready(!matches!(ev, Ok(d) if d.trim() == "[DONE]"))
+                })
                 .flat_map(|ev| {
                     let out: Vec<Result<StreamEvent, ProviderError>> = match ev {
                         Err(e) => vec![Err(e)],
                         Ok(data) => match serde_json::from_str::<Value>(&data) {
-                            Err(e) => vec![Err(ProviderError::BadResponse(format!("stream chunk is not JSON: {e}")))],
+                            Err(e) => vec![Err(ProviderError::BadResponse(format!(
+                                "stream chunk is not JSON: {e}"
+                            )))],
                             Ok(v) => {
                                 let mut out = Vec::new();
                                 if let Some(t) = v
@@ -135,7 +167,11 @@ impl Provider for OpenAi {
         .boxed()
     }
 
-    fn embed<'a>(&'a self, texts: &'a [String], dimensions: usize) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
         async move {
             let body = json!({ "model": self.model, "input": texts, "dimensions": dimensions, "encoding_format": "float" });
             let v = http::json(self.post("/embeddings", &body, false).await?).await?;

@@ -4,7 +4,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 use super::{http, ProviderError};
 
 /// The `data` of each event (multi-line data joined with `\n`), in order.
-pub(crate) fn data_events(resp: reqwest::Response) -> BoxStream<'static, Result<String, ProviderError>> {
+pub(crate) fn data_events(
+    resp: reqwest::Response,
+) -> BoxStream<'static, Result<String, ProviderError>> {
     let bytes = resp.bytes_stream();
     stream::unfold(
         (bytes, Vec::<u8>::new(), Vec::<String>::new(), false),

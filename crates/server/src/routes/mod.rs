@@ -1,3 +1,4 @@
 pub mod gateway;
 pub mod health;
+pub mod metrics;
 pub mod rest;

@@ -1174,3 +1174,113 @@ async fn auth_supabase_js_e2e() {
     let app = t.spawn_app().await;
     app.run_node_test("auth.test.js").await;
 }
+
+/// Password-grant latency (argon2id m=19456 t=2 p=1) and refresh-token grants per second.
+/// `cargo test --release -p agencyflow-testkit --test it auth_bench -- --ignored --nocapture`
+/// (AUTH_BENCH_SECS, AUTH_BENCH_CONCURRENCY tune it).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn auth_bench_password_and_refresh_grants() {
+    use std::time::{Duration, Instant};
+    let secs: u64 = std::env::var("AUTH_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let conc: usize = std::env::var("AUTH_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let t = TestDb::new().await;
+    let app = t
+        .spawn_app_with(&[
+            "--rate-limit-sign-in-sign-ups",
+            "0",
+            "--rate-limit-email-sign-ins",
+            "0",
+            "--rate-limit-token-refresh",
+            "0",
+        ])
+        .await;
+    let e = email("bench");
+    signup(&app, &e).await;
+    // Password grants, one at a time: the latency a user sees.
+    let mut lat = Vec::new();
+    for _ in 0..20 {
+        let s = Instant::now();
+        let r = call(
+            &app,
+            Method::POST,
+            "/token?grant_type=password",
+            None,
+            Some(json!({"email": e, "password": PW})),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        lat.push(s.elapsed());
+    }
+    lat.sort();
+    println!(
+        "password grant (argon2id m=19456,t=2,p=1): p50 {:?}, p90 {:?}, min {:?} over {} sequential sign-ins",
+        lat[lat.len() / 2],
+        lat[lat.len() * 9 / 10],
+        lat[0],
+        lat.len()
+    );
+    // Refresh grants: `conc` sessions, each rotating its own chain as fast as it can.
+    let mut tokens = Vec::new();
+    for _ in 0..conc {
+        let r = call(
+            &app,
+            Method::POST,
+            "/token?grant_type=password",
+            None,
+            Some(json!({"email": e, "password": PW})),
+        )
+        .await;
+        tokens.push(r.body["refresh_token"].as_str().unwrap().to_string());
+    }
+    let url = app.url("/auth/v1/token?grant_type=refresh_token");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for mut tok in tokens {
+        let http = app.http.clone();
+        let url = url.clone();
+        let key = app.anon_key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut lats = Vec::new();
+            while Instant::now() < deadline {
+                let s = Instant::now();
+                let r = http
+                    .post(&url)
+                    .header("apikey", &key)
+                    .json(&json!({"refresh_token": tok}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let b: Value = r.json().await.unwrap();
+                tok = b["refresh_token"].as_str().unwrap().to_string();
+                lats.push(s.elapsed());
+                n += 1;
+            }
+            (n, lats)
+        }));
+    }
+    let mut total = 0;
+    let mut lats = Vec::new();
+    for t in tasks {
+        let (n, l) = t.await.unwrap();
+        total += n;
+        lats.extend(l);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lats.sort();
+    println!(
+        "refresh_token grant: {total} in {elapsed:.1} s = {:.0}/s with {conc} concurrent sessions (p50 {:?}, p99 {:?})",
+        total as f64 / elapsed,
+        lats[lats.len() / 2],
+        lats[lats.len() * 99 / 100]
+    );
+}

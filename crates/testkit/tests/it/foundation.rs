@@ -482,3 +482,23 @@ fn state_settings() -> agencyflow_testkit::agencyflow_server::Settings {
         service_role_key: String::new(),
     }
 }
+
+#[tokio::test]
+async fn metrics_count_requests_per_surface_in_prometheus_format() {
+    let t = TestDb::new().await;
+    let app = t.spawn_app().await;
+    for _ in 0..3 {
+        assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status(), 200);
+    }
+    // A gated request without a key: a 4xx on the rest surface.
+    assert_eq!(app.http.get(app.url("/rest/v1/clients")).send().await.unwrap().status(), 401);
+    let r = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    assert!(text.contains("agencyflow_http_requests_total{surface=\"health\",status=\"2xx\"} 3"), "{text}");
+    assert!(text.contains("agencyflow_http_requests_total{surface=\"rest\",status=\"4xx\"} 1"), "{text}");
+    assert!(text.contains("agencyflow_http_request_duration_seconds_count{surface=\"health\"} 3"), "{text}");
+    assert!(text.contains("agencyflow_db_pool_connections{state=\"max\"} 4"), "{text}");
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+}

@@ -588,12 +588,16 @@ async fn analytics_match_hand_computed_figures() {
         .is_err());
 }
 
+/// (name, status, session step, roadmap on the active snapshot, and the expected
+/// wizard status, dashboard status and classification).
+type ClassificationCase = (&'static str, &'static str, Option<i32>, bool, &'static str, &'static str, &'static str);
+
 #[tokio::test]
 async fn every_crm_classification_branch() {
     let (t, c, f) = setup().await;
     let o = f.org_a;
     // (name, status, session step (None = no project), roadmap on active snapshot, expected)
-    let cases: &[(&str, &str, Option<i32>, bool, &str, &str, &str)] = &[
+    let cases: &[ClassificationCase] = &[
         (
             "c-active",
             "client",

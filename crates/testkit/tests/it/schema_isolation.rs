@@ -118,7 +118,8 @@ const MANAGERS: &[&str] = &["owner", "admin"];
 const NONE: &[&str] = &[];
 
 /// (table, read, insert, update, delete) — the §6 matrix for rows of the caller's own org.
-const MATRIX: &[(&str, &[&str], &[&str], &[&str], &[&str])] = &[
+type Roles = &'static [&'static str];
+const MATRIX: &[(&str, Roles, Roles, Roles, Roles)] = &[
     ("team_members", ALL, MANAGERS, MANAGERS, MANAGERS),
     ("wizard_sessions", ALL, ALL, ALL, ALL),
     ("wizard_answers", ALL, ALL, ALL, ALL),

@@ -1,0 +1,111 @@
+//! `/metrics`: Prometheus text exposition of request counts and latencies per surface, the
+//! database pool and the process's memory. Counters are plain atomics: no registry crate.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+
+const SURFACES: [&str; 6] = ["rest", "auth", "functions", "storage", "health", "other"];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+/// Request metrics, one slot per surface and status class.
+pub struct Metrics {
+    requests: [[AtomicU64; CLASSES.len()]; SURFACES.len()],
+    /// Cumulative latency histogram per surface (+Inf last).
+    latency: [[AtomicU64; BUCKETS.len() + 1]; SURFACES.len()],
+    latency_sum_us: [AtomicU64; SURFACES.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            latency: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            latency_sum_us: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+fn surface(path: &str) -> usize {
+    let s = match path.split('/').nth(1).unwrap_or("") {
+        "rest" => "rest",
+        "auth" => "auth",
+        "functions" => "functions",
+        "storage" => "storage",
+        "health" => "health",
+        _ => "other",
+    };
+    SURFACES.iter().position(|x| *x == s).unwrap_or(SURFACES.len() - 1)
+}
+
+impl Metrics {
+    fn record(&self, surface: usize, status: u16, seconds: f64) {
+        let class = ((status / 100) as usize).clamp(1, 5) - 1;
+        self.requests[surface][class].fetch_add(1, Ordering::Relaxed);
+        let bucket = BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(BUCKETS.len());
+        self.latency[surface][bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us[surface].fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, state: &AppState) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP agencyflow_http_requests_total HTTP requests by surface and status class.\n# TYPE agencyflow_http_requests_total counter\n");
+        for (i, s) in SURFACES.iter().enumerate() {
+            for (j, c) in CLASSES.iter().enumerate() {
+                let n = self.requests[i][j].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push_str(&format!("agencyflow_http_requests_total{{surface=\"{s}\",status=\"{c}\"}} {n}\n"));
+                }
+            }
+        }
+        out.push_str("# HELP agencyflow_http_request_duration_seconds Request latency by surface.\n# TYPE agencyflow_http_request_duration_seconds histogram\n");
+        for (i, s) in SURFACES.iter().enumerate() {
+            let mut cumulative = 0;
+            for (k, b) in BUCKETS.iter().enumerate() {
+                cumulative += self.latency[i][k].load(Ordering::Relaxed);
+                out.push_str(&format!("agencyflow_http_request_duration_seconds_bucket{{surface=\"{s}\",le=\"{b}\"}} {cumulative}\n"));
+            }
+            cumulative += self.latency[i][BUCKETS.len()].load(Ordering::Relaxed);
+            out.push_str(&format!("agencyflow_http_request_duration_seconds_bucket{{surface=\"{s}\",le=\"+Inf\"}} {cumulative}\n"));
+            let sum = self.latency_sum_us[i].load(Ordering::Relaxed) as f64 / 1e6;
+            out.push_str(&format!("agencyflow_http_request_duration_seconds_sum{{surface=\"{s}\"}} {sum}\n"));
+            out.push_str(&format!("agencyflow_http_request_duration_seconds_count{{surface=\"{s}\"}} {cumulative}\n"));
+        }
+        let pool = state.db.pool().status();
+        out.push_str(&format!(
+            "# HELP agencyflow_db_pool_connections Connections of the API pool.\n# TYPE agencyflow_db_pool_connections gauge\nagencyflow_db_pool_connections{{state=\"open\"}} {}\nagencyflow_db_pool_connections{{state=\"idle\"}} {}\nagencyflow_db_pool_connections{{state=\"max\"}} {}\n",
+            pool.size, pool.available, pool.max_size
+        ));
+        out.push_str(&format!("# HELP agencyflow_db_pool_waiting Requests waiting for a connection.\n# TYPE agencyflow_db_pool_waiting gauge\nagencyflow_db_pool_waiting {}\n", pool.waiting));
+        if let Some(rss) = rss_bytes() {
+            out.push_str(&format!("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"));
+        }
+        out
+    }
+}
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let s = surface(req.uri().path());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.record(s, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    resp
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&state))
+}

@@ -1,0 +1,88 @@
+//! Supabase Storage's error shape: `{"statusCode":"404","error":"not_found","message":"Object not found"}`.
+use agencyflow_db::DbError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub message: String,
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+impl StorageError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        StorageError { status, error, message: message.into() }
+    }
+    pub fn object_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Object not found")
+    }
+    pub fn bucket_not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "Bucket not found", "Bucket not found")
+    }
+    pub fn invalid_key(key: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidKey", format!("Invalid key: {key}"))
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "Bad Request", message)
+    }
+    pub fn invalid_jwt(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidJWT", message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Unauthorized", message)
+    }
+    pub fn duplicate() -> Self {
+        Self::new(StatusCode::CONFLICT, "Duplicate", "The resource already exists")
+    }
+    pub fn too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", "The object exceeded the maximum allowed size")
+    }
+    pub fn invalid_mime(mime: &str) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_mime_type", format!("mime type {mime} is not supported"))
+    }
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %message, "storage error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error")
+    }
+}
+
+impl From<DbError> for StorageError {
+    fn from(e: DbError) -> Self {
+        match e.sqlstate() {
+            // RLS refusal (WITH CHECK / USING on upsert) or a missing privilege.
+            Some("42501") => StorageError::unauthorized("new row violates row-level security policy"),
+            Some("23505") => StorageError::duplicate(),
+            Some("23503") => StorageError::bucket_not_found(),
+            Some("22P02") | Some("23514") => StorageError::bad_request(e.to_string()),
+            _ => match e {
+                DbError::Unavailable(m) => StorageError::new(StatusCode::SERVICE_UNAVAILABLE, "DatabaseUnavailable", m),
+                other => StorageError::internal(other),
+            },
+        }
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::internal(e)
+    }
+}
+
+impl IntoResponse for StorageError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({
+                "statusCode": self.status.as_u16().to_string(),
+                "error": self.error,
+                "message": self.message,
+            })),
+        )
+            .into_response()
+    }
+}
