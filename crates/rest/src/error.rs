@@ -137,10 +137,17 @@ impl RestError {
     }
 
     pub fn to_json(&self) -> Value {
+        // PGRST201 (ambiguous embed) carries its candidate relationships as a JSON array.
+        let details = match &self.details {
+            Some(d) if self.code == "PGRST201" => {
+                serde_json::from_str::<Value>(d).unwrap_or_else(|_| Value::String(d.clone()))
+            }
+            d => json!(d),
+        };
         json!({
             "code": self.code,
             "message": self.message,
-            "details": self.details,
+            "details": details,
             "hint": self.hint,
         })
     }

@@ -576,23 +576,42 @@ fn mutation_outer(
             )
         }
         Returning::HeadersOnly(pk) if !pk.is_empty() => {
+            // `[[column, value], …]` of the first row: the response URL-encodes it.
             let parts: Vec<String> = pk
                 .iter()
                 .map(|c| {
                     format!(
-                        "{} || _postgrest_t.{}::text",
-                        catalog_literal(&format!("{c}=eq.")),
+                        "pg_catalog.json_build_array({}, _postgrest_t.{}::text)",
+                        catalog_literal(c),
                         ident(c)
                     )
                 })
                 .collect();
             let location = format!(
-                "(pg_catalog.array_agg(pg_catalog.concat_ws('&', {})))[1]",
+                "(pg_catalog.array_agg(pg_catalog.json_build_array({})::text))[1]",
                 parts.join(", ")
             );
             outer(cte, total, "''", &location, SOURCE_CTE)
         }
         _ => outer(cte, total, "''", "NULL", SOURCE_CTE),
+    }
+}
+
+/// The name of the column a merge upsert's RETURNING adds: true for inserted rows.
+const INSERTED_FLAG: &str = "_pgrst_inserted";
+
+/// Appends the `inserted_rows` column (how many rows a merge upsert inserted rather than
+/// updated) to a mutation's outer SELECT.
+fn with_inserted_count(sql: String) -> String {
+    let extra = format!(
+        ", (SELECT pg_catalog.count(*) FROM {SOURCE_CTE} WHERE {SOURCE_CTE}.{INSERTED_FLAG})::bigint AS inserted_rows FROM "
+    );
+    match sql.rfind(" AS location FROM ") {
+        Some(i) => {
+            let at = i + " AS location".len();
+            format!("{}{}{}", &sql[..at], extra, &sql[at + " FROM ".len()..])
+        }
+        None => sql,
     }
 }
 
@@ -674,6 +693,11 @@ fn render_insert(b: &mut Builder, plan: &Plan, q: &InsertQuery) -> String {
         }
     }
     dml.push_str(&returning_sql(&q.returning));
+    if matches!(q.on_conflict, Some(OnConflict::DoUpdate { .. })) {
+        // A row the upsert updated has a non-zero xmax; one it inserted has xmax = 0.
+        dml.push_str(&format!(", ({TARGET}.xmax = 0) AS {INSERTED_FLAG}"));
+        return with_inserted_count(mutation_outer(b, plan, &dml, &q.returning, &q.root));
+    }
     mutation_outer(b, plan, &dml, &q.returning, &q.root)
 }
 

@@ -21,6 +21,9 @@ pub struct ResultRow {
     /// The planner's estimate when [`Plan::count_statement`] was run
     /// (see [`ResultRow::with_explain`]).
     pub estimated_total: Option<i64>,
+    /// A merge upsert's fifth column, `inserted_rows bigint`: rows inserted rather than
+    /// updated (none → 200 instead of 201). `None` for every other statement.
+    pub inserted_rows: Option<i64>,
 }
 
 impl ResultRow {
@@ -215,12 +218,14 @@ pub fn respond(plan: &Plan, row: ResultRow) -> RestResponse {
                 if let Some(loc) = &row.location {
                     headers.extend(header(
                         LOCATION.as_str(),
-                        &format!("{}?{loc}", plan.resource_path),
+                        &format!("{}?{}", plan.resource_path, location_query(loc)),
                     ));
                 }
             }
             let representation = plan.return_pref == ReturnPref::Representation;
+            let only_updated = row.inserted_rows == Some(0) && row.page_total > 0;
             let status = match (plan.action, representation) {
+                (Action::Insert, _) if only_updated => StatusCode::OK,
                 (Action::Insert, _) => StatusCode::CREATED,
                 (_, true) => StatusCode::OK,
                 (_, false) => StatusCode::NO_CONTENT,
@@ -242,6 +247,35 @@ pub fn respond(plan: &Plan, row: ResultRow) -> RestResponse {
             rollback,
         },
     )
+}
+
+/// The query of a `Location` header from the renderer's `[[column, value], …]`:
+/// `col=eq.value&…`, names and values percent-encoded. Anything else is used as is.
+fn location_query(raw: &str) -> String {
+    let Ok(pairs) = serde_json::from_str::<Vec<(String, Option<String>)>>(raw) else {
+        return raw.to_string();
+    };
+    pairs
+        .iter()
+        .map(|(c, v)| {
+            let v = v.as_deref().unwrap_or("");
+            format!("{}=eq.{}", percent_encode(c), percent_encode(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -134,6 +134,8 @@ pub struct ServeArgs {
     pub auth: agencyflow_auth::AuthArgs,
     #[command(flatten)]
     pub functions: agencyflow_functions::FunctionsArgs,
+    #[command(flatten)]
+    pub storage: agencyflow_storage::StorageArgs,
 }
 
 /// A configuration mistake: one line naming the setting, exit code 2.

@@ -214,6 +214,7 @@ pub async fn build_state(
     vault_key: Option<String>,
 ) -> Result<AppState, RunError> {
     let rest = rest_settings(&args)?;
+    args.storage.check().map_err(|e| ConfigError::new("STORAGE_BACKEND", e))?;
     // Every surface verifies with the auth settings: the accepted `aud`, the ES256 keys.
     let keys = args
         .auth
@@ -265,6 +266,8 @@ async fn serve(
                 format!("`{}` is not an IP address: {e}", args.host),
             )
         })?;
+    let mut args = args;
+    args.storage.storage_dir.get_or_insert_with(|| dir.join("storage"));
     let state = build_state(&database.api_url, args, keys, Some(vault_key)).await?;
     let _embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
         let f = &state.settings.serve.functions;
@@ -283,9 +286,9 @@ async fn serve(
         listener,
         app::router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(failed)?;
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(failed)?;
     tracing::info!("shut down");
     Ok(())
 }

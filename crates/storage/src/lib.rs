@@ -1,1 +1,135 @@
-pub fn x(){}
+//! Supabase Storage compatible `/storage/v1`: buckets and objects as storage-js
+//! (supabase-js `storage`) calls them.
+//!
+//! Every object statement runs in one transaction as the caller (role and claims from the
+//! bearer JWT, anon without one), so `storage.objects`' RLS policies decide who reads and
+//! writes what. Bytes live in a [`Backend`]: written in full (temp file, fsync) before the row
+//! is inserted, renamed into place before the commit, removed when anything fails.
+pub mod backend;
+pub mod buckets;
+pub mod error;
+pub mod objects;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agencyflow_auth::JwtKeys;
+use agencyflow_db::{Db, TxSettings};
+use axum::http::HeaderMap;
+use axum::routing::{any, get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+pub use backend::{Backend, LocalBackend};
+pub use error::StorageError;
+
+/// Storage settings (Supabase Storage's environment names where they exist).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Where object bytes live: `local` (files under --storage-dir) or `s3`.
+    #[arg(long = "storage-backend", env = "STORAGE_BACKEND", default_value = "local")]
+    pub storage_backend: String,
+    /// Directory of the local backend (default: `<data-dir>/storage`).
+    #[arg(long = "storage-dir", env = "FILE_STORAGE_BACKEND_PATH")]
+    pub storage_dir: Option<PathBuf>,
+    /// Largest accepted object, in bytes (buckets may set a lower limit).
+    #[arg(long = "storage-file-size-limit", env = "FILE_SIZE_LIMIT", default_value_t = 50 * 1024 * 1024)]
+    pub storage_file_size_limit: u64,
+    /// S3 bucket of the `s3` backend.
+    #[arg(long = "storage-s3-bucket", env = "STORAGE_S3_BUCKET")]
+    pub storage_s3_bucket: Option<String>,
+    /// S3-compatible endpoint of the `s3` backend (e.g. MinIO); AWS_* give region and credentials.
+    #[arg(long = "storage-s3-endpoint", env = "STORAGE_S3_ENDPOINT")]
+    pub storage_s3_endpoint: Option<String>,
+}
+
+impl StorageArgs {
+    /// Checks the settings at start-up.
+    pub fn check(&self) -> Result<(), String> {
+        match self.storage_backend.as_str() {
+            "local" | "file" => Ok(()),
+            "s3" => Err("the s3 backend is not available in this build; use STORAGE_BACKEND=local".into()),
+            other => Err(format!("`{other}` is not one of local, s3")),
+        }
+    }
+
+    /// The local backend's directory when none was given: `<default data dir>/storage`.
+    pub fn dir_or(&self, data_dir: impl FnOnce() -> PathBuf) -> PathBuf {
+        self.storage_dir.clone().unwrap_or_else(|| data_dir().join("storage"))
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct StorageState {
+    pub db: Db,
+    pub keys: Arc<JwtKeys>,
+    pub backend: Arc<dyn Backend>,
+    pub file_size_limit: u64,
+}
+
+impl StorageState {
+    pub fn new(db: Db, keys: Arc<JwtKeys>, backend: Arc<dyn Backend>, file_size_limit: u64) -> Self {
+        StorageState { db, keys, backend, file_size_limit }
+    }
+
+    /// State from the settings; `data_dir` resolves the local backend's default directory.
+    pub fn from_args(db: Db, keys: Arc<JwtKeys>, args: &StorageArgs, data_dir: impl FnOnce() -> PathBuf) -> Result<Self, String> {
+        args.check()?;
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(args.dir_or(data_dir)));
+        Ok(Self::new(db, keys, backend, args.storage_file_size_limit))
+    }
+}
+
+/// The request's database identity.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub role: String,
+    pub claims: Value,
+}
+
+impl Caller {
+    pub fn service() -> Self {
+        Caller { role: "service_role".into(), claims: json!({ "role": "service_role" }) }
+    }
+
+    pub fn tx(&self) -> TxSettings {
+        TxSettings::new(self.role.clone(), self.claims.to_string())
+    }
+
+    /// The `sub` claim as a user id.
+    pub fn owner(&self) -> Option<uuid::Uuid> {
+        self.claims.get("sub").and_then(Value::as_str).and_then(|s| s.parse().ok())
+    }
+
+    /// From `Authorization: Bearer` (else the `apikey` header); no token at all is anon.
+    pub fn from_headers(keys: &JwtKeys, headers: &HeaderMap) -> Result<Caller, StorageError> {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let token = bearer.or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()));
+        let Some(token) = token else {
+            return Ok(Caller { role: "anon".into(), claims: json!({ "role": "anon" }) });
+        };
+        let claims = keys.verify(token).map_err(|e| StorageError::invalid_jwt(e.to_string()))?;
+        let role = claims.get("role").and_then(Value::as_str).unwrap_or_default();
+        match role {
+            "anon" | "authenticated" | "service_role" => Ok(Caller { role: role.to_string(), claims }),
+            _ => Err(StorageError::unauthorized("the token carries no API role")),
+        }
+    }
+}
+
+/// The `/storage/v1` router.
+pub fn router(state: StorageState) -> Router {
+    Router::new()
+        .route("/bucket", get(buckets::list).post(buckets::create))
+        .route("/bucket/", get(buckets::list).post(buckets::create))
+        .route("/bucket/{id}", get(buckets::get_one).put(buckets::update).delete(buckets::delete))
+        .route("/bucket/{id}/empty", post(buckets::empty))
+        .route("/object/{*rest}", any(objects::dispatch))
+        .with_state(state)
+}

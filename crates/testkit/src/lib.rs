@@ -218,9 +218,12 @@ impl TestDb {
             "serve",
             "--port",
             "0",
-            "--db-pool",
-            "4",
         ];
+        // A small pool keeps hundreds of parallel tests under max_connections; benches
+        // pass their own `--db-pool`.
+        if !extra_args.contains(&"--db-pool") {
+            args.extend_from_slice(&["--db-pool", "4"]);
+        }
         args.extend_from_slice(extra_args);
         let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("test server flags: {e}"));
         let Command::Serve(serve) = cli.command else {
@@ -315,6 +318,12 @@ impl TestApp {
     /// Runs one file of the supabase-js end-to-end suite (`e2e/<file>`, Node's test runner)
     /// against this server and fails the test with Node's output when it fails.
     pub async fn run_node_test(&self, file: &str) {
+        self.run_node_test_with_env(file, &[]).await
+    }
+
+    /// As [`run_node_test`](Self::run_node_test), with extra environment variables (user
+    /// tokens, ids) for the test file.
+    pub async fn run_node_test_with_env(&self, file: &str, env: &[(&str, &str)]) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e");
         assert!(
             dir.join("node_modules/@supabase/supabase-js").is_dir(),
@@ -329,6 +338,7 @@ impl TestApp {
             .env("SUPABASE_ANON_KEY", &self.anon_key)
             .env("SUPABASE_SERVICE_ROLE_KEY", &self.service_role_key)
             .env("NODE_NO_WARNINGS", "1")
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .output()
             .await

@@ -74,6 +74,8 @@ pub struct Plan {
     pub count_statement: Option<Statement>,
     /// `count=estimated` uses the exact count up to this many rows (db-max-rows).
     pub estimate_threshold: Option<i64>,
+    /// `Prefer: timezone=`: the server sets the `timezone` GUC for the transaction.
+    pub timezone: Option<String>,
     pub(crate) query: Query,
 }
 
@@ -293,6 +295,16 @@ pub(crate) struct CallQuery {
     pub count_exact: bool,
 }
 
+/// A timezone name or offset PostgreSQL may know (`Europe/Paris`, `UTC`, `+02:00`); anything
+/// else is ignored like an unknown preference. PostgreSQL has the last word (22023 → 400).
+fn plausible_timezone(tz: &str) -> bool {
+    !tz.is_empty()
+        && tz.len() <= 64
+        && tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '+' | '-' | ':'))
+}
+
 /// Resolves names, checks the request against the schema and picks the SQL shape.
 pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Result<Plan, RestError> {
     let return_pref = req.prefer.return_.unwrap_or(ReturnPref::Minimal);
@@ -320,6 +332,7 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         resource_path: String::new(),
         count_statement: None,
         estimate_threshold: config.max_rows,
+        timezone: None,
         query: Query::None,
     };
     let mut ctx = read::Ctx {
@@ -431,6 +444,10 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
     }
     if req.prefer.params_single_object && matches!(plan.action, Action::Call(_)) {
         applied.push("params=single-object".to_string());
+    }
+    if let Some(tz) = req.prefer.timezone.as_deref().filter(|tz| plausible_timezone(tz)) {
+        plan.timezone = Some(tz.to_string());
+        applied.push(format!("timezone={tz}"));
     }
     plan.preference_applied = applied;
     if matches!(plan.count, Some(CountPref::Planned | CountPref::Estimated)) {

@@ -10,6 +10,7 @@ fn row(total: Option<i64>, page: i64, body: &str) -> ResultRow {
         body: body.to_string(),
         location: None,
         estimated_total: None,
+        inserted_rows: None,
     }
 }
 
@@ -215,6 +216,14 @@ fn headers() {
     r.location = Some("id=eq.abc".into());
     let resp = respond(&plan, r);
     assert_eq!(hdr(&resp, "location"), Some("/organizations?id=eq.abc"));
+    // the renderer's [[column, value], …] form is percent-encoded
+    let mut r = row(None, 1, "");
+    r.location = Some(r#"[["id","a b&c=d,é"],["k y","1"]]"#.into());
+    let resp = respond(&plan, r);
+    assert_eq!(
+        hdr(&resp, "location"),
+        Some("/organizations?id=eq.a%20b%26c%3Dd%2C%C3%A9&k%20y=eq.1")
+    );
     assert_eq!(
         hdr(&resp, "preference-applied"),
         Some("return=headers-only")
@@ -323,4 +332,27 @@ fn error_bodies() {
         v,
         serde_json::json!({"code":"42501","message":"permission denied for table clients","details":null,"hint":null})
     );
+}
+
+#[test]
+fn merge_upsert_that_only_updated_is_200() {
+    let (plan, _) = run(&with(
+        Method::POST,
+        "/organizations",
+        "",
+        &[("prefer", "resolution=merge-duplicates")],
+        r#"{"name":"x"}"#,
+    ))
+    .unwrap();
+    let mut r = row(None, 2, "");
+    r.inserted_rows = Some(0);
+    assert_eq!(respond(&plan, r.clone()).status, StatusCode::OK);
+    r.inserted_rows = Some(1);
+    assert_eq!(respond(&plan, r.clone()).status, StatusCode::CREATED);
+    r.inserted_rows = None;
+    assert_eq!(respond(&plan, r).status, StatusCode::CREATED);
+    // nothing affected at all is still 201
+    let mut r = row(None, 0, "");
+    r.inserted_rows = Some(0);
+    assert_eq!(respond(&plan, r).status, StatusCode::CREATED);
 }

@@ -19,6 +19,20 @@ const OPEN_PATHS: &[&str] = &[
     "/auth/v1/health",
 ];
 
+/// Storage URLs a browser follows without a key (`<img src>`, shared links): public objects
+/// and signed URLs, whose token is the credential. Only for the listed methods.
+const OPEN_STORAGE: &[(&str, &[&str])] = &[
+    ("/storage/v1/object/public/", &["GET", "HEAD"]),
+    ("/storage/v1/object/sign/", &["GET", "HEAD"]),
+    ("/storage/v1/object/upload/sign/", &["PUT"]),
+];
+
+fn open_storage(method: &axum::http::Method, path: &str) -> bool {
+    OPEN_STORAGE
+        .iter()
+        .any(|(prefix, methods)| path.starts_with(prefix) && methods.contains(&method.as_str()))
+}
+
 /// The role of the API key the request carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiKeyRole {
@@ -46,7 +60,10 @@ pub async fn require_apikey(
     mut req: Request<Body>,
     next: Next,
 ) -> Response {
-    if OPEN_PATHS.contains(&req.uri().path()) || req.method() == axum::http::Method::OPTIONS {
+    if OPEN_PATHS.contains(&req.uri().path())
+        || req.method() == axum::http::Method::OPTIONS
+        || open_storage(req.method(), req.uri().path())
+    {
         return next.run(req).await;
     }
     let key = req

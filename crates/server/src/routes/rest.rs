@@ -28,9 +28,11 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Res
     let anon = || Caller { role: state.settings.rest.anon_role.clone(), claims: json!({ "role": state.settings.rest.anon_role }) };
     let Some(auth) = headers.get(header::AUTHORIZATION) else { return Ok(anon()) };
     let auth = auth.to_str().map_err(|_| RestError::new(ErrorKind::JwtInvalid, "Invalid Authorization header"))?;
-    let token = match auth.split_once(' ') {
+    // PostgREST's reading: `Bearer <token>` (either case); a bare `Bearer` (HTTP trims the
+    // trailing space of `Bearer `) or another scheme carries no token, so the anon role.
+    let token = match auth.trim().split_once(' ') {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-        _ => return Err(RestError::new(ErrorKind::JwtInvalid, "Invalid Authorization header: expected a Bearer token")),
+        _ => "",
     };
     if token.is_empty() {
         return Ok(anon());
@@ -81,7 +83,9 @@ fn db_error(e: DbError, role_is_anon: bool) -> RestError {
 pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().strip_prefix("/rest/v1").unwrap_or(uri.path());
     let path = if path.is_empty() { "/" } else { path };
-    let query = uri.query().unwrap_or("");
+    // The gateway consumes `?apikey=` (Kong's hide_credentials): it is no filter.
+    let query = without_apikey(uri.query().unwrap_or(""));
+    let query = query.as_str();
     let config = &state.settings.rest;
     let req = match parse_request(RequestParts { method: &method, path, query, headers: &headers, body: &body }, config) {
         Ok(r) => r,
@@ -111,6 +115,18 @@ pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, hea
     }
 }
 
+/// The query string without its `apikey` pairs.
+fn without_apikey(query: &str) -> String {
+    if !query.split('&').any(|p| p == "apikey" || p.starts_with("apikey=")) {
+        return query.to_string();
+    }
+    query
+        .split('&')
+        .filter(|p| !(*p == "apikey" || p.starts_with("apikey=")))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 fn text_params(params: &[Option<String>]) -> Vec<(&(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync), Type)> {
     params.iter().map(|p| (p as &(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync), Type::TEXT)).collect()
 }
@@ -124,6 +140,7 @@ fn result_row(rows: &[agencyflow_db::tokio_postgres::Row]) -> Result<ResultRow, 
         body: row.try_get::<_, Option<String>>(2).map_err(get)?.unwrap_or_default(),
         location: row.try_get(3).map_err(get)?,
         estimated_total: None,
+        inserted_rows: if row.len() > 4 { row.try_get(4).map_err(get)? } else { None },
     })
 }
 
@@ -141,6 +158,10 @@ async fn execute(state: &AppState, plan: &agencyflow_rest::plan::Plan, caller: &
         .guc("request.method", method.as_str())
         .guc("request.path", path)
         .guc("request.headers", Value::Object(hdrs).to_string());
+    let settings = match &plan.timezone {
+        Some(tz) => settings.guc("timezone", tz.as_str()),
+        None => settings,
+    };
     let mut tx = state.db.begin(&settings).await?;
     // A read-only request's outcome cannot depend on commit or rollback: send COMMIT in the
     // same round trip as everything else.

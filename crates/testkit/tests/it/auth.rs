@@ -991,6 +991,8 @@ async fn auth_rate_limits_per_ip_and_per_email() {
     let t = TestDb::new().await;
     let app = t
         .spawn_app_with(&[
+            "--db-pool",
+            "16",
             "--rate-limit-sign-in-sign-ups",
             "3",
             "--rate-limit-email-sign-ins",

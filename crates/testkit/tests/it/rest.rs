@@ -268,11 +268,32 @@ async fn rest_embeds_many_to_one_one_to_many_many_to_many_inner_and_hints() {
     let r = fx.get("/clients?select=name,projects(name)&name=eq.Acme&projects.limit=1&projects.order=name", fx.a()).await;
     assert_eq!(r.expect(200).json(), json!([{"name": "Acme", "projects": [{"name": "Acme App"}]}]));
 
-    // many-to-many through the project_systems junction.
-    let r = fx.get(&format!("/projects?select=name,systems(id)&id=eq.{ACME_SITE}&systems.order=id"), fx.a()).await;
+    // many-to-many through a junction whose two foreign keys lie in one composite key:
+    // system_services (unique (system_id, service_id)).
+    fx.su
+        .batch_execute(
+            "insert into system_services (system_id, service_id) values
+               ('knowledge-assistant', 'a0000000-0000-4000-8000-000000000001'),
+               ('knowledge-assistant', 'a0000000-0000-4000-8000-000000000003')
+             on conflict do nothing",
+        )
+        .await
+        .unwrap();
+    let r = fx.get("/systems?select=id,services(slug)&id=eq.knowledge-assistant&services.order=slug", None).await;
+    let j = r.expect(200).json();
+    let slugs: Vec<&str> = j[0]["services"].as_array().unwrap().iter().map(|x| x["slug"].as_str().unwrap()).collect();
+    assert!(slugs.contains(&"ai-strategy-workshop") && slugs.contains(&"crm-integration"), "{j}");
+    let r = fx.get("/services?select=slug,systems!inner(id)&systems.id=eq.knowledge-assistant&slug=eq.crm-integration", None).await;
+    assert_eq!(r.expect(200).json(), json!([{"slug": "crm-integration", "systems": [{"id": "knowledge-assistant"}]}]));
+    // project_systems is not a junction for projects ↔ systems (its foreign key to projects
+    // is (org_id, project_id), outside its unique key): embed through it in two hops.
+    fx.get("/projects?select=name,systems(id)", fx.a()).await.error(400, "PGRST200");
+    let r = fx
+        .get(&format!("/projects?select=name,project_systems(systems(id))&id=eq.{ACME_SITE}&project_systems.order=system_id"), fx.a())
+        .await;
     assert_eq!(
         r.expect(200).json(),
-        json!([{"name": "Acme Site", "systems": [{"id": "customer-support"}, {"id": "lead-generation"}]}])
+        json!([{"name": "Acme Site", "project_systems": [{"systems": {"id": "customer-support"}}, {"systems": {"id": "lead-generation"}}]}])
     );
 
     // !inner filters the parents; without it the embed is filtered, the parent kept.
@@ -341,7 +362,7 @@ async fn rest_embed_ambiguity_is_300_pgrst201() {
     let j = fx.get("/handoffs?select=id,clients(name)", fx.service()).await.error(300, "PGRST201");
     let hint = j["hint"].as_str().unwrap();
     assert!(hint.contains("clients!handoffs_from_client_fkey") && hint.contains("clients!handoffs_to_client_fkey"), "{j}");
-    assert!(j["details"].is_array(), "{j}");
+    assert!(j["details"].is_array() && j["details"].as_array().unwrap().len() == 2, "{j}");
     fx.get("/handoffs?select=id,clients!from_client(name)", fx.service()).await.expect(200);
     fx.get("/handoffs?select=id,clients!handoffs_to_client_fkey(name)", fx.service()).await.expect(200);
 }
@@ -461,8 +482,8 @@ async fn rest_order_limit_offset_and_range() {
     let r = fx.call(Method::GET, "/clients?select=name&order=health_score.desc", fx.a()).h("Range", "1-2").send().await;
     assert_eq!(r.expect(200).names(), s(&["Gamma", "Beta Co"]));
     assert_eq!(r.header("content-range").as_deref(), Some("1-2/*"));
-    let r = fx.call(Method::GET, "/clients?select=name&order=health_score.desc&limit=1", fx.a()).h("Range", "1-2").send().await;
-    assert_eq!(r.expect(200).names(), s(&["Gamma"]));
+    let r = fx.call(Method::GET, "/clients?select=name&order=health_score.desc&limit=1", fx.a()).h("Range", "0-5").send().await;
+    assert_eq!(r.expect(200).names(), s(&["Acme"]));
 }
 
 #[tokio::test]
@@ -550,7 +571,8 @@ async fn rest_csv() {
     let r = fx.call(Method::GET, "/clients?select=name,health_score,notes&order=name", fx.a()).h("Accept", "text/csv").send().await;
     r.expect(200);
     assert!(r.header("content-type").unwrap().starts_with("text/csv"), "{:?}", r.headers);
-    assert_eq!(r.text.trim_end(), "name,health_score,notes\nAcme,80,\nBeta Co,40,hot lead\nGamma,60,\"Cold, maybe\"");
+    // PostgREST's CSV is PostgreSQL's record text: values with spaces or commas are quoted.
+    assert_eq!(r.text.trim_end(), "name,health_score,notes\nAcme,80,\n\"Beta Co\",40,\"hot lead\"\nGamma,60,\"Cold, maybe\"");
     // CSV in: insert rows from a CSV body.
     let r = fx
         .call(Method::POST, "/clients", fx.a())
@@ -955,7 +977,8 @@ async fn rest_error_mapping() {
         .await
         .error(409, "23505");
     assert!(j["message"].as_str().unwrap().contains("duplicate key"), "{j}");
-    assert!(j["details"].as_str().unwrap().contains("already exists"), "{j}");
+    // PostgreSQL leaves the key values out of DETAIL on a table with RLS enabled.
+    assert!(j["details"].is_null() || j["details"].as_str().unwrap().contains("already exists"), "{j}");
     // 23503 → 409
     fx.call(Method::POST, "/project_systems", fx.a())
         .body(json!({"org_id": fx.org_a, "project_id": ACME_SITE, "system_id": "no-such-system"}))
@@ -1118,9 +1141,9 @@ async fn rest_bad_expired_and_forged_jwts_are_401_pgrst301() {
             assert_eq!(j["message"], "JWT expired");
         }
     }
-    // a non-Bearer scheme is refused too; an empty bearer is anon
+    // like PostgREST, another scheme or an empty bearer carries no token: anon
     let r = fx.call(Method::GET, "/systems?select=id&limit=1", None).h("Authorization", "Basic abc").send().await;
-    assert_eq!(r.status, 401, "{}", r.text);
+    r.expect(200);
     let r = fx.call(Method::GET, "/systems?select=id&limit=1", None).h("Authorization", "Bearer ").send().await;
     r.expect(200);
     // a token whose role does not exist: PostgreSQL refuses the role switch

@@ -1,0 +1,680 @@
+//! `/object/...`: upload, download, info, exists, list, move, copy, remove, signed URLs.
+//!
+//! The object row is read and written in the caller's transaction (RLS decides); the bytes
+//! follow the row: written and fsynced first, renamed into place before the commit, removed on
+//! any failure, and old versions deleted only after the commit that stopped naming them.
+use agencyflow_db::{ClaimsTxn, Type};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::backend::ByteStream;
+use crate::error::{Result, StorageError};
+use crate::{Caller, StorageState};
+
+/// Signed download URLs default to the longest storage-js asks for; upload URLs live 2 hours.
+const UPLOAD_URL_SECS: i64 = 2 * 60 * 60;
+const MAX_KEY_LEN: usize = 1024;
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// An object name: relative, `/`-separated, no empty, `.` or `..` segment, no control characters.
+pub fn validate_key(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_KEY_LEN
+        && !name.starts_with('/')
+        && !name.chars().any(|c| c.is_control() || c == '\\')
+        && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::invalid_key(name))
+    }
+}
+
+pub fn validate_bucket(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 100
+        && id != "."
+        && id != ".."
+        && !id.starts_with('.')
+        && !id.chars().any(|c| c.is_control() || c == '/' || c == '\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::new(StatusCode::BAD_REQUEST, "Invalid Input", format!("Bucket name invalid: {id}")))
+    }
+}
+
+/// `bucket/some/name` → (bucket, name), both validated.
+fn split_path(rest: &str) -> Result<(String, String)> {
+    let (bucket, name) = rest.split_once('/').ok_or_else(|| StorageError::invalid_key(rest))?;
+    validate_bucket(bucket)?;
+    validate_key(name)?;
+    Ok((bucket.to_string(), name.to_string()))
+}
+
+fn object_key(bucket: &str, name: &str, version: &str) -> String {
+    format!("{bucket}/{name}/{version}")
+}
+
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The one entry point for `/object/{*rest}`: storage-js's routes share the prefix with
+/// `/object/{bucket}/{name}`, so the first segment picks the operation (as in Supabase, a
+/// bucket cannot be called `sign`, `public`, `list` ...).
+pub async fn dispatch(
+    State(s): State<StorageState>,
+    method: Method,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let q = query.as_deref();
+    let (first, tail) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
+    let head = method == Method::HEAD;
+    let result = match (&method, first) {
+        (&Method::POST, "list") => list(&s, &headers, tail, body).await,
+        (&Method::POST, "move") if tail.is_empty() => move_or_copy(&s, &headers, body, false).await,
+        (&Method::POST, "copy") if tail.is_empty() => move_or_copy(&s, &headers, body, true).await,
+        (&Method::POST, "sign") if tail.contains('/') => sign_one(&s, &headers, tail, body).await,
+        (&Method::POST, "sign") => sign_many(&s, &headers, tail, body).await,
+        (&Method::GET | &Method::HEAD, "sign") => download_signed(&s, tail, q, head).await,
+        (&Method::POST, "upload") if tail.starts_with("sign/") => sign_upload(&s, &headers, &tail[5..]).await,
+        (&Method::PUT, "upload") if tail.starts_with("sign/") => upload_signed(&s, &headers, &tail[5..], q, body).await,
+        (&Method::GET | &Method::HEAD, "public") => download_public(&s, tail, q, head).await,
+        (&Method::GET | &Method::HEAD, "authenticated") => download(&s, &headers, tail, q, head).await,
+        (&Method::GET, "info") => {
+            let tail = tail.strip_prefix("public/").or_else(|| tail.strip_prefix("authenticated/")).unwrap_or(tail);
+            info(&s, &headers, tail).await
+        }
+        (&Method::GET | &Method::HEAD, _) => download(&s, &headers, &rest, q, head).await,
+        (&Method::POST, _) => {
+            let upsert = header_str(&headers, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            upload_as_caller(&s, &headers, &rest, upsert, body).await
+        }
+        (&Method::PUT, _) => upload_as_caller(&s, &headers, &rest, true, body).await,
+        (&Method::DELETE, _) if tail.is_empty() => remove_many(&s, &headers, first, body).await,
+        (&Method::DELETE, _) => remove_one(&s, &headers, &rest).await,
+        _ => Err(StorageError::new(StatusCode::NOT_FOUND, "not_found", format!("Route {method} /object/{rest} not found"))),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T> {
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|e| StorageError::bad_request(e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|e| StorageError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A bucket's limits, read as the service role (like Supabase Storage, which reads bucket
+/// metadata as superuser: the caller's RLS on buckets does not hide a bucket's limits).
+struct BucketMeta {
+    public: bool,
+    file_size_limit: Option<i64>,
+    allowed_mime_types: Option<Vec<String>>,
+}
+
+async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
+    let tx = s.db.begin(&Caller::service().tx().read_only(true)).await?;
+    let rows = tx
+        .query_typed_and_commit(
+            "select public, file_size_limit, allowed_mime_types from storage.buckets where id = $1",
+            &[(&bucket, Type::TEXT)],
+        )
+        .await?;
+    let row = rows.into_iter().next().ok_or_else(StorageError::bucket_not_found)?;
+    Ok(BucketMeta { public: row.get(0), file_size_limit: row.get(1), allowed_mime_types: row.get(2) })
+}
+
+fn mime_allowed(allowed: &[String], mime: &str) -> bool {
+    let base = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        a == base || a == "*/*" || a.strip_suffix("/*").is_some_and(|t| base.split('/').next() == Some(t))
+    })
+}
+
+/// The upload's bytes, content type and cache control: the raw body, or the file part of a
+/// `multipart/form-data` body (storage-js sends Blobs and Files that way).
+async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String, ByteStream)> {
+    let content_type = header_str(headers, "content-type").unwrap_or("application/octet-stream").to_string();
+    let cache_from_header = header_str(headers, "cache-control")
+        .and_then(|v| v.trim().strip_prefix("max-age="))
+        .map(str::to_string);
+    if let Ok(boundary) = multer::parse_boundary(&content_type) {
+        let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+        let mut cache = cache_from_header;
+        while let Some(field) = mp.next_field().await.map_err(|e| StorageError::bad_request(e.to_string()))? {
+            let is_file = field.file_name().is_some() || field.name().map_or(true, str::is_empty);
+            if is_file {
+                let mime = field.content_type().map(|m| m.to_string()).unwrap_or_else(|| "application/octet-stream".into());
+                // The file part streams; later parts (none, from storage-js) are not read.
+                let stream = futures::stream::unfold((mp, Some(field)), |(mp, field)| async move {
+                    let mut field = field?;
+                    match field.chunk().await {
+                        Ok(Some(b)) => Some((Ok(b), (mp, Some(field)))),
+                        Ok(None) => None,
+                        Err(e) => Some((Err(std::io::Error::other(e)), (mp, None))),
+                    }
+                })
+                .boxed();
+                return Ok((mime, cache.unwrap_or_else(|| "3600".into()), stream));
+            }
+            if field.name() == Some("cacheControl") {
+                cache = Some(field.text().await.map_err(|e| StorageError::bad_request(e.to_string()))?);
+            }
+        }
+        return Err(StorageError::bad_request("the multipart body has no file"));
+    }
+    let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
+    Ok((content_type, cache_from_header.unwrap_or_else(|| "no-cache".into()), stream))
+}
+
+/// Who writes: the caller's role and claims, the row's owner.
+struct Writer {
+    caller: Caller,
+    owner: Option<Uuid>,
+}
+
+async fn upload_as_caller(s: &StorageState, headers: &HeaderMap, rest: &str, upsert: bool, body: Body) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    let (bucket, name) = split_path(rest)?;
+    let owner = caller.owner();
+    store(s, Writer { caller, owner }, &bucket, &name, upsert, headers, body).await
+}
+
+/// Writes one object: file staged and fsynced, row inserted (or upserted) as the writer,
+/// file renamed into place, commit; on failure the file is removed and the row rolled back.
+async fn store(s: &StorageState, w: Writer, bucket: &str, name: &str, upsert: bool, headers: &HeaderMap, body: Body) -> Result<Response> {
+    let meta = bucket_meta(s, bucket).await?;
+    let limit = meta.file_size_limit.map_or(s.file_size_limit, |l| (l.max(0) as u64).min(s.file_size_limit));
+    if header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit)
+        && !header_str(headers, "content-type").is_some_and(|c| c.starts_with("multipart/"))
+    {
+        return Err(StorageError::too_large());
+    }
+    let (mime, cache_control, stream) = upload_body(headers, body).await?;
+    if let Some(allowed) = meta.allowed_mime_types.as_deref().filter(|a| !a.is_empty()) {
+        if !mime_allowed(allowed, &mime) {
+            return Err(StorageError::invalid_mime(&mime));
+        }
+    }
+    let version = Uuid::new_v4().to_string();
+    let mut pending = s.backend.write(object_key(bucket, name, &version), stream, limit).await?;
+    let size = pending.size;
+    let committed: Result<(Uuid, Option<String>)> = async {
+        let mut tx = s.db.begin(&w.caller.tx()).await?;
+        let old: Option<String> = if upsert {
+            tx.query_opt("select version from storage.objects where bucket_id = $1 and name = $2 for update", &[&bucket, &name])
+                .await?
+                .and_then(|r| r.get(0))
+        } else {
+            None
+        };
+        let metadata = json!({
+            "eTag": format!("\"{version}\""),
+            "size": size,
+            "mimetype": mime,
+            "cacheControl": format!("max-age={cache_control}"),
+            "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "contentLength": size,
+            "httpStatusCode": 200,
+        });
+        let sql = if upsert {
+            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5)
+             on conflict (bucket_id, name) do update set owner = excluded.owner, metadata = excluded.metadata,
+               version = excluded.version, updated_at = now(), last_accessed_at = now()
+             returning id"
+        } else {
+            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5) returning id"
+        };
+        let row = tx.query_one(sql, &[&bucket, &name, &w.owner, &metadata, &version]).await?;
+        let id: Uuid = row.get(0);
+        s.backend.publish(&mut pending).await?;
+        tx.commit().await?;
+        Ok((id, old))
+    }
+    .await;
+    match committed {
+        Ok((id, old)) => {
+            if let Some(old) = old.filter(|o| *o != version) {
+                if let Err(e) = s.backend.delete(object_key(bucket, name, &old)).await {
+                    tracing::warn!(error = %e, "removing a replaced object's file");
+                }
+            }
+            Ok(Json(json!({ "Id": id, "Key": format!("{bucket}/{name}") })).into_response())
+        }
+        Err(e) => {
+            s.backend.discard(pending).await;
+            Err(e)
+        }
+    }
+}
+
+/// An object row as the caller sees it.
+struct Found {
+    version: String,
+    metadata: Value,
+    last_modified: String,
+}
+
+const FIND_SQL: &str = "select version, coalesce(metadata, '{}'::jsonb), \
+    to_char(updated_at at time zone 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS \"GMT\"') \
+    from storage.objects where bucket_id = $1 and name = $2";
+
+async fn find(s: &StorageState, caller: &Caller, bucket: &str, name: &str) -> Result<Found> {
+    let tx = s.db.begin(&caller.tx().read_only(true)).await?;
+    let rows = tx.query_typed_and_commit(FIND_SQL, &[(&bucket, Type::TEXT), (&name, Type::TEXT)]).await?;
+    let row = rows.into_iter().next().ok_or_else(StorageError::object_not_found)?;
+    let version: Option<String> = row.get(0);
+    Ok(Found { version: version.ok_or_else(StorageError::object_not_found)?, metadata: row.get(1), last_modified: row.get(2) })
+}
+
+async fn serve(s: &StorageState, bucket: &str, name: &str, found: Found, query: Option<&str>, head: bool) -> Result<Response> {
+    let key = object_key(bucket, name, &found.version);
+    let mime = found.metadata.get("mimetype").and_then(Value::as_str).unwrap_or("application/octet-stream").to_string();
+    let mut resp = if head {
+        let size = found.metadata.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let mut r = Response::new(Body::empty());
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r
+    } else {
+        let Some((size, stream)) = s.backend.read(key.clone()).await? else {
+            tracing::error!(key = %key, "an object row names a file that is missing");
+            return Err(StorageError::object_not_found());
+        };
+        let mut r = Response::new(Body::from_stream(stream));
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&mime) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(v) = found.metadata.get("cacheControl").and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok()) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", found.version)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&found.last_modified) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if let Some(d) = query_param(query, "download") {
+        let file = if d.is_empty() { name.rsplit('/').next().unwrap_or(name).to_string() } else { d };
+        let enc = percent_encoding::utf8_percent_encode(&file, percent_encoding::NON_ALPHANUMERIC);
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{enc}")) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn download(s: &StorageState, headers: &HeaderMap, rest: &str, query: Option<&str>, head: bool) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    let (bucket, name) = split_path(rest)?;
+    let found = find(s, &caller, &bucket, &name).await?;
+    serve(s, &bucket, &name, found, query, head).await
+}
+
+async fn download_public(s: &StorageState, rest: &str, query: Option<&str>, head: bool) -> Result<Response> {
+    let (bucket, name) = split_path(rest)?;
+    let meta = bucket_meta(s, &bucket).await.map_err(|_| StorageError::object_not_found())?;
+    if !meta.public {
+        return Err(StorageError::object_not_found());
+    }
+    let found = find(s, &Caller::service(), &bucket, &name).await?;
+    serve(s, &bucket, &name, found, query, head).await
+}
+
+async fn info(s: &StorageState, headers: &HeaderMap, rest: &str) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    let (bucket, name) = split_path(rest)?;
+    let tx = s.db.begin(&caller.tx().read_only(true)).await?;
+    let rows = tx
+        .query_typed_and_commit(
+            "select json_build_object('id', id, 'version', version, 'name', name, 'bucket_id', bucket_id,
+               'owner', owner, 'updated_at', updated_at, 'created_at', created_at, 'last_accessed_at', last_accessed_at,
+               'size', (metadata->>'size')::bigint, 'cache_control', metadata->>'cacheControl',
+               'content_type', metadata->>'mimetype', 'etag', metadata->>'eTag', 'last_modified', updated_at,
+               'metadata', user_metadata)::text
+             from storage.objects where bucket_id = $1 and name = $2",
+            &[(&bucket, Type::TEXT), (&name, Type::TEXT)],
+        )
+        .await?;
+    let row = rows.into_iter().next().ok_or_else(StorageError::object_not_found)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], row.get::<_, String>(0)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SortBy {
+    column: Option<String>,
+    order: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListBody {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(default, rename = "sortBy")]
+    sort_by: Option<SortBy>,
+    #[serde(default)]
+    search: Option<String>,
+}
+
+/// One level of the bucket under `prefix`: folders (`id: null`) and files, as Supabase's
+/// `storage.search` returns them; RLS hides what the caller may not select.
+async fn list(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    validate_bucket(bucket)?;
+    let b: ListBody = json_body(body).await?;
+    let mut prefix = b.prefix.unwrap_or_default().trim_start_matches('/').to_string();
+    if !prefix.is_empty() && !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let sort = b.sort_by.unwrap_or_default();
+    let column = match sort.column.as_deref().unwrap_or("name") {
+        "name" => "name",
+        "updated_at" => "updated_at",
+        "created_at" => "created_at",
+        "last_accessed_at" => "last_accessed_at",
+        other => return Err(StorageError::bad_request(format!("cannot sort by {other}"))),
+    };
+    let order = match sort.order.as_deref().unwrap_or("asc").to_ascii_lowercase().as_str() {
+        "asc" => "asc",
+        "desc" => "desc",
+        other => return Err(StorageError::bad_request(format!("invalid sort order {other}"))),
+    };
+    let limit = b.limit.unwrap_or(100).clamp(1, 1000);
+    let offset = b.offset.unwrap_or(0).max(0);
+    let search = b.search.unwrap_or_default();
+    let sql = format!(
+        "with o as (
+           select substr(name, length($2) + 1) as rest, id, updated_at, created_at, last_accessed_at, metadata
+           from storage.objects where bucket_id = $1 and starts_with(name, $2)
+         ), e as (
+           select split_part(rest, '/', 1) as name, null::uuid as id, null::timestamptz as updated_at,
+                  null::timestamptz as created_at, null::timestamptz as last_accessed_at, null::jsonb as metadata
+           from o where strpos(rest, '/') > 0 group by 1
+           union all
+           select rest, id, updated_at, created_at, last_accessed_at, metadata from o where strpos(rest, '/') = 0
+         ), page as (
+           select * from e where $3 = '' or name ilike replace(replace(replace($3, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'
+           order by {column} {order} nulls last, name
+           limit $4 offset $5
+         )
+         select coalesce(json_agg(page), '[]')::text from page"
+    );
+    let tx = s.db.begin(&caller.tx().read_only(true)).await?;
+    let rows = tx
+        .query_typed_and_commit(
+            &sql,
+            &[(&bucket, Type::TEXT), (&prefix, Type::TEXT), (&search, Type::TEXT), (&limit, Type::INT8), (&offset, Type::INT8)],
+        )
+        .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], rows[0].get::<_, String>(0)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MoveBody {
+    bucket_id: String,
+    source_key: String,
+    destination_key: String,
+    #[serde(default)]
+    destination_bucket: Option<String>,
+}
+
+/// Move: the row is renamed (RLS checks the old and the new name), the file linked under its
+/// new key before the commit and unlinked from the old one after it. Copy: a new row and a
+/// new version with the same bytes.
+async fn move_or_copy(s: &StorageState, headers: &HeaderMap, body: Body, copy: bool) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    let b: MoveBody = json_body(body).await?;
+    let dest_bucket = b.destination_bucket.clone().unwrap_or_else(|| b.bucket_id.clone());
+    validate_bucket(&b.bucket_id)?;
+    validate_bucket(&dest_bucket)?;
+    validate_key(&b.source_key)?;
+    validate_key(&b.destination_key)?;
+    let mut tx = s.db.begin(&caller.tx()).await?;
+    let (old_key, new_key, id) = if copy {
+        let row = tx
+            .query_opt(
+                "select version, metadata, user_metadata from storage.objects where bucket_id = $1 and name = $2",
+                &[&b.bucket_id, &b.source_key],
+            )
+            .await?
+            .ok_or_else(StorageError::object_not_found)?;
+        let version: Option<String> = row.get(0);
+        let version = version.ok_or_else(StorageError::object_not_found)?;
+        let (metadata, user_metadata): (Option<Value>, Option<Value>) = (row.get(1), row.get(2));
+        let new_version = Uuid::new_v4().to_string();
+        let id: Uuid = tx
+            .query_one(
+                "insert into storage.objects (bucket_id, name, owner, metadata, user_metadata, version) values ($1, $2, $3, $4, $5, $6) returning id",
+                &[&dest_bucket, &b.destination_key, &caller.owner(), &metadata, &user_metadata, &new_version],
+            )
+            .await?
+            .get(0);
+        (object_key(&b.bucket_id, &b.source_key, &version), object_key(&dest_bucket, &b.destination_key, &new_version), id)
+    } else {
+        let row = tx
+            .query_opt(
+                "update storage.objects set bucket_id = $3, name = $4, updated_at = now()
+                 where bucket_id = $1 and name = $2 returning version, id",
+                &[&b.bucket_id, &b.source_key, &dest_bucket, &b.destination_key],
+            )
+            .await?
+            .ok_or_else(StorageError::object_not_found)?;
+        let version: Option<String> = row.get(0);
+        let version = version.ok_or_else(StorageError::object_not_found)?;
+        (object_key(&b.bucket_id, &b.source_key, &version), object_key(&dest_bucket, &b.destination_key, &version), row.get(1))
+    };
+    if let Err(e) = s.backend.copy(old_key.clone(), new_key.clone()).await {
+        return Err(e.into());
+    }
+    if let Err(e) = tx.commit().await {
+        let _ = s.backend.delete(new_key).await;
+        return Err(e.into());
+    }
+    if copy {
+        return Ok(Json(json!({ "Id": id, "Key": format!("{dest_bucket}/{}", b.destination_key) })).into_response());
+    }
+    if let Err(e) = s.backend.delete(old_key).await {
+        tracing::warn!(error = %e, "removing a moved object's old file");
+    }
+    Ok(Json(json!({ "message": "Successfully moved" })).into_response())
+}
+
+const OBJECT_JSON: &str = "jsonb_build_object('name', name, 'bucket_id', bucket_id, 'owner', owner, 'id', id, \
+    'updated_at', updated_at, 'created_at', created_at, 'last_accessed_at', last_accessed_at, 'metadata', metadata)";
+
+async fn delete_rows(s: &StorageState, mut tx: ClaimsTxn, bucket: &str, names: &[String]) -> Result<Vec<Value>> {
+    let sql = format!("delete from storage.objects where bucket_id = $1 and name = any($2) returning version, {OBJECT_JSON}");
+    let rows = tx.query(&sql, &[&bucket, &names]).await?;
+    tx.commit().await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let version: Option<String> = r.get(0);
+        let obj: Value = r.get(1);
+        if let (Some(v), Some(name)) = (version, obj.get("name").and_then(Value::as_str)) {
+            if let Err(e) = s.backend.delete(object_key(bucket, name, &v)).await {
+                tracing::warn!(error = %e, "removing a deleted object's file");
+            }
+        }
+        out.push(obj);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct RemoveBody {
+    prefixes: Vec<String>,
+}
+
+async fn remove_many(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    validate_bucket(bucket)?;
+    let b: RemoveBody = json_body(body).await?;
+    if b.prefixes.is_empty() || b.prefixes.len() > 1000 {
+        return Err(StorageError::bad_request("prefixes must hold 1 to 1000 names"));
+    }
+    let tx = s.db.begin(&caller.tx()).await?;
+    let deleted = delete_rows(s, tx, bucket, &b.prefixes).await?;
+    Ok(Json(Value::Array(deleted)).into_response())
+}
+
+async fn remove_one(s: &StorageState, headers: &HeaderMap, rest: &str) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    let (bucket, name) = split_path(rest)?;
+    let tx = s.db.begin(&caller.tx()).await?;
+    let deleted = delete_rows(s, tx, &bucket, &[name]).await?;
+    if deleted.is_empty() {
+        return Err(StorageError::object_not_found());
+    }
+    Ok(Json(json!({ "message": "Successfully deleted" })).into_response())
+}
+
+// ---- signed URLs: HS256 JWTs over the project secret, `url` = `<bucket>/<name>` ----
+
+fn sign_token(s: &StorageState, claims: Value) -> Result<String> {
+    s.keys.sign_hs256(&claims).map_err(StorageError::internal)
+}
+
+/// Verifies a signed-URL token of `kind` for exactly `url`.
+fn verify_token(s: &StorageState, token: Option<String>, kind: &str, url: &str) -> Result<Value> {
+    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| StorageError::bad_request("querystring must have required property 'token'"))?;
+    let claims = s.keys.verify(&token).map_err(|e| match e {
+        agencyflow_auth::JwtError::Expired => StorageError::invalid_jwt("jwt expired"),
+        other => StorageError::invalid_jwt(other.to_string()),
+    })?;
+    if claims.get("exp").and_then(Value::as_i64).is_none() {
+        return Err(StorageError::invalid_jwt("the token has no expiry"));
+    }
+    if claims.get("storage").and_then(Value::as_str) != Some(kind) || claims.get("url").and_then(Value::as_str) != Some(url) {
+        return Err(StorageError::new(StatusCode::BAD_REQUEST, "InvalidSignature", "The url does not match the signature"));
+    }
+    Ok(claims)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignBody {
+    expires_in: i64,
+    #[serde(default)]
+    paths: Vec<String>,
+}
+
+fn check_expiry(expires_in: i64) -> Result<()> {
+    if expires_in < 1 {
+        return Err(StorageError::bad_request("expiresIn must be a positive number of seconds"));
+    }
+    Ok(())
+}
+
+async fn sign_one(s: &StorageState, headers: &HeaderMap, rest: &str, body: Body) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    let (bucket, name) = split_path(rest)?;
+    let b: SignBody = json_body(body).await?;
+    check_expiry(b.expires_in)?;
+    // Only what the caller may read can be signed.
+    find(s, &caller, &bucket, &name).await?;
+    let url = format!("{bucket}/{name}");
+    let t = now();
+    let token = sign_token(s, json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }))?;
+    Ok(Json(json!({ "signedURL": format!("/object/sign/{url}?token={token}") })).into_response())
+}
+
+async fn sign_many(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    validate_bucket(bucket)?;
+    let b: SignBody = json_body(body).await?;
+    check_expiry(b.expires_in)?;
+    if b.paths.is_empty() || b.paths.len() > 1000 {
+        return Err(StorageError::bad_request("paths must hold 1 to 1000 names"));
+    }
+    let tx = s.db.begin(&caller.tx().read_only(true)).await?;
+    let rows = tx
+        .query_typed_and_commit(
+            "select name from storage.objects where bucket_id = $1 and name = any($2)",
+            &[(&bucket, Type::TEXT), (&b.paths, Type::TEXT_ARRAY)],
+        )
+        .await?;
+    let visible: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let t = now();
+    let mut out = Vec::with_capacity(b.paths.len());
+    for p in &b.paths {
+        if visible.contains(p) {
+            let url = format!("{bucket}/{p}");
+            let token = sign_token(s, json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }))?;
+            out.push(json!({ "error": null, "path": p, "signedURL": format!("/object/sign/{url}?token={token}") }));
+        } else {
+            out.push(json!({ "error": "Either the object does not exist or you do not have access to it", "path": p, "signedURL": null }));
+        }
+    }
+    Ok(Json(Value::Array(out)).into_response())
+}
+
+async fn download_signed(s: &StorageState, rest: &str, query: Option<&str>, head: bool) -> Result<Response> {
+    let (bucket, name) = split_path(rest)?;
+    verify_token(s, query_param(query, "token"), "download", &format!("{bucket}/{name}"))?;
+    let found = find(s, &Caller::service(), &bucket, &name).await?;
+    serve(s, &bucket, &name, found, query, head).await
+}
+
+/// A signed upload URL: granted when the caller could write the object now (a probe insert,
+/// rolled back); the upload itself then runs with the token's owner.
+async fn sign_upload(s: &StorageState, headers: &HeaderMap, rest: &str) -> Result<Response> {
+    let caller = Caller::from_headers(&s.keys, headers)?;
+    let (bucket, name) = split_path(rest)?;
+    bucket_meta(s, &bucket).await?;
+    let upsert = header_str(headers, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let owner = caller.owner();
+    let mut tx = s.db.begin(&caller.tx()).await?;
+    let sql = if upsert {
+        "insert into storage.objects (bucket_id, name, owner) values ($1, $2, $3)
+         on conflict (bucket_id, name) do update set updated_at = now()"
+    } else {
+        "insert into storage.objects (bucket_id, name, owner) values ($1, $2, $3)"
+    };
+    tx.execute(sql, &[&bucket, &name, &owner]).await?;
+    tx.rollback().await?;
+    let url = format!("{bucket}/{name}");
+    let t = now();
+    let token = sign_token(
+        s,
+        json!({ "url": url, "storage": "upload", "owner": owner, "upsert": upsert, "iat": t, "exp": t + UPLOAD_URL_SECS }),
+    )?;
+    Ok(Json(json!({ "url": format!("/object/upload/sign/{url}?token={token}"), "token": token })).into_response())
+}
+
+async fn upload_signed(s: &StorageState, headers: &HeaderMap, rest: &str, query: Option<&str>, body: Body) -> Result<Response> {
+    let (bucket, name) = split_path(rest)?;
+    let claims = verify_token(s, query_param(query, "token"), "upload", &format!("{bucket}/{name}"))?;
+    let owner = claims.get("owner").and_then(Value::as_str).and_then(|o| o.parse().ok());
+    let upsert = claims.get("upsert").and_then(Value::as_bool).unwrap_or(false);
+    store(s, Writer { caller: Caller::service(), owner }, &bucket, &name, upsert, headers, body).await
+}
