@@ -68,52 +68,51 @@ alter default privileges in schema extensions grant all on functions to anon, au
 -- Nothing in `private` is callable unless granted explicitly.
 alter default privileges in schema private revoke execute on functions from public;
 
--- auth helpers: read the GUC the server sets per request. STABLE so the planner can
--- evaluate `(select auth.uid())` once per statement.
+-- auth helpers: read the GUC the server sets per request. As Supabase defines them: STABLE
+-- SQL without a SET clause, so the planner inlines them and `(select auth.uid())` in a
+-- policy is one cheap InitPlan (a SET clause forbids inlining and re-plans the body on every
+-- statement: bench/rls.sh). Safe without a search_path: every name is schema-qualified,
+-- operators included.
 create or replace function auth.jwt() returns jsonb
 language sql stable
-set search_path = ''
 as $$
   select coalesce(
-    nullif(current_setting('request.jwt.claim', true), ''),
-    nullif(current_setting('request.jwt.claims', true), '')
-  )::jsonb
+    nullif(pg_catalog.current_setting('request.jwt.claim', true), ''),
+    nullif(pg_catalog.current_setting('request.jwt.claims', true), '')
+  )::pg_catalog.jsonb
 $$;
 
 create or replace function auth.uid() returns uuid
 language sql stable
-set search_path = ''
 as $$
   select nullif(
     coalesce(
-      current_setting('request.jwt.claim.sub', true),
-      (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+      pg_catalog.current_setting('request.jwt.claim.sub', true),
+      (nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::pg_catalog.jsonb operator(pg_catalog.->>) 'sub')
     ), ''
-  )::uuid
+  )::pg_catalog.uuid
 $$;
 
 create or replace function auth.role() returns text
 language sql stable
-set search_path = ''
 as $$
   select nullif(
     coalesce(
-      current_setting('request.jwt.claim.role', true),
-      (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
+      pg_catalog.current_setting('request.jwt.claim.role', true),
+      (nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::pg_catalog.jsonb operator(pg_catalog.->>) 'role')
     ), ''
-  )::text
+  )::pg_catalog.text
 $$;
 
 create or replace function auth.email() returns text
 language sql stable
-set search_path = ''
 as $$
   select nullif(
     coalesce(
-      current_setting('request.jwt.claim.email', true),
-      (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email')
+      pg_catalog.current_setting('request.jwt.claim.email', true),
+      (nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::pg_catalog.jsonb operator(pg_catalog.->>) 'email')
     ), ''
-  )::text
+  )::pg_catalog.text
 $$;
 
 grant execute on function auth.jwt(), auth.uid(), auth.role(), auth.email()
