@@ -57,7 +57,10 @@ impl LocalBackend {
     fn path(&self, key: &str) -> io::Result<PathBuf> {
         let rel = Path::new(key);
         if key.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid key {key:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid key {key:?}"),
+            ));
         }
         Ok(self.root.join(rel))
     }
@@ -69,25 +72,38 @@ impl LocalBackend {
 
 async fn sync_dir(dir: &Path) {
     let dir = dir.to_path_buf();
-    let _ = tokio::task::spawn_blocking(move || std::fs::File::open(&dir).and_then(|f| f.sync_all())).await;
+    let _ =
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir).and_then(|f| f.sync_all()))
+            .await;
 }
 
 const WRITE_BUFFER: usize = 1 << 20;
 const READ_CHUNK: usize = 256 * 1024;
 
 impl Backend for LocalBackend {
-    fn write(&self, key: String, mut body: ByteStream, limit: u64) -> BoxFuture<'_, Result<Pending>> {
+    fn write(
+        &self,
+        key: String,
+        mut body: ByteStream,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<Pending>> {
         async move {
             self.path(&key)?;
             let dir = self.tmp_dir();
             tokio::fs::create_dir_all(&dir).await?;
             let temp = dir.join(uuid::Uuid::new_v4().simple().to_string());
-            let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&temp).await?;
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .await?;
             let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
             let written: Result<u64> = async {
                 let mut size = 0u64;
                 while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| StorageError::bad_request(format!("reading the upload: {e}")))?;
+                    let chunk = chunk.map_err(|e| {
+                        StorageError::bad_request(format!("reading the upload: {e}"))
+                    })?;
                     size += chunk.len() as u64;
                     if size > limit {
                         return Err(StorageError::too_large());
@@ -101,7 +117,11 @@ impl Backend for LocalBackend {
             .await;
             drop(out);
             match written {
-                Ok(size) => Ok(Pending { key, size, temp: Some(temp) }),
+                Ok(size) => Ok(Pending {
+                    key,
+                    size,
+                    temp: Some(temp),
+                }),
                 Err(e) => {
                     let _ = tokio::fs::remove_file(&temp).await;
                     Err(e)
@@ -207,5 +227,236 @@ impl Backend for LocalBackend {
             Ok(())
         }
         .boxed()
+    }
+}
+
+/// An S3-compatible bucket (or any `object_store`): objects are written straight to their
+/// versioned key, which no row names until the commit, so publishing is a no-op and a
+/// failure deletes the key.
+#[cfg(feature = "s3")]
+pub struct ObjectStoreBackend {
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+}
+
+#[cfg(feature = "s3")]
+impl ObjectStoreBackend {
+    pub fn new(store: std::sync::Arc<dyn object_store::ObjectStore>) -> Self {
+        ObjectStoreBackend { store }
+    }
+
+    /// S3 from `STORAGE_S3_BUCKET`, `STORAGE_S3_ENDPOINT` and the usual `AWS_*` variables
+    /// (credentials, region, session token).
+    pub fn s3(bucket: &str, endpoint: Option<&str>) -> std::result::Result<Self, String> {
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(ep) = endpoint.filter(|e| !e.is_empty()) {
+            b = b
+                .with_endpoint(ep)
+                .with_allow_http(ep.starts_with("http://"));
+        }
+        let store = b.build().map_err(|e| e.to_string())?;
+        Ok(Self::new(std::sync::Arc::new(store)))
+    }
+
+    fn path(key: &str) -> io::Result<object_store::path::Path> {
+        if key.is_empty()
+            || key
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid key {key:?}"),
+            ));
+        }
+        Ok(object_store::path::Path::from_iter(key.split('/')))
+    }
+}
+
+#[cfg(feature = "s3")]
+fn os_err(e: object_store::Error) -> io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => io::Error::new(io::ErrorKind::NotFound, e),
+        other => io::Error::other(other),
+    }
+}
+
+#[cfg(feature = "s3")]
+const PART_SIZE: usize = 8 << 20;
+
+#[cfg(feature = "s3")]
+impl Backend for ObjectStoreBackend {
+    fn write(
+        &self,
+        key: String,
+        mut body: ByteStream,
+        limit: u64,
+    ) -> BoxFuture<'_, Result<Pending>> {
+        async move {
+            let path = Self::path(&key)?;
+            let upload = self.store.put_multipart(&path).await.map_err(os_err)?;
+            let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut size = 0u64;
+            let streamed: Result<()> = async {
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| {
+                        StorageError::bad_request(format!("reading the upload: {e}"))
+                    })?;
+                    size += chunk.len() as u64;
+                    if size > limit {
+                        return Err(StorageError::too_large());
+                    }
+                    w.wait_for_capacity(4).await.map_err(os_err)?;
+                    w.put(chunk);
+                }
+                Ok(())
+            }
+            .await;
+            match streamed {
+                Ok(()) => {
+                    w.finish().await.map_err(os_err)?;
+                    Ok(Pending {
+                        key,
+                        size,
+                        temp: None,
+                    })
+                }
+                Err(e) => {
+                    let _ = w.abort().await;
+                    Err(e)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn publish<'a>(&'a self, _p: &'a mut Pending) -> BoxFuture<'a, io::Result<()>> {
+        async { Ok(()) }.boxed()
+    }
+
+    fn discard(&self, p: Pending) -> BoxFuture<'_, ()> {
+        async move {
+            let _ = self.delete(p.key).await;
+        }
+        .boxed()
+    }
+
+    fn read(&self, key: String) -> BoxFuture<'_, io::Result<Option<(u64, ByteStream)>>> {
+        async move {
+            let path = Self::path(&key)?;
+            match self.store.get(&path).await {
+                Ok(r) => {
+                    let size = r.meta.size;
+                    let stream = r.into_stream().map(|c| c.map_err(os_err)).boxed();
+                    Ok(Some((size, stream)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(os_err(e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn copy(&self, from: String, to: String) -> BoxFuture<'_, io::Result<()>> {
+        async move {
+            self.store
+                .copy(&Self::path(&from)?, &Self::path(&to)?)
+                .await
+                .map_err(os_err)
+        }
+        .boxed()
+    }
+
+    fn delete(&self, key: String) -> BoxFuture<'_, io::Result<()>> {
+        async move {
+            match self.store.delete(&Self::path(&key)?).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(os_err(e)),
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(parts: &[&'static [u8]]) -> ByteStream {
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed()
+    }
+
+    async fn read_all(b: &dyn Backend, key: &str) -> Option<Vec<u8>> {
+        let (size, s) = b.read(key.into()).await.unwrap()?;
+        let chunks: Vec<Bytes> = s.map(|c| c.unwrap()).collect().await;
+        let all = chunks.concat();
+        assert_eq!(all.len() as u64, size);
+        Some(all)
+    }
+
+    /// The contract every backend keeps: invisible until published, limit enforced, discard
+    /// removes, copy is independent, delete is idempotent.
+    async fn contract(b: &dyn Backend, staged_is_invisible: bool) {
+        let mut p = b
+            .write("bk/a/b.txt/v1".into(), body(&[b"hello ", b"world"]), 100)
+            .await
+            .unwrap();
+        assert_eq!(p.size, 11);
+        if staged_is_invisible {
+            assert!(read_all(b, "bk/a/b.txt/v1").await.is_none());
+        }
+        b.publish(&mut p).await.unwrap();
+        assert_eq!(read_all(b, "bk/a/b.txt/v1").await.unwrap(), b"hello world");
+        let err = b
+            .write(
+                "bk/big/v1".into(),
+                body(&[b"0123456789", b"0123456789"]),
+                15,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(read_all(b, "bk/big/v1").await.is_none());
+        let mut q = b
+            .write("bk/gone/v1".into(), body(&[b"x"]), 10)
+            .await
+            .unwrap();
+        b.publish(&mut q).await.unwrap();
+        b.discard(q).await;
+        assert!(read_all(b, "bk/gone/v1").await.is_none());
+        b.copy("bk/a/b.txt/v1".into(), "bk/c/v2".into())
+            .await
+            .unwrap();
+        b.delete("bk/a/b.txt/v1".into()).await.unwrap();
+        b.delete("bk/a/b.txt/v1".into()).await.unwrap();
+        assert!(read_all(b, "bk/a/b.txt/v1").await.is_none());
+        assert_eq!(read_all(b, "bk/c/v2").await.unwrap(), b"hello world");
+        assert!(b.read("../escape".into()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn local_backend_keeps_the_contract() {
+        let dir = std::env::temp_dir().join(format!(
+            "agencyflow-storage-unit-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let b = LocalBackend::new(dir.clone());
+        contract(&b, true).await;
+        // Nothing staged is left behind, and emptied folders are tidied.
+        assert_eq!(std::fs::read_dir(dir.join(".tmp")).unwrap().count(), 0);
+        assert!(!dir.join("bk/a").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[cfg(feature = "s3")]
+    #[tokio::test]
+    async fn object_store_backend_keeps_the_contract() {
+        let b = ObjectStoreBackend::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
+        contract(&b, false).await;
     }
 }

@@ -12,7 +12,8 @@ use crate::error::{Result, StorageError};
 use crate::objects::validate_bucket;
 use crate::{Caller, StorageState};
 
-const BUCKET_JSON: &str = "json_build_object('id', id, 'name', name, 'owner', owner, 'public', public, \
+const BUCKET_JSON: &str =
+    "json_build_object('id', id, 'name', name, 'owner', owner, 'public', public, \
     'file_size_limit', file_size_limit, 'allowed_mime_types', allowed_mime_types, \
     'created_at', created_at, 'updated_at', updated_at)";
 
@@ -23,29 +24,46 @@ fn raw_json(text: String) -> Response {
 pub async fn list(State(s): State<StorageState>, headers: HeaderMap) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
     let tx = s.db.begin(&caller.tx().read_only(true)).await?;
-    let sql = format!("select coalesce(json_agg({BUCKET_JSON} order by name), '[]')::text from storage.buckets");
+    let sql = format!(
+        "select coalesce(json_agg({BUCKET_JSON} order by name), '[]')::text from storage.buckets"
+    );
     let rows = tx.query_typed_and_commit(&sql, &[]).await?;
     Ok(raw_json(rows[0].get(0)))
 }
 
-pub async fn get_one(State(s): State<StorageState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+pub async fn get_one(
+    State(s): State<StorageState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
     let tx = s.db.begin(&caller.tx().read_only(true)).await?;
     let sql = format!("select {BUCKET_JSON}::text from storage.buckets where id = $1");
-    let rows = tx.query_typed_and_commit(&sql, &[(&id, Type::TEXT)]).await?;
-    let row = rows.into_iter().next().ok_or_else(StorageError::bucket_not_found)?;
+    let rows = tx
+        .query_typed_and_commit(&sql, &[(&id, Type::TEXT)])
+        .await?;
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(StorageError::bucket_not_found)?;
     Ok(raw_json(row.get(0)))
 }
 
 /// `10485760`, `"10485760"`, `"10MB"`, `"1.5 GB"`, `"512kb"`.
 pub fn parse_size(v: &Value) -> Result<Option<i64>> {
-    let bad = || StorageError::bad_request("file_size_limit must be a number of bytes or a size such as \"50MB\"");
+    let bad = || {
+        StorageError::bad_request(
+            "file_size_limit must be a number of bytes or a size such as \"50MB\"",
+        )
+    };
     match v {
         Value::Null => Ok(None),
         Value::Number(n) => n.as_i64().filter(|n| *n > 0).map(Some).ok_or_else(bad),
         Value::String(s) => {
             let t = s.trim().to_ascii_lowercase();
-            let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+            let split = t
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(t.len());
             let (num, unit) = t.split_at(split);
             let num: f64 = num.parse().map_err(|_| bad())?;
             let mult: f64 = match unit.trim() {
@@ -70,10 +88,16 @@ fn mime_list(v: &Value) -> Result<Option<Vec<String>>> {
         Value::Null => Ok(None),
         Value::Array(a) => a
             .iter()
-            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| StorageError::bad_request("allowed_mime_types must be strings")))
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| StorageError::bad_request("allowed_mime_types must be strings"))
+            })
             .collect::<Result<Vec<_>>>()
             .map(Some),
-        _ => Err(StorageError::bad_request("allowed_mime_types must be an array of strings")),
+        _ => Err(StorageError::bad_request(
+            "allowed_mime_types must be an array of strings",
+        )),
     }
 }
 
@@ -89,9 +113,16 @@ pub struct BucketBody {
     allowed_mime_types: Value,
 }
 
-pub async fn create(State(s): State<StorageState>, headers: HeaderMap, Json(b): Json<BucketBody>) -> Result<Response> {
+pub async fn create(
+    State(s): State<StorageState>,
+    headers: HeaderMap,
+    Json(b): Json<BucketBody>,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
-    let id = b.id.clone().or_else(|| b.name.clone()).ok_or_else(|| StorageError::bad_request("body must have property name"))?;
+    let id =
+        b.id.clone()
+            .or_else(|| b.name.clone())
+            .ok_or_else(|| StorageError::bad_request("body must have property name"))?;
     validate_bucket(&id)?;
     let name = b.name.clone().unwrap_or_else(|| id.clone());
     let limit = parse_size(&b.file_size_limit)?;
@@ -106,7 +137,12 @@ pub async fn create(State(s): State<StorageState>, headers: HeaderMap, Json(b): 
     Ok(Json(json!({ "name": id })).into_response())
 }
 
-pub async fn update(State(s): State<StorageState>, headers: HeaderMap, Path(id): Path<String>, Json(b): Json<BucketBody>) -> Result<Response> {
+pub async fn update(
+    State(s): State<StorageState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<BucketBody>,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
     let limit = parse_size(&b.file_size_limit)?;
     let mimes = mime_list(&b.allowed_mime_types)?;
@@ -124,13 +160,26 @@ pub async fn update(State(s): State<StorageState>, headers: HeaderMap, Path(id):
     Ok(Json(json!({ "message": "Successfully updated" })).into_response())
 }
 
-pub async fn empty(State(s): State<StorageState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+pub async fn empty(
+    State(s): State<StorageState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
     let mut tx = s.db.begin(&caller.tx()).await?;
-    if tx.query_opt("select 1 from storage.buckets where id = $1", &[&id]).await?.is_none() {
+    if tx
+        .query_opt("select 1 from storage.buckets where id = $1", &[&id])
+        .await?
+        .is_none()
+    {
         return Err(StorageError::bucket_not_found());
     }
-    let rows = tx.query("delete from storage.objects where bucket_id = $1 returning name, version", &[&id]).await?;
+    let rows = tx
+        .query(
+            "delete from storage.objects where bucket_id = $1 returning name, version",
+            &[&id],
+        )
+        .await?;
     tx.commit().await?;
     for r in rows {
         let (name, version): (String, Option<String>) = (r.get(0), r.get(1));
@@ -143,17 +192,30 @@ pub async fn empty(State(s): State<StorageState>, headers: HeaderMap, Path(id): 
     Ok(Json(json!({ "message": "Successfully emptied" })).into_response())
 }
 
-pub async fn delete(State(s): State<StorageState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response> {
+pub async fn delete(
+    State(s): State<StorageState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
     let mut tx = s.db.begin(&caller.tx()).await?;
-    if tx.query_opt("select 1 from storage.objects where bucket_id = $1 limit 1", &[&id]).await?.is_some() {
+    if tx
+        .query_opt(
+            "select 1 from storage.objects where bucket_id = $1 limit 1",
+            &[&id],
+        )
+        .await?
+        .is_some()
+    {
         return Err(StorageError::new(
             axum::http::StatusCode::CONFLICT,
             "InvalidRequest",
             "The bucket you tried to delete is not empty",
         ));
     }
-    let n = tx.execute("delete from storage.buckets where id = $1", &[&id]).await?;
+    let n = tx
+        .execute("delete from storage.buckets where id = $1", &[&id])
+        .await?;
     if n == 0 {
         return Err(StorageError::bucket_not_found());
     }

@@ -16,16 +16,28 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 impl StorageError {
     pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        StorageError { status, error, message: message.into() }
+        StorageError {
+            status,
+            error,
+            message: message.into(),
+        }
     }
     pub fn object_not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", "Object not found")
     }
     pub fn bucket_not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "Bucket not found", "Bucket not found")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "Bucket not found",
+            "Bucket not found",
+        )
     }
     pub fn invalid_key(key: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "InvalidKey", format!("Invalid key: {key}"))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidKey",
+            format!("Invalid key: {key}"),
+        )
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "Bad Request", message)
@@ -37,17 +49,33 @@ impl StorageError {
         Self::new(StatusCode::FORBIDDEN, "Unauthorized", message)
     }
     pub fn duplicate() -> Self {
-        Self::new(StatusCode::CONFLICT, "Duplicate", "The resource already exists")
+        Self::new(
+            StatusCode::CONFLICT,
+            "Duplicate",
+            "The resource already exists",
+        )
     }
     pub fn too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", "The object exceeded the maximum allowed size")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            "The object exceeded the maximum allowed size",
+        )
     }
     pub fn invalid_mime(mime: &str) -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_mime_type", format!("mime type {mime} is not supported"))
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_mime_type",
+            format!("mime type {mime} is not supported"),
+        )
     }
     pub fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!(error = %message, "storage error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal Server Error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal Server Error",
+        )
     }
 }
 
@@ -55,12 +83,16 @@ impl From<DbError> for StorageError {
     fn from(e: DbError) -> Self {
         match e.sqlstate() {
             // RLS refusal (WITH CHECK / USING on upsert) or a missing privilege.
-            Some("42501") => StorageError::unauthorized("new row violates row-level security policy"),
+            Some("42501") => {
+                StorageError::unauthorized("new row violates row-level security policy")
+            }
             Some("23505") => StorageError::duplicate(),
             Some("23503") => StorageError::bucket_not_found(),
             Some("22P02") | Some("23514") => StorageError::bad_request(e.to_string()),
             _ => match e {
-                DbError::Unavailable(m) => StorageError::new(StatusCode::SERVICE_UNAVAILABLE, "DatabaseUnavailable", m),
+                DbError::Unavailable(m) => {
+                    StorageError::new(StatusCode::SERVICE_UNAVAILABLE, "DatabaseUnavailable", m)
+                }
                 other => StorageError::internal(other),
             },
         }

@@ -27,7 +27,11 @@ pub use error::StorageError;
 #[derive(Debug, Clone, clap::Args)]
 pub struct StorageArgs {
     /// Where object bytes live: `local` (files under --storage-dir) or `s3`.
-    #[arg(long = "storage-backend", env = "STORAGE_BACKEND", default_value = "local")]
+    #[arg(
+        long = "storage-backend",
+        env = "STORAGE_BACKEND",
+        default_value = "local"
+    )]
     pub storage_backend: String,
     /// Directory of the local backend (default: `<data-dir>/storage`).
     #[arg(long = "storage-dir", env = "FILE_STORAGE_BACKEND_PATH")]
@@ -48,14 +52,39 @@ impl StorageArgs {
     pub fn check(&self) -> Result<(), String> {
         match self.storage_backend.as_str() {
             "local" | "file" => Ok(()),
-            "s3" => Err("the s3 backend is not available in this build; use STORAGE_BACKEND=local".into()),
+            "s3" if !cfg!(feature = "s3") => Err(
+                "the s3 backend is not in this build (feature `s3`); use STORAGE_BACKEND=local"
+                    .into(),
+            ),
+            "s3" if self.storage_s3_bucket.as_deref().unwrap_or("").is_empty() => {
+                Err("STORAGE_BACKEND=s3 needs STORAGE_S3_BUCKET".into())
+            }
+            "s3" => self.backend().map(drop),
             other => Err(format!("`{other}` is not one of local, s3")),
         }
     }
 
+    /// The configured backend (building it does no I/O).
+    fn backend_with(&self, data_dir: impl FnOnce() -> PathBuf) -> Result<Arc<dyn Backend>, String> {
+        match self.storage_backend.as_str() {
+            #[cfg(feature = "s3")]
+            "s3" => Ok(Arc::new(backend::ObjectStoreBackend::s3(
+                self.storage_s3_bucket.as_deref().unwrap_or_default(),
+                self.storage_s3_endpoint.as_deref(),
+            )?)),
+            _ => Ok(Arc::new(LocalBackend::new(self.dir_or(data_dir)))),
+        }
+    }
+
+    fn backend(&self) -> Result<Arc<dyn Backend>, String> {
+        self.backend_with(|| PathBuf::from("."))
+    }
+
     /// The local backend's directory when none was given: `<default data dir>/storage`.
     pub fn dir_or(&self, data_dir: impl FnOnce() -> PathBuf) -> PathBuf {
-        self.storage_dir.clone().unwrap_or_else(|| data_dir().join("storage"))
+        self.storage_dir
+            .clone()
+            .unwrap_or_else(|| data_dir().join("storage"))
     }
 }
 
@@ -69,14 +98,29 @@ pub struct StorageState {
 }
 
 impl StorageState {
-    pub fn new(db: Db, keys: Arc<JwtKeys>, backend: Arc<dyn Backend>, file_size_limit: u64) -> Self {
-        StorageState { db, keys, backend, file_size_limit }
+    pub fn new(
+        db: Db,
+        keys: Arc<JwtKeys>,
+        backend: Arc<dyn Backend>,
+        file_size_limit: u64,
+    ) -> Self {
+        StorageState {
+            db,
+            keys,
+            backend,
+            file_size_limit,
+        }
     }
 
     /// State from the settings; `data_dir` resolves the local backend's default directory.
-    pub fn from_args(db: Db, keys: Arc<JwtKeys>, args: &StorageArgs, data_dir: impl FnOnce() -> PathBuf) -> Result<Self, String> {
+    pub fn from_args(
+        db: Db,
+        keys: Arc<JwtKeys>,
+        args: &StorageArgs,
+        data_dir: impl FnOnce() -> PathBuf,
+    ) -> Result<Self, String> {
         args.check()?;
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(args.dir_or(data_dir)));
+        let backend = args.backend_with(data_dir)?;
         Ok(Self::new(db, keys, backend, args.storage_file_size_limit))
     }
 }
@@ -90,7 +134,10 @@ pub struct Caller {
 
 impl Caller {
     pub fn service() -> Self {
-        Caller { role: "service_role".into(), claims: json!({ "role": "service_role" }) }
+        Caller {
+            role: "service_role".into(),
+            claims: json!({ "role": "service_role" }),
+        }
     }
 
     pub fn tx(&self) -> TxSettings {
@@ -99,7 +146,10 @@ impl Caller {
 
     /// The `sub` claim as a user id.
     pub fn owner(&self) -> Option<uuid::Uuid> {
-        self.claims.get("sub").and_then(Value::as_str).and_then(|s| s.parse().ok())
+        self.claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
     }
 
     /// From `Authorization: Bearer` (else the `apikey` header); no token at all is anon.
@@ -107,17 +157,36 @@ impl Caller {
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty());
-        let token = bearer.or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()).filter(|t| !t.is_empty()));
+        let token = bearer.or_else(|| {
+            headers
+                .get("apikey")
+                .and_then(|v| v.to_str().ok())
+                .filter(|t| !t.is_empty())
+        });
         let Some(token) = token else {
-            return Ok(Caller { role: "anon".into(), claims: json!({ "role": "anon" }) });
+            return Ok(Caller {
+                role: "anon".into(),
+                claims: json!({ "role": "anon" }),
+            });
         };
-        let claims = keys.verify(token).map_err(|e| StorageError::invalid_jwt(e.to_string()))?;
-        let role = claims.get("role").and_then(Value::as_str).unwrap_or_default();
+        let claims = keys
+            .verify(token)
+            .map_err(|e| StorageError::invalid_jwt(e.to_string()))?;
+        let role = claims
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         match role {
-            "anon" | "authenticated" | "service_role" => Ok(Caller { role: role.to_string(), claims }),
+            "anon" | "authenticated" | "service_role" => Ok(Caller {
+                role: role.to_string(),
+                claims,
+            }),
             _ => Err(StorageError::unauthorized("the token carries no API role")),
         }
     }
@@ -128,7 +197,12 @@ pub fn router(state: StorageState) -> Router {
     Router::new()
         .route("/bucket", get(buckets::list).post(buckets::create))
         .route("/bucket/", get(buckets::list).post(buckets::create))
-        .route("/bucket/{id}", get(buckets::get_one).put(buckets::update).delete(buckets::delete))
+        .route(
+            "/bucket/{id}",
+            get(buckets::get_one)
+                .put(buckets::update)
+                .delete(buckets::delete),
+        )
         .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/{*rest}", any(objects::dispatch))
         .with_state(state)

@@ -21,6 +21,20 @@ use crate::{Caller, StorageState};
 /// Signed download URLs default to the longest storage-js asks for; upload URLs live 2 hours.
 const UPLOAD_URL_SECS: i64 = 2 * 60 * 60;
 const MAX_KEY_LEN: usize = 1024;
+/// RFC 5987 `attr-char`s stay as they are in `filename*=`.
+const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -32,7 +46,9 @@ pub fn validate_key(name: &str) -> Result<()> {
         && name.len() <= MAX_KEY_LEN
         && !name.starts_with('/')
         && !name.chars().any(|c| c.is_control() || c == '\\')
-        && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+        && name
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
     if ok {
         Ok(())
     } else {
@@ -50,13 +66,19 @@ pub fn validate_bucket(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(StorageError::new(StatusCode::BAD_REQUEST, "Invalid Input", format!("Bucket name invalid: {id}")))
+        Err(StorageError::new(
+            StatusCode::BAD_REQUEST,
+            "Invalid Input",
+            format!("Bucket name invalid: {id}"),
+        ))
     }
 }
 
 /// `bucket/some/name` → (bucket, name), both validated.
 fn split_path(rest: &str) -> Result<(String, String)> {
-    let (bucket, name) = rest.split_once('/').ok_or_else(|| StorageError::invalid_key(rest))?;
+    let (bucket, name) = rest
+        .split_once('/')
+        .ok_or_else(|| StorageError::invalid_key(rest))?;
     validate_bucket(bucket)?;
     validate_key(name)?;
     Ok((bucket.to_string(), name.to_string()))
@@ -69,7 +91,11 @@ fn object_key(bucket: &str, name: &str, version: &str) -> String {
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+        (k == key).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
     })
 }
 
@@ -98,30 +124,47 @@ pub async fn dispatch(
         (&Method::POST, "sign") if tail.contains('/') => sign_one(&s, &headers, tail, body).await,
         (&Method::POST, "sign") => sign_many(&s, &headers, tail, body).await,
         (&Method::GET | &Method::HEAD, "sign") => download_signed(&s, tail, q, head).await,
-        (&Method::POST, "upload") if tail.starts_with("sign/") => sign_upload(&s, &headers, &tail[5..]).await,
-        (&Method::PUT, "upload") if tail.starts_with("sign/") => upload_signed(&s, &headers, &tail[5..], q, body).await,
+        (&Method::POST, "upload") if tail.starts_with("sign/") => {
+            sign_upload(&s, &headers, &tail[5..]).await
+        }
+        (&Method::PUT, "upload") if tail.starts_with("sign/") => {
+            upload_signed(&s, &headers, &tail[5..], q, body).await
+        }
         (&Method::GET | &Method::HEAD, "public") => download_public(&s, tail, q, head).await,
-        (&Method::GET | &Method::HEAD, "authenticated") => download(&s, &headers, tail, q, head).await,
+        (&Method::GET | &Method::HEAD, "authenticated") => {
+            download(&s, &headers, tail, q, head).await
+        }
         (&Method::GET, "info") => {
-            let tail = tail.strip_prefix("public/").or_else(|| tail.strip_prefix("authenticated/")).unwrap_or(tail);
+            let tail = tail
+                .strip_prefix("public/")
+                .or_else(|| tail.strip_prefix("authenticated/"))
+                .unwrap_or(tail);
             info(&s, &headers, tail).await
         }
         (&Method::GET | &Method::HEAD, _) => download(&s, &headers, &rest, q, head).await,
         (&Method::POST, _) => {
-            let upsert = header_str(&headers, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let upsert =
+                header_str(&headers, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
             upload_as_caller(&s, &headers, &rest, upsert, body).await
         }
         (&Method::PUT, _) => upload_as_caller(&s, &headers, &rest, true, body).await,
         (&Method::DELETE, _) if tail.is_empty() => remove_many(&s, &headers, first, body).await,
         (&Method::DELETE, _) => remove_one(&s, &headers, &rest).await,
-        _ => Err(StorageError::new(StatusCode::NOT_FOUND, "not_found", format!("Route {method} /object/{rest} not found"))),
+        _ => Err(StorageError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("Route {method} /object/{rest} not found"),
+        )),
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T> {
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|e| StorageError::bad_request(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| StorageError::bad_request(format!("invalid JSON body: {e}")))
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|e| StorageError::bad_request(e.to_string()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| StorageError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// A bucket's limits, read as the service role (like Supabase Storage, which reads bucket
@@ -140,32 +183,56 @@ async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
             &[(&bucket, Type::TEXT)],
         )
         .await?;
-    let row = rows.into_iter().next().ok_or_else(StorageError::bucket_not_found)?;
-    Ok(BucketMeta { public: row.get(0), file_size_limit: row.get(1), allowed_mime_types: row.get(2) })
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(StorageError::bucket_not_found)?;
+    Ok(BucketMeta {
+        public: row.get(0),
+        file_size_limit: row.get(1),
+        allowed_mime_types: row.get(2),
+    })
 }
 
 fn mime_allowed(allowed: &[String], mime: &str) -> bool {
-    let base = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let base = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     allowed.iter().any(|a| {
         let a = a.trim().to_ascii_lowercase();
-        a == base || a == "*/*" || a.strip_suffix("/*").is_some_and(|t| base.split('/').next() == Some(t))
+        a == base
+            || a == "*/*"
+            || a.strip_suffix("/*")
+                .is_some_and(|t| base.split('/').next() == Some(t))
     })
 }
 
 /// The upload's bytes, content type and cache control: the raw body, or the file part of a
 /// `multipart/form-data` body (storage-js sends Blobs and Files that way).
 async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String, ByteStream)> {
-    let content_type = header_str(headers, "content-type").unwrap_or("application/octet-stream").to_string();
+    let content_type = header_str(headers, "content-type")
+        .unwrap_or("application/octet-stream")
+        .to_string();
     let cache_from_header = header_str(headers, "cache-control")
-        .and_then(|v| v.trim().strip_prefix("max-age="))
-        .map(str::to_string);
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty());
     if let Ok(boundary) = multer::parse_boundary(&content_type) {
         let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
         let mut cache = cache_from_header;
-        while let Some(field) = mp.next_field().await.map_err(|e| StorageError::bad_request(e.to_string()))? {
-            let is_file = field.file_name().is_some() || field.name().map_or(true, str::is_empty);
+        while let Some(field) = mp
+            .next_field()
+            .await
+            .map_err(|e| StorageError::bad_request(e.to_string()))?
+        {
+            let is_file = field.file_name().is_some() || matches!(field.name(), None | Some(""));
             if is_file {
-                let mime = field.content_type().map(|m| m.to_string()).unwrap_or_else(|| "application/octet-stream".into());
+                let mime = field
+                    .content_type()
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "application/octet-stream".into());
                 // The file part streams; later parts (none, from storage-js) are not read.
                 let stream = futures::stream::unfold((mp, Some(field)), |(mp, field)| async move {
                     let mut field = field?;
@@ -176,16 +243,27 @@ async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String,
                     }
                 })
                 .boxed();
-                return Ok((mime, cache.unwrap_or_else(|| "3600".into()), stream));
+                return Ok((mime, cache.unwrap_or_else(|| "max-age=3600".into()), stream));
             }
             if field.name() == Some("cacheControl") {
-                cache = Some(field.text().await.map_err(|e| StorageError::bad_request(e.to_string()))?);
+                let secs = field
+                    .text()
+                    .await
+                    .map_err(|e| StorageError::bad_request(e.to_string()))?;
+                cache = Some(format!("max-age={}", secs.trim()));
             }
         }
         return Err(StorageError::bad_request("the multipart body has no file"));
     }
-    let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
-    Ok((content_type, cache_from_header.unwrap_or_else(|| "no-cache".into()), stream))
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
+    Ok((
+        content_type,
+        cache_from_header.unwrap_or_else(|| "no-cache".into()),
+        stream,
+    ))
 }
 
 /// Who writes: the caller's role and claims, the row's owner.
@@ -194,19 +272,46 @@ struct Writer {
     owner: Option<Uuid>,
 }
 
-async fn upload_as_caller(s: &StorageState, headers: &HeaderMap, rest: &str, upsert: bool, body: Body) -> Result<Response> {
+async fn upload_as_caller(
+    s: &StorageState,
+    headers: &HeaderMap,
+    rest: &str,
+    upsert: bool,
+    body: Body,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     let (bucket, name) = split_path(rest)?;
     let owner = caller.owner();
-    store(s, Writer { caller, owner }, &bucket, &name, upsert, headers, body).await
+    store(
+        s,
+        Writer { caller, owner },
+        &bucket,
+        &name,
+        upsert,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Writes one object: file staged and fsynced, row inserted (or upserted) as the writer,
 /// file renamed into place, commit; on failure the file is removed and the row rolled back.
-async fn store(s: &StorageState, w: Writer, bucket: &str, name: &str, upsert: bool, headers: &HeaderMap, body: Body) -> Result<Response> {
+async fn store(
+    s: &StorageState,
+    w: Writer,
+    bucket: &str,
+    name: &str,
+    upsert: bool,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
     let meta = bucket_meta(s, bucket).await?;
-    let limit = meta.file_size_limit.map_or(s.file_size_limit, |l| (l.max(0) as u64).min(s.file_size_limit));
-    if header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit)
+    let limit = meta.file_size_limit.map_or(s.file_size_limit, |l| {
+        (l.max(0) as u64).min(s.file_size_limit)
+    });
+    if header_str(headers, "content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
         && !header_str(headers, "content-type").is_some_and(|c| c.starts_with("multipart/"))
     {
         return Err(StorageError::too_large());
@@ -218,7 +323,10 @@ async fn store(s: &StorageState, w: Writer, bucket: &str, name: &str, upsert: bo
         }
     }
     let version = Uuid::new_v4().to_string();
-    let mut pending = s.backend.write(object_key(bucket, name, &version), stream, limit).await?;
+    let mut pending = s
+        .backend
+        .write(object_key(bucket, name, &version), stream, limit)
+        .await?;
     let size = pending.size;
     let committed: Result<(Uuid, Option<String>)> = async {
         let mut tx = s.db.begin(&w.caller.tx()).await?;
@@ -233,7 +341,7 @@ async fn store(s: &StorageState, w: Writer, bucket: &str, name: &str, upsert: bo
             "eTag": format!("\"{version}\""),
             "size": size,
             "mimetype": mime,
-            "cacheControl": format!("max-age={cache_control}"),
+            "cacheControl": cache_control,
             "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "contentLength": size,
             "httpStatusCode": 200,
@@ -282,19 +390,45 @@ const FIND_SQL: &str = "select version, coalesce(metadata, '{}'::jsonb), \
 
 async fn find(s: &StorageState, caller: &Caller, bucket: &str, name: &str) -> Result<Found> {
     let tx = s.db.begin(&caller.tx().read_only(true)).await?;
-    let rows = tx.query_typed_and_commit(FIND_SQL, &[(&bucket, Type::TEXT), (&name, Type::TEXT)]).await?;
-    let row = rows.into_iter().next().ok_or_else(StorageError::object_not_found)?;
+    let rows = tx
+        .query_typed_and_commit(FIND_SQL, &[(&bucket, Type::TEXT), (&name, Type::TEXT)])
+        .await?;
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(StorageError::object_not_found)?;
     let version: Option<String> = row.get(0);
-    Ok(Found { version: version.ok_or_else(StorageError::object_not_found)?, metadata: row.get(1), last_modified: row.get(2) })
+    Ok(Found {
+        version: version.ok_or_else(StorageError::object_not_found)?,
+        metadata: row.get(1),
+        last_modified: row.get(2),
+    })
 }
 
-async fn serve(s: &StorageState, bucket: &str, name: &str, found: Found, query: Option<&str>, head: bool) -> Result<Response> {
+async fn serve(
+    s: &StorageState,
+    bucket: &str,
+    name: &str,
+    found: Found,
+    query: Option<&str>,
+    head: bool,
+) -> Result<Response> {
     let key = object_key(bucket, name, &found.version);
-    let mime = found.metadata.get("mimetype").and_then(Value::as_str).unwrap_or("application/octet-stream").to_string();
+    let mime = found
+        .metadata
+        .get("mimetype")
+        .and_then(Value::as_str)
+        .unwrap_or("application/octet-stream")
+        .to_string();
     let mut resp = if head {
-        let size = found.metadata.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let size = found
+            .metadata
+            .get("size")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let mut r = Response::new(Body::empty());
-        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         r
     } else {
         let Some((size, stream)) = s.backend.read(key.clone()).await? else {
@@ -302,14 +436,20 @@ async fn serve(s: &StorageState, bucket: &str, name: &str, found: Found, query: 
             return Err(StorageError::object_not_found());
         };
         let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         r
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&mime) {
         h.insert(header::CONTENT_TYPE, v);
     }
-    if let Some(v) = found.metadata.get("cacheControl").and_then(Value::as_str).and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(v) = found
+        .metadata
+        .get("cacheControl")
+        .and_then(Value::as_str)
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
         h.insert(header::CACHE_CONTROL, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", found.version)) {
@@ -319,8 +459,12 @@ async fn serve(s: &StorageState, bucket: &str, name: &str, found: Found, query: 
         h.insert(header::LAST_MODIFIED, v);
     }
     if let Some(d) = query_param(query, "download") {
-        let file = if d.is_empty() { name.rsplit('/').next().unwrap_or(name).to_string() } else { d };
-        let enc = percent_encoding::utf8_percent_encode(&file, percent_encoding::NON_ALPHANUMERIC);
+        let file = if d.is_empty() {
+            name.rsplit('/').next().unwrap_or(name).to_string()
+        } else {
+            d
+        };
+        let enc = percent_encoding::utf8_percent_encode(&file, ATTR_CHAR);
         if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{enc}")) {
             h.insert(header::CONTENT_DISPOSITION, v);
         }
@@ -328,16 +472,29 @@ async fn serve(s: &StorageState, bucket: &str, name: &str, found: Found, query: 
     Ok(resp)
 }
 
-async fn download(s: &StorageState, headers: &HeaderMap, rest: &str, query: Option<&str>, head: bool) -> Result<Response> {
+async fn download(
+    s: &StorageState,
+    headers: &HeaderMap,
+    rest: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     let (bucket, name) = split_path(rest)?;
     let found = find(s, &caller, &bucket, &name).await?;
     serve(s, &bucket, &name, found, query, head).await
 }
 
-async fn download_public(s: &StorageState, rest: &str, query: Option<&str>, head: bool) -> Result<Response> {
+async fn download_public(
+    s: &StorageState,
+    rest: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Result<Response> {
     let (bucket, name) = split_path(rest)?;
-    let meta = bucket_meta(s, &bucket).await.map_err(|_| StorageError::object_not_found())?;
+    let meta = bucket_meta(s, &bucket)
+        .await
+        .map_err(|_| StorageError::object_not_found())?;
     if !meta.public {
         return Err(StorageError::object_not_found());
     }
@@ -360,8 +517,15 @@ async fn info(s: &StorageState, headers: &HeaderMap, rest: &str) -> Result<Respo
             &[(&bucket, Type::TEXT), (&name, Type::TEXT)],
         )
         .await?;
-    let row = rows.into_iter().next().ok_or_else(StorageError::object_not_found)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], row.get::<_, String>(0)).into_response())
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(StorageError::object_not_found)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        row.get::<_, String>(0),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -391,7 +555,11 @@ async fn list(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -
     let caller = Caller::from_headers(&s.keys, headers)?;
     validate_bucket(bucket)?;
     let b: ListBody = json_body(body).await?;
-    let mut prefix = b.prefix.unwrap_or_default().trim_start_matches('/').to_string();
+    let mut prefix = b
+        .prefix
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string();
     if !prefix.is_empty() && !prefix.ends_with('/') {
         prefix.push('/');
     }
@@ -403,10 +571,20 @@ async fn list(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -
         "last_accessed_at" => "last_accessed_at",
         other => return Err(StorageError::bad_request(format!("cannot sort by {other}"))),
     };
-    let order = match sort.order.as_deref().unwrap_or("asc").to_ascii_lowercase().as_str() {
+    let order = match sort
+        .order
+        .as_deref()
+        .unwrap_or("asc")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "asc" => "asc",
         "desc" => "desc",
-        other => return Err(StorageError::bad_request(format!("invalid sort order {other}"))),
+        other => {
+            return Err(StorageError::bad_request(format!(
+                "invalid sort order {other}"
+            )))
+        }
     };
     let limit = b.limit.unwrap_or(100).clamp(1, 1000);
     let offset = b.offset.unwrap_or(0).max(0);
@@ -432,10 +610,20 @@ async fn list(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -
     let rows = tx
         .query_typed_and_commit(
             &sql,
-            &[(&bucket, Type::TEXT), (&prefix, Type::TEXT), (&search, Type::TEXT), (&limit, Type::INT8), (&offset, Type::INT8)],
+            &[
+                (&bucket, Type::TEXT),
+                (&prefix, Type::TEXT),
+                (&search, Type::TEXT),
+                (&limit, Type::INT8),
+                (&offset, Type::INT8),
+            ],
         )
         .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], rows[0].get::<_, String>(0)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        rows[0].get::<_, String>(0),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -451,10 +639,18 @@ struct MoveBody {
 /// Move: the row is renamed (RLS checks the old and the new name), the file linked under its
 /// new key before the commit and unlinked from the old one after it. Copy: a new row and a
 /// new version with the same bytes.
-async fn move_or_copy(s: &StorageState, headers: &HeaderMap, body: Body, copy: bool) -> Result<Response> {
+async fn move_or_copy(
+    s: &StorageState,
+    headers: &HeaderMap,
+    body: Body,
+    copy: bool,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     let b: MoveBody = json_body(body).await?;
-    let dest_bucket = b.destination_bucket.clone().unwrap_or_else(|| b.bucket_id.clone());
+    let dest_bucket = b
+        .destination_bucket
+        .clone()
+        .unwrap_or_else(|| b.bucket_id.clone());
     validate_bucket(&b.bucket_id)?;
     validate_bucket(&dest_bucket)?;
     validate_key(&b.source_key)?;
@@ -479,19 +675,32 @@ async fn move_or_copy(s: &StorageState, headers: &HeaderMap, body: Body, copy: b
             )
             .await?
             .get(0);
-        (object_key(&b.bucket_id, &b.source_key, &version), object_key(&dest_bucket, &b.destination_key, &new_version), id)
+        (
+            object_key(&b.bucket_id, &b.source_key, &version),
+            object_key(&dest_bucket, &b.destination_key, &new_version),
+            id,
+        )
     } else {
         let row = tx
             .query_opt(
                 "update storage.objects set bucket_id = $3, name = $4, updated_at = now()
                  where bucket_id = $1 and name = $2 returning version, id",
-                &[&b.bucket_id, &b.source_key, &dest_bucket, &b.destination_key],
+                &[
+                    &b.bucket_id,
+                    &b.source_key,
+                    &dest_bucket,
+                    &b.destination_key,
+                ],
             )
             .await?
             .ok_or_else(StorageError::object_not_found)?;
         let version: Option<String> = row.get(0);
         let version = version.ok_or_else(StorageError::object_not_found)?;
-        (object_key(&b.bucket_id, &b.source_key, &version), object_key(&dest_bucket, &b.destination_key, &version), row.get(1))
+        (
+            object_key(&b.bucket_id, &b.source_key, &version),
+            object_key(&dest_bucket, &b.destination_key, &version),
+            row.get(1),
+        )
     };
     if let Err(e) = s.backend.copy(old_key.clone(), new_key.clone()).await {
         return Err(e.into());
@@ -501,7 +710,10 @@ async fn move_or_copy(s: &StorageState, headers: &HeaderMap, body: Body, copy: b
         return Err(e.into());
     }
     if copy {
-        return Ok(Json(json!({ "Id": id, "Key": format!("{dest_bucket}/{}", b.destination_key) })).into_response());
+        return Ok(Json(
+            json!({ "Id": id, "Key": format!("{dest_bucket}/{}", b.destination_key) }),
+        )
+        .into_response());
     }
     if let Err(e) = s.backend.delete(old_key).await {
         tracing::warn!(error = %e, "removing a moved object's old file");
@@ -512,7 +724,12 @@ async fn move_or_copy(s: &StorageState, headers: &HeaderMap, body: Body, copy: b
 const OBJECT_JSON: &str = "jsonb_build_object('name', name, 'bucket_id', bucket_id, 'owner', owner, 'id', id, \
     'updated_at', updated_at, 'created_at', created_at, 'last_accessed_at', last_accessed_at, 'metadata', metadata)";
 
-async fn delete_rows(s: &StorageState, mut tx: ClaimsTxn, bucket: &str, names: &[String]) -> Result<Vec<Value>> {
+async fn delete_rows(
+    s: &StorageState,
+    mut tx: ClaimsTxn,
+    bucket: &str,
+    names: &[String],
+) -> Result<Vec<Value>> {
     let sql = format!("delete from storage.objects where bucket_id = $1 and name = any($2) returning version, {OBJECT_JSON}");
     let rows = tx.query(&sql, &[&bucket, &names]).await?;
     tx.commit().await?;
@@ -535,12 +752,19 @@ struct RemoveBody {
     prefixes: Vec<String>,
 }
 
-async fn remove_many(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -> Result<Response> {
+async fn remove_many(
+    s: &StorageState,
+    headers: &HeaderMap,
+    bucket: &str,
+    body: Body,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     validate_bucket(bucket)?;
     let b: RemoveBody = json_body(body).await?;
     if b.prefixes.is_empty() || b.prefixes.len() > 1000 {
-        return Err(StorageError::bad_request("prefixes must hold 1 to 1000 names"));
+        return Err(StorageError::bad_request(
+            "prefixes must hold 1 to 1000 names",
+        ));
     }
     let tx = s.db.begin(&caller.tx()).await?;
     let deleted = delete_rows(s, tx, bucket, &b.prefixes).await?;
@@ -566,7 +790,9 @@ fn sign_token(s: &StorageState, claims: Value) -> Result<String> {
 
 /// Verifies a signed-URL token of `kind` for exactly `url`.
 fn verify_token(s: &StorageState, token: Option<String>, kind: &str, url: &str) -> Result<Value> {
-    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| StorageError::bad_request("querystring must have required property 'token'"))?;
+    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        StorageError::bad_request("querystring must have required property 'token'")
+    })?;
     let claims = s.keys.verify(&token).map_err(|e| match e {
         agencyflow_auth::JwtError::Expired => StorageError::invalid_jwt("jwt expired"),
         other => StorageError::invalid_jwt(other.to_string()),
@@ -574,8 +800,14 @@ fn verify_token(s: &StorageState, token: Option<String>, kind: &str, url: &str) 
     if claims.get("exp").and_then(Value::as_i64).is_none() {
         return Err(StorageError::invalid_jwt("the token has no expiry"));
     }
-    if claims.get("storage").and_then(Value::as_str) != Some(kind) || claims.get("url").and_then(Value::as_str) != Some(url) {
-        return Err(StorageError::new(StatusCode::BAD_REQUEST, "InvalidSignature", "The url does not match the signature"));
+    if claims.get("storage").and_then(Value::as_str) != Some(kind)
+        || claims.get("url").and_then(Value::as_str) != Some(url)
+    {
+        return Err(StorageError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidSignature",
+            "The url does not match the signature",
+        ));
     }
     Ok(claims)
 }
@@ -590,12 +822,19 @@ struct SignBody {
 
 fn check_expiry(expires_in: i64) -> Result<()> {
     if expires_in < 1 {
-        return Err(StorageError::bad_request("expiresIn must be a positive number of seconds"));
+        return Err(StorageError::bad_request(
+            "expiresIn must be a positive number of seconds",
+        ));
     }
     Ok(())
 }
 
-async fn sign_one(s: &StorageState, headers: &HeaderMap, rest: &str, body: Body) -> Result<Response> {
+async fn sign_one(
+    s: &StorageState,
+    headers: &HeaderMap,
+    rest: &str,
+    body: Body,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     let (bucket, name) = split_path(rest)?;
     let b: SignBody = json_body(body).await?;
@@ -604,11 +843,19 @@ async fn sign_one(s: &StorageState, headers: &HeaderMap, rest: &str, body: Body)
     find(s, &caller, &bucket, &name).await?;
     let url = format!("{bucket}/{name}");
     let t = now();
-    let token = sign_token(s, json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }))?;
+    let token = sign_token(
+        s,
+        json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }),
+    )?;
     Ok(Json(json!({ "signedURL": format!("/object/sign/{url}?token={token}") })).into_response())
 }
 
-async fn sign_many(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -> Result<Response> {
+async fn sign_many(
+    s: &StorageState,
+    headers: &HeaderMap,
+    bucket: &str,
+    body: Body,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     validate_bucket(bucket)?;
     let b: SignBody = json_body(body).await?;
@@ -629,7 +876,10 @@ async fn sign_many(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Bo
     for p in &b.paths {
         if visible.contains(p) {
             let url = format!("{bucket}/{p}");
-            let token = sign_token(s, json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }))?;
+            let token = sign_token(
+                s,
+                json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }),
+            )?;
             out.push(json!({ "error": null, "path": p, "signedURL": format!("/object/sign/{url}?token={token}") }));
         } else {
             out.push(json!({ "error": "Either the object does not exist or you do not have access to it", "path": p, "signedURL": null }));
@@ -638,9 +888,19 @@ async fn sign_many(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Bo
     Ok(Json(Value::Array(out)).into_response())
 }
 
-async fn download_signed(s: &StorageState, rest: &str, query: Option<&str>, head: bool) -> Result<Response> {
+async fn download_signed(
+    s: &StorageState,
+    rest: &str,
+    query: Option<&str>,
+    head: bool,
+) -> Result<Response> {
     let (bucket, name) = split_path(rest)?;
-    verify_token(s, query_param(query, "token"), "download", &format!("{bucket}/{name}"))?;
+    verify_token(
+        s,
+        query_param(query, "token"),
+        "download",
+        &format!("{bucket}/{name}"),
+    )?;
     let found = find(s, &Caller::service(), &bucket, &name).await?;
     serve(s, &bucket, &name, found, query, head).await
 }
@@ -668,13 +928,45 @@ async fn sign_upload(s: &StorageState, headers: &HeaderMap, rest: &str) -> Resul
         s,
         json!({ "url": url, "storage": "upload", "owner": owner, "upsert": upsert, "iat": t, "exp": t + UPLOAD_URL_SECS }),
     )?;
-    Ok(Json(json!({ "url": format!("/object/upload/sign/{url}?token={token}"), "token": token })).into_response())
+    Ok(
+        Json(json!({ "url": format!("/object/upload/sign/{url}?token={token}"), "token": token }))
+            .into_response(),
+    )
 }
 
-async fn upload_signed(s: &StorageState, headers: &HeaderMap, rest: &str, query: Option<&str>, body: Body) -> Result<Response> {
+async fn upload_signed(
+    s: &StorageState,
+    headers: &HeaderMap,
+    rest: &str,
+    query: Option<&str>,
+    body: Body,
+) -> Result<Response> {
     let (bucket, name) = split_path(rest)?;
-    let claims = verify_token(s, query_param(query, "token"), "upload", &format!("{bucket}/{name}"))?;
-    let owner = claims.get("owner").and_then(Value::as_str).and_then(|o| o.parse().ok());
-    let upsert = claims.get("upsert").and_then(Value::as_bool).unwrap_or(false);
-    store(s, Writer { caller: Caller::service(), owner }, &bucket, &name, upsert, headers, body).await
+    let claims = verify_token(
+        s,
+        query_param(query, "token"),
+        "upload",
+        &format!("{bucket}/{name}"),
+    )?;
+    let owner = claims
+        .get("owner")
+        .and_then(Value::as_str)
+        .and_then(|o| o.parse().ok());
+    let upsert = claims
+        .get("upsert")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    store(
+        s,
+        Writer {
+            caller: Caller::service(),
+            owner,
+        },
+        &bucket,
+        &name,
+        upsert,
+        headers,
+        body,
+    )
+    .await
 }

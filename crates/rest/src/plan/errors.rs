@@ -74,7 +74,8 @@ pub(crate) fn no_relationship<'a>(
         ),
     )
     .with_details(details);
-    if let Some(c) = closest(wanted, related_names) {
+    // A suggestion only when it differs (a wrong hint on a real relation suggests nothing).
+    if let Some(c) = closest(wanted, related_names).filter(|c| *c != wanted) {
         e = e.with_hint(format!("Perhaps you meant '{c}' instead of '{wanted}'."));
     }
     e

@@ -445,7 +445,12 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
     if req.prefer.params_single_object && matches!(plan.action, Action::Call(_)) {
         applied.push("params=single-object".to_string());
     }
-    if let Some(tz) = req.prefer.timezone.as_deref().filter(|tz| plausible_timezone(tz)) {
+    if let Some(tz) = req
+        .prefer
+        .timezone
+        .as_deref()
+        .filter(|tz| plausible_timezone(tz))
+    {
         plan.timezone = Some(tz.to_string());
         applied.push(format!("timezone={tz}"));
     }

@@ -345,3 +345,27 @@ fn profile_and_locations() {
     .unwrap_err();
     assert_eq!(e.code, "42P01");
 }
+
+#[test]
+fn timezone_preference_is_applied_when_plausible() {
+    let (p, _) = run(&with(
+        Method::GET,
+        "/clients",
+        "",
+        &[("prefer", "timezone=America/New_York")],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(p.timezone.as_deref(), Some("America/New_York"));
+    assert_eq!(p.preference_applied, vec!["timezone=America/New_York"]);
+    let (p, _) = run(&with(
+        Method::GET,
+        "/clients",
+        "",
+        &[("prefer", "timezone='; drop table x")],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(p.timezone, None);
+    assert!(p.preference_applied.is_empty());
+}

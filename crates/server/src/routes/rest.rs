@@ -6,7 +6,7 @@
 use agencyflow_db::{DbError, TxSettings, Type};
 use agencyflow_rest::error::ErrorKind;
 use agencyflow_rest::plan::Action;
-use agencyflow_rest::response::{error_response, respond, ResultRow, RestResponse};
+use agencyflow_rest::response::{error_response, respond, RestResponse, ResultRow};
 use agencyflow_rest::{parse_request, RequestParts, RestError};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -25,9 +25,16 @@ pub struct Caller {
 /// Verifies the bearer token (PostgREST's rules): none → the anon role; a valid token's
 /// `role` claim is the role; anything else is 401 PGRST301.
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, RestError> {
-    let anon = || Caller { role: state.settings.rest.anon_role.clone(), claims: json!({ "role": state.settings.rest.anon_role }) };
-    let Some(auth) = headers.get(header::AUTHORIZATION) else { return Ok(anon()) };
-    let auth = auth.to_str().map_err(|_| RestError::new(ErrorKind::JwtInvalid, "Invalid Authorization header"))?;
+    let anon = || Caller {
+        role: state.settings.rest.anon_role.clone(),
+        claims: json!({ "role": state.settings.rest.anon_role }),
+    };
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return Ok(anon());
+    };
+    let auth = auth
+        .to_str()
+        .map_err(|_| RestError::new(ErrorKind::JwtInvalid, "Invalid Authorization header"))?;
     // PostgREST's reading: `Bearer <token>` (either case); a bare `Bearer` (HTTP trims the
     // trailing space of `Bearer `) or another scheme carries no token, so the anon role.
     let token = match auth.trim().split_once(' ') {
@@ -55,10 +62,19 @@ fn into_response(r: RestResponse, method: &Method, jwt_error: bool) -> Response 
         builder = builder.header(k, v);
     }
     if jwt_error {
-        builder = builder.header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        builder = builder.header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
     }
-    let body = if method == Method::HEAD { Body::empty() } else { Body::from(r.body) };
-    builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(r.body)
+    };
+    builder
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn fail(e: RestError, method: &Method) -> Response {
@@ -68,10 +84,19 @@ fn fail(e: RestError, method: &Method) -> Response {
 
 fn db_error(e: DbError, role_is_anon: bool) -> RestError {
     match e {
-        DbError::Postgres(pg) => RestError::from_postgres(&pg.code, &pg.message, pg.detail.as_deref(), pg.hint.as_deref(), role_is_anon),
+        DbError::Postgres(pg) => RestError::from_postgres(
+            &pg.code,
+            &pg.message,
+            pg.detail.as_deref(),
+            pg.hint.as_deref(),
+            role_is_anon,
+        ),
         DbError::Unavailable(m) => {
             tracing::error!(error = %m, "database unavailable");
-            RestError::new(ErrorKind::ConnectionError, "Database client error. Retrying the connection.")
+            RestError::new(
+                ErrorKind::ConnectionError,
+                "Database client error. Retrying the connection.",
+            )
         }
         DbError::Other(m) => {
             tracing::error!(error = %m, "database error");
@@ -80,14 +105,29 @@ fn db_error(e: DbError, role_is_anon: bool) -> RestError {
     }
 }
 
-pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().strip_prefix("/rest/v1").unwrap_or(uri.path());
     let path = if path.is_empty() { "/" } else { path };
     // The gateway consumes `?apikey=` (Kong's hide_credentials): it is no filter.
     let query = without_apikey(uri.query().unwrap_or(""));
     let query = query.as_str();
     let config = &state.settings.rest;
-    let req = match parse_request(RequestParts { method: &method, path, query, headers: &headers, body: &body }, config) {
+    let req = match parse_request(
+        RequestParts {
+            method: &method,
+            path,
+            query,
+            headers: &headers,
+            body: &body,
+        },
+        config,
+    ) {
         Ok(r) => r,
         Err(e) => return fail(e, &method),
     };
@@ -96,17 +136,34 @@ pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, hea
         Err(e) => return fail(e, &method),
     };
     let Some(cache) = state.schema_cache.get() else {
-        return fail(RestError::new(ErrorKind::SchemaCacheLoading, "Could not query the database for the schema cache. Retrying."), &method);
+        return fail(
+            RestError::new(
+                ErrorKind::SchemaCacheLoading,
+                "Could not query the database for the schema cache. Retrying.",
+            ),
+            &method,
+        );
     };
     let plan = match agencyflow_rest::plan::plan(&req, &cache, config) {
         Ok(p) => p,
         Err(e) => return fail(e, &method),
     };
     if plan.action == Action::OpenApi {
-        let schema = plan.profile.clone().unwrap_or_else(|| config.schemas[0].clone());
+        let schema = plan
+            .profile
+            .clone()
+            .unwrap_or_else(|| config.schemas[0].clone());
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let doc = agencyflow_rest::openapi::openapi_document(&cache, config, &schema, &caller.role, host);
-        return ([(header::CONTENT_TYPE, "application/openapi+json; charset=utf-8")], doc.to_string()).into_response();
+        let doc =
+            agencyflow_rest::openapi::openapi_document(&cache, config, &schema, &caller.role, host);
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/openapi+json; charset=utf-8",
+            )],
+            doc.to_string(),
+        )
+            .into_response();
     }
     let role_is_anon = caller.role == config.anon_role;
     match execute(&state, &plan, &caller, &method, path, &headers).await {
@@ -117,7 +174,10 @@ pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, hea
 
 /// The query string without its `apikey` pairs.
 fn without_apikey(query: &str) -> String {
-    if !query.split('&').any(|p| p == "apikey" || p.starts_with("apikey=")) {
+    if !query
+        .split('&')
+        .any(|p| p == "apikey" || p.starts_with("apikey="))
+    {
         return query.to_string();
     }
     query
@@ -127,24 +187,55 @@ fn without_apikey(query: &str) -> String {
         .join("&")
 }
 
-fn text_params(params: &[Option<String>]) -> Vec<(&(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync), Type)> {
-    params.iter().map(|p| (p as &(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync), Type::TEXT)).collect()
+fn text_params(
+    params: &[Option<String>],
+) -> Vec<(
+    &(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync),
+    Type,
+)> {
+    params
+        .iter()
+        .map(|p| {
+            (
+                p as &(dyn agencyflow_db::tokio_postgres::types::ToSql + Sync),
+                Type::TEXT,
+            )
+        })
+        .collect()
 }
 
 fn result_row(rows: &[agencyflow_db::tokio_postgres::Row]) -> Result<ResultRow, DbError> {
-    let row = rows.first().ok_or_else(|| DbError::Other("the REST statement returned no row".into()))?;
-    let get = |e: agencyflow_db::tokio_postgres::Error| DbError::Other(format!("reading the REST result row: {e}"));
+    let row = rows
+        .first()
+        .ok_or_else(|| DbError::Other("the REST statement returned no row".into()))?;
+    let get = |e: agencyflow_db::tokio_postgres::Error| {
+        DbError::Other(format!("reading the REST result row: {e}"))
+    };
     Ok(ResultRow {
         total_result_set: row.try_get(0).map_err(get)?,
         page_total: row.try_get(1).map_err(get)?,
-        body: row.try_get::<_, Option<String>>(2).map_err(get)?.unwrap_or_default(),
+        body: row
+            .try_get::<_, Option<String>>(2)
+            .map_err(get)?
+            .unwrap_or_default(),
         location: row.try_get(3).map_err(get)?,
         estimated_total: None,
-        inserted_rows: if row.len() > 4 { row.try_get(4).map_err(get)? } else { None },
+        inserted_rows: if row.len() > 4 {
+            row.try_get(4).map_err(get)?
+        } else {
+            None
+        },
     })
 }
 
-async fn execute(state: &AppState, plan: &agencyflow_rest::plan::Plan, caller: &Caller, method: &Method, path: &str, headers: &HeaderMap) -> Result<RestResponse, DbError> {
+async fn execute(
+    state: &AppState,
+    plan: &agencyflow_rest::plan::Plan,
+    caller: &Caller,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<RestResponse, DbError> {
     let stmt = agencyflow_rest::render::render(plan);
     let params = text_params(&stmt.params);
     let mut hdrs = serde_json::Map::new();
@@ -172,7 +263,11 @@ async fn execute(state: &AppState, plan: &agencyflow_rest::plan::Plan, caller: &
     let mut explain = None;
     if let Some(cs) = &plan.count_statement {
         let rows = tx.query_typed(&cs.sql, &text_params(&cs.params)).await?;
-        explain = rows.first().and_then(|r| r.try_get::<_, String>(0).ok().or_else(|| r.try_get::<_, Value>(0).ok().map(|v| v.to_string())));
+        explain = rows.first().and_then(|r| {
+            r.try_get::<_, String>(0)
+                .ok()
+                .or_else(|| r.try_get::<_, Value>(0).ok().map(|v| v.to_string()))
+        });
     }
     let rows = tx.query_typed(&stmt.sql, &params).await?;
     let mut row = result_row(&rows)?;

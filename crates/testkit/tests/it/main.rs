@@ -6,3 +6,4 @@ mod rest;
 mod schema_behaviour;
 mod schema_catalog;
 mod schema_isolation;
+mod storage;

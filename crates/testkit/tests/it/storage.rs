@@ -1,0 +1,1374 @@
+//! `/storage/v1`: every route storage-js uses, RLS across orgs on the documents bucket,
+//! signed URLs (expired, tampered, reused for the wrong purpose), path validation, bucket
+//! limits, and crash safety (a refused upload leaves neither row nor file).
+use std::path::{Path, PathBuf};
+
+use agencyflow_testkit::{TestApp, TestDb, TEST_JWT_SECRET};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+struct Env {
+    t: TestDb,
+    app: TestApp,
+    dir: tempfile::TempDir,
+    a: Uuid,
+    a_org: Uuid,
+    b: Uuid,
+    b_org: Uuid,
+}
+
+async fn setup_with(extra: &[&str]) -> Env {
+    let t = TestDb::new().await;
+    let su = t.superuser().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, email) in [(a, "alice@a.test"), (b, "bob@b.test")] {
+        su.execute(
+            "insert into auth.users (id, email) values ($1, $2)",
+            &[&id, &email],
+        )
+        .await
+        .unwrap();
+    }
+    let org = |u: Uuid| {
+        let su = &su;
+        async move {
+            su.query_one("select org_id from team_members where user_id = $1", &[&u])
+                .await
+                .unwrap()
+                .get::<_, Uuid>(0)
+        }
+    };
+    let (a_org, b_org) = (org(a).await, org(b).await);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_string();
+    let mut args = vec!["--storage-dir", path.as_str()];
+    args.extend_from_slice(extra);
+    let app = t.spawn_app_with(&args).await;
+    Env {
+        t,
+        app,
+        dir,
+        a,
+        a_org,
+        b,
+        b_org,
+    }
+}
+
+async fn setup() -> Env {
+    setup_with(&[]).await
+}
+
+impl Env {
+    fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let r = self
+            .app
+            .http
+            .request(method, self.app.url(&format!("/storage/v1{path}")))
+            .header("apikey", &self.app.anon_key);
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+    fn ta(&self) -> String {
+        self.app.user_token(self.a)
+    }
+    fn tb(&self) -> String {
+        self.app.user_token(self.b)
+    }
+    fn service(&self) -> String {
+        self.app.service_role_key.clone()
+    }
+    async fn upload(
+        &self,
+        token: &str,
+        bucket: &str,
+        name: &str,
+        body: &'static [u8],
+        mime: &str,
+    ) -> reqwest::Response {
+        self.req(
+            Method::POST,
+            &format!("/object/{bucket}/{name}"),
+            Some(token),
+        )
+        .header("content-type", mime)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+    }
+    async fn row_count(&self, name_like: &str) -> i64 {
+        let su = self.t.superuser().await;
+        su.query_one(
+            "select count(*) from storage.objects where name like $1",
+            &[&name_like],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path, out);
+                    } else {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+}
+
+async fn json(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}")),
+    )
+}
+
+fn assert_error(body: &Value, status: &str) {
+    assert_eq!(body["statusCode"], status, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+}
+
+#[tokio::test]
+async fn storage_upload_download_info_exists_and_replace() {
+    let e = setup().await;
+    let ta = e.ta();
+    let name = format!("{}/briefs/brief one.txt", e.a_org);
+    let (s, v) = json(
+        e.upload(&ta, "documents", &name, b"hello storage", "text/plain")
+            .await,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["Key"], format!("documents/{name}"));
+    assert!(v["Id"].as_str().unwrap().parse::<Uuid>().is_ok());
+
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.headers()["content-length"], "13");
+    assert!(r.headers().contains_key("etag"));
+    assert!(r.headers().contains_key("last-modified"));
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"hello storage");
+    // The /authenticated/ form and ?download= (Content-Disposition).
+    let r = e
+        .req(
+            Method::GET,
+            &format!("/object/authenticated/documents/{name}?download"),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("brief%20one.txt"));
+
+    let (s, info) = json(
+        e.req(
+            Method::GET,
+            &format!("/object/info/documents/{name}"),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{info}");
+    assert_eq!(info["size"], 13);
+    assert_eq!(info["content_type"], "text/plain");
+    assert_eq!(info["name"], name);
+    assert_eq!(info["bucket_id"], "documents");
+
+    let r = e
+        .req(
+            Method::HEAD,
+            &format!("/object/documents/{name}"),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = e
+        .req(
+            Method::HEAD,
+            &format!("/object/documents/{}/nope.txt", e.a_org),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (s, v) = json(
+        e.req(
+            Method::GET,
+            &format!("/object/documents/{}/nope.txt", e.a_org),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        v,
+        json!({"statusCode": "404", "error": "not_found", "message": "Object not found"})
+    );
+
+    // No upsert: the name is taken.
+    let (s, v) = json(
+        e.upload(&ta, "documents", &name, b"second", "text/plain")
+            .await,
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert_error(&v, "409");
+    // x-upsert: true replaces; PUT (update) too. Each replacement removes the old version's file.
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/documents/{name}"),
+            Some(&ta),
+        )
+        .header("x-upsert", "true")
+        .header("content-type", "text/markdown")
+        .body("# second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = e
+        .req(Method::PUT, &format!("/object/documents/{name}"), Some(&ta))
+        .header("content-type", "text/plain")
+        .body("third!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "third!");
+    assert_eq!(
+        e.files().len(),
+        1,
+        "old versions are removed: {:?}",
+        e.files()
+    );
+    assert_eq!(e.row_count(&format!("{}/%", e.a_org)).await, 1);
+
+    // Delete one.
+    let (s, v) = json(
+        e.req(
+            Method::DELETE,
+            &format!("/object/documents/{name}"),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(e.files().len(), 0);
+    let r = e
+        .req(
+            Method::DELETE,
+            &format!("/object/documents/{name}"),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn storage_rls_isolates_orgs() {
+    let e = setup().await;
+    let (ta, tb) = (e.ta(), e.tb());
+    let name = format!("{}/secret.txt", e.a_org);
+    assert_eq!(
+        e.upload(&ta, "documents", &name, b"org A only", "text/plain")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        e.upload(
+            &tb,
+            "documents",
+            &format!("{}/b.txt", e.b_org),
+            b"org B",
+            "text/plain"
+        )
+        .await
+        .status(),
+        200
+    );
+
+    // B cannot read, see, list, sign, inspect or overwrite A's file.
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), Some(&tb))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = e
+        .req(
+            Method::HEAD,
+            &format!("/object/documents/{name}"),
+            Some(&tb),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = e
+        .req(
+            Method::GET,
+            &format!("/object/info/documents/{name}"),
+            Some(&tb),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (s, v) = json(
+        e.req(Method::POST, "/object/list/documents", Some(&tb))
+            .json(&json!({"prefix": e.a_org.to_string()}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v, json!([]));
+    let (_, v) = json(
+        e.req(Method::POST, "/object/list/documents", Some(&tb))
+            .json(&json!({"prefix": ""}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![e.b_org.to_string().as_str()],
+        "B sees only its own org folder"
+    );
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/sign/documents/{name}"),
+            Some(&tb),
+        )
+        .json(&json!({"expiresIn": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (s, v) = json(
+        e.req(Method::POST, "/object/sign/documents", Some(&tb))
+            .json(&json!({"expiresIn": 60, "paths": [name]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(
+        v[0]["signedURL"].is_null() && v[0]["error"].is_string(),
+        "{v}"
+    );
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/upload/sign/documents/{name}"),
+            Some(&tb),
+        )
+        .header("x-upsert", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/documents/{name}"),
+            Some(&tb),
+        )
+        .header("x-upsert", "true")
+        .body("overwritten by B")
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json(r).await;
+    assert_eq!(s, 403, "{v}");
+    assert_error(&v, "403");
+    let r = e
+        .req(Method::PUT, &format!("/object/documents/{name}"), Some(&tb))
+        .body("overwritten by B")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // B cannot write into A's folder, nor move or copy A's file, nor delete it.
+    assert_eq!(
+        e.upload(
+            &tb,
+            "documents",
+            &format!("{}/planted.txt", e.a_org),
+            b"x",
+            "text/plain"
+        )
+        .await
+        .status(),
+        403
+    );
+    let r = e.req(Method::POST, "/object/move", Some(&tb)).json(&json!({"bucketId": "documents", "sourceKey": name, "destinationKey": format!("{}/stolen.txt", e.b_org)})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = e.req(Method::POST, "/object/copy", Some(&tb)).json(&json!({"bucketId": "documents", "sourceKey": name, "destinationKey": format!("{}/stolen.txt", e.b_org)})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // Nor can B move its own file into A's folder.
+    let r = e.req(Method::POST, "/object/move", Some(&tb)).json(&json!({"bucketId": "documents", "sourceKey": format!("{}/b.txt", e.b_org), "destinationKey": format!("{}/b.txt", e.a_org)})).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let (s, v) = json(
+        e.req(Method::DELETE, "/object/documents", Some(&tb))
+            .json(&json!({"prefixes": [name]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v, json!([]));
+
+    // Anonymous callers see nothing; non-uuid and top-level names are refused, not errors.
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        e.upload(&ta, "documents", "misc/readme.txt", b"x", "text/plain")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        e.upload(&ta, "documents", &e.a_org.to_string(), b"x", "text/plain")
+            .await
+            .status(),
+        403
+    );
+    // A private bucket is not public.
+    let r = e
+        .app
+        .http
+        .get(
+            e.app
+                .url(&format!("/storage/v1/object/public/documents/{name}")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A still has it, intact.
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "org A only");
+    assert_eq!(e.files().len(), 2);
+}
+
+#[tokio::test]
+async fn storage_refused_upload_leaves_no_row_and_no_file() {
+    let e = setup_with(&["--storage-file-size-limit", "1000"]).await;
+    let tb = e.tb();
+    // Refused by RLS after the bytes were written: the staged file is removed.
+    let r = e
+        .upload(
+            &tb,
+            "documents",
+            &format!("{}/planted.txt", e.a_org),
+            b"payload",
+            "text/plain",
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(e.row_count("%planted%").await, 0);
+    assert!(e.files().is_empty(), "no file is left: {:?}", e.files());
+    // Refused for size while streaming (multipart has no usable length up front).
+    let big = vec![b'x'; 5000];
+    let (ct, body) = multipart("big.bin", "application/octet-stream", &big);
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/documents/{}/big.bin", e.b_org),
+            Some(&tb),
+        )
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json(r).await;
+    assert_eq!(s, 413, "{v}");
+    assert_error(&v, "413");
+    assert_eq!(e.row_count("%big.bin").await, 0);
+    assert!(e.files().is_empty(), "no file is left: {:?}", e.files());
+    // A duplicate (unique violation) after the bytes were written: nothing left either.
+    assert_eq!(
+        e.upload(
+            &tb,
+            "documents",
+            &format!("{}/one.txt", e.b_org),
+            b"1",
+            "text/plain"
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        e.upload(
+            &tb,
+            "documents",
+            &format!("{}/one.txt", e.b_org),
+            b"2",
+            "text/plain"
+        )
+        .await
+        .status(),
+        409
+    );
+    assert_eq!(e.files().len(), 1, "{:?}", e.files());
+    let r = e
+        .req(
+            Method::GET,
+            &format!("/object/documents/{}/one.txt", e.b_org),
+            Some(&tb),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "1");
+}
+
+fn multipart(filename: &str, mime: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----agencyflowboundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"cacheControl\"\r\n\r\n120\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"\"; filename=\"{filename}\"\r\nContent-Type: {mime}\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn storage_multipart_upload_as_storage_js_sends_blobs() {
+    let e = setup().await;
+    let ta = e.ta();
+    let name = format!("{}/logo.png", e.a_org);
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let (ct, body) = multipart("logo.png", "image/png", &data);
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/documents/{name}"),
+            Some(&ta),
+        )
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert_eq!(r.headers()["cache-control"], "max-age=120");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
+}
+
+#[tokio::test]
+async fn storage_path_traversal_and_bad_names_are_refused() {
+    let e = setup().await;
+    let ta = e.ta();
+    let org = e.a_org;
+    for bad in [
+        format!("{org}/..%2F..%2Fescape.txt"),
+        format!("{org}/%2E%2E%2Fescape.txt"),
+        format!("{org}/a%00b.txt"),
+        format!("{org}/a%5C..%5Cb.txt"),
+        format!("{org}//double.txt"),
+        format!("{org}/a%2F.%2Fb.txt"),
+        format!("%2F{org}/abs.txt"),
+    ] {
+        let r = e
+            .req(Method::POST, &format!("/object/documents/{bad}"), Some(&ta))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        let (s, v) = json(r).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert_error(&v, "400");
+    }
+    let r = e
+        .req(Method::POST, "/object/move", Some(&ta))
+        .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/a.txt"), "destinationKey": format!("{org}/../../x")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = e
+        .req(Method::POST, "/object/copy", Some(&ta))
+        .json(&json!({"bucketId": "..", "sourceKey": "a/b", "destinationKey": "a/c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A literal `..` in the request line (no client-side normalisation).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = e.app.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET /storage/v1/object/documents/{org}/../../../etc/passwd HTTP/1.1\r\nHost: x\r\napikey: {}\r\nConnection: close\r\n\r\n",
+        e.app.anon_key
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    sock.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(e.files().is_empty());
+}
+
+#[tokio::test]
+async fn storage_bucket_size_and_mime_limits() {
+    let e = setup().await;
+    let svc = e.service();
+    let (s, v) = json(
+        e.req(Method::POST, "/bucket", Some(&svc))
+            .json(&json!({"id": "limited", "name": "limited", "public": false, "file_size_limit": "1KB", "allowed_mime_types": ["image/png", "text/*"]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let big: &'static [u8] = Box::leak(vec![b'a'; 2000].into_boxed_slice());
+    let (s, v) = json(
+        e.upload(&svc, "limited", "big.txt", big, "text/plain")
+            .await,
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    assert_error(&v, "413");
+    let (s, v) = json(
+        e.upload(&svc, "limited", "doc.pdf", b"%PDF-1.4", "application/pdf")
+            .await,
+    )
+    .await;
+    assert_eq!(s, 415, "{v}");
+    assert_error(&v, "415");
+    assert_eq!(
+        e.upload(
+            &svc,
+            "limited",
+            "ok.txt",
+            b"fine",
+            "text/plain; charset=utf-8"
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        e.upload(&svc, "limited", "ok.png", b"\x89PNG", "image/png")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        e.upload(&svc, "nosuchbucket", "a.txt", b"x", "text/plain")
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(e.files().len(), 2);
+}
+
+#[tokio::test]
+async fn storage_signed_urls_download_and_refuse_expired_or_tampered() {
+    let e = setup().await;
+    let ta = e.ta();
+    let name = format!("{}/report.pdf", e.a_org);
+    let other = format!("{}/other.txt", e.a_org);
+    assert_eq!(
+        e.upload(&ta, "documents", &name, b"%PDF signed", "application/pdf")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        e.upload(&ta, "documents", &other, b"other", "text/plain")
+            .await
+            .status(),
+        200
+    );
+    let (s, v) = json(
+        e.req(
+            Method::POST,
+            &format!("/object/sign/documents/{name}"),
+            Some(&ta),
+        )
+        .json(&json!({"expiresIn": 60}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let signed = v["signedURL"].as_str().unwrap().to_string();
+    assert!(
+        signed.starts_with(&format!("/object/sign/documents/{name}?token=")),
+        "{signed}"
+    );
+    // Followed without apikey or bearer, as a browser would.
+    let r = e
+        .app
+        .http
+        .get(e.app.url(&format!("/storage/v1{signed}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"%PDF signed");
+
+    let token = signed.split("token=").nth(1).unwrap().to_string();
+    // The token names one object only.
+    let r = e
+        .app
+        .http
+        .get(e.app.url(&format!(
+            "/storage/v1/object/sign/documents/{other}?token={token}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json(r).await;
+    assert_eq!(s, 400, "{v}");
+    assert_error(&v, "400");
+    // Tampered: the signature no longer matches.
+    let (unsigned, sig) = token.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
+    let bad = format!("{unsigned}.{flipped}{}", &sig[1..]);
+    let r = e
+        .app
+        .http
+        .get(e.app.url(&format!(
+            "/storage/v1/object/sign/documents/{name}?token={bad}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A forged payload signed with another secret.
+    let forged = agencyflow_auth::JwtKeys::hs256(b"not-the-project-secret-not-the-project-secret", None)
+        .sign_hs256(&json!({"url": format!("documents/{name}"), "storage": "download", "exp": chrono::Utc::now().timestamp() + 60}))
+        .unwrap();
+    let r = e
+        .app
+        .http
+        .get(e.app.url(&format!(
+            "/storage/v1/object/sign/documents/{name}?token={forged}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Expired (beyond the verifier's leeway).
+    let keys = agencyflow_auth::JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), None);
+    let now = chrono::Utc::now().timestamp();
+    let expired = keys.sign_hs256(&json!({"url": format!("documents/{name}"), "storage": "download", "iat": now - 600, "exp": now - 300})).unwrap();
+    let (s, v) = json(
+        e.app
+            .http
+            .get(e.app.url(&format!(
+                "/storage/v1/object/sign/documents/{name}?token={expired}"
+            )))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"], "InvalidJWT");
+    // A user's access token is not a signed URL token; nor is a missing token.
+    let r = e
+        .app
+        .http
+        .get(e.app.url(&format!(
+            "/storage/v1/object/sign/documents/{name}?token={ta}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = e
+        .app
+        .http
+        .get(
+            e.app
+                .url(&format!("/storage/v1/object/sign/documents/{name}")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A download token does not authorize an upload.
+    let r = e
+        .app
+        .http
+        .put(e.app.url(&format!(
+            "/storage/v1/object/upload/sign/documents/{name}?token={token}"
+        )))
+        .body("overwrite")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Non-positive expiry is refused.
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/sign/documents/{name}"),
+            Some(&ta),
+        )
+        .json(&json!({"expiresIn": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Bulk signing.
+    let (s, v) = json(
+        e.req(Method::POST, "/object/sign/documents", Some(&ta))
+            .json(&json!({"expiresIn": 60, "paths": [name, other, format!("{}/missing.txt", e.a_org)]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert!(v[0]["signedURL"].is_string() && v[0]["error"].is_null());
+    assert!(v[2]["signedURL"].is_null() && v[2]["error"].is_string());
+    let r = e
+        .app
+        .http
+        .get(e.app.url(&format!(
+            "/storage/v1{}",
+            v[1]["signedURL"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "other");
+}
+
+#[tokio::test]
+async fn storage_signed_upload_urls() {
+    let e = setup().await;
+    let ta = e.ta();
+    let name = format!("{}/incoming/upload.txt", e.a_org);
+    let (s, v) = json(
+        e.req(
+            Method::POST,
+            &format!("/object/upload/sign/documents/{name}"),
+            Some(&ta),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let url = v["url"].as_str().unwrap().to_string();
+    let token = v["token"].as_str().unwrap().to_string();
+    assert!(url.ends_with(&format!("?token={token}")));
+    // The probe insert was rolled back.
+    assert_eq!(e.row_count("%upload.txt").await, 0);
+    // Uploaded without apikey or bearer; the row is owned by the signer.
+    let r = e
+        .app
+        .http
+        .put(e.app.url(&format!("/storage/v1{url}")))
+        .header("content-type", "text/plain")
+        .body("via signed upload")
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json(r).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["Key"], format!("documents/{name}"));
+    let su = e.t.superuser().await;
+    let owner: Option<Uuid> = su
+        .query_one(
+            "select owner from storage.objects where name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, Some(e.a));
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "via signed upload");
+    // Not an upsert token: a second upload is refused, and leaves no file.
+    let r = e
+        .app
+        .http
+        .put(e.app.url(&format!("/storage/v1{url}")))
+        .body("again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(e.files().len(), 1);
+    // The token is for that path only.
+    let r = e
+        .app
+        .http
+        .put(e.app.url(&format!(
+            "/storage/v1/object/upload/sign/documents/{}/x.txt?token={token}",
+            e.a_org
+        )))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // B cannot get an upload URL into A's folder; an upsert URL replaces.
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/upload/sign/documents/{}/x.txt", e.a_org),
+            Some(&e.tb()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (_, v) = json(
+        e.req(
+            Method::POST,
+            &format!("/object/upload/sign/documents/{name}"),
+            Some(&ta),
+        )
+        .header("x-upsert", "true")
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let r = e
+        .app
+        .http
+        .put(
+            e.app
+                .url(&format!("/storage/v1{}", v["url"].as_str().unwrap())),
+        )
+        .body("replaced")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "replaced");
+    assert_eq!(e.files().len(), 1);
+}
+
+#[tokio::test]
+async fn storage_list_move_copy_remove() {
+    let e = setup().await;
+    let ta = e.ta();
+    let org = e.a_org;
+    for n in [
+        "b.txt",
+        "a.txt",
+        "folder/c.txt",
+        "folder/deeper/d.txt",
+        "apple.md",
+    ] {
+        assert_eq!(
+            e.upload(
+                &ta,
+                "documents",
+                &format!("{org}/{n}"),
+                b"content",
+                "text/plain"
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+    let list = |body: Value| {
+        let r = e
+            .req(Method::POST, "/object/list/documents", Some(&ta))
+            .json(&body);
+        async move {
+            let (s, v) = json(r.send().await.unwrap()).await;
+            assert_eq!(s, 200, "{v}");
+            v.as_array().unwrap().clone()
+        }
+    };
+    let names = |v: &[Value]| {
+        v.iter()
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let top = list(json!({"prefix": org.to_string(), "limit": 100, "offset": 0, "sortBy": {"column": "name", "order": "asc"}})).await;
+    assert_eq!(names(&top), vec!["a.txt", "apple.md", "b.txt", "folder"]);
+    let folder = top.iter().find(|o| o["name"] == "folder").unwrap();
+    assert!(folder["id"].is_null() && folder["metadata"].is_null());
+    let file = top.iter().find(|o| o["name"] == "a.txt").unwrap();
+    assert_eq!(file["metadata"]["size"], 7);
+    assert_eq!(file["metadata"]["mimetype"], "text/plain");
+    assert!(file["id"].is_string() && file["created_at"].is_string());
+    let sub = list(json!({"prefix": format!("{org}/folder/")})).await;
+    assert_eq!(names(&sub), vec!["c.txt", "deeper"]);
+    let searched = list(json!({"prefix": org.to_string(), "search": "a"})).await;
+    assert_eq!(names(&searched), vec!["a.txt", "apple.md"]);
+    let desc = list(json!({"prefix": org.to_string(), "sortBy": {"column": "name", "order": "desc"}, "limit": 2, "offset": 1})).await;
+    assert_eq!(names(&desc), vec!["b.txt", "apple.md"]);
+    let r = e
+        .req(Method::POST, "/object/list/documents", Some(&ta))
+        .json(&json!({"prefix": "", "sortBy": {"column": "1; drop table x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Move: the old name is gone, the new one has the bytes.
+    let (s, v) = json(
+        e.req(Method::POST, "/object/move", Some(&ta))
+            .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/a.txt"), "destinationKey": format!("{org}/moved/a.txt")}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["message"], "Successfully moved");
+    assert_eq!(
+        e.req(
+            Method::GET,
+            &format!("/object/documents/{org}/a.txt"),
+            Some(&ta)
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    assert_eq!(
+        e.req(
+            Method::GET,
+            &format!("/object/documents/{org}/moved/a.txt"),
+            Some(&ta)
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap(),
+        "content"
+    );
+    // Onto an existing name: 409.
+    let r = e
+        .req(Method::POST, "/object/move", Some(&ta))
+        .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/b.txt"), "destinationKey": format!("{org}/apple.md")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // Copy: both exist, independent.
+    let (s, v) = json(
+        e.req(Method::POST, "/object/copy", Some(&ta))
+            .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/b.txt"), "destinationKey": format!("{org}/b-copy.txt")}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["Key"], format!("documents/{org}/b-copy.txt"));
+    assert_eq!(
+        e.req(
+            Method::GET,
+            &format!("/object/documents/{org}/b-copy.txt"),
+            Some(&ta)
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap(),
+        "content"
+    );
+    assert_eq!(e.files().len(), 6);
+
+    // Remove many: the removed objects come back; files go.
+    let (s, v) = json(
+        e.req(Method::DELETE, "/object/documents", Some(&ta))
+            .json(&json!({"prefixes": [format!("{org}/b.txt"), format!("{org}/b-copy.txt"), format!("{org}/missing")]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut removed = names(v.as_array().unwrap());
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![format!("{org}/b-copy.txt"), format!("{org}/b.txt")]
+    );
+    assert_eq!(e.files().len(), 4);
+    assert_eq!(e.row_count(&format!("{org}/%")).await, 4);
+}
+
+#[tokio::test]
+async fn storage_buckets_for_the_service_role() {
+    let e = setup().await;
+    let svc = e.service();
+    let (s, v) = json(
+        e.req(Method::POST, "/bucket", Some(&svc))
+            .json(&json!({"id": "avatars", "name": "avatars", "public": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v, json!({"name": "avatars"}));
+    let r = e
+        .req(Method::POST, "/bucket", Some(&svc))
+        .json(&json!({"id": "avatars", "name": "avatars"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let (s, v) = json(
+        e.req(Method::GET, "/bucket/avatars", Some(&svc))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["public"], true);
+    assert_eq!(v["id"], "avatars");
+    let (_, v) = json(
+        e.req(Method::GET, "/bucket", Some(&svc))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["avatars", "documents"]);
+    let (s, v) = json(
+        e.req(Method::GET, "/bucket/nope", Some(&svc))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_error(&v, "404");
+
+    // A public bucket serves without any key.
+    assert_eq!(
+        e.upload(&svc, "avatars", "u/pic.png", b"\x89PNG pic", "image/png")
+            .await
+            .status(),
+        200
+    );
+    let r = e
+        .app
+        .http
+        .get(e.app.url("/storage/v1/object/public/avatars/u/pic.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"\x89PNG pic");
+
+    let (s, v) = json(e.req(Method::PUT, "/bucket/avatars", Some(&svc)).json(&json!({"public": false, "file_size_limit": 10, "allowed_mime_types": ["image/png"]})).send().await.unwrap()).await;
+    assert_eq!(s, 200, "{v}");
+    let r = e
+        .app
+        .http
+        .get(e.app.url("/storage/v1/object/public/avatars/u/pic.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        e.upload(&svc, "avatars", "u/big.png", b"01234567890123", "image/png")
+            .await
+            .status(),
+        413
+    );
+
+    // Users cannot manage buckets.
+    let r = e
+        .req(Method::POST, "/bucket", Some(&e.ta()))
+        .json(&json!({"name": "mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (_, v) = json(
+        e.req(Method::GET, "/bucket", Some(&e.ta()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v, json!([]));
+    let r = e
+        .req(Method::DELETE, "/bucket/avatars", Some(&e.ta()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Not empty: 409; empty, then delete.
+    let r = e
+        .req(Method::DELETE, "/bucket/avatars", Some(&svc))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let (s, v) = json(
+        e.req(Method::POST, "/bucket/avatars/empty", Some(&svc))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(e.files().is_empty());
+    let (s, v) = json(
+        e.req(Method::DELETE, "/bucket/avatars", Some(&svc))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        e.req(Method::GET, "/bucket/avatars", Some(&svc))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Storage needs the API key like every surface.
+    let r = e
+        .app
+        .http
+        .get(e.app.url("/storage/v1/bucket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn storage_supabase_js_e2e() {
+    let e = setup().await;
+    let (ta, tb) = (e.ta(), e.tb());
+    let (a_org, b_org) = (e.a_org.to_string(), e.b_org.to_string());
+    e.app
+        .run_node_test_with_env(
+            "storage.test.js",
+            &[
+                ("STORAGE_USER_A_TOKEN", &ta),
+                ("STORAGE_USER_A_ORG", &a_org),
+                ("STORAGE_USER_B_TOKEN", &tb),
+                ("STORAGE_USER_B_ORG", &b_org),
+            ],
+        )
+        .await;
+}
