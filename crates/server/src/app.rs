@@ -93,12 +93,20 @@ pub fn router(state: AppState) -> Router {
         state.keys.clone(),
         state.settings.serve.functions.clone(),
     ));
-    let storage = agencyflow_storage::StorageState::from_args(state.db.clone(), state.keys.clone(), &state.settings.serve.storage, crate::config::default_data_dir)
-        .expect("storage settings are checked when the state is built");
-    // Uploads stream under the storage limits, not the JSON body limit: nested after that layer.
-    let storage = Router::new().nest("/storage/v1", agencyflow_storage::router(storage)).layer(
-        axum::middleware::from_fn_with_state(state.clone(), routes::gateway::require_apikey),
-    );
+    let storage = agencyflow_storage::StorageState::from_args(
+        state.db.clone(),
+        state.keys.clone(),
+        &state.settings.serve.storage,
+        crate::config::default_data_dir,
+    )
+    .expect("storage settings are checked when the state is built");
+    // Uploads stream under the storage limits, not the JSON body limit: merged after that layer.
+    let storage = Router::new()
+        .nest("/storage/v1", agencyflow_storage::router(storage))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::gateway::require_apikey,
+        ));
     let gated = Router::new()
         .nest("/auth/v1", auth)
         .nest("/functions/v1", functions)

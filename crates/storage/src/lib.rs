@@ -207,3 +207,44 @@ pub fn router(state: StorageState) -> Router {
         .route("/object/{*rest}", any(objects::dispatch))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        storage: StorageArgs,
+    }
+
+    fn args(a: &[&str]) -> StorageArgs {
+        let mut v = vec!["t"];
+        v.extend_from_slice(a);
+        Cli::try_parse_from(v).unwrap().storage
+    }
+
+    #[test]
+    fn backends_are_checked_at_start() {
+        assert!(args(&[]).check().is_ok());
+        assert_eq!(
+            args(&[]).dir_or(|| PathBuf::from("/data")),
+            PathBuf::from("/data/storage")
+        );
+        assert!(args(&["--storage-backend", "ftp"]).check().is_err());
+        let no_bucket = args(&["--storage-backend", "s3"]).check().unwrap_err();
+        assert!(no_bucket.contains("STORAGE_S3_BUCKET"), "{no_bucket}");
+        #[cfg(feature = "s3")]
+        assert!(args(&[
+            "--storage-backend",
+            "s3",
+            "--storage-s3-bucket",
+            "b",
+            "--storage-s3-endpoint",
+            "http://127.0.0.1:9000"
+        ])
+        .check()
+        .is_ok());
+    }
+}
