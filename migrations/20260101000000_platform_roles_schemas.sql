@@ -29,6 +29,9 @@ grant anon, authenticated, service_role, supabase_auth_admin to authenticator;
 
 -- PostgREST and Supabase's linter read the exposed schemas from this role setting.
 alter role authenticator set pgrst.db_schemas = 'public';
+-- The API serves short OLTP statements: JIT compilation (hundreds of ms once a plan's
+-- estimated cost passes jit_above_cost) only ever costs it time (bench/rest.sh).
+alter role authenticator set jit = off;
 -- Per-role statement timeouts as Supabase sets them (applied by the server per request).
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';

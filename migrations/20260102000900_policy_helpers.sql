@@ -26,8 +26,8 @@ end
 $$;
 
 -- Orgs in which the current user holds one of `roles`. Policies use
--- `org_id in (select private.get_user_org_ids(array[...]))`, which the planner evaluates once
--- per statement (a hashed sub-plan) instead of once per row.
+-- `org_id = any (array(select private.get_user_org_ids(array[...])))`, which the planner evaluates once
+-- per statement (an InitPlan) and uses as an index condition.
 create or replace function private.get_user_org_ids(roles text[])
 returns setof uuid
 language plpgsql

@@ -6,8 +6,10 @@
 --   never an overlapping `for all`); update policies carry WITH CHECK so a row cannot be moved
 --   to another org; no `true` on writes; no temp_anon policies.
 -- * auth.uid() only inside a sub-select; membership through the private SECURITY DEFINER
---   helpers, used as `org_id in (select private.get_user_org_ids(...))` (a hashed sub-plan,
---   evaluated once per statement).
+--   helpers, used as `org_id = any (array(select private.get_user_org_ids(...)))`: an InitPlan
+--   evaluated once per statement whose array is an index condition (`org_id = ANY ($0)`), so a
+--   tenant's query reads its own rows through the (org_id, ...) indexes. The `org_id in
+--   (select ...)` form became a hashed-sub-plan filter over every tenant's rows.
 -- * Role sets: members = any role; staff = owner, admin, consultant, member;
 --   writers = owner, admin, consultant; managers = owner, admin.
 
@@ -42,7 +44,7 @@ $$;
 create policy organizations_select on public.organizations
   for select to authenticated
   using (
-    id in (select private.get_user_org_ids())
+    id = any (array(select private.get_user_org_ids()))
     or (created_by = (select auth.uid()) and created_at = now())
   );
 create policy organizations_insert on public.organizations
@@ -77,7 +79,7 @@ create policy profiles_update on public.profiles
 ------------------------------------------------------------------------------------------
 create policy team_members_select on public.team_members
   for select to authenticated
-  using (org_id in (select private.get_user_org_ids()));
+  using (org_id = any (array(select private.get_user_org_ids())));
 create policy team_members_insert on public.team_members
   for insert to authenticated
   with check (
@@ -108,9 +110,9 @@ create policy team_members_delete on public.team_members
 do $$
 declare
   t text;
-  members constant text := 'org_id in (select private.get_user_org_ids())';
-  staff constant text := 'org_id in (select private.get_user_org_ids(array[''owner'', ''admin'', ''consultant'', ''member'']))';
-  writers constant text := 'org_id in (select private.get_user_org_ids(array[''owner'', ''admin'', ''consultant'']))';
+  members constant text := 'org_id = any (array(select private.get_user_org_ids()))';
+  staff constant text := 'org_id = any (array(select private.get_user_org_ids(array[''owner'', ''admin'', ''consultant'', ''member''])))';
+  writers constant text := 'org_id = any (array(select private.get_user_org_ids(array[''owner'', ''admin'', ''consultant''])))';
 begin
   -- Wizard data and documents: every member, client role included, reads and writes.
   foreach t in array array['wizard_sessions', 'wizard_answers', 'documents'] loop
@@ -166,17 +168,17 @@ create policy services_select_anon on public.services
   using (org_id is null and is_active);
 create policy services_select on public.services
   for select to authenticated
-  using ((org_id is null and is_active) or org_id in (select private.get_user_org_ids()));
+  using ((org_id is null and is_active) or org_id = any (array(select private.get_user_org_ids())));
 create policy services_insert on public.services
   for insert to authenticated
-  with check (org_id in (select private.get_user_org_ids(array['owner', 'admin'])));
+  with check (org_id = any (array(select private.get_user_org_ids(array['owner', 'admin']))));
 create policy services_update on public.services
   for update to authenticated
-  using (org_id in (select private.get_user_org_ids(array['owner', 'admin'])))
-  with check (org_id in (select private.get_user_org_ids(array['owner', 'admin'])));
+  using (org_id = any (array(select private.get_user_org_ids(array['owner', 'admin']))))
+  with check (org_id = any (array(select private.get_user_org_ids(array['owner', 'admin']))));
 create policy services_delete on public.services
   for delete to authenticated
-  using (org_id in (select private.get_user_org_ids(array['owner', 'admin'])));
+  using (org_id = any (array(select private.get_user_org_ids(array['owner', 'admin']))));
 
 create policy system_services_select on public.system_services
   for select to anon, authenticated

@@ -95,17 +95,17 @@ insert into storage.buckets (id, name, public) values ('documents', 'documents',
 -- Members of an org read and write objects under `<org_id>/` only.
 create policy documents_member_select on storage.objects
   for select to authenticated
-  using (bucket_id = 'documents' and storage.org_folder(name) in (select private.get_user_org_ids()));
+  using (bucket_id = 'documents' and storage.org_folder(name) = any (array(select private.get_user_org_ids())));
 
 create policy documents_member_insert on storage.objects
   for insert to authenticated
-  with check (bucket_id = 'documents' and storage.org_folder(name) in (select private.get_user_org_ids()));
+  with check (bucket_id = 'documents' and storage.org_folder(name) = any (array(select private.get_user_org_ids())));
 
 create policy documents_member_update on storage.objects
   for update to authenticated
-  using (bucket_id = 'documents' and storage.org_folder(name) in (select private.get_user_org_ids()))
-  with check (bucket_id = 'documents' and storage.org_folder(name) in (select private.get_user_org_ids()));
+  using (bucket_id = 'documents' and storage.org_folder(name) = any (array(select private.get_user_org_ids())))
+  with check (bucket_id = 'documents' and storage.org_folder(name) = any (array(select private.get_user_org_ids())));
 
 create policy documents_member_delete on storage.objects
   for delete to authenticated
-  using (bucket_id = 'documents' and storage.org_folder(name) in (select private.get_user_org_ids()));
+  using (bucket_id = 'documents' and storage.org_folder(name) = any (array(select private.get_user_org_ids())));

@@ -58,10 +58,54 @@ pub struct Db {
 }
 
 struct Inner {
+    /// Statements prepared per connection for `query_cached`, by SQL text: a request shape
+    /// is parsed and planned once per connection, and later requests of that shape go out
+    /// pipelined with BEGIN and the settings in one round trip.
+    prepared: PreparedCache,
     vault_key: Option<String>,
     /// `ALTER ROLE ... SET` values: `SET ROLE` does not apply them, so we do, per request.
     role_settings: RwLock<HashMap<String, Vec<(String, String)>>>,
     search_path: String,
+}
+
+/// Per-connection statement cache keyed by deadpool's object id (never reused).
+#[derive(Default)]
+struct PreparedCache(
+    std::sync::Mutex<
+        HashMap<deadpool_postgres::ObjectId, HashMap<String, tokio_postgres::Statement>>,
+    >,
+);
+
+/// Statements kept per connection; past it the connection's cache starts over (dropped
+/// statements are closed on the server).
+const PREPARED_PER_CONNECTION: usize = 512;
+
+impl PreparedCache {
+    fn key(client: &Object) -> deadpool_postgres::ObjectId {
+        Object::id(client)
+    }
+
+    fn get(&self, client: &Object, sql: &str) -> Option<tokio_postgres::Statement> {
+        self.0
+            .lock()
+            .expect("prepared cache lock")
+            .get(&Self::key(client))?
+            .get(sql)
+            .cloned()
+    }
+
+    fn put(&self, client: &Object, sql: &str, stmt: tokio_postgres::Statement) {
+        let mut all = self.0.lock().expect("prepared cache lock");
+        // Connections the pool replaced leave their entries behind; a bound keeps that small.
+        if all.len() > 1024 && !all.contains_key(&Self::key(client)) {
+            all.clear();
+        }
+        let mine = all.entry(Self::key(client)).or_default();
+        if mine.len() >= PREPARED_PER_CONNECTION {
+            mine.clear();
+        }
+        mine.insert(sql.to_string(), stmt);
+    }
 }
 
 const SETUP_SQL: &str =
@@ -86,6 +130,7 @@ impl Db {
         Ok(Db {
             pool,
             inner: Arc::new(Inner {
+                prepared: PreparedCache::default(),
                 vault_key: None,
                 role_settings: RwLock::new(HashMap::new()),
                 search_path: "public, extensions".into(),
@@ -201,6 +246,7 @@ impl Db {
                 values,
             }),
             open: false,
+            inner: self.inner.clone(),
         })
     }
 
@@ -250,6 +296,7 @@ pub struct ClaimsTxn {
     client: Option<Object>,
     pending: Option<Setup>,
     open: bool,
+    inner: Arc<Inner>,
 }
 
 impl ClaimsTxn {
@@ -346,6 +393,118 @@ impl ClaimsTxn {
         let rows = q?;
         c?;
         Ok(rows)
+    }
+
+    /// Runs `sql` (all parameters TEXT) as a statement prepared once per connection. When it
+    /// is already prepared and is the transaction's first statement, BEGIN, the settings, the
+    /// statement and (with `commit`) COMMIT go out in one round trip; the first time, the
+    /// prepare rides with BEGIN and the settings, so names resolve as the request's role.
+    async fn cached(
+        &mut self,
+        sql: &str,
+        params: &[Option<String>],
+        commit: bool,
+    ) -> Result<Vec<Row>, DbError> {
+        let client = self.client.as_ref().expect("transaction already finished");
+        let values: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let known = self.inner.prepared.get(client, sql);
+        let setup = self.pending.take();
+        let setup_stmt = match &setup {
+            Some(_) => Some(client.prepare_cached(SETUP_SQL).await?),
+            None => None,
+        };
+        self.open = true;
+        let stmt = match known {
+            Some(stmt) => stmt,
+            None => {
+                let types = vec![Type::TEXT; params.len()];
+                let stmt = match (&setup, &setup_stmt) {
+                    (Some(setup), Some(ss)) => {
+                        let sp: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
+                        let (b, s, p) = futures::join!(
+                            client.batch_execute(setup.begin),
+                            client.query(ss, &sp),
+                            client.prepare_typed(sql, &types)
+                        );
+                        b?;
+                        s?;
+                        p?
+                    }
+                    _ => client.prepare_typed(sql, &types).await?,
+                };
+                self.inner.prepared.put(client, sql, stmt.clone());
+                let (q, c) = futures::join!(client.query(&stmt, &values), async {
+                    if commit {
+                        client.batch_execute("commit").await
+                    } else {
+                        Ok(())
+                    }
+                });
+                if commit {
+                    self.open = false;
+                }
+                let rows = q?;
+                c?;
+                return Ok(rows);
+            }
+        };
+        let sp: Option<[&(dyn ToSql + Sync); 2]> = setup
+            .as_ref()
+            .map(|s| [&s.keys as &(dyn ToSql + Sync), &s.values]);
+        let (b, s, q, c) = futures::join!(
+            async {
+                match &setup {
+                    Some(setup) => client.batch_execute(setup.begin).await,
+                    None => Ok(()),
+                }
+            },
+            async {
+                match (&setup_stmt, &sp) {
+                    (Some(ss), Some(sp)) => client.query(ss, sp).await.map(|_| ()),
+                    _ => Ok(()),
+                }
+            },
+            client.query(&stmt, &values),
+            async {
+                if commit {
+                    client.batch_execute("commit").await
+                } else {
+                    Ok(())
+                }
+            }
+        );
+        if commit {
+            self.open = false;
+        }
+        b?;
+        s?;
+        let rows = q?;
+        c?;
+        Ok(rows)
+    }
+
+    /// [`Self::cached`] within the transaction.
+    pub async fn query_cached(
+        &mut self,
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<Vec<Row>, DbError> {
+        self.cached(sql, params, false).await
+    }
+
+    /// [`Self::cached`], then COMMIT in the same round trip: for read-only requests, whose
+    /// outcome cannot depend on commit versus rollback.
+    pub async fn query_cached_and_commit(
+        mut self,
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<Vec<Row>, DbError> {
+        let rows = self.cached(sql, params, true).await;
+        // The COMMIT was sent either way (a failed statement turns it into a rollback).
+        self.open = false;
+        self.client.take();
+        rows
     }
 
     pub async fn query_one(

@@ -87,7 +87,10 @@ pub fn router(state: AppState) -> Router {
         state.keys.clone(),
         Arc::new(state.settings.serve.auth.clone()),
     ));
-    let rest = Router::new().route("/", any(routes::rest::handle)).route("/{*path}", any(routes::rest::handle)).with_state(state.clone());
+    let rest = Router::new()
+        .route("/", any(routes::rest::handle))
+        .route("/{*path}", any(routes::rest::handle))
+        .with_state(state.clone());
     let functions = agencyflow_functions::router(agencyflow_functions::FunctionsState::new(
         state.db.clone(),
         state.keys.clone(),
@@ -112,7 +115,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/functions/v1", functions)
         .nest("/rest/v1", rest)
         // `GET /rest/v1/` (the OpenAPI document): nest's "/" only matches `/rest/v1`.
-        .route("/rest/v1/", any(routes::rest::handle).with_state(state.clone()))
+        .route(
+            "/rest/v1/",
+            any(routes::rest::handle).with_state(state.clone()),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::gateway::require_apikey,

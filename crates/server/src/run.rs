@@ -7,8 +7,9 @@ use agencyflow_db::{migrate, ClusterError, ClusterOptions, Db, EmbeddedCluster};
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Settings};
-use crate::config::{EmbedAction, 
-    default_data_dir, rest_settings, Cli, Command, ConfigError, GlobalArgs, LogFormat, ServeArgs,
+use crate::config::{
+    default_data_dir, rest_settings, Cli, Command, ConfigError, EmbedAction, GlobalArgs, LogFormat,
+    ServeArgs,
 };
 use crate::keys;
 
@@ -72,22 +73,55 @@ pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Datab
             cluster: None,
         });
     }
-    let opts = ClusterOptions { data_dir: data_dir.to_path_buf(), bin_dir: None, port: None, ephemeral: false };
+    let opts = ClusterOptions {
+        data_dir: data_dir.to_path_buf(),
+        bin_dir: None,
+        port: None,
+        ephemeral: false,
+    };
     match EmbeddedCluster::start(&opts) {
-        Ok(cluster) => Ok(Database { api_url: cluster.url("authenticator", "postgres"), admin_url: cluster.url("postgres", "postgres"), cluster: Some(cluster) }),
+        Ok(cluster) => Ok(Database {
+            api_url: cluster.url("authenticator", "postgres"),
+            admin_url: cluster.url("postgres", "postgres"),
+            cluster: Some(cluster),
+        }),
         // `agencyflow serve` already runs this data directory: use its cluster, manage nothing.
         Err(ClusterError::AlreadyRunning { pid, .. }) => {
-            let (socket, port) = EmbeddedCluster::running_at(data_dir).ok_or_else(|| failed(format!("PostgreSQL (pid {pid}) runs on {} but its postmaster.pid is unreadable", data_dir.display())))?;
-            let url = |user: &str| format!("host={} port={port} user={user} dbname=postgres", socket.display());
-            tracing::info!(pid, "using the embedded PostgreSQL already running on this data directory");
-            Ok(Database { api_url: url("authenticator"), admin_url: url("postgres"), cluster: None })
+            let (socket, port) = EmbeddedCluster::running_at(data_dir).ok_or_else(|| {
+                failed(format!(
+                    "PostgreSQL (pid {pid}) runs on {} but its postmaster.pid is unreadable",
+                    data_dir.display()
+                ))
+            })?;
+            let url = |user: &str| {
+                format!(
+                    "host={} port={port} user={user} dbname=postgres",
+                    socket.display()
+                )
+            };
+            tracing::info!(
+                pid,
+                "using the embedded PostgreSQL already running on this data directory"
+            );
+            Ok(Database {
+                api_url: url("authenticator"),
+                admin_url: url("postgres"),
+                cluster: None,
+            })
         }
         Err(e) => Err(failed(e)),
     }
 }
 
 fn tokio_postgres_config_check(url: &str, setting: &'static str) -> Result<(), ConfigError> {
-    url.parse::<agencyflow_db::tokio_postgres::Config>().map(|_| ()).map_err(|e| ConfigError::new(setting, format!("not a valid PostgreSQL connection string: {e}")))
+    url.parse::<agencyflow_db::tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| {
+            ConfigError::new(
+                setting,
+                format!("not a valid PostgreSQL connection string: {e}"),
+            )
+        })
 }
 
 pub fn data_dir(g: &GlobalArgs) -> PathBuf {
@@ -124,7 +158,9 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             Command::Serve(args) => serve(&database, args, keys, &dir).await,
             Command::Migrate { dry_run } => run_migrations(&database.admin_url, dry_run).await,
             Command::Seed { .. } => seed_demo(&database.admin_url).await,
-            Command::Embed { action: EmbedAction::Backfill { functions } } => embed_backfill(&database, &functions, &dir).await,
+            Command::Embed {
+                action: EmbedAction::Backfill { functions },
+            } => embed_backfill(&database, &functions, &dir).await,
             Command::Keys => Ok(()),
         }
     });
@@ -168,17 +204,28 @@ async fn run_migrations(admin_url: &str, dry_run: bool) -> Result<(), RunError> 
     Ok(())
 }
 
-async fn embed_backfill(database: &Database, functions: &agencyflow_functions::FunctionsArgs, dir: &std::path::Path) -> Result<(), RunError> {
+async fn embed_backfill(
+    database: &Database,
+    functions: &agencyflow_functions::FunctionsArgs,
+    dir: &std::path::Path,
+) -> Result<(), RunError> {
     // The embeddings are written by the service role, which needs the vault key when
     // provider keys live in the vault.
     let vault_key = keys::persisted_secret(dir, "vault_key", "VAULT_ENC_KEY")?;
-    let db = Db::connect(&database.api_url, 2).map_err(failed)?.with_vault_key(Some(vault_key));
+    let db = Db::connect(&database.api_url, 2)
+        .map_err(failed)?
+        .with_vault_key(Some(vault_key));
     let mut functions = functions.clone();
     functions.fill_keys_from_vault(&db).await;
     let provider = agencyflow_functions::provider::embedder_from_args(&functions);
-    let report = agencyflow_functions::backfill_with_progress_bar(&db, provider).await.map_err(failed)?;
+    let report = agencyflow_functions::backfill_with_progress_bar(&db, provider)
+        .await
+        .map_err(failed)?;
     if report.failed > 0 {
-        return Err(failed(format!("{} row(s) could not be embedded; see private.embedding_jobs.last_error", report.failed)));
+        return Err(failed(format!(
+            "{} row(s) could not be embedded; see private.embedding_jobs.last_error",
+            report.failed
+        )));
     }
     Ok(())
 }
@@ -214,7 +261,9 @@ pub async fn build_state(
     vault_key: Option<String>,
 ) -> Result<AppState, RunError> {
     let rest = rest_settings(&args)?;
-    args.storage.check().map_err(|e| ConfigError::new("STORAGE_BACKEND", e))?;
+    args.storage
+        .check()
+        .map_err(|e| ConfigError::new("STORAGE_BACKEND", e))?;
     // Every surface verifies with the auth settings: the accepted `aud`, the ES256 keys.
     let keys = args
         .auth
@@ -236,8 +285,14 @@ pub async fn build_state(
     let schemas = settings.rest.schemas.clone();
     let state = AppState::new(db.clone(), keys, settings);
     // Start-up fails loudly if the catalog cannot be read; later reloads only log.
-    state.schema_cache.load(&db, &schemas).await.map_err(|e| failed(format!("loading the schema cache: {e}")))?;
-    state.schema_cache.spawn_reloader(db, api_url.to_string(), schemas);
+    state
+        .schema_cache
+        .load(&db, &schemas)
+        .await
+        .map_err(|e| failed(format!("loading the schema cache: {e}")))?;
+    state
+        .schema_cache
+        .spawn_reloader(db, api_url.to_string(), schemas);
     Ok(state)
 }
 
@@ -267,7 +322,9 @@ async fn serve(
             )
         })?;
     let mut args = args;
-    args.storage.storage_dir.get_or_insert_with(|| dir.join("storage"));
+    args.storage
+        .storage_dir
+        .get_or_insert_with(|| dir.join("storage"));
     let state = build_state(&database.api_url, args, keys, Some(vault_key)).await?;
     let _embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
         let f = &state.settings.serve.functions;

@@ -24,18 +24,29 @@ impl SharedSchemaCache {
     pub async fn load(&self, db: &Db, schemas: &[String]) -> Result<(), String> {
         let started = std::time::Instant::now();
         let client = db.client().await.map_err(|e| e.to_string())?;
-        let row = client.query_one(agencyflow_rest::SCHEMA_CACHE_SQL, &[&schemas]).await.map_err(|e| agencyflow_db::DbError::from(e).to_string())?;
+        let row = client
+            .query_one(agencyflow_rest::SCHEMA_CACHE_SQL, &[&schemas])
+            .await
+            .map_err(|e| agencyflow_db::DbError::from(e).to_string())?;
         let json: serde_json::Value = row.try_get(0).map_err(|e| e.to_string())?;
         let cache = SchemaCache::from_json(json).map_err(|e| e.to_string())?;
         self.set(cache);
-        tracing::info!(ms = started.elapsed().as_millis() as u64, "schema cache loaded");
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "schema cache loaded"
+        );
         Ok(())
     }
 
     /// Reloads on every `NOTIFY pgrst` ('reload schema' or an empty payload), reconnecting
     /// the listener when the connection drops, and reloading after a reconnect since
     /// notifications may have been missed.
-    pub fn spawn_reloader(&self, db: Db, listen_url: String, schemas: Vec<String>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_reloader(
+        &self,
+        db: Db,
+        listen_url: String,
+        schemas: Vec<String>,
+    ) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);

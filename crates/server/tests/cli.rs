@@ -244,9 +244,17 @@ fn seed_demo_is_idempotent_and_backfill_embeds_its_documents() {
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
         .next()
         .unwrap_or_else(|| panic!("no count in: {out}"));
-    assert!(embedded > 0, "the demo's documents and interactions need embeddings: {out}");
+    assert!(
+        embedded > 0,
+        "the demo's documents and interactions need embeddings: {out}"
+    );
     // Nothing left to do the second time.
     let o = agencyflow(&["--data-dir", dir, "embed", "backfill"], &[]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("embedded 0") || stderr(&o).contains("embedded 0"), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("embedded 0")
+            || stderr(&o).contains("embedded 0"),
+        "{}",
+        stderr(&o)
+    );
     assert_no_postgres_for(d.path());
 }

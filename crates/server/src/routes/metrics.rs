@@ -43,14 +43,20 @@ fn surface(path: &str) -> usize {
         "health" => "health",
         _ => "other",
     };
-    SURFACES.iter().position(|x| *x == s).unwrap_or(SURFACES.len() - 1)
+    SURFACES
+        .iter()
+        .position(|x| *x == s)
+        .unwrap_or(SURFACES.len() - 1)
 }
 
 impl Metrics {
     fn record(&self, surface: usize, status: u16, seconds: f64) {
         let class = ((status / 100) as usize).clamp(1, 5) - 1;
         self.requests[surface][class].fetch_add(1, Ordering::Relaxed);
-        let bucket = BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(BUCKETS.len());
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
         self.latency[surface][bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us[surface].fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
     }
@@ -62,7 +68,9 @@ impl Metrics {
             for (j, c) in CLASSES.iter().enumerate() {
                 let n = self.requests[i][j].load(Ordering::Relaxed);
                 if n > 0 {
-                    out.push_str(&format!("agencyflow_http_requests_total{{surface=\"{s}\",status=\"{c}\"}} {n}\n"));
+                    out.push_str(&format!(
+                        "agencyflow_http_requests_total{{surface=\"{s}\",status=\"{c}\"}} {n}\n"
+                    ));
                 }
             }
         }
@@ -76,8 +84,12 @@ impl Metrics {
             cumulative += self.latency[i][BUCKETS.len()].load(Ordering::Relaxed);
             out.push_str(&format!("agencyflow_http_request_duration_seconds_bucket{{surface=\"{s}\",le=\"+Inf\"}} {cumulative}\n"));
             let sum = self.latency_sum_us[i].load(Ordering::Relaxed) as f64 / 1e6;
-            out.push_str(&format!("agencyflow_http_request_duration_seconds_sum{{surface=\"{s}\"}} {sum}\n"));
-            out.push_str(&format!("agencyflow_http_request_duration_seconds_count{{surface=\"{s}\"}} {cumulative}\n"));
+            out.push_str(&format!(
+                "agencyflow_http_request_duration_seconds_sum{{surface=\"{s}\"}} {sum}\n"
+            ));
+            out.push_str(&format!(
+                "agencyflow_http_request_duration_seconds_count{{surface=\"{s}\"}} {cumulative}\n"
+            ));
         }
         let pool = state.db.pool().status();
         out.push_str(&format!(
@@ -94,7 +106,13 @@ impl Metrics {
 
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
@@ -102,10 +120,18 @@ pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next
     let s = surface(req.uri().path());
     let started = Instant::now();
     let resp = next.run(req).await;
-    state.metrics.record(s, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .record(s, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&state))
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&state),
+    )
 }

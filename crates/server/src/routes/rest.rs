@@ -237,7 +237,6 @@ async fn execute(
     headers: &HeaderMap,
 ) -> Result<RestResponse, DbError> {
     let stmt = agencyflow_rest::render::render(plan);
-    let params = text_params(&stmt.params);
     let mut hdrs = serde_json::Map::new();
     for (k, v) in headers {
         if let Ok(v) = v.to_str() {
@@ -255,9 +254,10 @@ async fn execute(
     };
     let mut tx = state.db.begin(&settings).await?;
     // A read-only request's outcome cannot depend on commit or rollback: send COMMIT in the
-    // same round trip as everything else.
+    // same round trip as everything else. Statements are prepared once per connection (by
+    // SQL text; values are parameters), so a request shape is planned once, not per request.
     if plan.read_only && plan.count_statement.is_none() {
-        let rows = tx.query_typed_and_commit(&stmt.sql, &params).await?;
+        let rows = tx.query_cached_and_commit(&stmt.sql, &stmt.params).await?;
         return Ok(respond(plan, result_row(&rows)?));
     }
     let mut explain = None;
@@ -269,7 +269,7 @@ async fn execute(
                 .or_else(|| r.try_get::<_, Value>(0).ok().map(|v| v.to_string()))
         });
     }
-    let rows = tx.query_typed(&stmt.sql, &params).await?;
+    let rows = tx.query_cached(&stmt.sql, &stmt.params).await?;
     let mut row = result_row(&rows)?;
     if let Some(e) = explain {
         row = row.with_explain(&e);

@@ -488,17 +488,91 @@ async fn metrics_count_requests_per_surface_in_prometheus_format() {
     let t = TestDb::new().await;
     let app = t.spawn_app().await;
     for _ in 0..3 {
-        assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            app.http
+                .get(app.url("/health"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
     // A gated request without a key: a 4xx on the rest surface.
-    assert_eq!(app.http.get(app.url("/rest/v1/clients")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        app.http
+            .get(app.url("/rest/v1/clients"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = r.text().await.unwrap();
-    assert!(text.contains("agencyflow_http_requests_total{surface=\"health\",status=\"2xx\"} 3"), "{text}");
-    assert!(text.contains("agencyflow_http_requests_total{surface=\"rest\",status=\"4xx\"} 1"), "{text}");
-    assert!(text.contains("agencyflow_http_request_duration_seconds_count{surface=\"health\"} 3"), "{text}");
-    assert!(text.contains("agencyflow_db_pool_connections{state=\"max\"} 4"), "{text}");
+    assert!(
+        text.contains("agencyflow_http_requests_total{surface=\"health\",status=\"2xx\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agencyflow_http_requests_total{surface=\"rest\",status=\"4xx\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agencyflow_http_request_duration_seconds_count{surface=\"health\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agencyflow_db_pool_connections{state=\"max\"} 4"),
+        "{text}"
+    );
     assert!(text.contains("process_resident_memory_bytes "), "{text}");
+}
+
+#[tokio::test]
+async fn query_cached_prepares_a_shape_once_per_connection() {
+    let t = TestDb::new().await;
+    // One connection, so both transactions run on it.
+    let db = Db::connect(&t.api_url(), 1).unwrap();
+    let sql = "select $1::int + 1 as n, auth.uid()::text as who";
+    let user = Uuid::new_v4();
+    for (i, expected) in [(1, 2), (41, 42)] {
+        let tx = t.as_user(&db, user).await;
+        let rows = tx
+            .query_cached_and_commit(sql, &[Some(i.to_string())])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, i32>(0), expected);
+        assert_eq!(
+            rows[0].get::<_, Option<String>>(1),
+            Some(user.to_string()),
+            "claims are set before the statement"
+        );
+    }
+    let mut tx = t.as_role(&db, "service_role").await;
+    let prepared: i64 = tx
+        .query_one(
+            "select count(*) from pg_prepared_statements where statement = $1",
+            &[&sql],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 1, "the statement is prepared once and reused");
+    // A failing cached statement leaves nothing open: the pipelined COMMIT rolls back.
+    drop(tx);
+    let tx = t.as_user(&db, user).await;
+    let err = tx
+        .query_cached_and_commit("select 1 / $1::int", &[Some("0".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some("22012"));
+    let mut tx = t.as_role(&db, "service_role").await;
+    let n: i64 = tx.query_one("select 1::bigint", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "the connection is usable after the failure");
 }

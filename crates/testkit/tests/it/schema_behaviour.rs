@@ -590,7 +590,15 @@ async fn analytics_match_hand_computed_figures() {
 
 /// (name, status, session step, roadmap on the active snapshot, and the expected
 /// wizard status, dashboard status and classification).
-type ClassificationCase = (&'static str, &'static str, Option<i32>, bool, &'static str, &'static str, &'static str);
+type ClassificationCase = (
+    &'static str,
+    &'static str,
+    Option<i32>,
+    bool,
+    &'static str,
+    &'static str,
+    &'static str,
+);
 
 #[tokio::test]
 async fn every_crm_classification_branch() {
