@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
-cargo build --release --locked -p agencyflow >/dev/null 2>&1
+cargo build --release --locked -q -p agencyflow
 bin=./target/release/agencyflow
 dir=$(mktemp -d /tmp/agencyflow-bench-XXXX); chmod 755 "$dir"
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')

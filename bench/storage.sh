@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-100}
 if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked -p agencyflow >/dev/null 2>&1
+  cargo build --release --locked -q -p agencyflow
   BIN=./target/release/agencyflow
 fi
 dir=$(mktemp -d /tmp/agencyflow-storage-XXXX); chmod 755 "$dir"
