@@ -284,7 +284,8 @@ impl FunctionsState {
         dimensions: usize,
     ) -> Result<Vec<Vec<f32>>, FnError> {
         let p = self.embedder();
-        let free = p.name() == "hash";
+        // Offline providers cost nothing: no rate limit, no cache.
+        let free = matches!(p.name(), "hash" | "local");
         let key = cache_key(
             p.name(),
             p.model(),

@@ -1,6 +1,8 @@
 //! The functions' settings: which model providers to call, where, with which keys, and the
 //! limits of the AI layer. Flattened into `agencyflow serve`'s flags; every flag starts with
 //! `--ai-`, `--gemini-` or `--openai-` so it cannot collide with the other surfaces' flags.
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,13 +19,20 @@ pub enum ChatProviderKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbedProviderKind {
     /// Gemini when GEMINI_API_KEY is set, else OpenAI-compatible when OPENAI_API_KEY or
-    /// OPENAI_BASE_URL is set, else `hash`.
+    /// OPENAI_BASE_URL is set, else (in `serve` and `embed backfill`) `local` when the model
+    /// files are present, else `hash`.
     Auto,
     Gemini,
     Openai,
+    /// all-MiniLM-L6-v2 running on the CPU inside the binary: semantic, offline, free
+    /// (model files from `scripts/setup`, see --ai-local-model-dir).
+    Local,
     /// Offline feature hashing: deterministic and free, lexical (shared words), not semantic.
     Hash,
 }
+
+/// The `local` provider's model (and the name of its folder).
+pub const LOCAL_MODEL: &str = "all-MiniLM-L6-v2";
 
 /// Settings of `/functions/v1` and the embeddings pipeline.
 #[derive(Clone, Args)]
@@ -55,8 +64,19 @@ pub struct FunctionsArgs {
     #[arg(long, env = "AI_EMBED_PROVIDER", value_enum, default_value_t = EmbedProviderKind::Auto)]
     pub ai_embed_provider: EmbedProviderKind,
     /// Embedding model (default: gemini-embedding-001, text-embedding-3-small, hash-v1).
+    /// Ignored by `local`, whose model is all-MiniLM-L6-v2.
     #[arg(long, env = "AI_EMBED_MODEL")]
     pub ai_embed_model: Option<String>,
+    /// Folder of the `local` provider's model files (model.safetensors, tokenizer.json,
+    /// config.json). Default: `<data-dir>/models/all-MiniLM-L6-v2` when it exists, else
+    /// `${XDG_CACHE_HOME:-~/.cache}/agencyflow/models/all-MiniLM-L6-v2` (where
+    /// `scripts/setup` unpacks it).
+    #[arg(long, env = "AI_LOCAL_MODEL_DIR")]
+    pub ai_local_model_dir: Option<PathBuf>,
+    /// Whether `auto` may pick `local` (set by `serve` and `embed backfill`, not a flag):
+    /// library users and tests keep the `hash` default unless they ask for `local`.
+    #[arg(skip)]
+    pub ai_auto_local: bool,
     /// Timeout of one provider request, in seconds (for streams: the longest silence).
     #[arg(long, env = "AI_TIMEOUT_SECS", default_value_t = 60)]
     pub ai_timeout_secs: u64,
@@ -107,6 +127,7 @@ impl std::fmt::Debug for FunctionsArgs {
             .field("ai_chat_model", &self.ai_chat_model)
             .field("ai_embed_provider", &self.ai_embed_provider)
             .field("ai_embed_model", &self.ai_embed_model)
+            .field("ai_local_model_dir", &self.ai_local_model_dir)
             .field("ai_rate_limit_per_hour", &self.ai_rate_limit_per_hour)
             .field("ai_cache_ttl_secs", &self.ai_cache_ttl_secs)
             .field("ai_embed_worker", &self.ai_embed_worker)
@@ -125,6 +146,8 @@ impl Default for FunctionsArgs {
             ai_chat_model: None,
             ai_embed_provider: EmbedProviderKind::Auto,
             ai_embed_model: None,
+            ai_local_model_dir: None,
+            ai_auto_local: false,
             ai_timeout_secs: 60,
             ai_max_retries: 3,
             ai_retry_base_ms: 500,
@@ -171,9 +194,39 @@ impl FunctionsArgs {
         match self.ai_embed_provider {
             EmbedProviderKind::Auto if self.has_gemini() => EmbedProviderKind::Gemini,
             EmbedProviderKind::Auto if self.has_openai() => EmbedProviderKind::Openai,
+            EmbedProviderKind::Auto if self.ai_auto_local && self.local_model_available() => {
+                EmbedProviderKind::Local
+            }
             EmbedProviderKind::Auto => EmbedProviderKind::Hash,
             k => k,
         }
+    }
+
+    /// The folder the `local` provider loads its model from (see `--ai-local-model-dir`;
+    /// `serve` fills in `<data-dir>/models/all-MiniLM-L6-v2` when that folder exists).
+    pub fn local_model_dir(&self) -> Option<PathBuf> {
+        if let Some(d) = self
+            .ai_local_model_dir
+            .clone()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            return Some(d);
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("agencyflow/models").join(LOCAL_MODEL))
+    }
+
+    /// Whether this binary has the `local` provider and its model files are present.
+    pub fn local_model_available(&self) -> bool {
+        cfg!(feature = "local-model")
+            && self.local_model_dir().is_some_and(|d| {
+                ["model.safetensors", "tokenizer.json", "config.json"]
+                    .iter()
+                    .all(|f| d.join(f).is_file())
+            })
     }
 
     /// Fills missing provider keys from the vault (`vault.decrypted_secrets`, as service_role).

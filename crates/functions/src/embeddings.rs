@@ -1,7 +1,7 @@
 //! The embeddings pipeline. Triggers queue a job in `private.embedding_jobs` when the text of
 //! a document or CRM interaction changes; the worker claims due jobs in batches with
 //! `FOR UPDATE SKIP LOCKED`, embeds each batch in one provider call, writes the vectors and
-//! `embedded_at`, and marks the jobs done.
+//! `embedded_at` and `embedding_model` (the provider's model), and marks the jobs done.
 //!
 //! No job is lost if the server stops mid-batch: a claim is a **lease** (`status = running`,
 //! `locked_at`), and a lease older than `lease_secs` is claimed again. A failed batch goes
@@ -176,13 +176,15 @@ async fn process(
             let written = tx
                 .execute(
                     &format!(
-                        "update public.{name} t set embedding = v.e::extensions.vector, embedded_at = now()
+                        "update public.{name} t set embedding = v.e::extensions.vector, embedded_at = now(),
+                                embedding_model = $4
                          from unnest($1::uuid[], $2::text[], $3::text[]) as v(id, e, src)
-                         where t.id = v.id and t.embedding is null and {src} = v.src",
+                         where t.id = v.id and (t.embedding is null or t.embedding_model is distinct from $4)
+                           and {src} = v.src",
                         name = table.name,
                         src = table.source
                     ),
-                    &[&ids, &literals, &texts],
+                    &[&ids, &literals, &texts, &provider.model()],
                 )
                 .await?;
             // Rows deleted, emptied or edited since the claim need nothing more from these
@@ -257,8 +259,9 @@ pub fn spawn_embedding_worker(
     })
 }
 
-/// Queues a job for every document and interaction with text and no embedding, then embeds
-/// them all; `progress(done, total)` after each batch.
+/// Queues a job for every document and interaction with text and no embedding (or an
+/// embedding of another model than `provider`'s), then embeds them all;
+/// `progress(done, total)` after each batch.
 pub async fn backfill(
     db: &Db,
     provider: DynProvider,
@@ -281,12 +284,13 @@ pub async fn backfill_with(
                 &format!(
                     "insert into private.embedding_jobs (org_id, table_name, row_id)
                      select t.org_id, '{name}', t.id from public.{name} t
-                     where t.embedding is null and nullif(btrim({src}), '') is not null
+                     where (t.embedding is null or t.embedding_model is distinct from $1)
+                       and nullif(btrim({src}), '') is not null
                      on conflict (table_name, row_id) where status = 'pending' do nothing",
                     name = table.name,
                     src = table.source
                 ),
-                &[],
+                &[&provider.model()],
             )
             .await?;
     }

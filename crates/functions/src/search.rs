@@ -1,6 +1,7 @@
 //! Hybrid search as the caller: documents through `hybrid_search_documents` (full text +
 //! vector, reciprocal-rank fusion) and CRM interactions through `match_crm_interactions`
-//! fused the same way with a full-text ranking. RLS limits both to the caller's orgs.
+//! fused the same way with a full-text ranking. RLS limits both to the caller's orgs. Only
+//! vectors of `model` (the model that embedded the query) are compared with the query's.
 use agencyflow_db::ClaimsTxn;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -17,12 +18,13 @@ pub async fn documents(
     tx: &mut ClaimsTxn,
     query: &str,
     embedding: &[f32],
+    model: &str,
     count: i32,
     org_id: Option<Uuid>,
 ) -> Result<Value, FnError> {
     let filter = match org_id {
-        Some(o) => json!({ "org_id": o }),
-        None => json!({}),
+        Some(o) => json!({ "org_id": o, "embedding_model": model }),
+        None => json!({ "embedding_model": model }),
     };
     let row = tx
         .query_one(
@@ -43,12 +45,13 @@ pub async fn interactions(
     tx: &mut ClaimsTxn,
     query: &str,
     embedding: &[f32],
+    model: &str,
     count: i32,
     org_id: Option<Uuid>,
 ) -> Result<Value, FnError> {
     let filter = match org_id {
-        Some(o) => json!({ "org_id": o }),
-        None => json!({}),
+        Some(o) => json!({ "org_id": o, "embedding_model": model }),
+        None => json!({ "embedding_model": model }),
     };
     let row = tx
         .query_one(

@@ -204,6 +204,28 @@ async fn run_migrations(admin_url: &str, dry_run: bool) -> Result<(), RunError> 
     Ok(())
 }
 
+/// `serve` and `embed backfill` embed with the `local` model by default (no API key set):
+/// its folder defaults to `<data-dir>/models/all-MiniLM-L6-v2` when that exists. Without the
+/// model files `auto` falls back to the lexical `hash` provider, with a warning.
+fn prefer_local_embeddings(f: &mut agencyflow_functions::FunctionsArgs, dir: &std::path::Path) {
+    use agencyflow_functions::config::{EmbedProviderKind, LOCAL_MODEL};
+    f.ai_auto_local = true;
+    if f.ai_local_model_dir.is_none() {
+        let in_data_dir = dir.join("models").join(LOCAL_MODEL);
+        if in_data_dir.join("model.safetensors").is_file() {
+            f.ai_local_model_dir = Some(in_data_dir);
+        }
+    }
+    if f.resolved_embed() == EmbedProviderKind::Hash
+        && f.ai_embed_provider == EmbedProviderKind::Auto
+    {
+        tracing::warn!(
+            model_dir = %f.local_model_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            "no local embedding model files (run scripts/setup or set AI_LOCAL_MODEL_DIR): without an API key, embeddings use the lexical `hash` provider"
+        );
+    }
+}
+
 async fn embed_backfill(
     database: &Database,
     functions: &agencyflow_functions::FunctionsArgs,
@@ -217,6 +239,7 @@ async fn embed_backfill(
         .with_vault_key(Some(vault_key));
     let mut functions = functions.clone();
     functions.fill_keys_from_vault(&db).await;
+    prefer_local_embeddings(&mut functions, dir);
     let provider = agencyflow_functions::provider::embedder_from_args(&functions);
     let report = agencyflow_functions::backfill_with_progress_bar(&db, provider)
         .await
@@ -325,6 +348,7 @@ async fn serve(
     args.storage
         .storage_dir
         .get_or_insert_with(|| dir.join("storage"));
+    prefer_local_embeddings(&mut args.functions, dir);
     let state = build_state(&database.api_url, args, keys, Some(vault_key)).await?;
     let _embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
         let f = &state.settings.serve.functions;

@@ -149,13 +149,15 @@ pub(crate) async fn run_search(
     } else {
         None
     };
+    // Stored vectors of another model are not comparable with the query's.
+    let model = st.embedder().model().to_string();
     let mut tx = st.db().begin(&caller.tx().read_only(true)).await?;
     let documents = match &doc_vec {
-        Some(v) => search::documents(&mut tx, query, v, count, filter_org).await?,
+        Some(v) => search::documents(&mut tx, query, v, &model, count, filter_org).await?,
         None => json!([]),
     };
     let interactions = match &int_vec {
-        Some(v) => search::interactions(&mut tx, query, v, count, filter_org).await?,
+        Some(v) => search::interactions(&mut tx, query, v, &model, count, filter_org).await?,
         None => json!([]),
     };
     tx.commit().await?;

@@ -1,5 +1,6 @@
 //! The model provider layer: one trait for structured chat, streamed chat and batch
-//! embeddings, with Gemini, OpenAI-compatible and offline `hash` implementations.
+//! embeddings, with Gemini, OpenAI-compatible, offline `local` (all-MiniLM-L6-v2 on the CPU,
+//! feature `local-model`) and offline `hash` implementations.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use crate::config::{ChatProviderKind, EmbedProviderKind, FunctionsArgs};
 pub mod gemini;
 pub mod hash;
 mod http;
+#[cfg(feature = "local-model")]
+pub mod local;
 pub mod openai;
 mod sse;
 
@@ -77,7 +80,7 @@ pub type ChatStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
 
 /// A model provider. `chat` and `chat_stream` may be unsupported (the `hash` embedder).
 pub trait Provider: Send + Sync {
-    /// `gemini`, `openai` or `hash` (what `ai_run_logs.provider` records).
+    /// `gemini`, `openai`, `local` or `hash` (what `ai_run_logs.provider` records).
     fn name(&self) -> &'static str;
     /// The model this provider calls.
     fn model(&self) -> &str;
@@ -159,11 +162,80 @@ pub fn embedder_from_args(args: &FunctionsArgs) -> DynProvider {
                 .unwrap_or_else(|| "text-embedding-3-small".into()),
             policy(args),
         )),
+        EmbedProviderKind::Local => local_embedder(args),
         EmbedProviderKind::Hash | EmbedProviderKind::Auto => Arc::new(HashEmbedder::new(
             args.ai_embed_model
                 .clone()
                 .unwrap_or_else(|| hash::MODEL.into()),
         )),
+    }
+}
+
+#[cfg(feature = "local-model")]
+fn local_embedder(args: &FunctionsArgs) -> DynProvider {
+    let Some(dir) = args.local_model_dir() else {
+        let reason = "local embedding model: no model folder (set AI_LOCAL_MODEL_DIR)".to_string();
+        tracing::error!("{reason}");
+        return Arc::new(Unavailable { reason });
+    };
+    match local::LocalProvider::load(&dir) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            tracing::error!(error = %e, "the local embedding model could not be loaded; embeddings will fail");
+            Arc::new(Unavailable {
+                reason: e.to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(not(feature = "local-model"))]
+fn local_embedder(_args: &FunctionsArgs) -> DynProvider {
+    let reason =
+        "this agencyflow was built without the local-model feature: no local embedding provider"
+            .to_string();
+    tracing::error!("{reason}");
+    Arc::new(Unavailable { reason })
+}
+
+/// Stands in for `local` when its model cannot be loaded: every call fails with the reason
+/// (jobs retry and then fail visibly rather than being embedded by another model).
+pub struct Unavailable {
+    pub reason: String,
+}
+
+impl Provider for Unavailable {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn model(&self) -> &str {
+        crate::config::LOCAL_MODEL
+    }
+
+    fn chat<'a>(
+        &'a self,
+        _req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
+        let e = ProviderError::Unsupported(self.reason.clone());
+        Box::pin(async move { Err(e) })
+    }
+
+    fn chat_stream<'a>(
+        &'a self,
+        _req: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
+        let e = ProviderError::Unsupported(self.reason.clone());
+        Box::pin(async move { Err(e) })
+    }
+
+    fn embed<'a>(
+        &'a self,
+        _texts: &'a [String],
+        _dimensions: usize,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
+        let e = ProviderError::Unsupported(self.reason.clone());
+        Box::pin(async move { Err(e) })
     }
 }
 

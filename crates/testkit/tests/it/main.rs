@@ -2,6 +2,7 @@
 mod auth;
 mod foundation;
 mod functions;
+mod local_model;
 mod rest;
 mod schema_behaviour;
 mod schema_catalog;
