@@ -20,6 +20,11 @@ svc=$($BIN --data-dir "$dir" keys | awk '/^service_role/ {print $3}')
 H=(-H "apikey: $svc" -H "Authorization: Bearer $svc")
 curl -sf "${H[@]}" -H 'content-type: application/json' -d '{"name":"bench"}' "localhost:$port/storage/v1/bucket" >/dev/null
 head -c $(( SIZE_MIB * 1048576 )) /dev/urandom >"$dir/src.bin"
+sleep 1
+idle_kb=$(awk '/VmRSS/ {print $2}' /proc/$server/status)
+# Sample the server's RSS every 50 ms while the transfers run.
+( peak=0; while kill -0 $server 2>/dev/null; do r=$(awk '/VmRSS/ {print $2}' /proc/$server/status 2>/dev/null || echo 0); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" >"$dir/peak"; sleep 0.05; done ) &
+sampler=$!
 mibs() { python3 -c "import sys; print(f'{$SIZE_MIB / float(sys.argv[1]):.0f} MiB/s ({float(sys.argv[1]):.2f} s)')" "$1"; }
 t0=$(date +%s.%N); cp "$dir/src.bin" "$dir/copy.bin"; sync "$dir/copy.bin"; t1=$(date +%s.%N)
 echo "cp + sync          : $(mibs "$(echo "$t1 - $t0" | bc)")"
@@ -29,4 +34,6 @@ echo "upload (POST)      : $(mibs "$up")"
 down=$(curl -sf -o "$dir/down.bin" -w '%{time_total}' "${H[@]}" "localhost:$port/storage/v1/object/bench/big.bin")
 echo "download (GET)     : $(mibs "$down")"
 cmp "$dir/src.bin" "$dir/down.bin" && echo "round trip         : identical"
-echo "server peak RSS    : $(awk '/VmHWM/ {print $2, $3}' /proc/$server/status)"
+kill $sampler 2>/dev/null || true
+peak_kb=$(cat "$dir/peak" 2>/dev/null || echo "$idle_kb")
+echo "server RSS         : idle $((idle_kb / 1024)) MiB, peak during transfers $((peak_kb / 1024)) MiB (+$(( (peak_kb - idle_kb) / 1024 )) MiB)"

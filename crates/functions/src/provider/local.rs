@@ -16,8 +16,10 @@ use super::{ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, Provide
 pub const MODEL: &str = agencyflow_localembed::MODEL;
 pub const DIMENSIONS: usize = agencyflow_localembed::DIMENSIONS;
 
+/// The model is loaded on the first embedding, not at start: ~100 MiB that an idle server
+/// (or one whose rows are all embedded) does not need to hold (BENCHMARKS.md, idle RSS).
 pub struct LocalProvider {
-    embedder: Arc<LocalEmbedder>,
+    dir: PathBuf,
 }
 
 /// Models already loaded, by folder: `serve`'s API and its worker share one copy.
@@ -27,13 +29,27 @@ fn loaded() -> &'static Mutex<HashMap<PathBuf, Arc<LocalEmbedder>>> {
 }
 
 impl LocalProvider {
-    /// Loads (once per process and folder) the model in `dir`.
+    /// A provider for the model in `dir`, checking its files are there; the weights are read
+    /// on the first embedding.
     pub fn load(dir: &Path) -> Result<Self, ProviderError> {
+        for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+            if !dir.join(f).is_file() {
+                return Err(ProviderError::Unsupported(format!(
+                    "local embedding model in {}: {f} is missing (run scripts/setup or set AI_LOCAL_MODEL_DIR)",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(LocalProvider {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Loads (once per process and folder) the model; blocking.
+    fn embedder(dir: &Path) -> Result<Arc<LocalEmbedder>, ProviderError> {
         let mut map = loaded().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = map.get(dir) {
-            return Ok(LocalProvider {
-                embedder: e.clone(),
-            });
+            return Ok(e.clone());
         }
         let started = std::time::Instant::now();
         let embedder = Arc::new(LocalEmbedder::load(dir).map_err(|e| {
@@ -44,7 +60,7 @@ impl LocalProvider {
         })?);
         tracing::info!(dir = %dir.display(), load_ms = started.elapsed().as_millis() as u64, "local embedding model loaded");
         map.insert(dir.to_path_buf(), embedder.clone());
-        Ok(LocalProvider { embedder })
+        Ok(embedder)
     }
 }
 
@@ -86,7 +102,7 @@ impl Provider for LocalProvider {
         texts: &'a [String],
         dimensions: usize,
     ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
-        let embedder = self.embedder.clone();
+        let dir = self.dir.clone();
         let owned = texts.to_vec();
         async move {
             if dimensions < DIMENSIONS {
@@ -94,10 +110,13 @@ impl Provider for LocalProvider {
                     "model {MODEL} returns {DIMENSIONS} dimensions, the column needs {dimensions}"
                 )));
             }
-            let vectors = tokio::task::spawn_blocking(move || embedder.embed(&owned))
-                .await
-                .map_err(|e| ProviderError::Transport(format!("local model task: {e}")))?
-                .map_err(|e| ProviderError::BadResponse(e.to_string()))?;
+            let vectors = tokio::task::spawn_blocking(move || {
+                Self::embedder(&dir)?
+                    .embed(&owned)
+                    .map_err(|e| ProviderError::BadResponse(e.to_string()))
+            })
+            .await
+            .map_err(|e| ProviderError::Transport(format!("local model task: {e}")))??;
             let vectors: Vec<Vec<f32>> = vectors
                 .into_iter()
                 .map(|mut v| {
