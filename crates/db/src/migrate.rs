@@ -1,8 +1,6 @@
 //! The migrations runner: `migrations/YYYYMMDDHHMMSS_name.sql`, applied in order, each in its
 //! own transaction, recorded in `supabase_migrations.schema_migrations` (the Supabase CLI's
 //! shape) plus a SHA-256 checksum, so an edited, already-applied file is an error.
-use std::path::Path;
-
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
@@ -15,8 +13,6 @@ const LOCK_KEY: i64 = 0x6167_656e_6379_666c; // "agencyfl"
 pub enum MigrateError {
     #[error("migration file name `{0}` is not `YYYYMMDDHHMMSS_name.sql`")]
     BadName(String),
-    #[error("reading migrations from {path}: {reason}")]
-    Read { path: String, reason: String },
     #[error("migration {file} was changed after it was applied (checksum {applied} in the database, {current} on disk); write a new migration instead of editing an applied one")]
     Changed {
         file: String,
@@ -81,29 +77,6 @@ pub fn embedded() -> Vec<Migration> {
                 .expect("embedded migration names are checked at build")
         })
         .collect()
-}
-
-/// Migrations from a directory (for `--migrations-dir`), sorted by version.
-pub fn from_dir(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
-    let read_err = |e: std::io::Error| MigrateError::Read {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    };
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_err)? {
-        let path = entry.map_err(read_err)?.path();
-        if path.extension().is_some_and(|x| x == "sql") {
-            let name = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let sql = std::fs::read_to_string(&path).map_err(read_err)?;
-            out.push(Migration::new(&name, sql)?);
-        }
-    }
-    out.sort_by(|a, b| a.version.cmp(&b.version));
-    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,6 @@
 //! agencyflow's server: configuration, the HTTP application and the CLI commands.
 pub mod app;
 pub mod config;
-pub mod error;
 pub mod keys;
 pub mod routes;
 pub mod run;
