@@ -19,7 +19,6 @@ use crate::password;
 use crate::ratelimit::Limit;
 use crate::tokens::token_hash;
 use crate::AuthState;
-use agencyflow_db::Type;
 
 /// Who is asking, from where, and the `iss` to put in tokens issued to them.
 pub struct ReqInfo {
@@ -35,9 +34,14 @@ impl FromRequestParts<AuthState> for ReqInfo {
         state: &AuthState,
     ) -> Result<Self, Self::Rejection> {
         let h = &parts.headers;
-        // The first X-Forwarded-For hop (the client, as the proxy saw it), else the socket.
-        let forwarded = h
-            .get("x-forwarded-for")
+        // The first value of the configured trusted header (the client, as the proxy saw
+        // it), else the socket's peer.
+        let forwarded = state
+            .args
+            .rate_limit_header
+            .as_deref()
+            .filter(|name| !name.trim().is_empty())
+            .and_then(|name| h.get(name.trim()))
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .map(str::trim)
@@ -468,14 +472,15 @@ async fn refresh_grant(
     let hash = token_hash(&presented);
     let tokens = state.refresh_tokens();
     // The common case, an active token of a live session of a user in good standing: one
-    // statement rotates it, pipelined with BEGIN and COMMIT (one round trip).
+    // statement, prepared once per connection, rotates it, pipelined with BEGIN and COMMIT
+    // (one round trip, no parse or plan per request).
     let child = tokens.child_of(&presented);
     let rows = state
         .tx()
         .await?
-        .query_typed_and_commit(
+        .query_cached_and_commit(
             rotate_sql(),
-            &[(&hash, Type::TEXT), (&token_hash(&child), Type::TEXT)],
+            &[Some(hash.clone()), Some(token_hash(&child))],
         )
         .await?;
     if let Some(row) = rows.first() {

@@ -108,6 +108,12 @@ pub struct AuthArgs {
         default_value_t = 30.0
     )]
     pub rate_limit_anonymous_users: f64,
+    /// The request header that carries the client's address (its first value) for the
+    /// per-IP limits, e.g. `X-Forwarded-For` behind a reverse proxy that sets it. Unset: the
+    /// TCP peer address, and client-sent forwarding headers are ignored (a client could
+    /// otherwise pick a fresh "IP" per request and never be limited).
+    #[arg(long = "rate-limit-header", env = "GOTRUE_RATE_LIMIT_HEADER")]
+    pub rate_limit_header: Option<String>,
 }
 
 impl AuthArgs {

@@ -999,6 +999,8 @@ async fn auth_rate_limits_per_ip_and_per_email() {
             "5",
             "--rate-limit-token-refresh",
             "2",
+            "--rate-limit-header",
+            "X-Forwarded-For",
         ])
         .await;
     let e = "victim@example.com";
@@ -1042,6 +1044,33 @@ async fn auth_rate_limits_per_ip_and_per_email() {
             &[
                 ("x-supabase-api-version", "2024-01-01"),
                 ("x-forwarded-for", "10.9.9.9"),
+            ],
+        )
+        .await;
+        let want = if i < 2 { 400 } else { 429 };
+        assert_eq!(r.status.as_u16(), want, "{}", r.body);
+    }
+}
+
+/// Without a trusted header configured, a client cannot dodge the per-IP limit by sending
+/// a different X-Forwarded-For each time: the limit keys on the TCP peer.
+#[tokio::test]
+async fn auth_rate_limit_ignores_client_forwarded_for_by_default() {
+    let t = TestDb::new().await;
+    let app = t
+        .spawn_app_with(&["--rate-limit-token-refresh", "2"])
+        .await;
+    for i in 0..4 {
+        let ip = format!("10.7.7.{i}");
+        let r = call_with(
+            &app,
+            Method::POST,
+            "/token?grant_type=refresh_token",
+            None,
+            Some(json!({"refresh_token": "whatever"})),
+            &[
+                ("x-supabase-api-version", "2024-01-01"),
+                ("x-forwarded-for", ip.as_str()),
             ],
         )
         .await;
