@@ -8,7 +8,8 @@ const tokenA = process.env.STORAGE_USER_A_TOKEN;
 const orgA = process.env.STORAGE_USER_A_ORG;
 const tokenB = process.env.STORAGE_USER_B_TOKEN;
 const orgB = process.env.STORAGE_USER_B_ORG;
-if (!tokenA || !orgA || !tokenB || !orgB) {
+const projectA = process.env.STORAGE_USER_A_PROJECT;
+if (!tokenA || !orgA || !tokenB || !orgB || !projectA) {
   throw new Error('STORAGE_USER_* must be set (run through cargo test storage_supabase_js_e2e)');
 }
 
@@ -156,4 +157,36 @@ test('buckets with the service role; public URLs', async () => {
   assert.ok(delFull, 'not empty');
   assert.equal((await admin.emptyBucket('js-public')).error, null);
   assert.equal((await admin.deleteBucket('js-public')).error, null);
+});
+
+test('functions.invoke("documents") with FormData: file stored, row created, text extracted', async () => {
+  const a = userClient(tokenA);
+  const form = new FormData();
+  form.append('org_id', orgA);
+  form.append('project_id', projectA);
+  form.append('category', 'requirements');
+  form.append('file', new Blob(['# Requirements\n\nSingle sign-on for **every** client portal.\n'], { type: 'text/markdown' }), 'requirements.md');
+  const { data, error } = await a.functions.invoke('documents', { body: form });
+  assert.equal(error, null);
+  assert.equal(data.document.name, 'requirements.md');
+  assert.equal(data.document.category, 'requirements');
+  assert.equal(data.document.content_text, 'Requirements\nSingle sign-on for every client portal.');
+  assert.equal(data.extraction.format, 'markdown');
+
+  // The row is there through REST, the file through storage.
+  const { data: row } = await a.from('documents').select('id, storage_path').eq('id', data.document.id).single();
+  assert.equal(row.storage_path, data.storage.path);
+  const { data: file } = await a.storage.from('documents').download(row.storage_path);
+  assert.match(await file.text(), /Single sign-on/);
+
+  // Org B's member cannot file a document into org A.
+  const again = new FormData();
+  again.append('org_id', orgA);
+  again.append('project_id', projectA);
+  again.append('file', new Blob(['x'], { type: 'text/plain' }), 'x.txt');
+  const { data: none, error: refused } = await userClient(tokenB).functions.invoke('documents', { body: again });
+  assert.equal(none, null);
+  assert.equal(refused.name, 'FunctionsHttpError');
+  assert.equal(refused.context.status, 403);
+  assert.equal((await refused.context.json()).code, 'forbidden');
 });

@@ -32,6 +32,16 @@ pub enum FnError {
     BadModelOutput(String),
     #[error("the model provider failed: {0}")]
     Provider(ProviderError),
+    /// A file declared as a readable format (text, Markdown, PDF) that cannot be read.
+    #[error("the document cannot be read: {0}")]
+    Unreadable(String),
+    /// Storage refused the upload (size, type, the bucket's policies); its status is kept.
+    #[error("{message}")]
+    Upload {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     #[error("database unavailable")]
     DbUnavailable,
     #[error("internal error")]
@@ -58,6 +68,8 @@ impl FnError {
             FnError::BadModelOutput(_) => StatusCode::BAD_GATEWAY,
             FnError::Provider(ProviderError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             FnError::Provider(_) => StatusCode::BAD_GATEWAY,
+            FnError::Unreadable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            FnError::Upload { status, .. } => *status,
             FnError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,6 +87,8 @@ impl FnError {
             FnError::Provider(ProviderError::Timeout) => "provider_timeout",
             FnError::Provider(_) => "provider_error",
             FnError::DbUnavailable => "database_unavailable",
+            FnError::Unreadable(_) => "unreadable_document",
+            FnError::Upload { code, .. } => code,
             FnError::Internal(_) => "internal_error",
         }
     }

@@ -91,11 +91,12 @@ pub fn router(state: AppState) -> Router {
         .route("/", any(routes::rest::handle))
         .route("/{*path}", any(routes::rest::handle))
         .with_state(state.clone());
-    let functions = agencyflow_functions::router(agencyflow_functions::FunctionsState::new(
+    let functions_state = agencyflow_functions::FunctionsState::new(
         state.db.clone(),
         state.keys.clone(),
         state.settings.serve.functions.clone(),
-    ));
+    );
+    let functions = agencyflow_functions::router(functions_state.clone());
     let storage = agencyflow_storage::StorageState::from_args(
         state.db.clone(),
         state.keys.clone(),
@@ -103,8 +104,13 @@ pub fn router(state: AppState) -> Router {
         crate::config::default_data_dir,
     )
     .expect("storage settings are checked when the state is built");
-    // Uploads stream under the storage limits, not the JSON body limit: merged after that layer.
+    // Uploads (storage, the `documents` function) stream under the storage limits, not the
+    // JSON body limit: merged after that layer.
     let storage = Router::new()
+        .nest(
+            "/functions/v1",
+            agencyflow_functions::documents::router(functions_state, storage.clone()),
+        )
         .nest("/storage/v1", agencyflow_storage::router(storage))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::backend::ByteStream;
+use crate::backend::{ByteStream, Pending};
 use crate::error::{Result, StorageError};
 use crate::{Caller, StorageState};
 
@@ -294,6 +294,145 @@ async fn upload_as_caller(
     .await
 }
 
+/// An upload written in full (and fsynced) to the backend but visible to no reader, waiting
+/// for the transaction whose row names it: [`StorageState::insert_object_row`] in that
+/// transaction, [`StorageState::publish`] just before its commit, and
+/// [`StorageState::discard`] when anything fails. Lets another surface (the `documents`
+/// function) store an object and rows of its own in one transaction.
+#[derive(Debug)]
+pub struct StagedObject {
+    pub bucket: String,
+    pub name: String,
+    pub version: String,
+    pub size: u64,
+    pub mime: String,
+    pub cache_control: String,
+    pending: Pending,
+}
+
+impl StorageState {
+    /// Checks `bucket`'s MIME allow-list, then streams `body` to the backend under the
+    /// bucket's (and the server's) size limit: 404 for an unknown bucket, 415, 413.
+    pub async fn stage(
+        &self,
+        bucket: &str,
+        name: &str,
+        mime: &str,
+        cache_control: &str,
+        body: ByteStream,
+    ) -> Result<StagedObject> {
+        validate_bucket(bucket)?;
+        validate_key(name)?;
+        let meta = bucket_meta(self, bucket).await?;
+        self.stage_in(&meta, bucket, name, mime, cache_control, body)
+            .await
+    }
+
+    async fn stage_in(
+        &self,
+        meta: &BucketMeta,
+        bucket: &str,
+        name: &str,
+        mime: &str,
+        cache_control: &str,
+        body: ByteStream,
+    ) -> Result<StagedObject> {
+        if let Some(allowed) = meta.allowed_mime_types.as_deref().filter(|a| !a.is_empty()) {
+            if !mime_allowed(allowed, mime) {
+                return Err(StorageError::invalid_mime(mime));
+            }
+        }
+        let version = Uuid::new_v4().to_string();
+        let pending = self
+            .backend
+            .write(
+                object_key(bucket, name, &version),
+                body,
+                meta.size_limit(self),
+            )
+            .await?;
+        Ok(StagedObject {
+            bucket: bucket.to_string(),
+            name: name.to_string(),
+            version,
+            size: pending.size,
+            mime: mime.to_string(),
+            cache_control: cache_control.to_string(),
+            pending,
+        })
+    }
+
+    /// Inserts (or, with `upsert`, replaces) the staged object's `storage.objects` row in `tx`,
+    /// as whoever `tx` runs as: the bucket's policies decide. Returns the row id and the
+    /// version it replaced (whose file [`Self::forget_version`] removes after the commit).
+    pub async fn insert_object_row(
+        &self,
+        tx: &mut ClaimsTxn,
+        staged: &StagedObject,
+        owner: Option<Uuid>,
+        upsert: bool,
+    ) -> Result<(Uuid, Option<String>)> {
+        let (bucket, name, version) = (&staged.bucket, &staged.name, &staged.version);
+        let old: Option<String> = if upsert {
+            tx.query_opt(
+                "select version from storage.objects where bucket_id = $1 and name = $2 for update",
+                &[bucket, name],
+            )
+            .await?
+            .and_then(|r| r.get(0))
+        } else {
+            None
+        };
+        let metadata = json!({
+            "eTag": format!("\"{version}\""),
+            "size": staged.size,
+            "mimetype": staged.mime,
+            "cacheControl": staged.cache_control,
+            "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "contentLength": staged.size,
+            "httpStatusCode": 200,
+        });
+        let sql = if upsert {
+            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5)
+             on conflict (bucket_id, name) do update set owner = excluded.owner, metadata = excluded.metadata,
+               version = excluded.version, updated_at = now(), last_accessed_at = now()
+             returning id"
+        } else {
+            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5) returning id"
+        };
+        let row = tx
+            .query_one(sql, &[bucket, name, &owner, &metadata, version])
+            .await?;
+        Ok((row.get(0), old.filter(|o| o != version)))
+    }
+
+    /// Makes the staged bytes readable under their key: the last step before the commit.
+    pub async fn publish(&self, staged: &mut StagedObject) -> Result<()> {
+        Ok(self.backend.publish(&mut staged.pending).await?)
+    }
+
+    /// Removes what staging (and publishing) left behind, after a failure.
+    pub async fn discard(&self, staged: StagedObject) {
+        self.backend.discard(staged.pending).await;
+    }
+
+    /// Removes the file of a version no row names any more (after the commit that replaced it).
+    pub async fn forget_version(&self, bucket: &str, name: &str, version: &str) {
+        if let Err(e) = self.backend.delete(object_key(bucket, name, version)).await {
+            tracing::warn!(error = %e, "removing a replaced object's file");
+        }
+    }
+}
+
+impl BucketMeta {
+    /// The bucket's own limit, never above the server's.
+    fn size_limit(&self, s: &StorageState) -> u64 {
+        self.file_size_limit.map_or(s.file_size_limit, |l| {
+            (l.max(0) as u64).min(s.file_size_limit)
+        })
+    }
+}
+
 /// Writes one object: file staged and fsynced, row inserted (or upserted) as the writer,
 /// file renamed into place, commit; on failure the file is removed and the row rolled back.
 async fn store(
@@ -306,72 +445,36 @@ async fn store(
     body: Body,
 ) -> Result<Response> {
     let meta = bucket_meta(s, bucket).await?;
-    let limit = meta.file_size_limit.map_or(s.file_size_limit, |l| {
-        (l.max(0) as u64).min(s.file_size_limit)
-    });
     if header_str(headers, "content-length")
         .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > limit)
+        .is_some_and(|n| n > meta.size_limit(s))
         && !header_str(headers, "content-type").is_some_and(|c| c.starts_with("multipart/"))
     {
         return Err(StorageError::too_large());
     }
     let (mime, cache_control, stream) = upload_body(headers, body).await?;
-    if let Some(allowed) = meta.allowed_mime_types.as_deref().filter(|a| !a.is_empty()) {
-        if !mime_allowed(allowed, &mime) {
-            return Err(StorageError::invalid_mime(&mime));
-        }
-    }
-    let version = Uuid::new_v4().to_string();
-    let mut pending = s
-        .backend
-        .write(object_key(bucket, name, &version), stream, limit)
+    let mut staged = s
+        .stage_in(&meta, bucket, name, &mime, &cache_control, stream)
         .await?;
-    let size = pending.size;
     let committed: Result<(Uuid, Option<String>)> = async {
         let mut tx = s.db.begin(&w.caller.tx()).await?;
-        let old: Option<String> = if upsert {
-            tx.query_opt("select version from storage.objects where bucket_id = $1 and name = $2 for update", &[&bucket, &name])
-                .await?
-                .and_then(|r| r.get(0))
-        } else {
-            None
-        };
-        let metadata = json!({
-            "eTag": format!("\"{version}\""),
-            "size": size,
-            "mimetype": mime,
-            "cacheControl": cache_control,
-            "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "contentLength": size,
-            "httpStatusCode": 200,
-        });
-        let sql = if upsert {
-            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5)
-             on conflict (bucket_id, name) do update set owner = excluded.owner, metadata = excluded.metadata,
-               version = excluded.version, updated_at = now(), last_accessed_at = now()
-             returning id"
-        } else {
-            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5) returning id"
-        };
-        let row = tx.query_one(sql, &[&bucket, &name, &w.owner, &metadata, &version]).await?;
-        let id: Uuid = row.get(0);
-        s.backend.publish(&mut pending).await?;
+        let row = s
+            .insert_object_row(&mut tx, &staged, w.owner, upsert)
+            .await?;
+        s.publish(&mut staged).await?;
         tx.commit().await?;
-        Ok((id, old))
+        Ok(row)
     }
     .await;
     match committed {
         Ok((id, old)) => {
-            if let Some(old) = old.filter(|o| *o != version) {
-                if let Err(e) = s.backend.delete(object_key(bucket, name, &old)).await {
-                    tracing::warn!(error = %e, "removing a replaced object's file");
-                }
+            if let Some(old) = old {
+                s.forget_version(bucket, name, &old).await;
             }
             Ok(Json(json!({ "Id": id, "Key": format!("{bucket}/{name}") })).into_response())
         }
         Err(e) => {
-            s.backend.discard(pending).await;
+            s.discard(staged).await;
             Err(e)
         }
     }

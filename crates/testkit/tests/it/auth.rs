@@ -1057,9 +1057,7 @@ async fn auth_rate_limits_per_ip_and_per_email() {
 #[tokio::test]
 async fn auth_rate_limit_ignores_client_forwarded_for_by_default() {
     let t = TestDb::new().await;
-    let app = t
-        .spawn_app_with(&["--rate-limit-token-refresh", "2"])
-        .await;
+    let app = t.spawn_app_with(&["--rate-limit-token-refresh", "2"]).await;
     for i in 0..4 {
         let ip = format!("10.7.7.{i}");
         let r = call_with(

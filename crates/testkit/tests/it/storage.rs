@@ -1360,15 +1360,286 @@ async fn storage_supabase_js_e2e() {
     let e = setup().await;
     let (ta, tb) = (e.ta(), e.tb());
     let (a_org, b_org) = (e.a_org.to_string(), e.b_org.to_string());
+    let project = e.project(e.a_org).await.to_string();
     e.app
         .run_node_test_with_env(
             "storage.test.js",
             &[
                 ("STORAGE_USER_A_TOKEN", &ta),
                 ("STORAGE_USER_A_ORG", &a_org),
+                ("STORAGE_USER_A_PROJECT", &project),
                 ("STORAGE_USER_B_TOKEN", &tb),
                 ("STORAGE_USER_B_ORG", &b_org),
             ],
         )
         .await;
+}
+
+// ---- The `documents` function: upload + documents row + text extraction in one call. ----
+
+/// A multipart body: text fields in order, then (optionally) the file part.
+fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "----agencyflowdocs0f9c2b";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((filename, mime, data)) = file {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: {mime}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Env {
+    async fn project(&self, org: Uuid) -> Uuid {
+        let su = self.t.superuser().await;
+        su.query_one(
+            "insert into public.projects (org_id, name) values ($1, 'Portal') returning id",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+
+    async fn documents_fn(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .app
+            .http
+            .post(self.app.url(&format!("/functions/v1/documents{query}")))
+            .header("apikey", &self.app.anon_key)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        json(r.send().await.unwrap()).await
+    }
+
+    async fn document_count(&self) -> i64 {
+        let su = self.t.superuser().await;
+        su.query_one("select count(*) from public.documents", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+#[tokio::test]
+async fn documents_function_stores_the_file_the_row_and_its_text() {
+    let e = setup().await;
+    let project = e.project(e.a_org).await;
+    let ta = e.ta();
+    let pdf = agencyflow_functions::extract::minimal_pdf(&[
+        "Retention review for Q3",
+        "Clients likely to leave: the dental practices in Lyon",
+    ]);
+    let (ct, body) = form(
+        &[
+            ("org_id", &e.a_org.to_string()),
+            ("project_id", &project.to_string()),
+            ("category", "briefs"),
+            ("summary", "Churn brief"),
+        ],
+        Some(("retention review.pdf", "application/pdf", &pdf)),
+    );
+    let (status, v) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let doc = &v["document"];
+    let doc_id: Uuid = doc["id"].as_str().unwrap().parse().unwrap();
+    let path = format!("{}/{doc_id}/retention review.pdf", e.a_org);
+    assert_eq!(doc["org_id"], e.a_org.to_string());
+    assert_eq!(doc["project_id"], project.to_string());
+    assert_eq!(doc["name"], "retention review.pdf");
+    assert_eq!(doc["category"], "briefs");
+    assert_eq!(doc["summary"], "Churn brief");
+    assert_eq!(doc["storage_path"], path);
+    assert_eq!(doc["file_size"], pdf.len());
+    assert_eq!(doc["mime_type"], "application/pdf");
+    assert_eq!(doc["uploaded_by"], e.a.to_string());
+    assert!(
+        doc.get("embedding").is_none() && doc.get("fts").is_none(),
+        "{doc}"
+    );
+    let text = doc["content_text"].as_str().unwrap();
+    assert!(text.contains("Retention review for Q3"), "{text}");
+    assert!(text.contains("dental practices in Lyon"), "{text}");
+    assert_eq!(v["extraction"]["status"], "extracted");
+    assert_eq!(v["extraction"]["format"], "pdf");
+    assert_eq!(v["storage"]["path"], path);
+
+    // The object is in the documents bucket, readable through storage as the uploader.
+    let got = e
+        .req(Method::GET, &format!("/object/documents/{path}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), pdf.as_slice());
+    // The row's trigger queued its embedding, and full-text search finds it.
+    let su = e.t.superuser().await;
+    let queued: i64 = su
+        .query_one(
+            "select count(*) from private.embedding_jobs where table_name = 'documents' and row_id = $1 and status = 'pending'",
+            &[&doc_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 1);
+    let found: i64 = su
+        .query_one(
+            "select count(*) from public.documents where fts @@ websearch_to_tsquery('english', 'dental practices') and id = $1",
+            &[&doc_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(found, 1);
+
+    // Raw body mode (supabase-js invoke with a Blob): Markdown, metadata in the query.
+    let md = b"# Kick-off\n\nThe **client** wants a [portal](https://x.test).\n";
+    let (status, v) = e
+        .documents_fn(
+            Some(&ta),
+            &format!("?org_id={}&project_id={project}&name=kickoff.md", e.a_org),
+            "text/markdown",
+            md.to_vec(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["document"]["content_text"],
+        "Kick-off\nThe client wants a portal."
+    );
+    assert_eq!(v["extraction"]["format"], "markdown");
+
+    // A format without text (an image) is stored, with no content_text.
+    let (ct, body) = form(
+        &[
+            ("org_id", &e.a_org.to_string()),
+            ("project_id", &project.to_string()),
+            ("name", "Logo"),
+            ("category", "assets"),
+        ],
+        Some(("logo.png", "image/png", b"\x89PNG\r\n\x1a\n....")),
+    );
+    let (status, v) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["document"]["name"], "Logo");
+    assert!(v["document"]["content_text"].is_null());
+    assert_eq!(v["extraction"]["status"], "unsupported");
+    assert_eq!(e.document_count().await, 3);
+    assert_eq!(e.files().len(), 3, "{:?}", e.files());
+}
+
+#[tokio::test]
+async fn documents_function_refusals_leave_nothing_behind() {
+    let e = setup().await;
+    let a_project = e.project(e.a_org).await;
+    let (ta, tb) = (e.ta(), e.tb());
+    let text = b"Pricing notes for the renewal".as_slice();
+    let upload = |org: Uuid, project: Uuid, file: (&'static str, &'static str, &'static [u8])| {
+        form(
+            &[
+                ("org_id", &org.to_string()),
+                ("project_id", &project.to_string()),
+            ],
+            Some(file),
+        )
+    };
+    let check_nothing = || async {
+        assert_eq!(e.document_count().await, 0);
+        assert_eq!(e.row_count("%").await, 0);
+        // Not even a staged temp file.
+        assert!(e.files().is_empty(), "{:?}", e.files());
+    };
+
+    // Bob (org B) writes into org A's folder: the bucket's policy refuses.
+    let (ct, body) = upload(e.a_org, a_project, ("notes.txt", "text/plain", text));
+    let (status, v) = e.documents_fn(Some(&tb), "", &ct, body).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["code"], "forbidden");
+    check_nothing().await;
+    // Bob in his own org but attaching org A's project: the tenant-keyed FK refuses.
+    let (ct, body) = upload(e.b_org, a_project, ("notes.txt", "text/plain", text));
+    let (status, v) = e.documents_fn(Some(&tb), "", &ct, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    check_nothing().await;
+    // A PDF that is not one: 422, nothing kept.
+    let (ct, body) = upload(
+        e.a_org,
+        a_project,
+        ("broken.pdf", "application/pdf", b"%PDF-1.4\nnot really"),
+    );
+    let (status, v) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["code"], "unreadable_document");
+    check_nothing().await;
+    // Text that is not UTF-8.
+    let (ct, body) = upload(
+        e.a_org,
+        a_project,
+        ("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me"),
+    );
+    let (status, _) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    check_nothing().await;
+    // Bad input, named.
+    let (ct, body) = form(
+        &[("project_id", &a_project.to_string())],
+        Some(("notes.txt", "text/plain", text)),
+    );
+    let (status, v) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "org_id");
+    let (ct, body) = form(
+        &[("org_id", &e.a_org.to_string())],
+        Some(("notes.txt", "text/plain", text)),
+    );
+    let (status, v) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "project_id");
+    let (ct, body) = form(
+        &[
+            ("org_id", &e.a_org.to_string()),
+            ("project_id", &a_project.to_string()),
+        ],
+        None,
+    );
+    let (status, v) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "file");
+    let (status, v) = e
+        .documents_fn(Some(&ta), "", "application/json", b"{}".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    // No user token (the anon key only): 401 in the functions' shape.
+    let (ct, body) = upload(e.a_org, a_project, ("notes.txt", "text/plain", text));
+    let (status, v) = e.documents_fn(None, "", &ct, body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["msg"], "Invalid JWT");
+    check_nothing().await;
+    // And the same upload as Alice goes through.
+    let (ct, body) = upload(e.a_org, a_project, ("notes.txt", "text/plain", text));
+    let (status, v) = e.documents_fn(Some(&ta), "", &ct, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["document"]["content_text"],
+        "Pricing notes for the renewal"
+    );
 }
