@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
-"""Writes reference.json: all-MiniLM-L6-v2 vectors of a few sentences, to check the Rust
-(candle) implementation against.
-
-Independent NumPy implementation of the BERT forward pass (not sentence-transformers: torch
-was too large to install within the task's time box). It reads the same files
+"""A cross-check of reference.json (which gen_reference_st.py writes with the package's own
+sentence-transformers loader): all-MiniLM-L6-v2 vectors of the same sentences from an
+independent NumPy implementation of the BERT forward pass. The two agree to 2e-7. It reads the same files
 (model.safetensors, tokenizer.json) and follows the model's own definition: BERT embeddings
 (word + position + token type, LayerNorm), 6 encoder layers (12-head self-attention, GELU(erf)
 feed-forward, post-LayerNorm, eps 1e-12), then sentence-transformers' Pooling (mean over the
@@ -14,7 +12,7 @@ the values the model's own card publishes for sentence-transformers.
 Exact command (from the repository root, after `bash scripts/setup`):
     python3 -m venv /tmp/stenv && /tmp/stenv/bin/pip install numpy safetensors tokenizers
     /tmp/stenv/bin/python crates/localembed/testdata/gen_reference.py \
-        ~/.cache/agencyflow/models/all-MiniLM-L6-v2 > crates/localembed/testdata/reference.json
+        ~/.cache/agencyflow/models/all-MiniLM-L6-v2 > /tmp/reference_numpy.json
 (numpy 2.4, safetensors 0.8, tokenizers 0.23 when generated.)
 """
 import json

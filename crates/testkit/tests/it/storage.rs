@@ -1643,3 +1643,70 @@ async fn documents_function_refusals_leave_nothing_behind() {
         "Pricing notes for the renewal"
     );
 }
+
+#[tokio::test]
+async fn storage_range_requests() {
+    let e = setup().await;
+    let ta = e.ta();
+    let path = format!("{}/media/clip.bin", e.a_org);
+    let r = e
+        .upload(
+            &ta,
+            "documents",
+            &path,
+            b"0123456789abcdef",
+            "application/octet-stream",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let get = |range: &'static str, method: Method| {
+        let path = &path;
+        let ta = &ta;
+        let e = &e;
+        async move {
+            e.req(method, &format!("/object/documents/{path}"), Some(ta))
+                .header("range", range)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = get("bytes=2-5", Method::GET).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 2-5/16");
+    assert_eq!(r.headers()["content-length"], "4");
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"2345");
+    let r = get("bytes=-3", Method::GET).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"def");
+    let r = get("bytes=10-", Method::HEAD).await;
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 10-15/16");
+    let r = get("bytes=16-", Method::GET).await;
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["content-range"], "bytes */16");
+    let (_, v) = json(r).await;
+    assert_error(&v, "416");
+    // No Range: the whole object, saying ranges are accepted.
+    let r = e
+        .req(Method::GET, &format!("/object/documents/{path}"), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    assert_eq!(r.bytes().await.unwrap().len(), 16);
+    // RLS still decides first: org B gets nothing, range or not.
+    let r = e
+        .req(
+            Method::GET,
+            &format!("/object/documents/{path}"),
+            Some(&e.tb()),
+        )
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
