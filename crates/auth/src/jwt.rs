@@ -3,6 +3,9 @@
 use jsonwebtoken::{
     decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde_json::Value;
 
 /// Clock skew accepted on `exp`/`nbf`/`iat`, as PostgREST does.
@@ -35,6 +38,62 @@ pub struct JwtKeys {
     /// When set, a token's `aud` (if present) must match.
     audience: Option<String>,
     ec: Vec<EcKey>,
+    verified: VerifiedCache,
+}
+
+/// Tokens these keys have verified, by their exact text. The same bytes verify the same
+/// way under the same keys, so a hit only redoes the time checks (`exp`, `nbf`): every
+/// request carries the API key and most a session token seen moments before, and an ES256
+/// verification costs tens of microseconds. Bounded (cleared when full); shared by clones;
+/// a new one whenever the keys or the audience change.
+#[derive(Clone, Default)]
+struct VerifiedCache(Arc<Mutex<HashMap<Box<str>, Verified>>>);
+
+struct Verified {
+    claims: Value,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+}
+
+const VERIFIED_CACHE_ENTRIES: usize = 4096;
+const VERIFIED_CACHE_TOKEN_LEN: usize = 4096;
+
+impl VerifiedCache {
+    fn get(&self, token: &str) -> Option<Result<Value, JwtError>> {
+        let map = self.0.lock().ok()?;
+        let hit = map.get(token)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let leeway = LEEWAY_SECS as f64;
+        if hit.exp.is_some_and(|exp| exp < now - leeway) {
+            return Some(Err(JwtError::Expired));
+        }
+        if hit.nbf.is_some_and(|nbf| nbf > now + leeway) {
+            return Some(Err(JwtError::Invalid("ImmatureSignature".into())));
+        }
+        Some(Ok(hit.claims.clone()))
+    }
+
+    fn put(&self, token: &str, claims: &Value) {
+        if token.len() > VERIFIED_CACHE_TOKEN_LEN {
+            return;
+        }
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= VERIFIED_CACHE_ENTRIES {
+                map.clear();
+            }
+            map.insert(
+                token.into(),
+                Verified {
+                    claims: claims.clone(),
+                    exp: claims.get("exp").and_then(Value::as_f64),
+                    nbf: claims.get("nbf").and_then(Value::as_f64),
+                },
+            );
+        }
+    }
 }
 
 impl JwtKeys {
@@ -43,12 +102,14 @@ impl JwtKeys {
             hs_secret: secret.to_vec(),
             audience,
             ec: Vec::new(),
+            verified: VerifiedCache::default(),
         }
     }
 
     /// The same keys, accepting only `aud` (when a token has one).
     pub fn with_audience(mut self, audience: Option<String>) -> Self {
         self.audience = audience;
+        self.verified = VerifiedCache::default();
         self
     }
 
@@ -69,6 +130,7 @@ impl JwtKeys {
         for jwk in list {
             self.ec.push(ec_key_from_jwk(&jwk)?);
         }
+        self.verified = VerifiedCache::default();
         Ok(self)
     }
 
@@ -110,6 +172,15 @@ impl JwtKeys {
     /// HS256 over the project secret and ES256 by `kid` are accepted; `alg: none` and
     /// algorithms or keys we do not hold are refused.
     pub fn verify(&self, token: &str) -> Result<Value, JwtError> {
+        if let Some(hit) = self.verified.get(token) {
+            return hit;
+        }
+        let claims = self.verify_uncached(token)?;
+        self.verified.put(token, &claims);
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Value, JwtError> {
         let header = decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
         let hs;
         let key = match header.alg {
@@ -254,6 +325,28 @@ mod tests {
             b"a-very-long-test-secret-of-32-bytes!!",
             Some("authenticated".into()),
         )
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_but_still_expire() {
+        let k = keys();
+        // Expired 29 s ago: within the 30 s leeway now, past it in two seconds.
+        let exp = chrono::Utc::now().timestamp() - 29;
+        let t = k.sign(&json!({"role": "anon", "exp": exp})).unwrap();
+        assert_eq!(k.verify(&t).unwrap()["role"], "anon");
+        assert!(k.verified.0.lock().unwrap().contains_key(t.as_str()));
+        assert_eq!(k.clone().verify(&t).unwrap()["exp"], exp, "clones share the cache");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(k.verify(&t), Err(JwtError::Expired));
+        // Refused tokens are not cached; other keys or audience start a new cache.
+        let bad = format!("{}x", &t[..t.len() - 1]);
+        assert!(k.verify(&bad).is_err());
+        assert!(!k.verified.0.lock().unwrap().contains_key(bad.as_str()));
+        let open = JwtKeys::hs256(b"a-very-long-test-secret-of-32-bytes!!", None);
+        let to_other = open.sign(&json!({"role": "anon", "aud": "other"})).unwrap();
+        assert!(open.verify(&to_other).is_ok());
+        let strict = open.with_audience(Some("authenticated".into()));
+        assert!(strict.verify(&to_other).is_err(), "a cached verification under another audience");
     }
 
     #[test]

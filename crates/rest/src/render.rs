@@ -25,7 +25,21 @@ pub struct Statement {
 
 /// `"name"` with embedded quotes doubled.
 pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut out = String::with_capacity(name.len() + 2);
+    push_ident(&mut out, name);
+    out
+}
+
+/// Appends `name` as a quoted identifier (`"` doubled): one pass, no temporaries.
+fn push_ident(out: &mut String, name: &str) {
+    out.push('"');
+    for (i, part) in name.split('"').enumerate() {
+        if i > 0 {
+            out.push_str("\"\"");
+        }
+        out.push_str(part);
+    }
+    out.push('"');
 }
 
 /// A string literal for catalog-sourced text only (never user input).
@@ -420,7 +434,10 @@ fn cond_sql(b: &mut Builder, node: &ReadNode, cond: &Cond) -> String {
 }
 
 fn colref(b: &mut Builder, c: &ColumnRef) -> String {
-    let mut sql = format!("{}.{}", ident(&c.alias), ident(&c.column));
+    let mut sql = String::with_capacity(c.alias.len() + c.column.len() + 5);
+    push_ident(&mut sql, &c.alias);
+    sql.push('.');
+    push_ident(&mut sql, &c.column);
     if c.json_path.is_empty() {
         return sql;
     }

@@ -50,6 +50,22 @@ pub struct GlobalArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "AGENCYFLOW_LOG_FORMAT", global = true)]
     pub log_format: LogFormat,
+    /// Threads of the async runtime. Default: every CPU with DATABASE_URL; half of them (at
+    /// least one) with the embedded PostgreSQL, which runs on the same CPUs and needs them
+    /// too (BENCHMARKS.md, REST: +20 % requests/s on 2 cores).
+    #[arg(long, env = "AGENCYFLOW_WORKER_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+}
+
+impl GlobalArgs {
+    /// The runtime's thread count (see `worker_threads`), given the machine's CPUs.
+    pub fn runtime_threads(&self, cpus: usize) -> usize {
+        match self.worker_threads {
+            Some(n) => n as usize,
+            None if self.database_url.as_deref().is_some_and(|u| !u.is_empty()) => cpus.max(1),
+            None => (cpus / 2).max(1),
+        }
+    }
 }
 
 // Parsed once at start: the size of the `serve` variant does not matter.
@@ -208,4 +224,37 @@ pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {
         tx_end_allow_override,
         anon_role: a.db_anon_role.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(args: &[&str]) -> GlobalArgs {
+        let mut v = vec!["agencyflow"];
+        v.extend_from_slice(args);
+        v.push("keys");
+        Cli::try_parse_from(v).unwrap().global
+    }
+
+    #[test]
+    fn runtime_threads_leave_cpus_to_the_embedded_database() {
+        // Explicit flags win; with DATABASE_URL every CPU; embedded: half, at least one.
+        assert_eq!(global(&["--worker-threads", "3"]).runtime_threads(8), 3);
+        assert_eq!(
+            global(&["--database-url", "postgres://x@h/db"]).runtime_threads(8),
+            8
+        );
+        if std::env::var_os("DATABASE_URL").is_none()
+            && std::env::var_os("AGENCYFLOW_WORKER_THREADS").is_none()
+        {
+            assert_eq!(global(&[]).runtime_threads(8), 4);
+            assert_eq!(global(&[]).runtime_threads(2), 1);
+            assert_eq!(global(&[]).runtime_threads(1), 1);
+        }
+        let mut v = vec!["agencyflow", "--worker-threads", "0", "keys"];
+        assert!(Cli::try_parse_from(&v).is_err(), "0 threads is refused");
+        v[2] = "many";
+        assert!(Cli::try_parse_from(&v).is_err());
+    }
 }

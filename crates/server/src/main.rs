@@ -1,5 +1,10 @@
 use clap::Parser;
 
+/// mimalloc: cheaper small allocations and less fragmentation than glibc's malloc on the
+/// request path (see BENCHMARKS.md, REST).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = match agencyflow_server::config::Cli::try_parse() {
         Ok(c) => c,

@@ -149,7 +149,9 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
         rest_settings(a)?;
     }
     let mut database = open_database(&cli.global, &dir)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.global.runtime_threads(cpus))
         .enable_all()
         .build()
         .map_err(failed)?;

@@ -172,6 +172,21 @@ pub async fn handle(
     }
 }
 
+/// `request.headers`: the request's headers as a JSON object (lower-case names; a repeated
+/// header's last value; values that are not visible ASCII left out), serialized in one pass.
+fn headers_json(headers: &HeaderMap) -> String {
+    struct Headers<'a>(&'a HeaderMap);
+    impl serde::Serialize for Headers<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.keys().filter_map(|k| {
+                let v = self.0.get_all(k).iter().next_back()?.to_str().ok()?;
+                Some((k.as_str(), v))
+            }))
+        }
+    }
+    serde_json::to_string(&Headers(headers)).unwrap_or_else(|_| "{}".into())
+}
+
 /// The query string without its `apikey` pairs.
 fn without_apikey(query: &str) -> String {
     if !query
@@ -237,17 +252,11 @@ async fn execute(
     headers: &HeaderMap,
 ) -> Result<RestResponse, DbError> {
     let stmt = agencyflow_rest::render::render(plan);
-    let mut hdrs = serde_json::Map::new();
-    for (k, v) in headers {
-        if let Ok(v) = v.to_str() {
-            hdrs.insert(k.as_str().to_string(), Value::String(v.to_string()));
-        }
-    }
     let settings = TxSettings::new(caller.role.clone(), caller.claims.to_string())
         .read_only(plan.read_only)
         .guc("request.method", method.as_str())
         .guc("request.path", path)
-        .guc("request.headers", Value::Object(hdrs).to_string());
+        .guc("request.headers", headers_json(headers));
     let settings = match &plan.timezone {
         Some(tz) => settings.guc("timezone", tz.as_str()),
         None => settings,
@@ -281,4 +290,29 @@ async fn execute(
         tx.commit().await?;
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_headers_become_one_json_object() {
+        let mut h = HeaderMap::new();
+        h.insert("x-client-info", HeaderValue::from_static("supabase-js/2.109.0"));
+        h.append("accept", HeaderValue::from_static("text/csv"));
+        h.append("accept", HeaderValue::from_static("application/json"));
+        h.insert("x-quote", HeaderValue::from_static("say \"hi\" \\ bye"));
+        h.insert("x-binary", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let v: Value = serde_json::from_str(&headers_json(&h)).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "x-client-info": "supabase-js/2.109.0",
+                "accept": "application/json",
+                "x-quote": "say \"hi\" \\ bye",
+            })
+        );
+        assert_eq!(headers_json(&HeaderMap::new()), "{}");
+    }
 }
