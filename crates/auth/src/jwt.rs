@@ -335,7 +335,11 @@ mod tests {
         let t = k.sign(&json!({"role": "anon", "exp": exp})).unwrap();
         assert_eq!(k.verify(&t).unwrap()["role"], "anon");
         assert!(k.verified.0.lock().unwrap().contains_key(t.as_str()));
-        assert_eq!(k.clone().verify(&t).unwrap()["exp"], exp, "clones share the cache");
+        assert_eq!(
+            k.clone().verify(&t).unwrap()["exp"],
+            exp,
+            "clones share the cache"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2100));
         assert_eq!(k.verify(&t), Err(JwtError::Expired));
         // Refused tokens are not cached; other keys or audience start a new cache.
@@ -346,7 +350,10 @@ mod tests {
         let to_other = open.sign(&json!({"role": "anon", "aud": "other"})).unwrap();
         assert!(open.verify(&to_other).is_ok());
         let strict = open.with_audience(Some("authenticated".into()));
-        assert!(strict.verify(&to_other).is_err(), "a cached verification under another audience");
+        assert!(
+            strict.verify(&to_other).is_err(),
+            "a cached verification under another audience"
+        );
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub struct FunctionsArgs {
     /// `scripts/setup` unpacks it).
     #[arg(long, env = "AI_LOCAL_MODEL_DIR")]
     pub ai_local_model_dir: Option<PathBuf>,
+    /// Seconds the `local` model stays in memory (~100 MiB) after its last embedding; it is
+    /// loaded again (≈ 0.1 s) on the next one. 0 keeps it for the life of the process.
+    #[arg(long, env = "AI_LOCAL_MODEL_IDLE_SECS", default_value_t = 30)]
+    pub ai_local_model_idle_secs: u64,
     /// Whether `auto` may pick `local` (set by `serve` and `embed backfill`, not a flag):
     /// library users and tests keep the `hash` default unless they ask for `local`.
     #[arg(skip)]
@@ -128,6 +132,7 @@ impl std::fmt::Debug for FunctionsArgs {
             .field("ai_embed_provider", &self.ai_embed_provider)
             .field("ai_embed_model", &self.ai_embed_model)
             .field("ai_local_model_dir", &self.ai_local_model_dir)
+            .field("ai_local_model_idle_secs", &self.ai_local_model_idle_secs)
             .field("ai_rate_limit_per_hour", &self.ai_rate_limit_per_hour)
             .field("ai_cache_ttl_secs", &self.ai_cache_ttl_secs)
             .field("ai_embed_worker", &self.ai_embed_worker)
@@ -147,6 +152,7 @@ impl Default for FunctionsArgs {
             ai_embed_provider: EmbedProviderKind::Auto,
             ai_embed_model: None,
             ai_local_model_dir: None,
+            ai_local_model_idle_secs: 30,
             ai_auto_local: false,
             ai_timeout_secs: 60,
             ai_max_retries: 3,

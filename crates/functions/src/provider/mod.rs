@@ -179,7 +179,10 @@ fn local_embedder(args: &FunctionsArgs) -> DynProvider {
         return Arc::new(Unavailable { reason });
     };
     match local::LocalProvider::load(&dir) {
-        Ok(p) => Arc::new(p),
+        Ok(p) => Arc::new(p.release_after(match args.ai_local_model_idle_secs {
+            0 => None,
+            s => Some(std::time::Duration::from_secs(s)),
+        })),
         Err(e) => {
             tracing::error!(error = %e, "the local embedding model could not be loaded; embeddings will fail");
             Arc::new(Unavailable {

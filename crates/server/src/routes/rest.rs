@@ -299,7 +299,10 @@ mod tests {
     #[test]
     fn request_headers_become_one_json_object() {
         let mut h = HeaderMap::new();
-        h.insert("x-client-info", HeaderValue::from_static("supabase-js/2.109.0"));
+        h.insert(
+            "x-client-info",
+            HeaderValue::from_static("supabase-js/2.109.0"),
+        );
         h.append("accept", HeaderValue::from_static("text/csv"));
         h.append("accept", HeaderValue::from_static("application/json"));
         h.insert("x-quote", HeaderValue::from_static("say \"hi\" \\ bye"));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agencyflow_functions::embeddings::{backfill_with, WorkerConfig};
-use agencyflow_functions::provider::{self, local::LocalProvider, DynProvider};
+use agencyflow_functions::provider::{self, local::LocalProvider, DynProvider, Provider};
 use agencyflow_functions::FunctionsArgs;
 use agencyflow_testkit::agencyflow_db::tokio_postgres::Client;
 use agencyflow_testkit::{TestApp, TestDb};
@@ -363,4 +363,33 @@ async fn local_model_bench() {
         rss_mib()
     );
     assert_eq!(report.embedded, n as u64);
+}
+
+/// The model leaves memory after its idle time without embeddings and comes back on the
+/// next one (a folder of its own, so other tests' copies do not interfere).
+#[tokio::test]
+async fn local_model_is_released_when_idle_and_reloaded_on_demand() {
+    let Some(dir) = model_dir() else { return };
+    let own = tempfile::tempdir().unwrap();
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        std::os::unix::fs::symlink(dir.join(f), own.path().join(f)).unwrap();
+    }
+    let local = LocalProvider::load(own.path())
+        .unwrap()
+        .release_after(Some(std::time::Duration::from_secs(1)));
+    assert!(!provider::local::is_loaded(own.path()), "loaded lazily");
+    let texts = vec!["customer churn risk".to_string()];
+    let first = local.embed(&texts, 768).await.unwrap();
+    assert!(provider::local::is_loaded(own.path()));
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while provider::local::is_loaded(own.path()) {
+        assert!(
+            Instant::now() < deadline,
+            "not released after its idle time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let again = local.embed(&texts, 768).await.unwrap();
+    assert!(provider::local::is_loaded(own.path()), "reloaded on demand");
+    assert_eq!(first.vectors, again.vectors);
 }
