@@ -276,12 +276,30 @@ impl ObjectStoreBackend {
 
     /// S3 from `STORAGE_S3_BUCKET`, `STORAGE_S3_ENDPOINT` and the usual `AWS_*` variables
     /// (credentials, region, session token).
-    pub fn s3(bucket: &str, endpoint: Option<&str>) -> std::result::Result<Self, String> {
-        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-        if let Some(ep) = endpoint.filter(|e| !e.is_empty()) {
+    /// An S3 (or S3-compatible) bucket. Settings left out come from the AWS_* environment.
+    pub fn s3(settings: &S3Settings) -> std::result::Result<Self, String> {
+        let mut b =
+            object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&settings.bucket);
+        let endpoint = settings.endpoint.as_deref().filter(|e| !e.is_empty());
+        if let Some(ep) = endpoint {
             b = b
                 .with_endpoint(ep)
                 .with_allow_http(ep.starts_with("http://"));
+        }
+        let path_style = settings.force_path_style.unwrap_or(endpoint.is_some());
+        b = b.with_virtual_hosted_style_request(!path_style);
+        if let Some(r) = settings.region.as_deref().filter(|r| !r.is_empty()) {
+            b = b.with_region(r);
+        }
+        if let Some(k) = settings.access_key_id.as_deref().filter(|k| !k.is_empty()) {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(k) = settings
+            .secret_access_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+        {
+            b = b.with_secret_access_key(k);
         }
         let store = b.build().map_err(|e| e.to_string())?;
         Ok(Self::new(std::sync::Arc::new(store)))
@@ -312,6 +330,18 @@ fn os_err(e: object_store::Error) -> io::Error {
 
 #[cfg(feature = "s3")]
 const PART_SIZE: usize = 8 << 20;
+
+/// Where the `s3` backend's bucket is and how to sign for it.
+#[cfg(feature = "s3")]
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub force_path_style: Option<bool>,
+}
 
 #[cfg(feature = "s3")]
 impl Backend for ObjectStoreBackend {

@@ -43,9 +43,31 @@ pub struct StorageArgs {
     /// S3 bucket of the `s3` backend.
     #[arg(long = "storage-s3-bucket", env = "STORAGE_S3_BUCKET")]
     pub storage_s3_bucket: Option<String>,
-    /// S3-compatible endpoint of the `s3` backend (e.g. MinIO); AWS_* give region and credentials.
+    /// S3-compatible endpoint of the `s3` backend (e.g. MinIO); AWS by default.
     #[arg(long = "storage-s3-endpoint", env = "STORAGE_S3_ENDPOINT")]
     pub storage_s3_endpoint: Option<String>,
+    /// Region of the `s3` backend (else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1).
+    #[arg(long = "storage-s3-region", env = "STORAGE_S3_REGION")]
+    pub storage_s3_region: Option<String>,
+    /// Access key of the `s3` backend (else the AWS_* environment, or the instance's role).
+    #[arg(
+        long = "storage-s3-access-key-id",
+        env = "AWS_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
+    pub storage_s3_access_key_id: Option<String>,
+    /// Secret key matching --storage-s3-access-key-id.
+    #[arg(
+        long = "storage-s3-secret-access-key",
+        env = "AWS_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub storage_s3_secret_access_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`, what MinIO and most S3-compatible servers
+    /// want); false: virtual-hosted style (`bucket.endpoint/key`). Default: path style with a
+    /// custom endpoint, virtual-hosted on AWS.
+    #[arg(long = "storage-s3-force-path-style", env = "STORAGE_S3_FORCE_PATH_STYLE", action = clap::ArgAction::Set)]
+    pub storage_s3_force_path_style: Option<bool>,
 }
 
 impl StorageArgs {
@@ -70,8 +92,14 @@ impl StorageArgs {
         match self.storage_backend.as_str() {
             #[cfg(feature = "s3")]
             "s3" => Ok(Arc::new(backend::ObjectStoreBackend::s3(
-                self.storage_s3_bucket.as_deref().unwrap_or_default(),
-                self.storage_s3_endpoint.as_deref(),
+                &backend::S3Settings {
+                    bucket: self.storage_s3_bucket.clone().unwrap_or_default(),
+                    endpoint: self.storage_s3_endpoint.clone(),
+                    region: self.storage_s3_region.clone(),
+                    access_key_id: self.storage_s3_access_key_id.clone(),
+                    secret_access_key: self.storage_s3_secret_access_key.clone(),
+                    force_path_style: self.storage_s3_force_path_style,
+                },
             )?)),
             _ => Ok(Arc::new(LocalBackend::new(self.dir_or(data_dir)))),
         }

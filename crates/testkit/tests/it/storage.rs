@@ -1710,3 +1710,185 @@ async fn storage_range_requests() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+// ---- The s3 backend against a real S3 wire protocol (moto's server). ----
+
+/// `moto_server`: `AGENCYFLOW_TEST_MOTO_SERVER` (set by `./run test`, which then fails
+/// without it), else where `scripts/setup --with-s3-server` puts it; skipped, saying so,
+/// when neither is there.
+fn moto_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("AGENCYFLOW_TEST_MOTO_SERVER").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "AGENCYFLOW_TEST_MOTO_SERVER={} does not exist",
+            p.display()
+        );
+        return Some(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let p = cache.join("agencyflow/moto-venv/bin/moto_server");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: no moto_server (run `bash scripts/setup --with-s3-server`)");
+        None
+    }
+}
+
+/// S3 keys in the bucket (ListObjectsV2, unsigned: moto accepts it).
+async fn s3_keys(http: &reqwest::Client, endpoint: &str, bucket: &str) -> Vec<String> {
+    let xml = http
+        .get(format!("{endpoint}/{bucket}?list-type=2"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    xml.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</Key>").map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn storage_s3_backend_against_an_s3_server() {
+    let Some(moto) = moto_server() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = tokio::process::Command::new(&moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start moto_server");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while http.get(format!("{endpoint}/")).send().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "moto_server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let bucket = "agencyflow-test";
+    let made = http
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.text().await.unwrap());
+    let e = setup_with(&[
+        "--storage-backend",
+        "s3",
+        "--storage-s3-bucket",
+        bucket,
+        "--storage-s3-endpoint",
+        &endpoint,
+        "--storage-s3-region",
+        "us-east-1",
+        "--storage-s3-access-key-id",
+        "test",
+        "--storage-s3-secret-access-key",
+        "test",
+    ])
+    .await;
+    let ta = e.ta();
+    // 9 MiB: a multipart upload of two parts (8 MiB parts).
+    let data: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(31) % 251) as u8)
+        .collect();
+    let path = format!("{}/media/big.bin", e.a_org);
+    let url = |p: &str| format!("/object/documents/{p}");
+    let r = e
+        .req(Method::POST, &url(&path), Some(&ta))
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(s3_keys(&http, &endpoint, bucket).await.len(), 1);
+    assert!(e.files().is_empty(), "nothing on local disk");
+    let got = e
+        .req(Method::GET, &url(&path), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.headers()["content-length"], data.len().to_string());
+    assert!(got.bytes().await.unwrap().as_ref() == data.as_slice());
+    let part = e
+        .req(Method::GET, &url(&path), Some(&ta))
+        .header("range", "bytes=8388600-8388615")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        part.bytes().await.unwrap().as_ref(),
+        &data[8388600..8388616]
+    );
+    // Copy, then replace the original: the replaced version leaves the bucket.
+    let copy = format!("{}/media/copy.bin", e.a_org);
+    let r = e
+        .req(Method::POST, "/object/copy", Some(&ta))
+        .json(&json!({"bucketId": "documents", "sourceKey": path, "destinationKey": copy}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = e
+        .req(Method::PUT, &url(&path), Some(&ta))
+        .header("content-type", "text/plain")
+        .body("small now")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert_eq!(s3_keys(&http, &endpoint, bucket).await.len(), 2);
+    let got = e
+        .req(Method::GET, &url(&path), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), "small now");
+    let got = e
+        .req(Method::GET, &url(&copy), Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert!(got.bytes().await.unwrap().as_ref() == data.as_slice());
+    // A refused upload (org B's member into org A's folder) leaves nothing in the bucket.
+    let r = e
+        .req(
+            Method::POST,
+            &url(&format!("{}/x.txt", e.a_org)),
+            Some(&e.tb()),
+        )
+        .header("content-type", "text/plain")
+        .body("nope")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    assert_eq!(s3_keys(&http, &endpoint, bucket).await.len(), 2);
+    // Remove both: the bucket is empty again.
+    let r = e
+        .req(Method::DELETE, "/object/documents", Some(&ta))
+        .json(&json!({"prefixes": [path, copy]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    assert!(s3_keys(&http, &endpoint, bucket).await.is_empty());
+    assert_eq!(e.row_count("%").await, 0);
+}
