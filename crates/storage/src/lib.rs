@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 pub use backend::{Backend, LocalBackend};
 pub use error::StorageError;
-pub use objects::StagedObject;
+pub use objects::{file_part_stream, StagedObject};
 
 /// Storage settings (Supabase Storage's environment names where they exist).
 #[derive(Debug, Clone, clap::Args)]

@@ -216,6 +216,22 @@ fn mime_allowed(allowed: &[String], mime: &str) -> bool {
     })
 }
 
+/// The bytes of a multipart body's `field` as they arrive; parts after it are not read.
+pub fn file_part_stream(
+    mp: multer::Multipart<'static>,
+    field: multer::Field<'static>,
+) -> ByteStream {
+    futures::stream::unfold((mp, Some(field)), |(mp, field)| async move {
+        let mut field = field?;
+        match field.chunk().await {
+            Ok(Some(b)) => Some((Ok(b), (mp, Some(field)))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e)), (mp, None))),
+        }
+    })
+    .boxed()
+}
+
 /// The upload's bytes, content type and cache control: the raw body, or the file part of a
 /// `multipart/form-data` body (storage-js sends Blobs and Files that way).
 async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String, ByteStream)> {
@@ -240,15 +256,7 @@ async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String,
                     .map(|m| m.to_string())
                     .unwrap_or_else(|| "application/octet-stream".into());
                 // The file part streams; later parts (none, from storage-js) are not read.
-                let stream = futures::stream::unfold((mp, Some(field)), |(mp, field)| async move {
-                    let mut field = field?;
-                    match field.chunk().await {
-                        Ok(Some(b)) => Some((Ok(b), (mp, Some(field)))),
-                        Ok(None) => None,
-                        Err(e) => Some((Err(std::io::Error::other(e)), (mp, None))),
-                    }
-                })
-                .boxed();
+                let stream = file_part_stream(mp, field);
                 return Ok((mime, cache.unwrap_or_else(|| "max-age=3600".into()), stream));
             }
             if field.name() == Some("cacheControl") {
