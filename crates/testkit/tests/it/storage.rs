@@ -72,6 +72,24 @@ impl Env {
             None => r,
         }
     }
+    /// Sends a request without a body.
+    async fn call(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::Response {
+        self.req(method, path, token).send().await.unwrap()
+    }
+    /// Sends a request with a JSON body.
+    async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.req(method, path, token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
     fn ta(&self) -> String {
         self.app.user_token(self.a)
     }
@@ -159,10 +177,8 @@ async fn storage_upload_download_info_exists_and_replace() {
     assert!(v["Id"].as_str().unwrap().parse::<Uuid>().is_ok());
 
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/plain");
     assert_eq!(r.headers()["content-length"], "13");
@@ -270,10 +286,8 @@ async fn storage_upload_download_info_exists_and_replace() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .await;
     assert_eq!(r.text().await.unwrap(), "third!");
     assert_eq!(
         e.files().len(),
@@ -335,10 +349,8 @@ async fn storage_rls_isolates_orgs() {
 
     // B cannot read, see, list, sign, inspect or overwrite A's file.
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), Some(&tb))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), Some(&tb))
+        .await;
     assert_eq!(r.status(), 404);
     let r = e
         .req(
@@ -361,21 +373,25 @@ async fn storage_rls_isolates_orgs() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let (s, v) = json(
-        e.req(Method::POST, "/object/list/documents", Some(&tb))
-            .json(&json!({"prefix": e.a_org.to_string()}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(
+            Method::POST,
+            "/object/list/documents",
+            Some(&tb),
+            &json!({"prefix": e.a_org.to_string()}),
+        )
+        .await,
     )
     .await;
     assert_eq!(s, 200);
     assert_eq!(v, json!([]));
     let (_, v) = json(
-        e.req(Method::POST, "/object/list/documents", Some(&tb))
-            .json(&json!({"prefix": ""}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(
+            Method::POST,
+            "/object/list/documents",
+            Some(&tb),
+            &json!({"prefix": ""}),
+        )
+        .await,
     )
     .await;
     let names: Vec<&str> = v
@@ -401,11 +417,13 @@ async fn storage_rls_isolates_orgs() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let (s, v) = json(
-        e.req(Method::POST, "/object/sign/documents", Some(&tb))
-            .json(&json!({"expiresIn": 60, "paths": [name]}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(
+            Method::POST,
+            "/object/sign/documents",
+            Some(&tb),
+            &json!({"expiresIn": 60, "paths": [name]}),
+        )
+        .await,
     )
     .await;
     assert_eq!(s, 200);
@@ -459,19 +477,21 @@ async fn storage_rls_isolates_orgs() {
         .status(),
         403
     );
-    let r = e.req(Method::POST, "/object/move", Some(&tb)).json(&json!({"bucketId": "documents", "sourceKey": name, "destinationKey": format!("{}/stolen.txt", e.b_org)})).send().await.unwrap();
+    let r = e.call_json(Method::POST, "/object/move", Some(&tb), &json!({"bucketId": "documents", "sourceKey": name, "destinationKey": format!("{}/stolen.txt", e.b_org)})).await;
     assert_eq!(r.status(), 404);
-    let r = e.req(Method::POST, "/object/copy", Some(&tb)).json(&json!({"bucketId": "documents", "sourceKey": name, "destinationKey": format!("{}/stolen.txt", e.b_org)})).send().await.unwrap();
+    let r = e.call_json(Method::POST, "/object/copy", Some(&tb), &json!({"bucketId": "documents", "sourceKey": name, "destinationKey": format!("{}/stolen.txt", e.b_org)})).await;
     assert_eq!(r.status(), 404);
     // Nor can B move its own file into A's folder.
-    let r = e.req(Method::POST, "/object/move", Some(&tb)).json(&json!({"bucketId": "documents", "sourceKey": format!("{}/b.txt", e.b_org), "destinationKey": format!("{}/b.txt", e.a_org)})).send().await.unwrap();
+    let r = e.call_json(Method::POST, "/object/move", Some(&tb), &json!({"bucketId": "documents", "sourceKey": format!("{}/b.txt", e.b_org), "destinationKey": format!("{}/b.txt", e.a_org)})).await;
     assert_eq!(r.status(), 403);
     let (s, v) = json(
-        e.req(Method::DELETE, "/object/documents", Some(&tb))
-            .json(&json!({"prefixes": [name]}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(
+            Method::DELETE,
+            "/object/documents",
+            Some(&tb),
+            &json!({"prefixes": [name]}),
+        )
+        .await,
     )
     .await;
     assert_eq!(s, 200);
@@ -479,10 +499,8 @@ async fn storage_rls_isolates_orgs() {
 
     // Anonymous callers see nothing; non-uuid and top-level names are refused, not errors.
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), None)
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), None)
+        .await;
     assert_eq!(r.status(), 404);
     assert_eq!(
         e.upload(&ta, "documents", "misc/readme.txt", b"x", "text/plain")
@@ -511,10 +529,8 @@ async fn storage_rls_isolates_orgs() {
 
     // A still has it, intact.
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .await;
     assert_eq!(r.text().await.unwrap(), "org A only");
     assert_eq!(e.files().len(), 2);
 }
@@ -630,10 +646,8 @@ async fn storage_multipart_upload_as_storage_js_sends_blobs() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .await;
     assert_eq!(r.headers()["content-type"], "image/png");
     assert_eq!(r.headers()["cache-control"], "max-age=120");
     assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
@@ -663,19 +677,16 @@ async fn storage_path_traversal_and_bad_names_are_refused() {
         assert_eq!(s, 400, "{bad}: {v}");
         assert_error(&v, "400");
     }
-    let r = e
-        .req(Method::POST, "/object/move", Some(&ta))
-        .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/a.txt"), "destinationKey": format!("{org}/../../x")}))
-        .send()
-        .await
-        .unwrap();
+    let r = e.call_json(Method::POST, "/object/move", Some(&ta), &json!({"bucketId": "documents", "sourceKey": format!("{org}/a.txt"), "destinationKey": format!("{org}/../../x")})).await;
     assert_eq!(r.status(), 400);
     let r = e
-        .req(Method::POST, "/object/copy", Some(&ta))
-        .json(&json!({"bucketId": "..", "sourceKey": "a/b", "destinationKey": "a/c"}))
-        .send()
-        .await
-        .unwrap();
+        .call_json(
+            Method::POST,
+            "/object/copy",
+            Some(&ta),
+            &json!({"bucketId": "..", "sourceKey": "a/b", "destinationKey": "a/c"}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     // A literal `..` in the request line (no client-side normalisation).
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -697,11 +708,7 @@ async fn storage_bucket_size_and_mime_limits() {
     let e = setup().await;
     let svc = e.service();
     let (s, v) = json(
-        e.req(Method::POST, "/bucket", Some(&svc))
-            .json(&json!({"id": "limited", "name": "limited", "public": false, "file_size_limit": "1KB", "allowed_mime_types": ["image/png", "text/*"]}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(Method::POST, "/bucket", Some(&svc), &json!({"id": "limited", "name": "limited", "public": false, "file_size_limit": "1KB", "allowed_mime_types": ["image/png", "text/*"]})).await,
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -903,11 +910,13 @@ async fn storage_signed_urls_download_and_refuse_expired_or_tampered() {
 
     // Bulk signing.
     let (s, v) = json(
-        e.req(Method::POST, "/object/sign/documents", Some(&ta))
-            .json(&json!({"expiresIn": 60, "paths": [name, other, format!("{}/missing.txt", e.a_org)]}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(
+            Method::POST,
+            "/object/sign/documents",
+            Some(&ta),
+            &json!({"expiresIn": 60, "paths": [name, other, format!("{}/missing.txt", e.a_org)]}),
+        )
+        .await,
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -973,10 +982,8 @@ async fn storage_signed_upload_urls() {
         .get(0);
     assert_eq!(owner, Some(e.a));
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .await;
     assert_eq!(r.text().await.unwrap(), "via signed upload");
     // Not an upsert token: a second upload is refused, and leaves no file.
     let r = e
@@ -1038,10 +1045,8 @@ async fn storage_signed_upload_urls() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = e
-        .req(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{name}"), Some(&ta))
+        .await;
     assert_eq!(r.text().await.unwrap(), "replaced");
     assert_eq!(e.files().len(), 1);
 }
@@ -1101,20 +1106,18 @@ async fn storage_list_move_copy_remove() {
     let desc = list(json!({"prefix": org.to_string(), "sortBy": {"column": "name", "order": "desc"}, "limit": 2, "offset": 1})).await;
     assert_eq!(names(&desc), vec!["b.txt", "apple.md"]);
     let r = e
-        .req(Method::POST, "/object/list/documents", Some(&ta))
-        .json(&json!({"prefix": "", "sortBy": {"column": "1; drop table x"}}))
-        .send()
-        .await
-        .unwrap();
+        .call_json(
+            Method::POST,
+            "/object/list/documents",
+            Some(&ta),
+            &json!({"prefix": "", "sortBy": {"column": "1; drop table x"}}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
 
     // Move: the old name is gone, the new one has the bytes.
     let (s, v) = json(
-        e.req(Method::POST, "/object/move", Some(&ta))
-            .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/a.txt"), "destinationKey": format!("{org}/moved/a.txt")}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(Method::POST, "/object/move", Some(&ta), &json!({"bucketId": "documents", "sourceKey": format!("{org}/a.txt"), "destinationKey": format!("{org}/moved/a.txt")})).await,
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -1146,20 +1149,11 @@ async fn storage_list_move_copy_remove() {
         "content"
     );
     // Onto an existing name: 409.
-    let r = e
-        .req(Method::POST, "/object/move", Some(&ta))
-        .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/b.txt"), "destinationKey": format!("{org}/apple.md")}))
-        .send()
-        .await
-        .unwrap();
+    let r = e.call_json(Method::POST, "/object/move", Some(&ta), &json!({"bucketId": "documents", "sourceKey": format!("{org}/b.txt"), "destinationKey": format!("{org}/apple.md")})).await;
     assert_eq!(r.status(), 409);
     // Copy: both exist, independent.
     let (s, v) = json(
-        e.req(Method::POST, "/object/copy", Some(&ta))
-            .json(&json!({"bucketId": "documents", "sourceKey": format!("{org}/b.txt"), "destinationKey": format!("{org}/b-copy.txt")}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(Method::POST, "/object/copy", Some(&ta), &json!({"bucketId": "documents", "sourceKey": format!("{org}/b.txt"), "destinationKey": format!("{org}/b-copy.txt")})).await,
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -1182,11 +1176,7 @@ async fn storage_list_move_copy_remove() {
 
     // Remove many: the removed objects come back; files go.
     let (s, v) = json(
-        e.req(Method::DELETE, "/object/documents", Some(&ta))
-            .json(&json!({"prefixes": [format!("{org}/b.txt"), format!("{org}/b-copy.txt"), format!("{org}/missing")]}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(Method::DELETE, "/object/documents", Some(&ta), &json!({"prefixes": [format!("{org}/b.txt"), format!("{org}/b-copy.txt"), format!("{org}/missing")]})).await,
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -1205,39 +1195,31 @@ async fn storage_buckets_for_the_service_role() {
     let e = setup().await;
     let svc = e.service();
     let (s, v) = json(
-        e.req(Method::POST, "/bucket", Some(&svc))
-            .json(&json!({"id": "avatars", "name": "avatars", "public": true}))
-            .send()
-            .await
-            .unwrap(),
+        e.call_json(
+            Method::POST,
+            "/bucket",
+            Some(&svc),
+            &json!({"id": "avatars", "name": "avatars", "public": true}),
+        )
+        .await,
     )
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v, json!({"name": "avatars"}));
     let r = e
-        .req(Method::POST, "/bucket", Some(&svc))
-        .json(&json!({"id": "avatars", "name": "avatars"}))
-        .send()
-        .await
-        .unwrap();
+        .call_json(
+            Method::POST,
+            "/bucket",
+            Some(&svc),
+            &json!({"id": "avatars", "name": "avatars"}),
+        )
+        .await;
     assert_eq!(r.status(), 409);
-    let (s, v) = json(
-        e.req(Method::GET, "/bucket/avatars", Some(&svc))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = json(e.call(Method::GET, "/bucket/avatars", Some(&svc)).await).await;
     assert_eq!(s, 200);
     assert_eq!(v["public"], true);
     assert_eq!(v["id"], "avatars");
-    let (_, v) = json(
-        e.req(Method::GET, "/bucket", Some(&svc))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, v) = json(e.call(Method::GET, "/bucket", Some(&svc)).await).await;
     let ids: Vec<&str> = v
         .as_array()
         .unwrap()
@@ -1245,13 +1227,7 @@ async fn storage_buckets_for_the_service_role() {
         .map(|b| b["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["avatars", "documents"]);
-    let (s, v) = json(
-        e.req(Method::GET, "/bucket/nope", Some(&svc))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = json(e.call(Method::GET, "/bucket/nope", Some(&svc)).await).await;
     assert_eq!(s, 404);
     assert_error(&v, "404");
 
@@ -1272,7 +1248,16 @@ async fn storage_buckets_for_the_service_role() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"\x89PNG pic");
 
-    let (s, v) = json(e.req(Method::PUT, "/bucket/avatars", Some(&svc)).json(&json!({"public": false, "file_size_limit": 10, "allowed_mime_types": ["image/png"]})).send().await.unwrap()).await;
+    let (s, v) = json(
+        e.call_json(
+            Method::PUT,
+            "/bucket/avatars",
+            Some(&svc),
+            &json!({"public": false, "file_size_limit": 10, "allowed_mime_types": ["image/png"]}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let r = e
         .app
@@ -1291,56 +1276,36 @@ async fn storage_buckets_for_the_service_role() {
 
     // Users cannot manage buckets.
     let r = e
-        .req(Method::POST, "/bucket", Some(&e.ta()))
-        .json(&json!({"name": "mine"}))
-        .send()
-        .await
-        .unwrap();
+        .call_json(
+            Method::POST,
+            "/bucket",
+            Some(&e.ta()),
+            &json!({"name": "mine"}),
+        )
+        .await;
     assert_eq!(r.status(), 403);
-    let (_, v) = json(
-        e.req(Method::GET, "/bucket", Some(&e.ta()))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, v) = json(e.call(Method::GET, "/bucket", Some(&e.ta())).await).await;
     assert_eq!(v, json!([]));
     let r = e
-        .req(Method::DELETE, "/bucket/avatars", Some(&e.ta()))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::DELETE, "/bucket/avatars", Some(&e.ta()))
+        .await;
     assert_eq!(r.status(), 404);
 
     // Not empty: 409; empty, then delete.
-    let r = e
-        .req(Method::DELETE, "/bucket/avatars", Some(&svc))
-        .send()
-        .await
-        .unwrap();
+    let r = e.call(Method::DELETE, "/bucket/avatars", Some(&svc)).await;
     assert_eq!(r.status(), 409);
     let (s, v) = json(
-        e.req(Method::POST, "/bucket/avatars/empty", Some(&svc))
-            .send()
-            .await
-            .unwrap(),
+        e.call(Method::POST, "/bucket/avatars/empty", Some(&svc))
+            .await,
     )
     .await;
     assert_eq!(s, 200, "{v}");
     assert!(e.files().is_empty());
-    let (s, v) = json(
-        e.req(Method::DELETE, "/bucket/avatars", Some(&svc))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, v) = json(e.call(Method::DELETE, "/bucket/avatars", Some(&svc)).await).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(
-        e.req(Method::GET, "/bucket/avatars", Some(&svc))
-            .send()
+        e.call(Method::GET, "/bucket/avatars", Some(&svc))
             .await
-            .unwrap()
             .status(),
         404
     );
@@ -1484,10 +1449,8 @@ async fn documents_function_stores_the_file_the_row_and_its_text() {
 
     // The object is in the documents bucket, readable through storage as the uploader.
     let got = e
-        .req(Method::GET, &format!("/object/documents/{path}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{path}"), Some(&ta))
+        .await;
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.bytes().await.unwrap().as_ref(), pdf.as_slice());
     // The row's trigger queued its embedding, and full-text search finds it.
@@ -1690,10 +1653,8 @@ async fn storage_range_requests() {
     assert_error(&v, "416");
     // No Range: the whole object, saying ranges are accepted.
     let r = e
-        .req(Method::GET, &format!("/object/documents/{path}"), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::GET, &format!("/object/documents/{path}"), Some(&ta))
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["accept-ranges"], "bytes");
     assert_eq!(r.bytes().await.unwrap().len(), 16);
@@ -1818,11 +1779,7 @@ async fn storage_s3_backend_against_an_s3_server() {
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     assert_eq!(s3_keys(&http, &endpoint, bucket).await.len(), 1);
     assert!(e.files().is_empty(), "nothing on local disk");
-    let got = e
-        .req(Method::GET, &url(&path), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+    let got = e.call(Method::GET, &url(&path), Some(&ta)).await;
     assert_eq!(got.status(), StatusCode::OK);
     assert_eq!(got.headers()["content-length"], data.len().to_string());
     assert!(got.bytes().await.unwrap().as_ref() == data.as_slice());
@@ -1840,11 +1797,13 @@ async fn storage_s3_backend_against_an_s3_server() {
     // Copy, then replace the original: the replaced version leaves the bucket.
     let copy = format!("{}/media/copy.bin", e.a_org);
     let r = e
-        .req(Method::POST, "/object/copy", Some(&ta))
-        .json(&json!({"bucketId": "documents", "sourceKey": path, "destinationKey": copy}))
-        .send()
-        .await
-        .unwrap();
+        .call_json(
+            Method::POST,
+            "/object/copy",
+            Some(&ta),
+            &json!({"bucketId": "documents", "sourceKey": path, "destinationKey": copy}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let r = e
         .req(Method::PUT, &url(&path), Some(&ta))
@@ -1855,17 +1814,9 @@ async fn storage_s3_backend_against_an_s3_server() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     assert_eq!(s3_keys(&http, &endpoint, bucket).await.len(), 2);
-    let got = e
-        .req(Method::GET, &url(&path), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+    let got = e.call(Method::GET, &url(&path), Some(&ta)).await;
     assert_eq!(got.text().await.unwrap(), "small now");
-    let got = e
-        .req(Method::GET, &url(&copy), Some(&ta))
-        .send()
-        .await
-        .unwrap();
+    let got = e.call(Method::GET, &url(&copy), Some(&ta)).await;
     assert!(got.bytes().await.unwrap().as_ref() == data.as_slice());
     // A refused upload (org B's member into org A's folder) leaves nothing in the bucket.
     let r = e
@@ -1883,11 +1834,13 @@ async fn storage_s3_backend_against_an_s3_server() {
     assert_eq!(s3_keys(&http, &endpoint, bucket).await.len(), 2);
     // Remove both: the bucket is empty again.
     let r = e
-        .req(Method::DELETE, "/object/documents", Some(&ta))
-        .json(&json!({"prefixes": [path, copy]}))
-        .send()
-        .await
-        .unwrap();
+        .call_json(
+            Method::DELETE,
+            "/object/documents",
+            Some(&ta),
+            &json!({"prefixes": [path, copy]}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     assert!(s3_keys(&http, &endpoint, bucket).await.is_empty());
     assert_eq!(e.row_count("%").await, 0);
