@@ -127,3 +127,46 @@ test('admin.listUsers pages with the Link header', async () => {
   assert.equal(denied.status, 403);
   assert.equal(denied.code, 'not_admin');
 });
+
+test('admin.generateLink, verifyOtp (code and token_hash), signInWithOtp, resetPasswordForEmail', async () => {
+  const admin = adminClient();
+  const addr = email('otp');
+  const supabase = client();
+  assert.equal((await supabase.auth.signUp({ email: addr, password: PASSWORD })).error, null);
+  await supabase.auth.signOut();
+
+  // A code from generate_link, entered with the email.
+  const { data: link, error: linkErr } = await admin.auth.admin.generateLink({ type: 'magiclink', email: addr });
+  assert.equal(linkErr, null);
+  assert.equal(link.user.email, addr);
+  assert.equal(link.properties.verification_type, 'magiclink');
+  assert.match(link.properties.email_otp, /^\d{6}$/);
+  const events = [];
+  supabase.auth.onAuthStateChange((event) => events.push(event));
+  const { data: v, error: vErr } = await supabase.auth.verifyOtp({ email: addr, token: link.properties.email_otp, type: 'email' });
+  assert.equal(vErr, null);
+  assert.equal(v.user.email, addr);
+  assert.ok(v.session.access_token);
+  assert.equal((await supabase.auth.getUser()).data.user.id, link.user.id);
+  assert.ok(events.includes('SIGNED_IN'), events.join());
+  // Used once.
+  const { error: reused } = await client().auth.verifyOtp({ email: addr, token: link.properties.email_otp, type: 'email' });
+  assert.equal(reused.code, 'otp_expired');
+  assert.equal(reused.status, 403);
+
+  // A recovery link's token_hash, then a new password.
+  const { data: rec } = await admin.auth.admin.generateLink({ type: 'recovery', email: addr });
+  const other = client();
+  const { error: recErr } = await other.auth.verifyOtp({ token_hash: rec.properties.hashed_token, type: 'recovery' });
+  assert.equal(recErr, null);
+  assert.equal((await other.auth.updateUser({ password: 'brand-new-password' })).error, null);
+  assert.equal((await client().auth.signInWithPassword({ email: addr, password: 'brand-new-password' })).error, null);
+
+  // Emails that cannot be sent here still answer as Supabase does.
+  assert.deepEqual(await client().auth.resetPasswordForEmail(email('nobody')), { data: {}, error: null });
+  const { error: noUser } = await client().auth.signInWithOtp({ email: email('nobody'), options: { shouldCreateUser: false } });
+  assert.equal(noUser.code, 'otp_disabled');
+  const { data: otpData, error: otpErr } = await client().auth.signInWithOtp({ email: email('fresh') });
+  assert.equal(otpErr, null);
+  assert.equal(otpData.user, null);
+});

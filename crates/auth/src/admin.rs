@@ -20,7 +20,7 @@ use crate::AuthState;
 
 const DEFAULT_PER_PAGE: u64 = 50;
 
-fn require_admin(state: &AuthState, headers: &HeaderMap) -> Result<(), AuthError> {
+pub(crate) fn require_admin(state: &AuthState, headers: &HeaderMap) -> Result<(), AuthError> {
     let claims = bearer_claims(state, headers)?;
     let role = claims.get("role").and_then(Value::as_str).unwrap_or("");
     if state.args.admin_roles().iter().any(|r| r == role) {

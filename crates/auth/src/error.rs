@@ -65,7 +65,10 @@ error_codes! {
     AnonymousProviderDisabled => (422, "anonymous_provider_disabled", "Anonymous sign-ins are disabled"),
     EmailProviderDisabled => (422, "email_provider_disabled", "Email logins are disabled"),
     PhoneProviderDisabled => (422, "phone_provider_disabled", "Phone logins are disabled: there is no SMS provider"),
+    OtpExpired => (403, "otp_expired", "Token has expired or is invalid"),
+    OtpDisabled => (422, "otp_disabled", "Signups not allowed for otp"),
     OverRequestRateLimit => (429, "over_request_rate_limit", "Request rate limit reached"),
+    OverEmailSendRateLimit => (429, "over_email_send_rate_limit", "Email rate limit exceeded"),
     UnexpectedFailure => (500, "unexpected_failure", "Unexpected failure, please check server logs for more information"),
     ServiceUnavailable => (503, "unexpected_failure", "The database is unavailable, please try again"),
 }

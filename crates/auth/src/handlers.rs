@@ -171,7 +171,7 @@ async fn authenticated(
     Ok((user, session_id))
 }
 
-fn rate_limit(state: &AuthState, limit: Limit, key: &str) -> Result<(), AuthError> {
+pub(crate) fn rate_limit(state: &AuthState, limit: Limit, key: &str) -> Result<(), AuthError> {
     if state.limiter().check(limit, key) {
         Ok(())
     } else {
@@ -179,7 +179,7 @@ fn rate_limit(state: &AuthState, limit: Limit, key: &str) -> Result<(), AuthErro
     }
 }
 
-fn nonempty(s: Option<String>) -> Option<String> {
+pub(crate) fn nonempty(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 

@@ -7,6 +7,7 @@ pub mod error;
 mod handlers;
 pub mod jwt;
 mod model;
+mod otp;
 pub mod password;
 pub mod ratelimit;
 pub mod tokens;
@@ -57,6 +58,33 @@ pub struct AuthArgs {
     /// The front end's URL (the default redirect target).
     #[arg(long = "site-url", env = "GOTRUE_SITE_URL")]
     pub site_url: Option<String>,
+    /// Further allowed `redirect_to` targets of email links (comma-separated URL prefixes);
+    /// anything else falls back to the site URL.
+    #[arg(
+        long = "uri-allow-list",
+        env = "GOTRUE_URI_ALLOW_LIST",
+        default_value = ""
+    )]
+    pub uri_allow_list: String,
+    /// Seconds an emailed link or code stays valid.
+    #[arg(
+        long = "mailer-otp-exp",
+        env = "GOTRUE_MAILER_OTP_EXP",
+        default_value_t = 3600
+    )]
+    pub mailer_otp_exp: i64,
+    /// Seconds between two emails of one kind to one address.
+    #[arg(
+        long = "smtp-max-frequency",
+        env = "GOTRUE_SMTP_MAX_FREQUENCY",
+        default_value_t = 60
+    )]
+    pub smtp_max_frequency: i64,
+    /// There is no SMTP mailer: log each email's link and code (development only: anyone who
+    /// reads the log can sign in as the recipient). Otherwise links come from the admin API's
+    /// generate_link.
+    #[arg(long = "mailer-log-links", env = "AGENCYFLOW_MAILER_LOG_LINKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub mailer_log_links: bool,
     /// Sign-ups are confirmed at once (there is no mailer).
     #[arg(long = "mailer-autoconfirm", env = "GOTRUE_MAILER_AUTOCONFIRM", default_value_t = true, action = clap::ArgAction::Set)]
     pub mailer_autoconfirm: bool,
@@ -230,6 +258,12 @@ pub fn router(state: AuthState) -> Router {
         .route("/settings", get(handlers::settings))
         .route("/health", get(handlers::health))
         .route("/.well-known/jwks.json", get(handlers::jwks))
+        .route("/otp", post(otp::otp))
+        .route("/magiclink", post(otp::otp))
+        .route("/recover", post(otp::recover))
+        .route("/resend", post(otp::resend))
+        .route("/verify", get(otp::verify_link).post(otp::verify))
+        .route("/admin/generate_link", post(otp::generate_link))
         .route(
             "/admin/users",
             get(admin::list_users).post(admin::create_user),

@@ -1313,3 +1313,340 @@ async fn auth_bench_password_and_refresh_grants() {
         lats[lats.len() * 99 / 100]
     );
 }
+
+// ---- Email one-time tokens: magic links and codes, recovery, invites, generate_link. ----
+
+async fn generate_link(app: &TestApp, body: Value) -> Res {
+    call(
+        app,
+        Method::POST,
+        "/admin/generate_link",
+        Some(&app.service_role_key.clone()),
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn auth_magic_links_and_codes_sign_in_once() {
+    let t = TestDb::new().await;
+    let app = t
+        .spawn_app_with(&[
+            "--site-url",
+            "http://app.test",
+            "--uri-allow-list",
+            "http://localhost:3000",
+        ])
+        .await;
+    let e = email("otp");
+    let user = signup(&app, &e).await;
+    let user_id = user["user"]["id"].as_str().unwrap().to_string();
+    // Unknown address: no link; the admin API is for admins only.
+    let r = generate_link(&app, json!({"type": "magiclink", "email": email("nobody")})).await;
+    assert_error(&r, 404, "user_not_found");
+    let r = call(
+        &app,
+        Method::POST,
+        "/admin/generate_link",
+        Some(user["access_token"].as_str().unwrap()),
+        Some(json!({"type": "magiclink", "email": e})),
+    )
+    .await;
+    assert_error(&r, 403, "not_admin");
+    // POST /otp: 200 {}; again at once: the email rate limit.
+    let r = call(&app, Method::POST, "/otp", None, Some(json!({"email": e}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({}));
+    let r = call(&app, Method::POST, "/otp", None, Some(json!({"email": e}))).await;
+    assert_error(&r, 429, "over_email_send_rate_limit");
+
+    // The link's token_hash signs in once.
+    let link = generate_link(&app, json!({"type": "magiclink", "email": e})).await;
+    assert_eq!(link.status, 200, "{}", link.body);
+    assert_eq!(link.body["id"], user_id.as_str());
+    assert_eq!(link.body["verification_type"], "magiclink");
+    let hash = link.body["hashed_token"].as_str().unwrap().to_string();
+    assert!(link.body["action_link"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("/auth/v1/verify?token={hash}&type=magiclink")));
+    let s = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "magiclink", "token_hash": hash})),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    assert_eq!(s.body["user"]["id"], user_id.as_str());
+    assert!(s.body["access_token"].is_string() && s.body["refresh_token"].is_string());
+    let claims = app
+        .keys
+        .verify(s.body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims["amr"][0]["method"], "magiclink");
+    let again = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "magiclink", "token_hash": hash})),
+    )
+    .await;
+    assert_error(&again, 403, "otp_expired");
+
+    // The 6-digit code with the email; a wrong code fails.
+    let link = generate_link(&app, json!({"type": "magiclink", "email": e})).await;
+    let code = link.body["email_otp"].as_str().unwrap().to_string();
+    assert_eq!(code.len(), 6);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "email", "email": e, "token": wrong})),
+    )
+    .await;
+    assert_error(&r, 403, "otp_expired");
+    let s = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "email", "email": e.to_uppercase(), "token": code})),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let claims = app
+        .keys
+        .verify(s.body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims["amr"][0]["method"], "otp");
+
+    // An expired token is refused.
+    let link = generate_link(&app, json!({"type": "magiclink", "email": e})).await;
+    t.superuser()
+        .await
+        .execute(
+            "update auth.one_time_tokens set created_at = now() - interval '2 hours'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let r = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "magiclink", "token_hash": link.body["hashed_token"]})),
+    )
+    .await;
+    assert_error(&r, 403, "otp_expired");
+
+    // The email link: 303 to an allowed redirect with the session in the fragment; an
+    // unknown redirect falls back to the site URL; a used link carries the error.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let link = generate_link(&app, json!({"type": "magiclink", "email": e})).await;
+    let hash = link.body["hashed_token"].as_str().unwrap().to_string();
+    let get = |target: &'static str| {
+        let url = app.url(&format!(
+            "/auth/v1/verify?token={hash}&type=magiclink&redirect_to={}",
+            target
+        ));
+        let c = no_redirects.clone();
+        async move { c.get(url).send().await.unwrap() }
+    };
+    let r = get("http%3A%2F%2Flocalhost%3A3000%2Fwelcome").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with("http://localhost:3000/welcome#access_token="),
+        "{loc}"
+    );
+    assert!(
+        loc.contains("&refresh_token=") && loc.contains("&type=magiclink"),
+        "{loc}"
+    );
+    let r = get("https%3A%2F%2Fevil.test%2F").await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with("http://app.test#error=access_denied&error_code=otp_expired"),
+        "{loc}"
+    );
+}
+
+#[tokio::test]
+async fn auth_otp_signup_recovery_and_invites() {
+    let t = TestDb::new().await;
+    let app = t.spawn_app().await;
+    // A new address through /otp: refused without create_user, else an unconfirmed user.
+    let e = email("new");
+    let r = call(
+        &app,
+        Method::POST,
+        "/otp",
+        None,
+        Some(json!({"email": e, "create_user": false})),
+    )
+    .await;
+    assert_error(&r, 422, "otp_disabled");
+    let r = call(
+        &app,
+        Method::POST,
+        "/otp",
+        None,
+        Some(json!({"email": e, "data": {"full_name": "Grace"}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let su = t.superuser().await;
+    let confirmed: Option<chrono::DateTime<chrono::Utc>> = su
+        .query_one(
+            "select email_confirmed_at from auth.users where email = $1",
+            &[&e],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(confirmed.is_none());
+    let link = generate_link(&app, json!({"type": "magiclink", "email": e})).await;
+    let s = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "magiclink", "token_hash": link.body["hashed_token"]})),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    assert!(
+        s.body["user"]["email_confirmed_at"].is_string(),
+        "{}",
+        s.body
+    );
+    assert_eq!(s.body["user"]["user_metadata"]["full_name"], "Grace");
+    // The new user got their organization like any other (handle_new_user).
+    let orgs: i64 = su
+        .query_one(
+            "select count(*) from public.team_members tm join auth.users u on u.id = tm.user_id where u.email = $1",
+            &[&e],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orgs, 1);
+
+    // Recovery: 200 {} for any address; the link signs in; then a new password works.
+    let r = call(
+        &app,
+        Method::POST,
+        "/recover",
+        None,
+        Some(json!({"email": email("ghost")})),
+    )
+    .await;
+    assert_eq!((r.status.as_u16(), r.body.clone()), (200, json!({})));
+    let known = email("forgot");
+    signup(&app, &known).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/recover",
+        None,
+        Some(json!({"email": known})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let link = generate_link(&app, json!({"type": "recovery", "email": known})).await;
+    let s = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "recovery", "email": known, "token": link.body["email_otp"]})),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let r = call(
+        &app,
+        Method::PUT,
+        "/user",
+        s.body["access_token"].as_str(),
+        Some(json!({"password": "a-brand-new-password"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(
+        &app,
+        Method::POST,
+        "/token?grant_type=password",
+        None,
+        Some(json!({"email": known, "password": "a-brand-new-password"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A recovery token is not a magic link.
+    let link = generate_link(&app, json!({"type": "recovery", "email": known})).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "magiclink", "token_hash": link.body["hashed_token"]})),
+    )
+    .await;
+    assert_error(&r, 403, "otp_expired");
+
+    // Invites: a new user, confirmed by the link; a confirmed address cannot be invited.
+    let invited = email("invited");
+    let link = generate_link(
+        &app,
+        json!({"type": "invite", "email": invited, "data": {"role_hint": "pm"}}),
+    )
+    .await;
+    assert_eq!(link.status, 200, "{}", link.body);
+    assert!(link.body["invited_at"].is_string(), "{}", link.body);
+    let s = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "invite", "token_hash": link.body["hashed_token"]})),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let r = generate_link(&app, json!({"type": "invite", "email": invited})).await;
+    assert_error(&r, 422, "email_exists");
+    let r = generate_link(
+        &app,
+        json!({"type": "signup", "email": known, "password": "whatever-long"}),
+    )
+    .await;
+    assert_error(&r, 422, "email_exists");
+    let r = generate_link(&app, json!({"type": "nonsense", "email": known})).await;
+    assert_error(&r, 400, "validation_failed");
+    // Malformed requests are 400s, never 500s.
+    let r = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "magiclink"})),
+    )
+    .await;
+    assert_error(&r, 400, "validation_failed");
+    let r = call(
+        &app,
+        Method::POST,
+        "/otp",
+        None,
+        Some(json!({"email": "not-an-email"})),
+    )
+    .await;
+    assert_error(&r, 400, "email_address_invalid");
+}

@@ -1,0 +1,674 @@
+//! Email one-time tokens: magic links and codes (`/otp`, `/magiclink`), password recovery
+//! (`/recover`), signup confirmation (`/resend`), their verification (`POST /verify` with a
+//! code or a `token_hash`, `GET /verify` from an email link, redirecting with the session in
+//! the URL fragment), and the admin API's `generate_link`.
+//!
+//! A token is a random 6-digit code; what is stored, and what links carry, is
+//! `hex(sha224(email + code))`, as Supabase Auth does. One live token per user and purpose
+//! (a new one replaces it), valid `GOTRUE_MAILER_OTP_EXP` seconds, used once. There is no
+//! SMTP mailer: an email that would be sent is logged without its secret unless
+//! `AGENCYFLOW_MAILER_LOG_LINKS` is on (development); applications and tests get links from
+//! `POST /admin/generate_link`.
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha224};
+use uuid::Uuid;
+
+use crate::admin::require_admin;
+use crate::error::{AuthError, ErrorCode};
+use crate::handlers::{nonempty, parse_body, rate_limit, ReqInfo};
+use crate::model::{self, User};
+use crate::ratelimit::Limit;
+use crate::AuthState;
+
+/// Everything but RFC 3986's unreserved characters is percent-encoded in links.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// What a token is for (the `token_type` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    MagicLink,
+    Recovery,
+    Signup,
+    Invite,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::MagicLink => "magiclink",
+            Purpose::Recovery => "recovery",
+            Purpose::Signup => "signup",
+            Purpose::Invite => "invite",
+        }
+    }
+
+    /// The purposes a `/verify` `type` accepts (`email` is a code from either email).
+    fn accepted_by(verify_type: &str) -> Option<&'static [&'static str]> {
+        Some(match verify_type {
+            "magiclink" => &["magiclink", "signup"],
+            "email" => &["magiclink", "signup"],
+            "signup" => &["signup"],
+            "recovery" => &["recovery"],
+            "invite" => &["invite"],
+            _ => return None,
+        })
+    }
+}
+
+/// `hex(sha224(email + code))`: the stored token and the `token_hash` of links.
+fn token_hash(email: &str, code: &str) -> String {
+    let mut h = Sha224::new();
+    h.update(email.to_lowercase().as_bytes());
+    h.update(code.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A new 6-digit code.
+fn new_code() -> String {
+    format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32))
+}
+
+/// An issued token.
+struct Issued {
+    code: String,
+    hash: String,
+}
+
+/// Issues (replacing any earlier one) the user's token for `purpose`. With `throttle`, a
+/// second email of the same kind within `GOTRUE_SMTP_MAX_FREQUENCY` seconds is refused.
+async fn issue(
+    state: &AuthState,
+    tx: &mut agencyflow_db::ClaimsTxn,
+    user_id: Uuid,
+    email: &str,
+    purpose: Purpose,
+    throttle: bool,
+) -> Result<Issued, AuthError> {
+    if throttle {
+        let age: Option<f64> = tx
+            .query_opt(
+                "select extract(epoch from now() - created_at)::float8 from auth.one_time_tokens
+                 where user_id = $1 and token_type = $2",
+                &[&user_id, &purpose.as_str()],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let wait = state.args.smtp_max_frequency as f64;
+        if let Some(age) = age.filter(|a| *a < wait) {
+            return Err(AuthError::new(
+                ErrorCode::OverEmailSendRateLimit,
+                format!(
+                    "For security purposes, you can only request this after {} seconds.",
+                    (wait - age).ceil().max(1.0) as i64
+                ),
+            ));
+        }
+    }
+    let code = new_code();
+    let hash = token_hash(email, &code);
+    tx.execute(
+        "insert into auth.one_time_tokens (user_id, token_type, token_hash, relates_to)
+         values ($1, $2, $3, $4)
+         on conflict (user_id, token_type) do update
+           set token_hash = excluded.token_hash, relates_to = excluded.relates_to, created_at = now()",
+        &[&user_id, &purpose.as_str(), &hash, &email],
+    )
+    .await?;
+    let sent_column = match purpose {
+        Purpose::Recovery => "recovery_sent_at",
+        Purpose::Invite => "invited_at",
+        Purpose::Signup => "confirmation_sent_at",
+        Purpose::MagicLink => "confirmation_sent_at",
+    };
+    tx.execute(
+        &format!("update auth.users set {sent_column} = now(), updated_at = now() where id = $1"),
+        &[&user_id],
+    )
+    .await?;
+    Ok(Issued { code, hash })
+}
+
+/// The `GET /verify` link of a token.
+fn action_link(base: &str, hash: &str, purpose: Purpose, redirect_to: &str) -> String {
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string();
+    format!(
+        "{}/verify?token={hash}&type={}&redirect_to={}",
+        base.trim_end_matches('/'),
+        purpose.as_str(),
+        enc(redirect_to)
+    )
+}
+
+/// "Sends" the email: there is no SMTP mailer, so it is logged (with its secret only when
+/// `AGENCYFLOW_MAILER_LOG_LINKS` is on).
+fn deliver(state: &AuthState, email: &str, purpose: Purpose, link: &str, code: &str) {
+    if state.args.mailer_log_links {
+        tracing::info!(to = %email, kind = purpose.as_str(), link = %link, code = %code, "email (not sent: no SMTP mailer; AGENCYFLOW_MAILER_LOG_LINKS)");
+    } else {
+        tracing::warn!(to = %email, kind = purpose.as_str(), "email not sent: no SMTP mailer (use the admin API's generate_link, or AGENCYFLOW_MAILER_LOG_LINKS in development)");
+    }
+}
+
+/// Where email links may send the browser: the site URL, or a prefix of the allow list;
+/// anything else becomes the site URL (no open redirect).
+fn redirect_target(state: &AuthState, wanted: Option<&str>) -> String {
+    let site = state.args.site_url.clone().unwrap_or_default();
+    let Some(w) = wanted.map(str::trim).filter(|w| !w.is_empty()) else {
+        return site;
+    };
+    let allowed = std::iter::once(site.as_str())
+        .chain(state.args.uri_allow_list.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .any(|a| {
+            w == a
+                || (w.starts_with(a)
+                    && (a.ends_with('/') || w[a.len()..].starts_with(['/', '?', '#'])))
+        });
+    if allowed {
+        w.to_string()
+    } else {
+        site
+    }
+}
+
+fn valid_email_or_error(email: Option<String>) -> Result<String, AuthError> {
+    let email = nonempty(email)
+        .map(|e| e.trim().to_lowercase())
+        .ok_or_else(|| {
+            AuthError::new(ErrorCode::ValidationFailed, "An email address is required")
+        })?;
+    if !model::valid_email(&email) {
+        return Err(ErrorCode::EmailAddressInvalid.into());
+    }
+    Ok(email)
+}
+
+/// A user without a password, for an emailed sign-in or an invite (email unconfirmed until
+/// the link or code is used).
+async fn create_passwordless_user(
+    state: &AuthState,
+    tx: &mut agencyflow_db::ClaimsTxn,
+    email: &str,
+    data: Map<String, Value>,
+    password_hash: Option<String>,
+) -> Result<Uuid, AuthError> {
+    let id = Uuid::new_v4();
+    let mut metadata = Value::Object(data);
+    if let (Value::Object(m), Value::Object(idd)) =
+        (&mut metadata, model::email_identity_data(id, email, false))
+    {
+        m.extend(idd);
+    }
+    tx.execute(
+        "insert into auth.users (id, aud, role, email, encrypted_password, raw_app_meta_data, raw_user_meta_data)
+         values ($1, $2, 'authenticated', $3, $4, $5, $6)",
+        &[
+            &id,
+            &state.args.jwt_aud,
+            &email,
+            &password_hash,
+            &model::with_email_provider(&json!({})),
+            &metadata,
+        ],
+    )
+    .await?;
+    model::upsert_email_identity(tx, id, email, false, false).await?;
+    Ok(id)
+}
+
+#[derive(Deserialize, Default)]
+struct OtpBody {
+    email: Option<String>,
+    phone: Option<String>,
+    data: Option<Map<String, Value>>,
+    create_user: Option<bool>,
+}
+
+/// `POST /otp` and `POST /magiclink`: email a sign-in link and code (creating the user unless
+/// `create_user` is false). 200 `{}`.
+pub async fn otp(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    let body: OtpBody = parse_body(&body)?;
+    if nonempty(body.phone).is_some() && body.email.is_none() {
+        return Err(AuthError::new(
+            ErrorCode::PhoneProviderDisabled,
+            "Phone logins are disabled: there is no SMS provider",
+        ));
+    }
+    let email = valid_email_or_error(body.email)?;
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    let mut tx = state.tx().await?;
+    let (user_id, purpose) = match model::find_user_by_email(&mut tx, &email).await? {
+        Some(u) if u.is_banned() => return Err(ErrorCode::UserBanned.into()),
+        Some(u) => {
+            let purpose = if u.email_confirmed_at.is_some() {
+                Purpose::MagicLink
+            } else {
+                Purpose::Signup
+            };
+            (u.id, purpose)
+        }
+        None if !body.create_user.unwrap_or(true) => return Err(ErrorCode::OtpDisabled.into()),
+        None if state.args.disable_signup => return Err(ErrorCode::SignupDisabled.into()),
+        None => {
+            let id = create_passwordless_user(
+                &state,
+                &mut tx,
+                &email,
+                body.data.unwrap_or_default(),
+                None,
+            )
+            .await?;
+            (id, Purpose::Signup)
+        }
+    };
+    let issued = issue(&state, &mut tx, user_id, &email, purpose, true).await?;
+    tx.commit().await?;
+    let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
+    deliver(
+        &state,
+        &email,
+        purpose,
+        &action_link(&info.issuer, &issued.hash, purpose, &target),
+        &issued.code,
+    );
+    Ok(Json(json!({})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct EmailBody {
+    email: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    phone: Option<String>,
+}
+
+/// `POST /recover`: email a password-recovery link. 200 `{}` whether or not the address has an
+/// account (no user enumeration).
+pub async fn recover(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    let body: EmailBody = parse_body(&body)?;
+    let email = valid_email_or_error(body.email)?;
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    let mut tx = state.tx().await?;
+    if let Some(user) = model::find_user_by_email(&mut tx, &email).await? {
+        let issued = issue(&state, &mut tx, user.id, &email, Purpose::Recovery, true).await?;
+        tx.commit().await?;
+        let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
+        deliver(
+            &state,
+            &email,
+            Purpose::Recovery,
+            &action_link(&info.issuer, &issued.hash, Purpose::Recovery, &target),
+            &issued.code,
+        );
+    }
+    Ok(Json(json!({})).into_response())
+}
+
+/// `POST /resend`: the signup confirmation again (for an unconfirmed address). 200 `{}`.
+pub async fn resend(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    let body: EmailBody = parse_body(&body)?;
+    match body.kind.as_deref() {
+        Some("signup") => {}
+        Some("email_change") => return Ok(Json(json!({})).into_response()),
+        Some("sms") | Some("phone_change") => {
+            let _ = body.phone;
+            return Err(AuthError::new(
+                ErrorCode::PhoneProviderDisabled,
+                "Phone logins are disabled: there is no SMS provider",
+            ));
+        }
+        _ => {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "Missing one of these types: signup, email_change, sms, phone_change",
+            ))
+        }
+    }
+    let email = valid_email_or_error(body.email)?;
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    let mut tx = state.tx().await?;
+    if let Some(user) = model::find_user_by_email(&mut tx, &email).await? {
+        if user.email_confirmed_at.is_none() {
+            let issued = issue(&state, &mut tx, user.id, &email, Purpose::Signup, true).await?;
+            tx.commit().await?;
+            let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
+            deliver(
+                &state,
+                &email,
+                Purpose::Signup,
+                &action_link(&info.issuer, &issued.hash, Purpose::Signup, &target),
+                &issued.code,
+            );
+        }
+    }
+    Ok(Json(json!({})).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct VerifyBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    token_hash: Option<String>,
+    token: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+}
+
+/// Uses a token: consumes it, confirms the email, opens a session. `Err(OtpExpired)` for an
+/// unknown, used or expired token.
+async fn consume(
+    state: &AuthState,
+    info: &ReqInfo,
+    verify_type: &str,
+    hash: &str,
+    via_code: bool,
+) -> Result<Value, AuthError> {
+    let Some(purposes) = Purpose::accepted_by(verify_type) else {
+        return Err(AuthError::new(
+            ErrorCode::ValidationFailed,
+            format!("Unsupported verification type `{verify_type}`: magiclink, email, signup, recovery or invite"),
+        ));
+    };
+    let purposes: Vec<String> = purposes.iter().map(|p| p.to_string()).collect();
+    let mut tx = state.tx().await?;
+    let row = tx
+        .query_opt(
+            "delete from auth.one_time_tokens where token_hash = $1 and token_type = any($2)
+             returning user_id, token_type, created_at > now() - make_interval(secs => $3::float8)",
+            &[&hash, &purposes, &(state.args.mailer_otp_exp as f64)],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(ErrorCode::OtpExpired.into());
+    };
+    let (user_id, purpose, fresh): (Uuid, String, bool) = (row.get(0), row.get(1), row.get(2));
+    if !fresh {
+        // The expired token is gone either way.
+        tx.commit().await?;
+        return Err(ErrorCode::OtpExpired.into());
+    }
+    let user: User = model::find_user(&mut tx, user_id)
+        .await?
+        .ok_or(ErrorCode::OtpExpired)?;
+    if user.is_banned() {
+        return Err(ErrorCode::UserBanned.into());
+    }
+    tx.execute(
+        "update auth.users set email_confirmed_at = coalesce(email_confirmed_at, now()),
+           last_sign_in_at = now(), updated_at = now() where id = $1",
+        &[&user_id],
+    )
+    .await?;
+    if let Some(email) = user.email.as_deref() {
+        model::upsert_email_identity(&mut tx, user_id, email, true, true).await?;
+    }
+    let method = match (purpose.as_str(), via_code) {
+        ("recovery", _) => "recovery",
+        ("invite", _) => "invite",
+        (_, true) => "otp",
+        ("signup", false) => "email/signup",
+        _ => "magiclink",
+    };
+    let (sid, refresh, amr) =
+        model::create_session(state, &mut tx, user_id, method, &info.client).await?;
+    let user = model::find_user(&mut tx, user_id)
+        .await?
+        .ok_or_else(|| AuthError::internal("user vanished during verification"))?;
+    tx.commit().await?;
+    model::session_json(state, &user, sid, &amr, &refresh, &info.issuer)
+}
+
+/// `POST /verify`: `{type, token_hash}` or `{type, email, token}` → 200 Session.
+pub async fn verify(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    let body: VerifyBody = parse_body(&body)?;
+    let kind = nonempty(body.kind).ok_or_else(|| {
+        AuthError::new(
+            ErrorCode::ValidationFailed,
+            "Verify requires a verification type",
+        )
+    })?;
+    if matches!(kind.as_str(), "sms" | "phone_change")
+        || (body.phone.is_some() && body.email.is_none())
+    {
+        return Err(AuthError::new(
+            ErrorCode::PhoneProviderDisabled,
+            "Phone logins are disabled: there is no SMS provider",
+        ));
+    }
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    let (hash, via_code) = match (nonempty(body.token_hash), nonempty(body.token)) {
+        (Some(h), _) => (h.to_lowercase(), false),
+        (None, Some(code)) => {
+            let email = valid_email_or_error(body.email)?;
+            (token_hash(&email, code.trim()), true)
+        }
+        (None, None) => {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "Verify requires either a token or a token hash",
+            ))
+        }
+    };
+    let session = consume(&state, &info, &kind, &hash, via_code).await?;
+    Ok(Json(session).into_response())
+}
+
+/// `GET /verify?token&type&redirect_to` (the email link): 303 to the redirect target with
+/// the session, or the error, in the URL fragment, as supabase-js's `detectSessionInUrl`
+/// reads it.
+pub async fn verify_link(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let kind = q.get("type").cloned().unwrap_or_default();
+    let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
+    let hash = q
+        .get("token")
+        .map(|t| t.trim().to_lowercase())
+        .unwrap_or_default();
+    let result = if hash.is_empty() {
+        Err(ErrorCode::OtpExpired.into())
+    } else {
+        consume(&state, &info, &kind, &hash, false).await
+    };
+    let form = |pairs: &[(&str, String)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(v, UNRESERVED)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let fragment = match &result {
+        Ok(s) => form(&[
+            (
+                "access_token",
+                s["access_token"].as_str().unwrap_or_default().to_string(),
+            ),
+            ("expires_at", s["expires_at"].to_string()),
+            ("expires_in", s["expires_in"].to_string()),
+            (
+                "refresh_token",
+                s["refresh_token"].as_str().unwrap_or_default().to_string(),
+            ),
+            ("token_type", "bearer".into()),
+            ("type", kind.clone()),
+        ]),
+        Err(AuthError::Api { code, .. }) if *code == ErrorCode::OtpExpired => form(&[
+            ("error", "access_denied".into()),
+            ("error_code", "otp_expired".into()),
+            (
+                "error_description",
+                "Email link is invalid or has expired".into(),
+            ),
+        ]),
+        Err(e) => {
+            let code = e.code().unwrap_or(ErrorCode::UnexpectedFailure);
+            form(&[
+                ("error", "server_error".into()),
+                ("error_code", code.as_str().into()),
+                ("error_description", code.default_message().into()),
+            ])
+        }
+    };
+    if target.is_empty() {
+        // No site URL to send the browser to: answer as POST /verify would.
+        return match result {
+            Ok(s) => Json(s).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    let location = format!("{}#{fragment}", target.split('#').next().unwrap_or(&target));
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+#[derive(Deserialize, Default)]
+struct GenerateLinkBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    data: Option<Map<String, Value>>,
+    redirect_to: Option<String>,
+}
+
+/// `POST /admin/generate_link` (service role): a link and code without sending an email,
+/// `{...user, action_link, email_otp, hashed_token, redirect_to, verification_type}`.
+pub async fn generate_link(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    require_admin(&state, &headers)?;
+    let body: GenerateLinkBody = parse_body(&body)?;
+    let purpose = match body.kind.as_deref() {
+        Some("magiclink") => Purpose::MagicLink,
+        Some("recovery") => Purpose::Recovery,
+        Some("signup") => Purpose::Signup,
+        Some("invite") => Purpose::Invite,
+        _ => {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "Invalid link type: signup, magiclink, recovery or invite",
+            ))
+        }
+    };
+    let email = valid_email_or_error(body.email)?;
+    let mut tx = state.tx().await?;
+    let existing = model::find_user_by_email(&mut tx, &email).await?;
+    let user_id = match (purpose, existing) {
+        (Purpose::MagicLink | Purpose::Recovery, Some(u)) => u.id,
+        (Purpose::MagicLink | Purpose::Recovery, None) => {
+            return Err(ErrorCode::UserNotFound.into())
+        }
+        (Purpose::Signup | Purpose::Invite, Some(u)) if u.email_confirmed_at.is_some() => {
+            return Err(ErrorCode::EmailExists.into())
+        }
+        (Purpose::Signup | Purpose::Invite, Some(u)) => u.id,
+        (Purpose::Signup, None) => {
+            let password = body.password.filter(|p| !p.is_empty()).ok_or_else(|| {
+                AuthError::new(
+                    ErrorCode::ValidationFailed,
+                    "Password is required for a signup link",
+                )
+            })?;
+            if password.chars().count() < state.args.password_min_length {
+                return Err(AuthError::weak_password(state.args.password_min_length));
+            }
+            let hash = crate::password::hash(password).await?;
+            create_passwordless_user(
+                &state,
+                &mut tx,
+                &email,
+                body.data.unwrap_or_default(),
+                Some(hash),
+            )
+            .await?
+        }
+        (Purpose::Invite, None) => {
+            create_passwordless_user(&state, &mut tx, &email, body.data.unwrap_or_default(), None)
+                .await?
+        }
+    };
+    let issued = issue(&state, &mut tx, user_id, &email, purpose, false).await?;
+    let user = model::find_user(&mut tx, user_id)
+        .await?
+        .ok_or_else(|| AuthError::internal("user vanished while generating a link"))?;
+    tx.commit().await?;
+    let target = redirect_target(&state, body.redirect_to.as_deref());
+    let mut out = user.to_json();
+    if let Value::Object(m) = &mut out {
+        m.insert(
+            "action_link".into(),
+            json!(action_link(&info.issuer, &issued.hash, purpose, &target)),
+        );
+        m.insert("email_otp".into(), json!(issued.code));
+        m.insert("hashed_token".into(), json!(issued.hash));
+        m.insert("redirect_to".into(), json!(target));
+        m.insert("verification_type".into(), json!(purpose.as_str()));
+    }
+    Ok(Json(out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_hash_is_sha224_of_email_and_code() {
+        assert_eq!(
+            token_hash("A@x.test", "123456"),
+            token_hash("a@x.test", "123456")
+        );
+        assert_ne!(
+            token_hash("a@x.test", "123456"),
+            token_hash("b@x.test", "123456")
+        );
+        assert_eq!(token_hash("a@x.test", "123456").len(), 56);
+        let c = new_code();
+        assert!(c.len() == 6 && c.chars().all(|d| d.is_ascii_digit()), "{c}");
+    }
+}
