@@ -367,6 +367,7 @@ pub async fn token(
     match q.get("grant_type").map(String::as_str) {
         Some("password") => password_grant(state, info, parse_body(&body)?).await,
         Some("refresh_token") => refresh_grant(state, info, parse_body(&body)?).await,
+        Some("pkce") => crate::otp::pkce_grant(state, info, &body).await,
         _ => Err(AuthError::oauth("unsupported_grant_type", "")),
     }
 }

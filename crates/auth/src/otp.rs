@@ -236,6 +236,8 @@ struct OtpBody {
     phone: Option<String>,
     data: Option<Map<String, Value>>,
     create_user: Option<bool>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 /// `POST /otp` and `POST /magiclink`: email a sign-in link and code (creating the user unless
@@ -247,6 +249,10 @@ pub async fn otp(
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: OtpBody = parse_body(&body)?;
+    let pkce = Pkce::from_request(
+        body.code_challenge.clone(),
+        body.code_challenge_method.clone(),
+    )?;
     if nonempty(body.phone).is_some() && body.email.is_none() {
         return Err(AuthError::new(
             ErrorCode::PhoneProviderDisabled,
@@ -281,16 +287,176 @@ pub async fn otp(
         }
     };
     let issued = issue(&state, &mut tx, user_id, &email, purpose, true).await?;
+    let link_token = match &pkce {
+        Some(p) => p.start(&mut tx, user_id, purpose, &issued.hash).await?,
+        None => issued.hash.clone(),
+    };
     tx.commit().await?;
     let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
     deliver(
         &state,
         &email,
         purpose,
-        &action_link(&info.issuer, &issued.hash, purpose, &target),
+        &action_link(&info.issuer, &link_token, purpose, &target),
         &issued.code,
     );
     Ok(Json(json!({})).into_response())
+}
+
+/// A PKCE code challenge sent with an email request.
+struct Pkce {
+    challenge: String,
+    method: &'static str,
+}
+
+impl Pkce {
+    /// `None` without a challenge (the implicit flow); 400 for a malformed one.
+    fn from_request(
+        challenge: Option<String>,
+        method: Option<String>,
+    ) -> Result<Option<Pkce>, AuthError> {
+        let Some(challenge) = nonempty(challenge) else {
+            return Ok(None);
+        };
+        let method = match method.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("s256") => "s256",
+            Some("plain") => "plain",
+            _ => {
+                return Err(AuthError::new(
+                    ErrorCode::ValidationFailed,
+                    "code challenge method not supported: s256 or plain",
+                ))
+            }
+        };
+        if !(43..=128).contains(&challenge.len()) {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "code challenge has to be between 43 and 128 characters",
+            ));
+        }
+        Ok(Some(Pkce { challenge, method }))
+    }
+
+    /// Records the flow (replacing the user's earlier one for this purpose); returns the
+    /// email link's token, `pkce_<hash>`.
+    async fn start(
+        &self,
+        tx: &mut agencyflow_db::ClaimsTxn,
+        user_id: Uuid,
+        purpose: Purpose,
+        hash: &str,
+    ) -> Result<String, AuthError> {
+        tx.execute(
+            "delete from auth.flow_state where user_id = $1 and authentication_method = $2",
+            &[&user_id, &purpose.as_str()],
+        )
+        .await?;
+        tx.execute(
+            "insert into auth.flow_state (user_id, auth_code, code_challenge_method, code_challenge, authentication_method)
+             values ($1, $2, $3, $4, $5)",
+            &[&user_id, &Uuid::new_v4().to_string(), &self.method, &self.challenge, &purpose.as_str()],
+        )
+        .await?;
+        Ok(format!("{PKCE_PREFIX}{hash}"))
+    }
+}
+
+/// Links of PKCE flows carry `pkce_<token hash>`.
+const PKCE_PREFIX: &str = "pkce_";
+/// How long an auth code may wait for its exchange (GoTrue's flow state expiry).
+const FLOW_STATE_SECS: f64 = 300.0;
+
+/// The PKCE challenge check: `base64url(sha256(verifier)) == challenge` (s256) or equality.
+fn pkce_matches(method: &str, challenge: &str, verifier: &str) -> bool {
+    use base64::Engine;
+    let expected = match method {
+        "s256" => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes())),
+        _ => verifier.to_string(),
+    };
+    expected.len() == challenge.len()
+        && expected
+            .bytes()
+            .zip(challenge.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[derive(Deserialize, Default)]
+struct PkceGrant {
+    auth_code: Option<String>,
+    code_verifier: Option<String>,
+}
+
+/// `POST /token?grant_type=pkce`: `{auth_code, code_verifier}` → 200 Session. A wrong
+/// verifier leaves the flow in place (400 bad_code_verifier); the code is used once.
+pub(crate) async fn pkce_grant(
+    state: AuthState,
+    info: ReqInfo,
+    body: &Bytes,
+) -> Result<Response, AuthError> {
+    let body: PkceGrant = parse_body(body)?;
+    let (Some(code), Some(verifier)) = (nonempty(body.auth_code), nonempty(body.code_verifier))
+    else {
+        return Err(AuthError::new(
+            ErrorCode::ValidationFailed,
+            "invalid request: both auth code and code verifier should be non-empty",
+        ));
+    };
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    let mut tx = state.tx().await?;
+    let Some(row) = tx
+        .query_opt(
+            "select id, user_id, code_challenge_method, code_challenge, authentication_method,
+                    created_at > now() - make_interval(secs => $2::float8)
+             from auth.flow_state where auth_code = $1 for update",
+            &[&code, &FLOW_STATE_SECS],
+        )
+        .await?
+    else {
+        return Err(ErrorCode::FlowStateNotFound.into());
+    };
+    let (flow_id, user_id, method, challenge, auth_method, fresh): (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        String,
+        bool,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    if !fresh {
+        return Err(ErrorCode::FlowStateExpired.into());
+    }
+    if !pkce_matches(&method, &challenge, &verifier) {
+        return Err(ErrorCode::BadCodeVerifier.into());
+    }
+    let user = model::find_user(&mut tx, user_id)
+        .await?
+        .ok_or(ErrorCode::FlowStateNotFound)?;
+    if user.is_banned() {
+        return Err(ErrorCode::UserBanned.into());
+    }
+    tx.execute("delete from auth.flow_state where id = $1", &[&flow_id])
+        .await?;
+    let (sid, refresh, amr) =
+        model::create_session(&state, &mut tx, user_id, &auth_method, &info.client).await?;
+    tx.commit().await?;
+    Ok(Json(model::session_json(
+        &state,
+        &user,
+        sid,
+        &amr,
+        &refresh,
+        &info.issuer,
+    )?)
+    .into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -299,6 +465,8 @@ struct EmailBody {
     #[serde(rename = "type")]
     kind: Option<String>,
     phone: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 /// `POST /recover`: email a password-recovery link. 200 `{}` whether or not the address has an
@@ -310,18 +478,29 @@ pub async fn recover(
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: EmailBody = parse_body(&body)?;
+    let pkce = Pkce::from_request(
+        body.code_challenge.clone(),
+        body.code_challenge_method.clone(),
+    )?;
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
     let mut tx = state.tx().await?;
     if let Some(user) = model::find_user_by_email(&mut tx, &email).await? {
         let issued = issue(&state, &mut tx, user.id, &email, Purpose::Recovery, true).await?;
+        let link_token = match &pkce {
+            Some(p) => {
+                p.start(&mut tx, user.id, Purpose::Recovery, &issued.hash)
+                    .await?
+            }
+            None => issued.hash.clone(),
+        };
         tx.commit().await?;
         let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
         deliver(
             &state,
             &email,
             Purpose::Recovery,
-            &action_link(&info.issuer, &issued.hash, Purpose::Recovery, &target),
+            &action_link(&info.issuer, &link_token, Purpose::Recovery, &target),
             &issued.code,
         );
     }
@@ -383,15 +562,14 @@ struct VerifyBody {
     phone: Option<String>,
 }
 
-/// Uses a token: consumes it, confirms the email, opens a session. `Err(OtpExpired)` for an
-/// unknown, used or expired token.
-async fn consume(
+/// Takes a token: deletes it, and, when it was live, confirms the user's email. Returns the
+/// user and the token's purpose; `Err(OtpExpired)` for an unknown, used or expired token.
+async fn take_token(
     state: &AuthState,
-    info: &ReqInfo,
+    tx: &mut agencyflow_db::ClaimsTxn,
     verify_type: &str,
     hash: &str,
-    via_code: bool,
-) -> Result<Value, AuthError> {
+) -> Result<(User, String), AuthError> {
     let Some(purposes) = Purpose::accepted_by(verify_type) else {
         return Err(AuthError::new(
             ErrorCode::ValidationFailed,
@@ -399,7 +577,6 @@ async fn consume(
         ));
     };
     let purposes: Vec<String> = purposes.iter().map(|p| p.to_string()).collect();
-    let mut tx = state.tx().await?;
     let row = tx
         .query_opt(
             "delete from auth.one_time_tokens where token_hash = $1 and token_type = any($2)
@@ -412,11 +589,9 @@ async fn consume(
     };
     let (user_id, purpose, fresh): (Uuid, String, bool) = (row.get(0), row.get(1), row.get(2));
     if !fresh {
-        // The expired token is gone either way.
-        tx.commit().await?;
         return Err(ErrorCode::OtpExpired.into());
     }
-    let user: User = model::find_user(&mut tx, user_id)
+    let user: User = model::find_user(tx, user_id)
         .await?
         .ok_or(ErrorCode::OtpExpired)?;
     if user.is_banned() {
@@ -429,8 +604,30 @@ async fn consume(
     )
     .await?;
     if let Some(email) = user.email.as_deref() {
-        model::upsert_email_identity(&mut tx, user_id, email, true, true).await?;
+        model::upsert_email_identity(tx, user_id, email, true, true).await?;
     }
+    Ok((user, purpose))
+}
+
+/// Uses a token and opens a session.
+async fn consume(
+    state: &AuthState,
+    info: &ReqInfo,
+    verify_type: &str,
+    hash: &str,
+    via_code: bool,
+) -> Result<Value, AuthError> {
+    let mut tx = state.tx().await?;
+    let (user, purpose) = match take_token(state, &mut tx, verify_type, hash).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            // An expired token is deleted either way.
+            if e.code() == Some(ErrorCode::OtpExpired) {
+                tx.commit().await?;
+            }
+            return Err(e);
+        }
+    };
     let method = match (purpose.as_str(), via_code) {
         ("recovery", _) => "recovery",
         ("invite", _) => "invite",
@@ -439,12 +636,49 @@ async fn consume(
         _ => "magiclink",
     };
     let (sid, refresh, amr) =
-        model::create_session(state, &mut tx, user_id, method, &info.client).await?;
-    let user = model::find_user(&mut tx, user_id)
+        model::create_session(state, &mut tx, user.id, method, &info.client).await?;
+    let user = model::find_user(&mut tx, user.id)
         .await?
         .ok_or_else(|| AuthError::internal("user vanished during verification"))?;
     tx.commit().await?;
     model::session_json(state, &user, sid, &amr, &refresh, &info.issuer)
+}
+
+/// Uses the token of a PKCE flow's link: no session yet, the flow's auth code instead (the
+/// client exchanges it with its verifier at /token?grant_type=pkce).
+async fn consume_pkce(
+    state: &AuthState,
+    verify_type: &str,
+    hash: &str,
+) -> Result<String, AuthError> {
+    let mut tx = state.tx().await?;
+    let (user, purpose) = match take_token(state, &mut tx, verify_type, hash).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            if e.code() == Some(ErrorCode::OtpExpired) {
+                tx.commit().await?;
+            }
+            return Err(e);
+        }
+    };
+    let method = if purpose == "signup" {
+        "magiclink"
+    } else {
+        purpose.as_str()
+    };
+    let code: String = tx
+        .query_opt(
+            "update auth.flow_state set auth_code_issued_at = now()
+             where id = (select id from auth.flow_state where user_id = $1 and authentication_method = any($2)
+                         order by created_at desc limit 1)
+             returning auth_code",
+            &[&user.id, &vec![purpose.clone(), method.to_string()]],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .ok_or(ErrorCode::FlowStateNotFound)?;
+    tx.commit().await?;
+    Ok(code)
 }
 
 /// `POST /verify`: `{type, token_hash}` or `{type, email, token}` → 200 Session.
@@ -470,7 +704,10 @@ pub async fn verify(
     }
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
     let (hash, via_code) = match (nonempty(body.token_hash), nonempty(body.token)) {
-        (Some(h), _) => (h.to_lowercase(), false),
+        (Some(h), _) => {
+            let h = h.to_lowercase();
+            (h.strip_prefix(PKCE_PREFIX).unwrap_or(&h).to_string(), false)
+        }
         (None, Some(code)) => {
             let email = valid_email_or_error(body.email)?;
             (token_hash(&email, code.trim()), true)
@@ -500,6 +737,9 @@ pub async fn verify_link(
         .get("token")
         .map(|t| t.trim().to_lowercase())
         .unwrap_or_default();
+    if let Some(pkce_hash) = hash.strip_prefix(PKCE_PREFIX) {
+        return pkce_redirect(&target, consume_pkce(&state, &kind, pkce_hash).await);
+    }
     let result = if hash.is_empty() {
         Err(ErrorCode::OtpExpired.into())
     } else {
@@ -559,6 +799,41 @@ pub async fn verify_link(
     let location = format!("{}#{fragment}", target.split('#').next().unwrap_or(&target));
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// A PKCE link's answer: 303 to the target with `?code=` (or `?error=...`), as supabase-js's
+/// `exchangeCodeForSession` callbacks expect.
+fn pkce_redirect(target: &str, result: Result<String, AuthError>) -> Response {
+    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string();
+    let query = match &result {
+        Ok(code) => format!("code={}", enc(code)),
+        Err(e) => {
+            let code = e.code().unwrap_or(ErrorCode::UnexpectedFailure);
+            let (error, description) = if code == ErrorCode::OtpExpired {
+                ("access_denied", "Email link is invalid or has expired")
+            } else {
+                ("server_error", code.default_message())
+            };
+            format!(
+                "error={error}&error_code={}&error_description={}",
+                code.as_str(),
+                enc(description)
+            )
+        }
+    };
+    if target.is_empty() {
+        return match result {
+            Ok(code) => Json(json!({ "code": code })).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
+    let base = target.split('#').next().unwrap_or(target);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{base}{sep}{query}")) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp

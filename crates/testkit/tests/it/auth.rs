@@ -1650,3 +1650,147 @@ async fn auth_otp_signup_recovery_and_invites() {
     .await;
     assert_error(&r, 400, "email_address_invalid");
 }
+
+/// PKCE (supabase-js `flowType: 'pkce'`): the challenge rides with /otp or /recover, the
+/// email link redirects with `?code=`, the code and the verifier make the session, once.
+#[tokio::test]
+async fn auth_pkce_email_flows() {
+    let t = TestDb::new().await;
+    let app = t
+        .spawn_app_with(&["--site-url", "http://localhost:3000"])
+        .await;
+    let e = email("pkce");
+    let user = signup(&app, &e).await;
+    let user_id = user["user"]["id"].as_str().unwrap().to_string();
+    let verifier = format!("v-{}-{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    // Malformed challenges are refused up front.
+    for (c, m) in [("short", "s256"), (challenge.as_str(), "md5")] {
+        let r = call(
+            &app,
+            Method::POST,
+            "/otp",
+            None,
+            Some(json!({"email": e, "code_challenge": c, "code_challenge_method": m})),
+        )
+        .await;
+        assert_error(&r, 400, "validation_failed");
+    }
+    let r = call(
+        &app,
+        Method::POST,
+        "/otp",
+        None,
+        Some(json!({"email": e, "code_challenge": challenge, "code_challenge_method": "s256"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let su = t.superuser().await;
+    let token_of = |kind: &'static str| {
+        let su = &su;
+        let e = e.clone();
+        async move {
+            su.query_one(
+                "select t.token_hash from auth.one_time_tokens t join auth.users u on u.id = t.user_id
+                 where u.email = $1 and t.token_type = $2",
+                &[&e, &kind],
+            )
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+        }
+    };
+    let hash = token_of("magiclink").await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(app.url(&format!(
+            "/auth/v1/verify?token=pkce_{hash}&type=magiclink&redirect_to=http%3A%2F%2Flocalhost%3A3000%2Fauth%2Fcallback%3Fnext%3D%2Fhome"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let code = loc
+        .strip_prefix("http://localhost:3000/auth/callback?next=/home&code=")
+        .unwrap_or_else(|| panic!("{loc}"))
+        .to_string();
+    // The link is used: a second click carries the error, in the query.
+    let again = no_redirects
+        .get(app.url(&format!("/auth/v1/verify?token=pkce_{hash}&type=magiclink")))
+        .send()
+        .await
+        .unwrap();
+    let loc = again.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        loc.starts_with("http://localhost:3000?error=access_denied&error_code=otp_expired"),
+        "{loc}"
+    );
+    // A wrong verifier leaves the flow in place; the right one signs in, once.
+    let exchange = |code: String, verifier: String| {
+        let app = &app;
+        async move {
+            call(
+                app,
+                Method::POST,
+                "/token?grant_type=pkce",
+                None,
+                Some(json!({"auth_code": code, "code_verifier": verifier})),
+            )
+            .await
+        }
+    };
+    let r = exchange(code.clone(), format!("{verifier}x")).await;
+    assert_error(&r, 400, "bad_code_verifier");
+    let s = exchange(code.clone(), verifier.clone()).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    assert_eq!(s.body["user"]["id"], user_id.as_str());
+    let claims = app
+        .keys
+        .verify(s.body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims["amr"][0]["method"], "magiclink");
+    let r = exchange(code, verifier.clone()).await;
+    assert_error(&r, 404, "flow_state_not_found");
+    let r = exchange(String::new(), verifier.clone()).await;
+    assert_error(&r, 400, "validation_failed");
+
+    // Recovery with the plain method; an auth code left waiting too long has expired.
+    let plain = format!(
+        "plain-{}-{}",
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        "/recover",
+        None,
+        Some(json!({"email": e, "code_challenge": plain, "code_challenge_method": "plain"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let hash = token_of("recovery").await;
+    let r = no_redirects
+        .get(app.url(&format!("/auth/v1/verify?token=pkce_{hash}&type=recovery")))
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let code = loc
+        .strip_prefix("http://localhost:3000?code=")
+        .unwrap_or_else(|| panic!("{loc}"))
+        .to_string();
+    su.execute(
+        "update auth.flow_state set created_at = now() - interval '10 minutes'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let r = exchange(code, plain).await;
+    assert_error(&r, 422, "flow_state_expired");
+}
