@@ -75,6 +75,8 @@ pub struct RestError {
     pub message: String,
     pub details: Option<String>,
     pub hint: Option<String>,
+    /// Response headers a `RAISE SQLSTATE 'PGRST'` asked for (boxed: errors stay small).
+    pub headers: Option<Box<Vec<(String, String)>>>,
 }
 
 impl RestError {
@@ -85,6 +87,7 @@ impl RestError {
             message: message.into(),
             details: None,
             hint: None,
+            headers: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl RestError {
             message: message.into(),
             details: None,
             hint: None,
+            headers: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl RestError {
         hint: Option<&str>,
         role_is_anon: bool,
     ) -> Self {
+        if sqlstate == "PGRST" {
+            return Self::from_raise(message, detail);
+        }
         let mut status = sqlstate_status(sqlstate, role_is_anon);
         if sqlstate == "21000" && message.contains("requires a WHERE clause") {
             status = StatusCode::BAD_REQUEST;
@@ -133,6 +140,71 @@ impl RestError {
             message: message.to_string(),
             details: detail.map(str::to_string),
             hint: hint.map(str::to_string),
+            headers: None,
+        }
+    }
+
+    /// `RAISE SQLSTATE 'PGRST' USING MESSAGE = '{"code","message","details","hint"}',
+    /// DETAIL = '{"status": 402, "headers": {"X-Powered-By": "..."}}'`: the function chooses
+    /// the response. Unparsable JSON is PGRST121.
+    fn from_raise(message: &str, detail: Option<&str>) -> Self {
+        let bad = || {
+            RestError::new(
+                ErrorKind::InvalidRaisePayload,
+                "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
+            )
+            .with_details(format!("Invalid JSON value for MESSAGE: '{message}'"))
+        };
+        let Ok(Value::Object(m)) = serde_json::from_str::<Value>(message) else {
+            return bad();
+        };
+        let Some(detail) = detail else {
+            return bad();
+        };
+        let Ok(Value::Object(d)) = serde_json::from_str::<Value>(detail) else {
+            return RestError::new(
+                ErrorKind::InvalidRaisePayload,
+                "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error",
+            )
+            .with_details(format!("Invalid JSON value for DETAIL: '{detail}'"));
+        };
+        let text = |k: &str| match m.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        let (Some(code), Some(msg)) = (text("code"), text("message")) else {
+            return bad();
+        };
+        let status = d
+            .get("status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| StatusCode::from_u16(s).ok());
+        let Some(status) = status else {
+            return bad();
+        };
+        let headers: Vec<(String, String)> = match d.get("headers") {
+            Some(Value::Object(h)) => h
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        RestError {
+            status,
+            code,
+            message: msg,
+            details: text("details"),
+            hint: text("hint"),
+            headers: (!headers.is_empty()).then(|| Box::new(headers)),
         }
     }
 
@@ -188,6 +260,42 @@ pub fn sqlstate_status(sqlstate: &str, role_is_anon: bool) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raise_pgrst_sets_status_body_and_headers() {
+        let e = RestError::from_postgres(
+            "PGRST",
+            r#"{"code":"123","message":"Payment Required","details":"Quota exceeded","hint":null}"#,
+            Some(r#"{"status":402,"headers":{"X-Powered-By":"Nerd Rage"}}"#),
+            None,
+            false,
+        );
+        assert_eq!(e.status.as_u16(), 402);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("123", "Payment Required")
+        );
+        assert_eq!(e.details.as_deref(), Some("Quota exceeded"));
+        assert_eq!(e.hint, None);
+        assert_eq!(
+            e.headers.as_deref(),
+            Some(&vec![("X-Powered-By".to_string(), "Nerd Rage".to_string())])
+        );
+        for (message, detail) in [
+            ("not json", Some(r#"{"status":400}"#)),
+            (r#"{"code":"1","message":"m"}"#, None),
+            (r#"{"code":"1","message":"m"}"#, Some("nope")),
+            (r#"{"code":"1","message":"m"}"#, Some(r#"{"status":"x"}"#)),
+            (r#"{"message":"no code"}"#, Some(r#"{"status":400}"#)),
+        ] {
+            let e = RestError::from_postgres("PGRST", message, detail, None, false);
+            assert_eq!(
+                (e.code.as_str(), e.status.as_u16()),
+                ("PGRST121", 500),
+                "{message} {detail:?}"
+            );
+        }
+    }
 
     #[test]
     fn sqlstate_table() {

@@ -3,7 +3,8 @@
 //! Every user value is a `$n` text parameter cast to the type the schema cache
 //! gives it; identifiers come from the cache and are always double-quoted.
 //! The statement always yields one row: `total_result_set bigint`,
-//! `page_total bigint`, `body text`, `location text`.
+//! `page_total bigint`, `body text`, `location text` (then, by name: `inserted_rows` for
+//! merge upserts, `response_headers` and `response_status`).
 
 use crate::parse::{
     Direction, FtsKind, IsValue, JsonKey, JsonStep, LogicOp, Nulls, Operation, Quantifier,
@@ -74,7 +75,7 @@ pub fn render(plan: &Plan) -> Statement {
         Query::Update(q) => render_update(&mut b, plan, q),
         Query::Delete(q) => render_delete(&mut b, plan, q),
         Query::Call(q) => render_call(&mut b, plan, q),
-        Query::None => "SELECT NULL::bigint AS total_result_set, 0::bigint AS page_total, ''::text AS body, NULL::text AS location".to_string(),
+        Query::None => format!("SELECT NULL::bigint AS total_result_set, 0::bigint AS page_total, ''::text AS body, NULL::text AS location{RESPONSE_SETTINGS}"),
     };
     Statement {
         sql,
@@ -133,9 +134,13 @@ fn body_expr(media: ResponseMedia) -> String {
     }
 }
 
+/// The `response.headers` / `response.status` settings, read after the source ran (the
+/// outer select aggregates it first), so functions and triggers can shape the response.
+const RESPONSE_SETTINGS: &str = ", NULLIF(pg_catalog.current_setting('response.headers', true), '') AS response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS response_status";
+
 fn outer(cte: &str, total: &str, body: &str, location: &str, from: &str) -> String {
     format!(
-        "WITH {SOURCE_CTE} AS ({cte}) SELECT {total}::bigint AS total_result_set, pg_catalog.count(_postgrest_t)::bigint AS page_total, {body}::text AS body, {location}::text AS location FROM {from} AS _postgrest_t"
+        "WITH {SOURCE_CTE} AS ({cte}) SELECT {total}::bigint AS total_result_set, pg_catalog.count(_postgrest_t)::bigint AS page_total, {body}::text AS body, {location}::text AS location{RESPONSE_SETTINGS} FROM {from} AS _postgrest_t"
     )
 }
 
@@ -621,12 +626,12 @@ const INSERTED_FLAG: &str = "_pgrst_inserted";
 /// updated) to a mutation's outer SELECT.
 fn with_inserted_count(sql: String) -> String {
     let extra = format!(
-        ", (SELECT pg_catalog.count(*) FROM {SOURCE_CTE} WHERE {SOURCE_CTE}.{INSERTED_FLAG})::bigint AS inserted_rows FROM "
+        ", (SELECT pg_catalog.count(*) FROM {SOURCE_CTE} WHERE {SOURCE_CTE}.{INSERTED_FLAG})::bigint AS inserted_rows"
     );
-    match sql.rfind(" AS location FROM ") {
+    match sql.rfind(" AS location") {
         Some(i) => {
             let at = i + " AS location".len();
-            format!("{}{}{}", &sql[..at], extra, &sql[at + " FROM ".len()..])
+            format!("{}{}{}", &sql[..at], extra, &sql[at..])
         }
         None => sql,
     }

@@ -24,6 +24,10 @@ pub struct ResultRow {
     /// A merge upsert's fifth column, `inserted_rows bigint`: rows inserted rather than
     /// updated (none → 200 instead of 201). `None` for every other statement.
     pub inserted_rows: Option<i64>,
+    /// `response.headers` / `response.status` as the statement left them (columns
+    /// `response_headers`, `response_status`); see [`apply_response_settings`].
+    pub response_headers: Option<String>,
+    pub response_status: Option<String>,
 }
 
 impl ResultRow {
@@ -55,15 +59,79 @@ fn header(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
 
 /// An error as a response (`{"code","message","details","hint"}`).
 pub fn error_response(err: &RestError) -> RestResponse {
+    let mut headers = vec![(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    )];
+    for (k, v) in err.headers.iter().flat_map(|h| h.iter()) {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {
+            headers.push((k, v));
+        }
+    }
     RestResponse {
         status: err.status,
-        headers: vec![(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        )],
+        headers,
         body: err.to_json().to_string(),
         rollback: true,
     }
+}
+
+/// Applies the `response.headers` and `response.status` settings the request's SQL made
+/// (`set_config('response.status', '201', true)` in a function, as PostgREST allows): headers
+/// are a JSON array of one-key objects, the status a number from 100 to 599. Anything else
+/// is PGRST111 / PGRST112.
+pub fn apply_response_settings(
+    mut resp: RestResponse,
+    headers: Option<&str>,
+    status: Option<&str>,
+) -> Result<RestResponse, RestError> {
+    if let Some(raw) = headers.filter(|h| !h.trim().is_empty()) {
+        let invalid = || {
+            RestError::new(
+                ErrorKind::InvalidResponseHeaders,
+                "response.headers guc must be a JSON array composed of objects with a single key and a string value",
+            )
+        };
+        let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(raw)
+        else {
+            return Err(invalid());
+        };
+        for item in items {
+            let serde_json::Value::Object(o) = item else {
+                return Err(invalid());
+            };
+            if o.len() != 1 {
+                return Err(invalid());
+            }
+            let (k, v) = o.into_iter().next().expect("one key");
+            let serde_json::Value::String(v) = v else {
+                return Err(invalid());
+            };
+            let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(k.as_str()), HeaderValue::from_str(&v))
+            else {
+                return Err(invalid());
+            };
+            resp.headers.retain(|(n, _)| *n != name);
+            resp.headers.push((name, value));
+        }
+    }
+    if let Some(raw) = status.filter(|s| !s.trim().is_empty()) {
+        let code = raw
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .and_then(|c| http::StatusCode::from_u16(c).ok())
+            .ok_or_else(|| {
+                RestError::new(
+                    ErrorKind::InvalidResponseStatus,
+                    format!("Invalid response.status: {raw}"),
+                )
+            })?;
+        resp.status = code;
+    }
+    Ok(resp)
 }
 
 fn with_common(plan: &Plan, mut resp: RestResponse) -> RestResponse {

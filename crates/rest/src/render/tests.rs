@@ -123,8 +123,13 @@ fn corpus_renders_with_every_param_bound() {
         ));
         assert!(s.sql.contains("::text AS body,"));
         assert!(
-            s.sql.contains("::text AS location FROM")
-                || s.sql.contains("::text AS location, (SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source._pgrst_inserted)::bigint AS inserted_rows FROM"),
+            s.sql.contains("::text AS location, NULLIF(")
+                || s.sql.contains("::text AS location, (SELECT pg_catalog.count(*) FROM pgrst_source WHERE pgrst_source._pgrst_inserted)::bigint AS inserted_rows, NULLIF("),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.contains("AS response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS response_status FROM"),
             "{}",
             s.sql
         );
@@ -217,7 +222,7 @@ fn sql_fragments() {
         (with(Method::POST, "/systems", "", &[("prefer", "resolution=merge-duplicates")], r#"{"id":"a","name":"b"}"#), &["ON CONFLICT (\"id\") DO UPDATE SET \"id\" = EXCLUDED.\"id\", \"name\" = EXCLUDED.\"name\""]),
         (with(Method::POST, "/systems", "on_conflict=name", &[("prefer", "resolution=ignore-duplicates")], r#"{"id":"a","name":"b"}"#), &["ON CONFLICT (\"name\") DO NOTHING"]),
         (with(Method::POST, "/organizations", "", &[("prefer", "return=headers-only")], r#"{"name":"b"}"#), &["RETURNING \"pgrst_target\".\"id\"", "pg_catalog.json_build_array('id', _postgrest_t.\"id\"::text)"]),
-        (with(Method::POST, "/organizations", "", &[("prefer", "resolution=merge-duplicates")], r#"{"id":"b","name":"b"}"#), &["ON CONFLICT (\"id\") DO UPDATE SET", "RETURNING 1, (\"pgrst_target\".xmax = 0) AS _pgrst_inserted)", "AS inserted_rows FROM pgrst_source AS _postgrest_t"]),
+        (with(Method::POST, "/organizations", "", &[("prefer", "resolution=merge-duplicates")], r#"{"id":"b","name":"b"}"#), &["ON CONFLICT (\"id\") DO UPDATE SET", "RETURNING 1, (\"pgrst_target\".xmax = 0) AS _pgrst_inserted)", "AS inserted_rows, NULLIF("]),
         (with(Method::POST, "/organizations", "", &[], "{}"), &["INSERT INTO \"public\".\"organizations\" AS \"pgrst_target\" SELECT FROM pg_catalog.json_array_elements($1::json)"]),
         (with(Method::PATCH, "/clients", "id=eq.1", &[], r#"{"name":"x"}"#), &["UPDATE \"public\".\"clients\" AS \"pgrst_target\" SET \"name\" = _.\"name\" FROM (SELECT * FROM pg_catalog.json_to_record($1::json) AS _r(\"name\" text)) AS _ WHERE \"pgrst_target\".\"id\" = $2::uuid RETURNING 1"]),
         (with(Method::PATCH, "/clients", "", &[], "{}"), &["WHERE FALSE"]),

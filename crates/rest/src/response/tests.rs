@@ -11,6 +11,8 @@ fn row(total: Option<i64>, page: i64, body: &str) -> ResultRow {
         location: None,
         estimated_total: None,
         inserted_rows: None,
+        response_headers: None,
+        response_status: None,
     }
 }
 
@@ -355,4 +357,45 @@ fn merge_upsert_that_only_updated_is_200() {
     let mut r = row(None, 0, "");
     r.inserted_rows = Some(0);
     assert_eq!(respond(&plan, r).status, StatusCode::CREATED);
+}
+
+#[test]
+fn response_settings_shape_a_successful_response() {
+    use crate::response::apply_response_settings;
+    let base = || RestResponse {
+        status: http::StatusCode::OK,
+        headers: vec![],
+        body: "{}".into(),
+        rollback: false,
+    };
+    let r = apply_response_settings(
+        base(),
+        Some(r#"[{"Location": "/x/1"}, {"Cache-Control": "no-store"}]"#),
+        Some("201"),
+    )
+    .unwrap();
+    assert_eq!(r.status.as_u16(), 201);
+    assert_eq!(r.headers.len(), 2);
+    assert_eq!(r.headers[0].0.as_str(), "location");
+    for bad in [
+        r#"{"a":"b"}"#,
+        r#"[{"a":"b","c":"d"}]"#,
+        r#"[{"a":1}]"#,
+        "[\"x\"]",
+        "nope",
+    ] {
+        let e = apply_response_settings(base(), Some(bad), None).unwrap_err();
+        assert_eq!(e.code, "PGRST111", "{bad}");
+    }
+    for bad in ["teapot", "99", "600", "-1"] {
+        let e = apply_response_settings(base(), None, Some(bad)).unwrap_err();
+        assert_eq!(e.code, "PGRST112", "{bad}");
+    }
+    assert_eq!(
+        apply_response_settings(base(), None, None)
+            .unwrap()
+            .status
+            .as_u16(),
+        200
+    );
 }

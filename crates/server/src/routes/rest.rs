@@ -6,7 +6,9 @@
 use agencyflow_db::{DbError, TxSettings, Type};
 use agencyflow_rest::error::ErrorKind;
 use agencyflow_rest::plan::Action;
-use agencyflow_rest::response::{error_response, respond, RestResponse, ResultRow};
+use agencyflow_rest::response::{
+    apply_response_settings, error_response, respond, RestResponse, ResultRow,
+};
 use agencyflow_rest::{parse_request, RequestParts, RestError};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -226,6 +228,14 @@ fn result_row(rows: &[agencyflow_db::tokio_postgres::Row]) -> Result<ResultRow, 
     let get = |e: agencyflow_db::tokio_postgres::Error| {
         DbError::Other(format!("reading the REST result row: {e}"))
     };
+    // Optional columns by name: inserted_rows (merge upserts), the response settings.
+    let named = |name: &str| row.columns().iter().position(|c| c.name() == name);
+    let text = |name: &str| -> Result<Option<String>, DbError> {
+        match named(name) {
+            Some(i) => row.try_get(i).map_err(get),
+            None => Ok(None),
+        }
+    };
     Ok(ResultRow {
         total_result_set: row.try_get(0).map_err(get)?,
         page_total: row.try_get(1).map_err(get)?,
@@ -235,12 +245,26 @@ fn result_row(rows: &[agencyflow_db::tokio_postgres::Row]) -> Result<ResultRow, 
             .unwrap_or_default(),
         location: row.try_get(3).map_err(get)?,
         estimated_total: None,
-        inserted_rows: if row.len() > 4 {
-            row.try_get(4).map_err(get)?
-        } else {
-            None
+        inserted_rows: match named("inserted_rows") {
+            Some(i) => row.try_get(i).map_err(get)?,
+            None => None,
         },
+        response_headers: text("response_headers")?,
+        response_status: text("response_status")?,
     })
+}
+
+/// The response for the statement's result row, with the `response.headers` /
+/// `response.status` settings applied to a successful one (a bad setting is PGRST111/112 and
+/// rolls back).
+fn finish(plan: &agencyflow_rest::plan::Plan, row: ResultRow) -> RestResponse {
+    let (headers, status) = (row.response_headers.clone(), row.response_status.clone());
+    let response = respond(plan, row);
+    if response.rollback || (headers.is_none() && status.is_none()) {
+        return response;
+    }
+    apply_response_settings(response, headers.as_deref(), status.as_deref())
+        .unwrap_or_else(|e| error_response(&e))
 }
 
 async fn execute(
@@ -267,7 +291,7 @@ async fn execute(
     // SQL text; values are parameters), so a request shape is planned once, not per request.
     if plan.read_only && plan.count_statement.is_none() {
         let rows = tx.query_cached_and_commit(&stmt.sql, &stmt.params).await?;
-        return Ok(respond(plan, result_row(&rows)?));
+        return Ok(finish(plan, result_row(&rows)?));
     }
     let mut explain = None;
     if let Some(cs) = &plan.count_statement {
@@ -283,7 +307,7 @@ async fn execute(
     if let Some(e) = explain {
         row = row.with_explain(&e);
     }
-    let response = respond(plan, row);
+    let response = finish(plan, row);
     if response.rollback {
         tx.rollback().await?;
     } else {

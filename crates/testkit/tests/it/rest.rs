@@ -2157,3 +2157,68 @@ async fn rest_supabase_js_e2e() {
         )
         .await;
 }
+
+/// Functions shape the response as in PostgREST: `RAISE SQLSTATE 'PGRST'` with JSON message
+/// and detail, and the `response.status` / `response.headers` settings.
+#[tokio::test]
+async fn rest_functions_shape_responses_with_raise_pgrst_and_response_settings() {
+    let fx = fixture().await;
+    fx.su
+        .batch_execute(
+            r#"create function public.pay_up() returns json language plpgsql as $$
+               begin
+                 raise sqlstate 'PGRST' using
+                   message = '{"code":"123","message":"Payment Required","details":"Quota exceeded","hint":"Upgrade your plan"}',
+                   detail = '{"status":402,"headers":{"X-Powered-By":"Nerd Rage"}}';
+               end $$;
+               create function public.bad_raise() returns json language plpgsql as $$
+               begin raise sqlstate 'PGRST' using message = 'not json', detail = '{}'; end $$;
+               create function public.made_it() returns json language plpgsql as $$
+               begin
+                 perform set_config('response.status', '201', true);
+                 perform set_config('response.headers', '[{"Location": "/things/7"}, {"Cache-Control": "no-store"}]', true);
+                 return json_build_object('id', 7);
+               end $$;
+               create function public.bad_status() returns int language plpgsql as $$
+               begin perform set_config('response.status', 'teapot', true); return 1; end $$;
+               create function public.bad_headers() returns int language plpgsql as $$
+               begin perform set_config('response.headers', '{"not": "an array"}', true); return 1; end $$;
+               grant execute on function public.pay_up(), public.bad_raise(), public.made_it(),
+                 public.bad_status(), public.bad_headers() to authenticated;
+               notify pgrst, 'reload schema';"#,
+        )
+        .await
+        .unwrap();
+    wait_until_served(&fx, "/rpc/made_it", fx.a()).await;
+    let r = fx.call(Method::POST, "/rpc/pay_up", fx.a()).send().await;
+    assert_eq!(r.status, 402, "{}", r.text);
+    assert_eq!(r.header("x-powered-by").as_deref(), Some("Nerd Rage"));
+    assert_eq!(
+        r.json(),
+        json!({"code": "123", "message": "Payment Required", "details": "Quota exceeded", "hint": "Upgrade your plan"})
+    );
+    fx.call(Method::POST, "/rpc/bad_raise", fx.a())
+        .send()
+        .await
+        .error(500, "PGRST121");
+    let r = fx.call(Method::POST, "/rpc/made_it", fx.a()).send().await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("location").as_deref(), Some("/things/7"));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(r.json(), json!({"id": 7}));
+    // A read-only call (GET) of the same function is shaped the same way.
+    let r = fx.get("/rpc/made_it", fx.a()).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    fx.call(Method::POST, "/rpc/bad_status", fx.a())
+        .send()
+        .await
+        .error(500, "PGRST112");
+    fx.call(Method::POST, "/rpc/bad_headers", fx.a())
+        .send()
+        .await
+        .error(500, "PGRST111");
+    // Ordinary requests are untouched.
+    fx.get("/clients?select=id&limit=1", fx.a())
+        .await
+        .expect(200);
+}
