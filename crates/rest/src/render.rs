@@ -727,6 +727,33 @@ fn mutation_where(b: &mut Builder, root: &ReadNode, conds: &[Cond]) -> String {
     where_clause(b, root, conds, None)
 }
 
+/// The WHERE of a PATCH/DELETE; with `limit`, the rows are the first of the filtered,
+/// ordered table, picked by ctid (the inner `pgrst_target` shadows the DML target).
+fn limited_where(
+    b: &mut Builder,
+    root: &ReadNode,
+    conds: &[Cond],
+    table: &str,
+    limited: Option<&crate::plan::MutationLimit>,
+) -> String {
+    let Some(l) = limited else {
+        return mutation_where(b, root, conds);
+    };
+    let mut inner = format!("SELECT {TARGET}.ctid FROM {table} AS {TARGET}");
+    inner.push_str(&mutation_where(b, root, conds));
+    let terms: Vec<String> = l.order.iter().map(|o| order_term(b, o)).collect();
+    inner.push_str(&format!(" ORDER BY {}", terms.join(", ")));
+    if let Some(n) = l.limit {
+        let p = b.bind(Some(n.to_string()), "bigint");
+        inner.push_str(&format!(" LIMIT {p}"));
+    }
+    if let Some(n) = l.offset {
+        let p = b.bind(Some(n.to_string()), "bigint");
+        inner.push_str(&format!(" OFFSET {p}"));
+    }
+    format!(" WHERE {TARGET}.ctid = ANY(ARRAY({inner}))")
+}
+
 fn render_update(b: &mut Builder, plan: &Plan, q: &UpdateQuery) -> String {
     let table = qualified(&q.table);
     let dml = if q.columns.is_empty() {
@@ -747,7 +774,13 @@ fn render_update(b: &mut Builder, plan: &Plan, q: &UpdateQuery) -> String {
             sets.join(", "),
             record_def(&q.columns)
         );
-        s.push_str(&mutation_where(b, &q.root, &q.conds));
+        s.push_str(&limited_where(
+            b,
+            &q.root,
+            &q.conds,
+            &table,
+            q.limited.as_ref(),
+        ));
         s.push_str(&returning_sql(&q.returning));
         s
     };
@@ -755,8 +788,15 @@ fn render_update(b: &mut Builder, plan: &Plan, q: &UpdateQuery) -> String {
 }
 
 fn render_delete(b: &mut Builder, plan: &Plan, q: &DeleteQuery) -> String {
-    let mut dml = format!("DELETE FROM {} AS {TARGET}", qualified(&q.table));
-    dml.push_str(&mutation_where(b, &q.root, &q.conds));
+    let table = qualified(&q.table);
+    let mut dml = format!("DELETE FROM {table} AS {TARGET}");
+    dml.push_str(&limited_where(
+        b,
+        &q.root,
+        &q.conds,
+        &table,
+        q.limited.as_ref(),
+    ));
     dml.push_str(&returning_sql(&q.returning));
     mutation_outer(b, plan, &dml, &q.returning, &q.root)
 }

@@ -274,6 +274,16 @@ pub(crate) struct UpdateQuery {
     pub conds: Vec<Cond>,
     pub returning: Returning,
     pub root: ReadNode,
+    pub limited: Option<MutationLimit>,
+}
+
+/// `limit`/`offset` on PATCH or DELETE: the rows are picked by ctid from the filtered,
+/// ordered table (PostgREST's limited update/delete; tables only, explicit order required).
+#[derive(Debug, Clone)]
+pub(crate) struct MutationLimit {
+    pub order: Vec<ResolvedOrder>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +292,7 @@ pub(crate) struct DeleteQuery {
     pub conds: Vec<Cond>,
     pub returning: Returning,
     pub root: ReadNode,
+    pub limited: Option<MutationLimit>,
 }
 
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::errors::{column_not_found, payload_column_not_found};
-use super::read::{build_root, mutation_conds, Ctx, RootOpts};
+use super::read::{build_root, mutation_conds, mutation_limit, Ctx, RootOpts};
 use super::{
     DeleteQuery, InsertQuery, OnConflict, PayloadColumn, ReadNode, Returning, Source, UpdateQuery,
 };
@@ -212,6 +212,7 @@ pub(crate) fn plan_update(ctx: &mut Ctx, table: &Table) -> Result<UpdateQuery, R
     let columns = payload_columns(table, &keys)?;
     let alias = ctx.alias();
     let conds = mutation_conds(ctx, table, &alias)?;
+    let limited = mutation_limit(ctx, table, "pgrst_target")?;
     let root = representation(ctx, table)?;
     Ok(UpdateQuery {
         table: table.qualified(),
@@ -220,18 +221,21 @@ pub(crate) fn plan_update(ctx: &mut Ctx, table: &Table) -> Result<UpdateQuery, R
         conds: rename_alias(conds, &alias),
         returning: returning(ctx, table),
         root,
+        limited,
     })
 }
 
 pub(crate) fn plan_delete(ctx: &mut Ctx, table: &Table) -> Result<DeleteQuery, RestError> {
     let alias = ctx.alias();
     let conds = mutation_conds(ctx, table, &alias)?;
+    let limited = mutation_limit(ctx, table, "pgrst_target")?;
     let root = representation(ctx, table)?;
     Ok(DeleteQuery {
         table: table.qualified(),
         conds: rename_alias(conds, &alias),
         returning: returning(ctx, table),
         root,
+        limited,
     })
 }
 

@@ -606,6 +606,56 @@ fn resolve_logic(
     }
 }
 
+/// The `limit`/`offset` of a PATCH or DELETE with its required `order` (PGRST109 without
+/// one; tables only, since rows are picked by ctid).
+pub(crate) fn mutation_limit(
+    ctx: &Ctx,
+    table: &Table,
+    alias: &str,
+) -> Result<Option<super::MutationLimit>, RestError> {
+    let (limit, offset) = (ctx.req.limit_for(&[]), ctx.req.offset_for(&[]));
+    if limit.is_none() && offset.is_none() {
+        return Ok(None);
+    }
+    if table.kind != crate::schema::RelationKind::Table {
+        return Err(RestError::new(
+            crate::error::ErrorKind::LimitWithoutOrder,
+            "A 'limit' on an update or delete is only possible on tables",
+        ));
+    }
+    let mut order = Vec::new();
+    for (p, terms) in &ctx.req.order {
+        if !p.is_empty() {
+            continue;
+        }
+        for term in terms {
+            let OrderTarget::Column(c) = &term.target else {
+                return Err(RestError::new(
+                    crate::error::ErrorKind::RelatedOrderNotToOne,
+                    "A related order is not possible on an update or delete",
+                ));
+            };
+            order.push(ResolvedOrder {
+                expr: OrderExpr::Column(column_ref(table, alias, c)?),
+                direction: term.direction,
+                nulls: term.nulls,
+            });
+        }
+    }
+    if order.is_empty() {
+        return Err(RestError::new(
+            crate::error::ErrorKind::LimitWithoutOrder,
+            "A 'limit' was applied without an explicit 'order'",
+        )
+        .with_hint("Apply an 'order' using unique column(s)"));
+    }
+    Ok(Some(super::MutationLimit {
+        order,
+        limit,
+        offset,
+    }))
+}
+
 /// Resolves the root filters of a mutation against its target table.
 pub(crate) fn mutation_conds(
     ctx: &Ctx,

@@ -35,6 +35,9 @@ fn planner_errors_table() {
         (with(Method::PUT, "/systems", "id=eq.a", &[], r#"{"id":"b"}"#), 400, "PGRST115", "Payload values do not match URL in primary key column(s)"),
         (with(Method::PUT, "/systems", "id=eq.a", &[], r#"[{"id":"a"},{"id":"a"}]"#), 400, "PGRST102", "PUT payload must contain a single row"),
         (get("/projects", "or=(clients.name.eq.x)"), 400, "PGRST100", "\"failed to parse logic tree (clients)\""),
+        (with(Method::DELETE, "/clients", "status=eq.x&limit=1", &[], ""), 400, "PGRST109", "A 'limit' was applied without an explicit 'order'"),
+        (with(Method::PATCH, "/clients", "offset=2", &[], r#"{"name":"x"}"#), 400, "PGRST109", "A 'limit' was applied without an explicit 'order'"),
+        (with(Method::DELETE, "/active_clients", "limit=1&order=id", &[], ""), 400, "PGRST109", "A 'limit' on an update or delete is only possible on tables"),
     ];
     for (req, status, code, message) in cases {
         let e = err(&req);

@@ -229,6 +229,8 @@ fn sql_fragments() {
         (with(Method::DELETE, "/clients", "id=eq.1", &[], ""), &["DELETE FROM \"public\".\"clients\" AS \"pgrst_target\" WHERE \"pgrst_target\".\"id\" = $1::uuid RETURNING 1"]),
         (with(Method::DELETE, "/clients", "", &[("prefer", "count=exact")], ""), &["pg_catalog.count(_postgrest_t)::bigint AS total_result_set"]),
         (with(Method::PUT, "/systems", "id=eq.a", &[], r#"{"id":"a","name":"n"}"#), &["ON CONFLICT (\"id\") DO UPDATE SET"]),
+        (with(Method::DELETE, "/clients", "status=eq.x&order=name.desc&limit=2&offset=1", &[], ""), &["DELETE FROM \"public\".\"clients\" AS \"pgrst_target\" WHERE \"pgrst_target\".ctid = ANY(ARRAY(SELECT \"pgrst_target\".ctid FROM \"public\".\"clients\" AS \"pgrst_target\" WHERE \"pgrst_target\".\"status\" = $1::public.client_status ORDER BY \"pgrst_target\".\"name\" DESC LIMIT $2::bigint OFFSET $3::bigint))"]),
+        (with(Method::PATCH, "/clients", "order=name&limit=1", &[], r#"{"name":"n"}"#), &[") AS _ WHERE \"pgrst_target\".ctid = ANY(ARRAY(SELECT \"pgrst_target\".ctid FROM \"public\".\"clients\" AS \"pgrst_target\" ORDER BY \"pgrst_target\".\"name\" LIMIT $2::bigint))"]),
         (with(Method::POST, "/rpc/match_documents", "", &[], r#"{"query_embedding":[1,2,3]}"#), &["WITH pgrst_source AS (SELECT * FROM \"public\".\"match_documents\"(\"query_embedding\" := $1::extensions.vector))"]),
         (with(Method::POST, "/rpc/ping", "", &[], ""), &["SELECT \"public\".\"ping\"() AS pgrst_scalar", "-> 0)::text, 'null')"]),
         (with(Method::POST, "/rpc/echo", "", &[], "[1]"), &["\"public\".\"echo\"($1::json)"]),

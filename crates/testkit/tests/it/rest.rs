@@ -2222,3 +2222,53 @@ async fn rest_functions_shape_responses_with_raise_pgrst_and_response_settings()
         .await
         .expect(200);
 }
+
+/// `limit` on PATCH/DELETE touches at most that many rows, first in the requested order, and
+/// only rows RLS lets the caller see; without an order it is refused (PGRST109), never
+/// silently applied to every matching row.
+#[tokio::test]
+async fn rest_limited_update_and_delete() {
+    let fx = fixture().await;
+    // Alice's org has Acme, Beta Co and Gamma; Bob's Bravo Secret sorts before all of them
+    // by health score descending (90) but is not Alice's to touch.
+    let r = fx
+        .call(
+            Method::PATCH,
+            "/clients?order=health_score.desc&limit=1",
+            fx.a(),
+        )
+        .prefer("return=representation")
+        .body(json!({"notes": "top account"}))
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.names(), vec!["Acme".to_string()]);
+    fx.call(Method::DELETE, "/clients?status=neq.client&limit=1", fx.a())
+        .send()
+        .await
+        .error(400, "PGRST109");
+    let r = fx
+        .call(
+            Method::DELETE,
+            "/clients?status=neq.client&order=name.asc&limit=1",
+            fx.a(),
+        )
+        .prefer("return=representation")
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(r.names(), vec!["Beta Co".to_string()]);
+    let left = fx
+        .get("/clients?select=name&order=name", fx.service())
+        .await;
+    assert_eq!(
+        left.names(),
+        s(&["Acme", "Bravo Secret", "Gamma"]),
+        "one row deleted, Bob's untouched"
+    );
+    let bravo = fx
+        .get("/clients?select=notes&name=eq.Bravo%20Secret", fx.service())
+        .await
+        .json();
+    assert_eq!(bravo[0]["notes"], "secret");
+}
