@@ -75,7 +75,7 @@ pub fn render(plan: &Plan) -> Statement {
         Query::Update(q) => render_update(&mut b, plan, q),
         Query::Delete(q) => render_delete(&mut b, plan, q),
         Query::Call(q) => render_call(&mut b, plan, q),
-        Query::None => format!("SELECT NULL::bigint AS total_result_set, 0::bigint AS page_total, ''::text AS body, NULL::text AS location{RESPONSE_SETTINGS}"),
+        Query::None => "SELECT NULL::bigint AS total_result_set, 0::bigint AS page_total, ''::text AS body, NULL::text AS location".to_string(),
     };
     Statement {
         sql,
@@ -138,9 +138,19 @@ fn body_expr(media: ResponseMedia) -> String {
 /// outer select aggregates it first), so functions and triggers can shape the response.
 const RESPONSE_SETTINGS: &str = ", NULLIF(pg_catalog.current_setting('response.headers', true), '') AS response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS response_status";
 
+/// The outer select of statements that run code (calls and writes): with the response
+/// settings that code may have set.
 fn outer(cte: &str, total: &str, body: &str, location: &str, from: &str) -> String {
     format!(
         "WITH {SOURCE_CTE} AS ({cte}) SELECT {total}::bigint AS total_result_set, pg_catalog.count(_postgrest_t)::bigint AS page_total, {body}::text AS body, {location}::text AS location{RESPONSE_SETTINGS} FROM {from} AS _postgrest_t"
+    )
+}
+
+/// The outer select of a read of a table or view: no response settings (nothing the
+/// request runs is meant to set them, and reads are the hot path).
+fn outer_read(cte: &str, total: &str, body: &str) -> String {
+    format!(
+        "WITH {SOURCE_CTE} AS ({cte}) SELECT {total}::bigint AS total_result_set, pg_catalog.count(_postgrest_t)::bigint AS page_total, {body}::text AS body, NULL::text AS location FROM {SOURCE_CTE} AS _postgrest_t"
     )
 }
 
@@ -153,7 +163,7 @@ fn render_read(b: &mut Builder, plan: &Plan, root: &ReadNode) -> String {
     } else {
         "NULL".to_string()
     };
-    outer(&cte, &total, &body_expr(plan.media), "NULL", SOURCE_CTE)
+    outer_read(&cte, &total, &body_expr(plan.media))
 }
 
 fn count_subquery(b: &mut Builder, root: &ReadNode) -> String {
