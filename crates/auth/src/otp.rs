@@ -162,6 +162,21 @@ fn deliver(state: &AuthState, email: &str, purpose: Purpose, link: &str, code: &
     }
 }
 
+/// Builds the email's link (to the allowed `redirect_to`) and "sends" it.
+fn send_link(
+    state: &AuthState,
+    info: &ReqInfo,
+    redirect_to: Option<&String>,
+    email: &str,
+    purpose: Purpose,
+    link_token: &str,
+    code: &str,
+) {
+    let target = redirect_target(state, redirect_to.map(String::as_str));
+    let link = action_link(&info.issuer, link_token, purpose, &target);
+    deliver(state, email, purpose, &link, code);
+}
+
 /// Where email links may send the browser: the site URL, or a prefix of the allow list;
 /// anything else becomes the site URL (no open redirect).
 fn redirect_target(state: &AuthState, wanted: Option<&str>) -> String {
@@ -249,15 +264,9 @@ pub async fn otp(
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: OtpBody = parse_body(&body)?;
-    let pkce = Pkce::from_request(
-        body.code_challenge.clone(),
-        body.code_challenge_method.clone(),
-    )?;
+    let pkce = Pkce::from_request(body.code_challenge, body.code_challenge_method)?;
     if nonempty(body.phone).is_some() && body.email.is_none() {
-        return Err(AuthError::new(
-            ErrorCode::PhoneProviderDisabled,
-            "Phone logins are disabled: there is no SMS provider",
-        ));
+        return Err(AuthError::from(ErrorCode::PhoneProviderDisabled));
     }
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
@@ -292,12 +301,13 @@ pub async fn otp(
         None => issued.hash.clone(),
     };
     tx.commit().await?;
-    let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
-    deliver(
+    send_link(
         &state,
+        &info,
+        q.get("redirect_to"),
         &email,
         purpose,
-        &action_link(&info.issuer, &link_token, purpose, &target),
+        &link_token,
         &issued.code,
     );
     Ok(Json(json!({})).into_response())
@@ -464,7 +474,6 @@ struct EmailBody {
     email: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
-    phone: Option<String>,
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
 }
@@ -478,10 +487,7 @@ pub async fn recover(
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: EmailBody = parse_body(&body)?;
-    let pkce = Pkce::from_request(
-        body.code_challenge.clone(),
-        body.code_challenge_method.clone(),
-    )?;
+    let pkce = Pkce::from_request(body.code_challenge, body.code_challenge_method)?;
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
     let mut tx = state.tx().await?;
@@ -495,12 +501,13 @@ pub async fn recover(
             None => issued.hash.clone(),
         };
         tx.commit().await?;
-        let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
-        deliver(
+        send_link(
             &state,
+            &info,
+            q.get("redirect_to"),
             &email,
             Purpose::Recovery,
-            &action_link(&info.issuer, &link_token, Purpose::Recovery, &target),
+            &link_token,
             &issued.code,
         );
     }
@@ -518,13 +525,7 @@ pub async fn resend(
     match body.kind.as_deref() {
         Some("signup") => {}
         Some("email_change") => return Ok(Json(json!({})).into_response()),
-        Some("sms") | Some("phone_change") => {
-            let _ = body.phone;
-            return Err(AuthError::new(
-                ErrorCode::PhoneProviderDisabled,
-                "Phone logins are disabled: there is no SMS provider",
-            ));
-        }
+        Some("sms") | Some("phone_change") => return Err(ErrorCode::PhoneProviderDisabled.into()),
         _ => {
             return Err(AuthError::new(
                 ErrorCode::ValidationFailed,
@@ -539,12 +540,13 @@ pub async fn resend(
         if user.email_confirmed_at.is_none() {
             let issued = issue(&state, &mut tx, user.id, &email, Purpose::Signup, true).await?;
             tx.commit().await?;
-            let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
-            deliver(
+            send_link(
                 &state,
+                &info,
+                q.get("redirect_to"),
                 &email,
                 Purpose::Signup,
-                &action_link(&info.issuer, &issued.hash, Purpose::Signup, &target),
+                &issued.hash,
                 &issued.code,
             );
         }
@@ -565,6 +567,24 @@ struct VerifyBody {
 /// Takes a token: deletes it, and, when it was live, confirms the user's email. Returns the
 /// user and the token's purpose; `Err(OtpExpired)` for an unknown, used or expired token.
 async fn take_token(
+    state: &AuthState,
+    verify_type: &str,
+    hash: &str,
+) -> Result<(agencyflow_db::ClaimsTxn, User, String), AuthError> {
+    let mut tx = state.tx().await?;
+    match take_token_in(state, &mut tx, verify_type, hash).await {
+        Ok((user, purpose)) => Ok((tx, user, purpose)),
+        Err(e) => {
+            // An expired token is deleted either way.
+            if e.code() == Some(ErrorCode::OtpExpired) {
+                tx.commit().await?;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn take_token_in(
     state: &AuthState,
     tx: &mut agencyflow_db::ClaimsTxn,
     verify_type: &str,
@@ -617,17 +637,7 @@ async fn consume(
     hash: &str,
     via_code: bool,
 ) -> Result<Value, AuthError> {
-    let mut tx = state.tx().await?;
-    let (user, purpose) = match take_token(state, &mut tx, verify_type, hash).await {
-        Ok(taken) => taken,
-        Err(e) => {
-            // An expired token is deleted either way.
-            if e.code() == Some(ErrorCode::OtpExpired) {
-                tx.commit().await?;
-            }
-            return Err(e);
-        }
-    };
+    let (mut tx, user, purpose) = take_token(state, verify_type, hash).await?;
     let method = match (purpose.as_str(), via_code) {
         ("recovery", _) => "recovery",
         ("invite", _) => "invite",
@@ -651,16 +661,7 @@ async fn consume_pkce(
     verify_type: &str,
     hash: &str,
 ) -> Result<String, AuthError> {
-    let mut tx = state.tx().await?;
-    let (user, purpose) = match take_token(state, &mut tx, verify_type, hash).await {
-        Ok(taken) => taken,
-        Err(e) => {
-            if e.code() == Some(ErrorCode::OtpExpired) {
-                tx.commit().await?;
-            }
-            return Err(e);
-        }
-    };
+    let (mut tx, user, purpose) = take_token(state, verify_type, hash).await?;
     let method = if purpose == "signup" {
         "magiclink"
     } else {
@@ -697,10 +698,7 @@ pub async fn verify(
     if matches!(kind.as_str(), "sms" | "phone_change")
         || (body.phone.is_some() && body.email.is_none())
     {
-        return Err(AuthError::new(
-            ErrorCode::PhoneProviderDisabled,
-            "Phone logins are disabled: there is no SMS provider",
-        ));
+        return Err(AuthError::from(ErrorCode::PhoneProviderDisabled));
     }
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
     let (hash, via_code) = match (nonempty(body.token_hash), nonempty(body.token)) {
