@@ -36,7 +36,8 @@ rest = [s for s in stmts if "pgrst_source" in s]
 assert len(setup) >= 2 and len(rest) == 2, (len(setup), len(rest))
 for name, s_setup, s_rest in (("pk", setup[0], rest[0]), ("embed", setup[1], rest[1])):
     with open(f"{out}/{name}.sql", "w") as f:
-        f.write("\\startpipeline\nbegin isolation level read committed read only;\n")
+        # One pipeline, one Sync: an implicit transaction, as the server sends it.
+        f.write("\\startpipeline\n")
         f.write(s_setup.replace("\n", " ") + ";\n")
         f.write(s_rest.replace("\n", " ") + ";\n")
-        f.write("commit;\n\\endpipeline\n")
+        f.write("\\endpipeline\n")

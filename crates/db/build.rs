@@ -2,7 +2,8 @@
 use std::{env, fs, path::Path};
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    // The manifest dir of this build, not of the one that compiled the script.
+    let dir = Path::new(&env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../migrations");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files: Vec<_> = fs::read_dir(&dir)
         .expect("migrations directory")

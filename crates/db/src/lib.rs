@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod error;
 pub mod listen;
 pub mod migrate;
+pub mod pipe;
 pub mod pool;
 
 pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};

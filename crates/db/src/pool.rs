@@ -12,6 +12,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
+use crate::pipe::{PipeManager, PipePool, TextRows, SETUP_SQL};
 use crate::DbError;
 
 /// Transaction settings of one request.
@@ -54,6 +55,8 @@ const VAULT_ROLES: &[&str] = &["service_role", "supabase_admin", "postgres"];
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// Wire-level connections for [`Db::query_and_commit`] (see `pipe`).
+    pipe: PipePool,
     inner: Arc<Inner>,
 }
 
@@ -108,14 +111,17 @@ impl PreparedCache {
     }
 }
 
-const SETUP_SQL: &str =
-    "select pg_catalog.set_config(k, v, true) from unnest($1::text[], $2::text[]) as g(k, v)";
-
 impl Db {
     /// A pool on `url` (a `postgres://` URL or `key=value` string) of at most `max_size` connections.
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| DbError::Other(format!("invalid database URL: {e}")))?;
+        let pipe = PipePool::builder(PipeManager {
+            config: config.clone(),
+        })
+        .max_size(max_size)
+        .build()
+        .map_err(|e| DbError::Other(e.to_string()))?;
         let mgr = Manager::from_config(
             config,
             NoTls,
@@ -129,6 +135,7 @@ impl Db {
             .map_err(|e| DbError::Other(e.to_string()))?;
         Ok(Db {
             pool,
+            pipe,
             inner: Arc::new(Inner {
                 prepared: PreparedCache::default(),
                 vault_key: None,
@@ -198,10 +205,9 @@ impl Db {
         Ok(())
     }
 
-    /// Starts a request transaction. Nothing is sent until the first statement, which goes
-    /// out pipelined with `BEGIN` and the settings.
-    pub async fn begin(&self, settings: &TxSettings) -> Result<ClaimsTxn, DbError> {
-        let client = self.client().await?;
+    /// The `set_config` pairs of a request: search_path, the role's own settings, role,
+    /// claims, the vault key for privileged roles, then the request's GUCs.
+    fn settings_pairs(&self, settings: &TxSettings) -> (Vec<String>, Vec<String>) {
         let mut keys = Vec::with_capacity(settings.gucs.len() + 6);
         let mut values = Vec::with_capacity(settings.gucs.len() + 6);
         keys.push("search_path".to_string());
@@ -233,6 +239,14 @@ impl Db {
             keys.push(k.clone());
             values.push(v.clone());
         }
+        (keys, values)
+    }
+
+    /// Starts a request transaction. Nothing is sent until the first statement, which goes
+    /// out pipelined with `BEGIN` and the settings.
+    pub async fn begin(&self, settings: &TxSettings) -> Result<ClaimsTxn, DbError> {
+        let client = self.client().await?;
+        let (keys, values) = self.settings_pairs(settings);
         let begin = if settings.read_only {
             "begin isolation level read committed read only"
         } else {
@@ -248,6 +262,29 @@ impl Db {
             open: false,
             inner: self.inner.clone(),
         })
+    }
+
+    /// A whole request transaction in one round trip and one Sync: the settings, then `sql`
+    /// (prepared once per connection; parameters as text), committed together, or rolled
+    /// back together when either fails. For requests whose outcome cannot depend on commit
+    /// versus rollback. Values come back as text.
+    pub async fn query_and_commit(
+        &self,
+        settings: &TxSettings,
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<TextRows, DbError> {
+        let (mut keys, mut values) = self.settings_pairs(settings);
+        if settings.read_only {
+            // Going read-only is allowed at any point of a transaction (unlike the reverse).
+            keys.push("transaction_read_only".into());
+            values.push("on".into());
+        }
+        let mut conn = self.pipe.get().await.map_err(|e| match e {
+            deadpool::managed::PoolError::Backend(e) => e,
+            other => DbError::Unavailable(other.to_string()),
+        })?;
+        conn.query_and_commit(&keys, &values, sql, params).await
     }
 
     pub fn pool(&self) -> &Pool {

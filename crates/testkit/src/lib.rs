@@ -166,6 +166,15 @@ impl TestDb {
         cluster().url("authenticator", &self.name)
     }
 
+    /// A TCP connection string to this database (password authentication: SCRAM-SHA-256).
+    pub fn tcp_url(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={}",
+            cluster().port,
+            self.name
+        )
+    }
+
     /// A superuser client with `search_path = public, extensions`.
     pub async fn superuser(&self) -> agencyflow_db::tokio_postgres::Client {
         let c = agencyflow_db::connect_one(&self.admin_url())

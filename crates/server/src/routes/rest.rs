@@ -3,6 +3,7 @@
 //! parse → authenticate → plan (schema cache) → render one statement → ClaimsTxn as the
 //! JWT's role → respond. The only I/O is the transaction; a read is one round trip
 //! (BEGIN, settings, statement and COMMIT pipelined).
+use agencyflow_db::pipe::TextRows;
 use agencyflow_db::{DbError, TxSettings, Type};
 use agencyflow_rest::error::ErrorKind;
 use agencyflow_rest::plan::Action;
@@ -221,32 +222,66 @@ fn text_params(
         .collect()
 }
 
-fn result_row(rows: &[agencyflow_db::tokio_postgres::Row]) -> Result<ResultRow, DbError> {
-    let row = rows
-        .first()
-        .ok_or_else(|| DbError::Other("the REST statement returned no row".into()))?;
-    let get = |e: agencyflow_db::tokio_postgres::Error| {
-        DbError::Other(format!("reading the REST result row: {e}"))
-    };
-    // Optional columns by name: inserted_rows (merge upserts), the response settings.
-    let named = |name: &str| row.columns().iter().position(|c| c.name() == name);
-    let text = |name: &str| -> Result<Option<String>, DbError> {
-        match named(name) {
-            Some(i) => row.try_get(i).map_err(get),
-            None => Ok(None),
+/// The statement's one result row, read from either client's rows.
+trait ResultSource {
+    fn position(&self, name: &str) -> Option<usize>;
+    fn text(&self, i: usize) -> Result<Option<String>, DbError>;
+    fn int(&self, i: usize) -> Result<Option<i64>, DbError>;
+}
+
+fn read_error(e: impl std::fmt::Display) -> DbError {
+    DbError::Other(format!("reading the REST result row: {e}"))
+}
+
+impl ResultSource for agencyflow_db::tokio_postgres::Row {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.columns().iter().position(|c| c.name() == name)
+    }
+    fn text(&self, i: usize) -> Result<Option<String>, DbError> {
+        self.try_get(i).map_err(read_error)
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        self.try_get(i).map_err(read_error)
+    }
+}
+
+/// The first row of a [`TextRows`].
+struct TextRow<'a>(&'a TextRows, &'a [Option<String>]);
+
+impl ResultSource for TextRow<'_> {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0.position(name)
+    }
+    fn text(&self, i: usize) -> Result<Option<String>, DbError> {
+        self.1
+            .get(i)
+            .cloned()
+            .ok_or_else(|| read_error("missing column"))
+    }
+    fn int(&self, i: usize) -> Result<Option<i64>, DbError> {
+        match self.1.get(i) {
+            Some(Some(v)) => v.parse().map(Some).map_err(read_error),
+            Some(None) => Ok(None),
+            None => Err(read_error("missing column")),
         }
+    }
+}
+
+fn result_row(row: Option<&impl ResultSource>) -> Result<ResultRow, DbError> {
+    let row = row.ok_or_else(|| DbError::Other("the REST statement returned no row".into()))?;
+    // Optional columns by name: inserted_rows (merge upserts), the response settings.
+    let text = |name: &str| match row.position(name) {
+        Some(i) => row.text(i),
+        None => Ok(None),
     };
     Ok(ResultRow {
-        total_result_set: row.try_get(0).map_err(get)?,
-        page_total: row.try_get(1).map_err(get)?,
-        body: row
-            .try_get::<_, Option<String>>(2)
-            .map_err(get)?
-            .unwrap_or_default(),
-        location: row.try_get(3).map_err(get)?,
+        total_result_set: row.int(0)?,
+        page_total: row.int(1)?.unwrap_or_default(),
+        body: row.text(2)?.unwrap_or_default(),
+        location: row.text(3)?,
         estimated_total: None,
-        inserted_rows: match named("inserted_rows") {
-            Some(i) => row.try_get(i).map_err(get)?,
+        inserted_rows: match row.position("inserted_rows") {
+            Some(i) => row.int(i)?,
             None => None,
         },
         response_headers: text("response_headers")?,
@@ -285,14 +320,19 @@ async fn execute(
         Some(tz) => settings.guc("timezone", tz.as_str()),
         None => settings,
     };
-    let mut tx = state.db.begin(&settings).await?;
-    // A read-only request's outcome cannot depend on commit or rollback: send COMMIT in the
-    // same round trip as everything else. Statements are prepared once per connection (by
-    // SQL text; values are parameters), so a request shape is planned once, not per request.
+    // A read-only request's outcome cannot depend on commit or rollback: the settings and
+    // the statement go out under one Sync, one implicit transaction, one round trip.
+    // Statements are prepared once per connection (by SQL text; values are parameters), so
+    // a request shape is planned once, not per request.
     if plan.read_only && plan.count_statement.is_none() {
-        let rows = tx.query_cached_and_commit(&stmt.sql, &stmt.params).await?;
-        return Ok(finish(plan, result_row(&rows)?));
+        let rows = state
+            .db
+            .query_and_commit(&settings, &stmt.sql, &stmt.params)
+            .await?;
+        let first = rows.rows.first().map(|r| TextRow(&rows, r));
+        return Ok(finish(plan, result_row(first.as_ref())?));
     }
+    let mut tx = state.db.begin(&settings).await?;
     let mut explain = None;
     if let Some(cs) = &plan.count_statement {
         let rows = tx.query_typed(&cs.sql, &text_params(&cs.params)).await?;
@@ -303,7 +343,7 @@ async fn execute(
         });
     }
     let rows = tx.query_cached(&stmt.sql, &stmt.params).await?;
-    let mut row = result_row(&rows)?;
+    let mut row = result_row(rows.first())?;
     if let Some(e) = explain {
         row = row.with_explain(&e);
     }

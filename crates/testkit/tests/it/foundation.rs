@@ -576,3 +576,165 @@ async fn query_cached_prepares_a_shape_once_per_connection() {
     let n: i64 = tx.query_one("select 1::bigint", &[]).await.unwrap().get(0);
     assert_eq!(n, 1, "the connection is usable after the failure");
 }
+
+/// `Db::query_and_commit`: the settings and one statement under one Sync.
+fn settings_for(user: Uuid) -> TxSettings {
+    let claims = serde_json::json!({ "sub": user, "role": "authenticated" });
+    TxSettings::new("authenticated", claims.to_string())
+}
+
+#[tokio::test]
+async fn one_sync_requests_set_claims_first_prepare_once_and_leave_nothing_behind() {
+    let t = TestDb::new().await;
+    // One connection, so every request below runs on it.
+    let db = Db::connect(&t.api_url(), 1).unwrap();
+    let sql = "select $1::int + 1 as n, auth.uid()::text as who, current_user::text as role,
+                      current_setting('request.method', true) as method,
+                      current_setting('transaction_read_only') as ro,
+                      (select count(*) from pg_prepared_statements) as prepared";
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = db
+        .query_and_commit(
+            &settings_for(a).guc("request.method", "GET").read_only(true),
+            sql,
+            &[Some("41".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        &*first.columns,
+        ["n", "who", "role", "method", "ro", "prepared"].map(String::from)
+    );
+    let row = &first.rows[0];
+    assert_eq!(row[0].as_deref(), Some("42"));
+    assert_eq!(
+        row[1],
+        Some(a.to_string()),
+        "claims are set before the statement"
+    );
+    assert_eq!(row[2].as_deref(), Some("authenticated"));
+    assert_eq!(row[3].as_deref(), Some("GET"));
+    assert_eq!(
+        row[4].as_deref(),
+        Some("on"),
+        "read-only requests run read only"
+    );
+    // Same connection, other settings: nothing of the first request's is left, and the
+    // statement is not prepared again.
+    let second = db
+        .query_and_commit(&settings_for(b), sql, &[None])
+        .await
+        .unwrap();
+    let row2 = &second.rows[0];
+    assert_eq!(row2[0], None, "NULL parameters");
+    assert_eq!(row2[1], Some(b.to_string()));
+    // (A reverted custom setting reads as '' rather than NULL.)
+    assert_eq!(
+        row2[3].as_deref().unwrap_or(""),
+        "",
+        "request GUCs are local to their transaction"
+    );
+    assert_eq!(row2[4].as_deref(), Some("off"));
+    assert_eq!(
+        row2[5], row[5],
+        "prepared once per connection: {row:?} / {row2:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_sync_requests_commit_or_roll_back_as_one_and_recover() {
+    let t = TestDb::new().await;
+    let su = t.superuser().await;
+    su.batch_execute(
+        "create table public.pipe_t (v int primary key);
+         grant select, insert on public.pipe_t to service_role;",
+    )
+    .await
+    .unwrap();
+    let db = Db::connect(&t.api_url(), 1).unwrap();
+    let svc = || TxSettings::new("service_role", r#"{"role":"service_role"}"#);
+    let insert = "insert into public.pipe_t values ($1::int) returning v";
+    // A write that succeeds is committed at the Sync.
+    let rows = db
+        .query_and_commit(&svc(), insert, &[Some("1".into())])
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0][0].as_deref(), Some("1"));
+    // A failing statement: PostgreSQL's error, nothing written, connection still usable.
+    let err = db
+        .query_and_commit(&svc(), insert, &[Some("1".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some("23505"));
+    let err = db
+        .query_and_commit(&svc().read_only(true), insert, &[Some("2".into())])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.sqlstate(),
+        Some("25006"),
+        "read-only requests cannot write"
+    );
+    // A statement that fails to parse is not kept; the next one prepares fine.
+    let err = db
+        .query_and_commit(&svc(), "select nope from public.pipe_t", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some("42703"));
+    // A settings failure (a role the login role may not become) stops the statement.
+    let err = db
+        .query_and_commit(
+            &TxSettings::new("postgres", "{}"),
+            insert,
+            &[Some("3".into())],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some("42501"));
+    // A request abandoned halfway (its future dropped) does not poison the pool.
+    let settings = svc();
+    let slow = db.query_and_commit(&settings, "select pg_sleep(2)", &[]);
+    assert!(tokio::time::timeout(Duration::from_millis(200), slow)
+        .await
+        .is_err());
+    let rows = db
+        .query_and_commit(&svc(), "select count(*) from public.pipe_t", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.rows[0][0].as_deref(),
+        Some("1"),
+        "only the committed row exists"
+    );
+}
+
+#[tokio::test]
+async fn one_sync_connections_authenticate_with_scram_over_tcp() {
+    let t = TestDb::new().await;
+    let su = t.superuser().await;
+    let role = format!("pipe_{}", Uuid::new_v4().simple());
+    su.batch_execute(&format!(
+        "create role {role} login password 'pipe-secret'; grant authenticated to {role};"
+    ))
+    .await
+    .unwrap();
+    let db = Db::connect(&t.tcp_url(&role, "pipe-secret"), 1).unwrap();
+    let user = Uuid::new_v4();
+    let rows = db
+        .query_and_commit(&settings_for(user), "select auth.uid()::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[0][0], Some(user.to_string()));
+    let wrong = Db::connect(&t.tcp_url(&role, "wrong"), 1).unwrap();
+    let err = wrong
+        .query_and_commit(&settings_for(user), "select 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), Some("28P01"), "{err}");
+    su.batch_execute(&format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{role}';
+         drop role {role};"
+    ))
+    .await
+    .unwrap();
+}
