@@ -50,16 +50,31 @@ pub struct JwtKeys {
 struct VerifiedCache(Arc<Mutex<HashMap<Box<str>, Verified>>>);
 
 struct Verified {
-    claims: Value,
+    claims: Arc<VerifiedClaims>,
     exp: Option<f64>,
     nbf: Option<f64>,
+}
+
+/// A verified token's claims, with their JSON text (what `request.jwt.claims` is set to), so
+/// a cached verification costs neither a copy of the claims nor their serialization.
+#[derive(Debug)]
+pub struct VerifiedClaims {
+    pub claims: Value,
+    pub json: String,
+}
+
+impl VerifiedClaims {
+    pub fn new(claims: Value) -> Self {
+        let json = claims.to_string();
+        VerifiedClaims { claims, json }
+    }
 }
 
 const VERIFIED_CACHE_ENTRIES: usize = 4096;
 const VERIFIED_CACHE_TOKEN_LEN: usize = 4096;
 
 impl VerifiedCache {
-    fn get(&self, token: &str) -> Option<Result<Value, JwtError>> {
+    fn get(&self, token: &str) -> Option<Result<Arc<VerifiedClaims>, JwtError>> {
         let map = self.0.lock().ok()?;
         let hit = map.get(token)?;
         let now = std::time::SystemTime::now()
@@ -76,10 +91,11 @@ impl VerifiedCache {
         Some(Ok(hit.claims.clone()))
     }
 
-    fn put(&self, token: &str, claims: &Value) {
+    fn put(&self, token: &str, verified: &Arc<VerifiedClaims>) {
         if token.len() > VERIFIED_CACHE_TOKEN_LEN {
             return;
         }
+        let claims = &verified.claims;
         if let Ok(mut map) = self.0.lock() {
             if map.len() >= VERIFIED_CACHE_ENTRIES {
                 map.clear();
@@ -87,7 +103,7 @@ impl VerifiedCache {
             map.insert(
                 token.into(),
                 Verified {
-                    claims: claims.clone(),
+                    claims: verified.clone(),
                     exp: claims.get("exp").and_then(Value::as_f64),
                     nbf: claims.get("nbf").and_then(Value::as_f64),
                 },
@@ -172,12 +188,17 @@ impl JwtKeys {
     /// HS256 over the project secret and ES256 by `kid` are accepted; `alg: none` and
     /// algorithms or keys we do not hold are refused.
     pub fn verify(&self, token: &str) -> Result<Value, JwtError> {
+        self.verify_shared(token).map(|v| v.claims.clone())
+    }
+
+    /// [`Self::verify`], sharing the cached claims and their JSON text.
+    pub fn verify_shared(&self, token: &str) -> Result<Arc<VerifiedClaims>, JwtError> {
         if let Some(hit) = self.verified.get(token) {
             return hit;
         }
-        let claims = self.verify_uncached(token)?;
-        self.verified.put(token, &claims);
-        Ok(claims)
+        let verified = Arc::new(VerifiedClaims::new(self.verify_uncached(token)?));
+        self.verified.put(token, &verified);
+        Ok(verified)
     }
 
     fn verify_uncached(&self, token: &str) -> Result<Value, JwtError> {
@@ -340,6 +361,10 @@ mod tests {
             exp,
             "clones share the cache"
         );
+        // A hit shares the claims and their JSON text instead of copying them.
+        let (a, b) = (k.verify_shared(&t).unwrap(), k.verify_shared(&t).unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.json, a.claims.to_string());
         std::thread::sleep(std::time::Duration::from_millis(2100));
         assert_eq!(k.verify(&t), Err(JwtError::Expired));
         // Refused tokens are not cached; other keys or audience start a new cache.

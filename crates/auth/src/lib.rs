@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::{AuthError, ErrorCode};
-pub use jwt::{api_key, generate_es256_jwk, JwtError, JwtKeys};
+pub use jwt::{api_key, generate_es256_jwk, JwtError, JwtKeys, VerifiedClaims};
 
 use ratelimit::{Limit, Rate, RateLimiter};
 use tokens::RefreshTokens;

@@ -3,6 +3,9 @@
 //! parse → authenticate → plan (schema cache) → render one statement → ClaimsTxn as the
 //! JWT's role → respond. The only I/O is the transaction; a read is one round trip
 //! (BEGIN, settings, statement and COMMIT pipelined).
+use std::sync::Arc;
+
+use agencyflow_auth::VerifiedClaims;
 use agencyflow_db::pipe::TextRows;
 use agencyflow_db::{DbError, TxSettings, Type};
 use agencyflow_rest::error::ErrorKind;
@@ -22,7 +25,8 @@ use crate::app::AppState;
 /// Who the request acts as, from its bearer token.
 pub struct Caller {
     pub role: String,
-    pub claims: Value,
+    /// `request.jwt.claims`, shared with the verified-token cache.
+    pub claims: Arc<VerifiedClaims>,
 }
 
 /// Verifies the bearer token (PostgREST's rules): none → the anon role; a valid token's
@@ -30,7 +34,9 @@ pub struct Caller {
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, RestError> {
     let anon = || Caller {
         role: state.settings.rest.anon_role.clone(),
-        claims: json!({ "role": state.settings.rest.anon_role }),
+        claims: Arc::new(VerifiedClaims::new(
+            json!({ "role": state.settings.rest.anon_role }),
+        )),
     };
     let Some(auth) = headers.get(header::AUTHORIZATION) else {
         return Ok(anon());
@@ -47,16 +53,26 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, Res
     if token.is_empty() {
         return Ok(anon());
     }
-    let mut claims = state.keys.verify(token).map_err(|e| match e {
+    let verified = state.keys.verify_shared(token).map_err(|e| match e {
         agencyflow_auth::JwtError::Expired => RestError::new(ErrorKind::JwtInvalid, "JWT expired"),
         agencyflow_auth::JwtError::Invalid(m) => RestError::new(ErrorKind::JwtInvalid, m),
     })?;
-    let role = match claims.get("role").and_then(Value::as_str) {
-        Some(r) if !r.is_empty() => r.to_string(),
-        _ => state.settings.rest.anon_role.clone(),
-    };
-    claims["role"] = Value::String(role.clone());
-    Ok(Caller { role, claims })
+    match verified.claims.get("role").and_then(Value::as_str) {
+        Some(r) if !r.is_empty() => Ok(Caller {
+            role: r.to_string(),
+            claims: verified,
+        }),
+        // No role claim: the anon role, which the claims then name too.
+        _ => {
+            let role = state.settings.rest.anon_role.clone();
+            let mut claims = verified.claims.clone();
+            claims["role"] = Value::String(role.clone());
+            Ok(Caller {
+                role,
+                claims: Arc::new(VerifiedClaims::new(claims)),
+            })
+        }
+    }
 }
 
 fn into_response(r: RestResponse, method: &Method, jwt_error: bool) -> Response {
@@ -311,7 +327,7 @@ async fn execute(
     headers: &HeaderMap,
 ) -> Result<RestResponse, DbError> {
     let stmt = agencyflow_rest::render::render(plan);
-    let settings = TxSettings::new(caller.role.clone(), caller.claims.to_string())
+    let settings = TxSettings::new(caller.role.clone(), caller.claims.json.clone())
         .read_only(plan.read_only)
         .guc("request.method", method.as_str())
         .guc("request.path", path)
