@@ -171,9 +171,20 @@ impl PipeConn {
         }))
     }
 
-    /// Whether the pool may hand this connection out again.
+    /// Whether the pool may hand this connection out again: no request abandoned on it, not
+    /// retired, and not closed by PostgreSQL while it sat idle (a terminated backend sends
+    /// its FATAL and closes; a non-blocking read sees either, and costs no system call while
+    /// the reactor has seen nothing arrive).
     pub fn reusable(&self) -> bool {
-        !self.busy && !self.retire
+        if self.busy || self.retire {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let read = match &self.stream {
+            Stream::Tcp(s) => s.try_read(&mut byte),
+            Stream::Unix(s) => s.try_read(&mut byte),
+        };
+        matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     async fn flush(&mut self) -> Result<(), DbError> {
@@ -451,7 +462,7 @@ impl deadpool::managed::Manager for PipeManager {
             Ok(())
         } else {
             Err(deadpool::managed::RecycleError::message(
-                "abandoned mid-request or retired",
+                "abandoned mid-request, retired, or closed by PostgreSQL",
             ))
         }
     }

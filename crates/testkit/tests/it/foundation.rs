@@ -709,6 +709,28 @@ async fn one_sync_requests_commit_or_roll_back_as_one_and_recover() {
 }
 
 #[tokio::test]
+async fn one_sync_connections_closed_by_postgres_while_idle_are_not_reused() {
+    let t = TestDb::new().await;
+    let su = t.superuser().await;
+    let db = Db::connect(&t.api_url(), 1).unwrap();
+    let user = Uuid::new_v4();
+    let pid = |rows: agencyflow_db::pipe::TextRows| rows.rows[0][0].clone().unwrap();
+    let first = pid(db
+        .query_and_commit(&settings_for(user), "select pg_backend_pid()::text", &[])
+        .await
+        .unwrap());
+    su.execute("select pg_terminate_backend($1::text::int)", &[&first])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = pid(db
+        .query_and_commit(&settings_for(user), "select pg_backend_pid()::text", &[])
+        .await
+        .expect("a fresh connection replaces the terminated one"));
+    assert_ne!(first, second);
+}
+
+#[tokio::test]
 async fn one_sync_connections_authenticate_with_scram_over_tcp() {
     let t = TestDb::new().await;
     let su = t.superuser().await;
