@@ -6,6 +6,11 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // A released local model's ~100 MiB go back to the OS, not into mimalloc's free pages.
+    agencyflow_functions::provider::on_model_release(|| {
+        // SAFETY: mi_collect only walks and purges mimalloc's own heaps and segments.
+        unsafe { libmimalloc_sys::mi_collect(true) }
+    });
     let cli = match agencyflow_server::config::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => e.exit(),

@@ -67,6 +67,12 @@ fn start_reaper() {
                     }
                     stale
                 };
+                if released.is_empty() {
+                    continue;
+                }
+                if let Some(hook) = super::MODEL_RELEASE_HOOK.get() {
+                    hook();
+                }
                 for d in released {
                     tracing::info!(dir = %d.display(), "local embedding model released after its idle time");
                 }

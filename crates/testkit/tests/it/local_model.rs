@@ -374,6 +374,11 @@ async fn local_model_is_released_when_idle_and_reloaded_on_demand() {
     for f in ["model.safetensors", "tokenizer.json", "config.json"] {
         std::os::unix::fs::symlink(dir.join(f), own.path().join(f)).unwrap();
     }
+    static RELEASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    provider::on_model_release(|| {
+        RELEASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let releases = || RELEASES.load(std::sync::atomic::Ordering::SeqCst);
     let local = LocalProvider::load(own.path())
         .unwrap()
         .release_after(Some(std::time::Duration::from_secs(1)));
@@ -388,6 +393,11 @@ async fn local_model_is_released_when_idle_and_reloaded_on_demand() {
             "not released after its idle time"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The binary's hook (mimalloc's collect in `agencyflow`) runs after the release.
+    while releases() == 0 {
+        assert!(Instant::now() < deadline, "the release hook did not run");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let again = local.embed(&texts, 768).await.unwrap();
     assert!(provider::local::is_loaded(own.path()), "reloaded on demand");
