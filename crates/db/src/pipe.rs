@@ -309,6 +309,8 @@ impl PipeConn {
         params: &[Option<String>],
     ) -> Result<TextRows, DbError> {
         let encode = |e| protocol(&format!("encoding a message: {e}"));
+        // Nothing half-encoded by an earlier call that failed before sending may go out.
+        self.wbuf.clear();
         let parse_setup = !self.setup_prepared;
         if parse_setup {
             frontend::parse(
