@@ -290,6 +290,11 @@ impl Db {
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
+
+    /// The state of the one-Sync read pool (see [`Db::query_and_commit`]).
+    pub fn read_pool_status(&self) -> deadpool::Status {
+        self.pipe.status()
+    }
 }
 
 enum Stmt<'a> {

@@ -91,12 +91,25 @@ impl Metrics {
                 "agencyflow_http_request_duration_seconds_count{{surface=\"{s}\"}} {cumulative}\n"
             ));
         }
-        let pool = state.db.pool().status();
-        out.push_str(&format!(
-            "# HELP agencyflow_db_pool_connections Connections of the API pool.\n# TYPE agencyflow_db_pool_connections gauge\nagencyflow_db_pool_connections{{state=\"open\"}} {}\nagencyflow_db_pool_connections{{state=\"idle\"}} {}\nagencyflow_db_pool_connections{{state=\"max\"}} {}\n",
-            pool.size, pool.available, pool.max_size
-        ));
-        out.push_str(&format!("# HELP agencyflow_db_pool_waiting Requests waiting for a connection.\n# TYPE agencyflow_db_pool_waiting gauge\nagencyflow_db_pool_waiting {}\n", pool.waiting));
+        // Two pools: transactions (tokio-postgres) and the one-Sync REST reads.
+        let pools = [
+            ("transactions", state.db.pool().status()),
+            ("reads", state.db.read_pool_status()),
+        ];
+        out.push_str("# HELP agencyflow_db_pool_connections Connections of the API pools.\n# TYPE agencyflow_db_pool_connections gauge\n");
+        for (name, p) in &pools {
+            out.push_str(&format!(
+                "agencyflow_db_pool_connections{{pool=\"{name}\",state=\"open\"}} {}\nagencyflow_db_pool_connections{{pool=\"{name}\",state=\"idle\"}} {}\nagencyflow_db_pool_connections{{pool=\"{name}\",state=\"max\"}} {}\n",
+                p.size, p.available, p.max_size
+            ));
+        }
+        out.push_str("# HELP agencyflow_db_pool_waiting Requests waiting for a connection.\n# TYPE agencyflow_db_pool_waiting gauge\n");
+        for (name, p) in &pools {
+            out.push_str(&format!(
+                "agencyflow_db_pool_waiting{{pool=\"{name}\"}} {}\n",
+                p.waiting
+            ));
+        }
         if let Some(rss) = rss_bytes() {
             out.push_str(&format!("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"));
         }

@@ -527,10 +527,18 @@ async fn metrics_count_requests_per_surface_in_prometheus_format() {
         text.contains("agencyflow_http_request_duration_seconds_count{surface=\"health\"} 3"),
         "{text}"
     );
-    assert!(
-        text.contains("agencyflow_db_pool_connections{state=\"max\"} 4"),
-        "{text}"
-    );
+    for pool in ["transactions", "reads"] {
+        assert!(
+            text.contains(&format!(
+                "agencyflow_db_pool_connections{{pool=\"{pool}\",state=\"max\"}} 4"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("agencyflow_db_pool_waiting{{pool=\"{pool}\"}} 0")),
+            "{text}"
+        );
+    }
     assert!(text.contains("process_resident_memory_bytes "), "{text}");
 }
 
