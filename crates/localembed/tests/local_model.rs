@@ -5,29 +5,10 @@
 //! the folder `scripts/setup` unpacks to; skipped, saying so, when neither is there.
 use std::path::PathBuf;
 
-use agencyflow_localembed::{default_cache_dir, model_present, LocalEmbedder, DIMENSIONS};
+use agencyflow_localembed::{default_cache_dir, test_model_dir, LocalEmbedder, DIMENSIONS};
 
 fn model_dir() -> Option<PathBuf> {
-    let explicit = std::env::var_os("AGENCYFLOW_TEST_MODEL_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    if let Some(dir) = &explicit {
-        assert!(
-            model_present(dir),
-            "AGENCYFLOW_TEST_MODEL_DIR={} has no all-MiniLM-L6-v2 model files",
-            dir.display()
-        );
-    }
-    let dir = explicit.or_else(default_cache_dir)?;
-    if model_present(&dir) {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no all-MiniLM-L6-v2 model files in {} (run `bash scripts/setup`, or set AGENCYFLOW_TEST_MODEL_DIR)",
-            dir.display()
-        );
-        None
-    }
+    test_model_dir(default_cache_dir())
 }
 
 fn cos(a: &[f32], b: &[f32]) -> f32 {

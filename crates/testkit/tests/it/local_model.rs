@@ -17,32 +17,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 fn model_dir() -> Option<PathBuf> {
-    let present = |dir: &PathBuf| {
-        ["model.safetensors", "tokenizer.json", "config.json"]
-            .iter()
-            .all(|f| dir.join(f).is_file())
-    };
-    let explicit = std::env::var_os("AGENCYFLOW_TEST_MODEL_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    if let Some(dir) = &explicit {
-        // `./run test` sets it: there, a missing model is a failure, not a skip.
-        assert!(
-            present(dir),
-            "AGENCYFLOW_TEST_MODEL_DIR={} has no all-MiniLM-L6-v2 model files",
-            dir.display()
-        );
-    }
-    let dir = explicit.or_else(|| FunctionsArgs::default().local_model_dir())?;
-    if present(&dir) {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no all-MiniLM-L6-v2 model files in {} (run `bash scripts/setup`, or set AGENCYFLOW_TEST_MODEL_DIR)",
-            dir.display()
-        );
-        None
-    }
+    agencyflow_localembed::test_model_dir(FunctionsArgs::default().local_model_dir())
 }
 
 const CORPUS: [(&str, &str); 8] = [
