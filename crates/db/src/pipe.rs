@@ -124,6 +124,11 @@ impl PipeConn {
     /// (hosts in order, Unix sockets or TCP; trust, password, MD5 or SCRAM-SHA-256; no TLS,
     /// like the rest of the pool).
     pub async fn connect(config: &tokio_postgres::Config) -> Result<PipeConn, DbError> {
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(DbError::Other(
+                "sslmode=require: agencyflow connects to PostgreSQL without TLS".into(),
+            ));
+        }
         let mut last = None;
         let ports = config.get_ports();
         for (i, host) in config.get_hosts().iter().enumerate() {

@@ -761,6 +761,17 @@ async fn one_sync_connections_authenticate_with_scram_over_tcp() {
         .await
         .unwrap_err();
     assert_eq!(err.sqlstate(), Some("28P01"), "{err}");
+    // TLS is not spoken: a URL that requires it is refused rather than silently downgraded.
+    let tls = Db::connect(
+        &format!("{} sslmode=require", t.tcp_url(&role, "pipe-secret")),
+        1,
+    )
+    .unwrap();
+    let err = tls
+        .query_and_commit(&settings_for(user), "select 1", &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sslmode=require"), "{err}");
     su.batch_execute(&format!(
         "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{role}';
          drop role {role};"
