@@ -14,6 +14,7 @@
 # ceiling is the best achievable ratio.
 # Usage: bench/rest_cpu.sh   (T=seconds per run, default 10)
 set -euo pipefail
+command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null   # perf stat (task-clock)
 source "$(dirname "$0")/rest_setup.sh"
 hz=$(getconf CLK_TCK); cores=$(nproc)
 busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
