@@ -170,3 +170,26 @@ test('admin.generateLink, verifyOtp (code and token_hash), signInWithOtp, resetP
   assert.equal(otpErr, null);
   assert.equal(otpData.user, null);
 });
+
+test('admin.inviteUserByEmail creates the invitee; a confirmed address is refused', async () => {
+  const admin = adminClient();
+  const addr = email('invitee');
+  const { data, error } = await admin.auth.admin.inviteUserByEmail(addr, {
+    data: { invited_role: 'member' },
+    redirectTo: 'http://localhost:3000/welcome',
+  });
+  assert.equal(error, null);
+  assert.equal(data.user.email, addr);
+  assert.ok(data.user.invited_at);
+  assert.equal(data.user.email_confirmed_at, undefined);
+  assert.equal(data.user.user_metadata.invited_role, 'member');
+  // Only the service role may invite.
+  const { error: denied } = await client().auth.admin.inviteUserByEmail(email('x'));
+  assert.equal(denied.status, 403);
+  // Once the address is confirmed, it cannot be invited again.
+  const confirmed = email('confirmed');
+  assert.equal((await admin.auth.admin.createUser({ email: confirmed, password: PASSWORD, email_confirm: true })).error, null);
+  const { error: taken } = await admin.auth.admin.inviteUserByEmail(confirmed);
+  assert.equal(taken.code, 'email_exists');
+  assert.equal(taken.status, 422);
+});

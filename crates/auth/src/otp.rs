@@ -877,10 +877,20 @@ pub async fn generate_link(
         (Purpose::MagicLink | Purpose::Recovery, None) => {
             return Err(ErrorCode::UserNotFound.into())
         }
-        (Purpose::Signup | Purpose::Invite, Some(u)) if u.email_confirmed_at.is_some() => {
+        (Purpose::Invite, existing) => {
+            invitee(
+                &state,
+                &mut tx,
+                &email,
+                existing,
+                body.data.unwrap_or_default(),
+            )
+            .await?
+        }
+        (Purpose::Signup, Some(u)) if u.email_confirmed_at.is_some() => {
             return Err(ErrorCode::EmailExists.into())
         }
-        (Purpose::Signup | Purpose::Invite, Some(u)) => u.id,
+        (Purpose::Signup, Some(u)) => u.id,
         (Purpose::Signup, None) => {
             let password = body.password.filter(|p| !p.is_empty()).ok_or_else(|| {
                 AuthError::new(
@@ -901,10 +911,6 @@ pub async fn generate_link(
             )
             .await?
         }
-        (Purpose::Invite, None) => {
-            create_passwordless_user(&state, &mut tx, &email, body.data.unwrap_or_default(), None)
-                .await?
-        }
     };
     let issued = issue(&state, &mut tx, user_id, &email, purpose, false).await?;
     let user = model::find_user(&mut tx, user_id)
@@ -924,6 +930,69 @@ pub async fn generate_link(
         m.insert("verification_type".into(), json!(purpose.as_str()));
     }
     Ok(Json(out).into_response())
+}
+
+/// The user an invite is for: the address's unconfirmed user, or a new passwordless one with
+/// `data` as its metadata; a confirmed address is 422 `email_exists`.
+async fn invitee(
+    state: &AuthState,
+    tx: &mut agencyflow_db::ClaimsTxn,
+    email: &str,
+    existing: Option<model::User>,
+    data: Map<String, Value>,
+) -> Result<Uuid, AuthError> {
+    match existing {
+        Some(u) if u.email_confirmed_at.is_some() => Err(ErrorCode::EmailExists.into()),
+        Some(u) => Ok(u.id),
+        None => create_passwordless_user(state, tx, email, data, None).await,
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct InviteBody {
+    email: Option<String>,
+    data: Option<Map<String, Value>>,
+}
+
+/// `POST /invite` (service role; supabase-js `auth.admin.inviteUserByEmail`): creates a
+/// passwordless user with `data` as its user metadata (or keeps the unconfirmed one the
+/// address already has), issues the invite token and "sends" its link to `?redirect_to=`.
+/// 200 with the User (`invited_at` set); a confirmed address is 422 `email_exists`.
+pub async fn invite(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    require_admin(&state, &headers)?;
+    let body: InviteBody = parse_body(&body)?;
+    let email = valid_email_or_error(body.email)?;
+    let mut tx = state.tx().await?;
+    let existing = model::find_user_by_email(&mut tx, &email).await?;
+    let user_id = invitee(
+        &state,
+        &mut tx,
+        &email,
+        existing,
+        body.data.unwrap_or_default(),
+    )
+    .await?;
+    let issued = issue(&state, &mut tx, user_id, &email, Purpose::Invite, false).await?;
+    let user = model::find_user(&mut tx, user_id)
+        .await?
+        .ok_or_else(|| AuthError::internal("user vanished while inviting"))?;
+    tx.commit().await?;
+    send_link(
+        &state,
+        &info,
+        q.get("redirect_to"),
+        &email,
+        Purpose::Invite,
+        &issued.hash,
+        &issued.code,
+    );
+    Ok(Json(user.to_json()).into_response())
 }
 
 #[cfg(test)]

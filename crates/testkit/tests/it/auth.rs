@@ -1651,6 +1651,91 @@ async fn auth_otp_signup_recovery_and_invites() {
     assert_error(&r, 400, "email_address_invalid");
 }
 
+/// `POST /invite` (supabase-js `auth.admin.inviteUserByEmail`): admin only; the invitee
+/// exists unconfirmed with its metadata and `invited_at`, an invite token waits for it (the
+/// same one `verify` accepts), and a confirmed address is refused.
+#[tokio::test]
+async fn auth_admin_invite_creates_the_user_and_its_token() {
+    let t = TestDb::new().await;
+    let app = t.spawn_app().await;
+    let su = t.superuser().await;
+    let service = app.service_role_key.clone();
+    let invite = |bearer: Option<String>, body: Value| {
+        let app = &app;
+        async move {
+            call(
+                app,
+                Method::POST,
+                "/invite?redirect_to=http%3A%2F%2Fevil.test",
+                bearer.as_deref(),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let invited = email("invitee");
+    let member = signup(&app, &email("member")).await;
+    let r = invite(
+        member["access_token"].as_str().map(String::from),
+        json!({"email": invited}),
+    )
+    .await;
+    assert_error(&r, 403, "not_admin");
+    let r = invite(Some(service.clone()), json!({"data": {}})).await;
+    assert_error(&r, 400, "validation_failed");
+    let r = invite(Some(service.clone()), json!({"email": "nope"})).await;
+    assert_error(&r, 400, "email_address_invalid");
+
+    let data =
+        json!({"invited_org_id": "b0000000-0000-4000-8000-000000000001", "invited_role": "member"});
+    let r = invite(
+        Some(service.clone()),
+        json!({"email": invited, "data": data}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["email"], invited);
+    assert!(r.body["invited_at"].is_string(), "{}", r.body);
+    assert!(r.body.get("email_confirmed_at").is_none(), "{}", r.body);
+    assert_eq!(r.body["user_metadata"]["invited_role"], "member");
+    let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
+    let row = su
+        .query_one(
+            "select token_hash, relates_to from auth.one_time_tokens
+             where user_id = $1 and token_type = 'invite'",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let (hash, relates_to): (String, String) = (row.get(0), row.get(1));
+    assert_eq!(relates_to, invited);
+    // Inviting an unconfirmed address again sends a new link (the token is replaced).
+    let again = invite(Some(service.clone()), json!({"email": invited})).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    let replaced: String = su
+        .query_one(
+            "select token_hash from auth.one_time_tokens where user_id = $1 and token_type = 'invite'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(replaced, hash, "a new invite token");
+    // The link's token_hash signs the invitee in, once; then the address is taken.
+    let s = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "invite", "token_hash": replaced})),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    assert_eq!(s.body["user"]["id"], id.to_string());
+    let r = invite(Some(service), json!({"email": invited})).await;
+    assert_error(&r, 422, "email_exists");
+}
+
 /// PKCE (supabase-js `flowType: 'pkce'`): the challenge rides with /otp or /recover, the
 /// email link redirects with `?code=`, the code and the verifier make the session, once.
 #[tokio::test]
