@@ -193,3 +193,17 @@ test('admin.inviteUserByEmail creates the invitee; a confirmed address is refuse
   assert.equal(taken.code, 'email_exists');
   assert.equal(taken.status, 422);
 });
+
+test('reauthenticate sends a code; updateUser with a wrong nonce is refused', async () => {
+  const supabase = client();
+  const addr = email('reauth');
+  assert.equal((await supabase.auth.signUp({ email: addr, password: PASSWORD })).error, null);
+  const { data, error } = await supabase.auth.reauthenticate();
+  assert.equal(error, null);
+  assert.deepEqual(data, { user: null, session: null });
+  const { error: bad } = await supabase.auth.updateUser({ password: 'another-password-1', nonce: '000000' });
+  assert.equal(bad.code, 'reauthentication_not_valid');
+  assert.equal(bad.status, 422);
+  // The password is unchanged.
+  assert.equal((await client().auth.signInWithPassword({ email: addr, password: PASSWORD })).error, null);
+});

@@ -134,7 +134,7 @@ pub(crate) fn bearer_claims(state: &AuthState, headers: &HeaderMap) -> Result<Va
 }
 
 /// The user (and session) a user token speaks for.
-async fn authenticated(
+pub(crate) async fn authenticated(
     state: &AuthState,
     headers: &HeaderMap,
 ) -> Result<(User, Option<Uuid>), AuthError> {
@@ -678,6 +678,8 @@ struct UpdateUserBody {
     phone: Option<String>,
     password: Option<String>,
     data: Option<Map<String, Value>>,
+    /// The code `GET /reauthenticate` sent (supabase-js `updateUser({ password, nonce })`).
+    nonce: Option<String>,
 }
 
 pub async fn update_user(
@@ -743,6 +745,11 @@ pub async fn update_user(
         (None, _) => (None, None),
     };
     let mut tx = state.tx().await?;
+    // A reauthentication code, when given, must be the live one: it is used up with this
+    // update (and kept if the update fails).
+    if let Some(nonce) = nonempty(body.nonce) {
+        crate::otp::take_reauthentication(&state, &mut tx, &user, &nonce).await?;
+    }
     if let Some(e) = new_email.as_deref() {
         let taken: bool = tx
             .query_one(

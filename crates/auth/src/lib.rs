@@ -265,6 +265,7 @@ pub fn router(state: AuthState) -> Router {
         .route("/verify", get(otp::verify_link).post(otp::verify))
         .route("/admin/generate_link", post(otp::generate_link))
         .route("/invite", post(otp::invite))
+        .route("/reauthenticate", get(otp::reauthenticate))
         .route(
             "/admin/users",
             get(admin::list_users).post(admin::create_user),

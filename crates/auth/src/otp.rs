@@ -43,6 +43,8 @@ enum Purpose {
     Recovery,
     Signup,
     Invite,
+    /// A code (no link) for `updateUser({ nonce })`; never accepted by `/verify`.
+    Reauthentication,
 }
 
 impl Purpose {
@@ -52,6 +54,7 @@ impl Purpose {
             Purpose::Recovery => "recovery",
             Purpose::Signup => "signup",
             Purpose::Invite => "invite",
+            Purpose::Reauthentication => "reauthentication",
         }
     }
 
@@ -132,6 +135,7 @@ async fn issue(
         Purpose::Invite => "invited_at",
         Purpose::Signup => "confirmation_sent_at",
         Purpose::MagicLink => "confirmation_sent_at",
+        Purpose::Reauthentication => "reauthentication_sent_at",
     };
     tx.execute(
         &format!("update auth.users set {sent_column} = now(), updated_at = now() where id = $1"),
@@ -154,9 +158,9 @@ fn action_link(base: &str, hash: &str, purpose: Purpose, redirect_to: &str) -> S
 
 /// "Sends" the email: there is no SMTP mailer, so it is logged (with its secret only when
 /// `AGENCYFLOW_MAILER_LOG_LINKS` is on).
-fn deliver(state: &AuthState, email: &str, purpose: Purpose, link: &str, code: &str) {
+fn deliver(state: &AuthState, email: &str, purpose: Purpose, link: Option<&str>, code: &str) {
     if state.args.mailer_log_links {
-        tracing::info!(to = %email, kind = purpose.as_str(), link = %link, code = %code, "email (not sent: no SMTP mailer; AGENCYFLOW_MAILER_LOG_LINKS)");
+        tracing::info!(to = %email, kind = purpose.as_str(), link = link.unwrap_or(""), code = %code, "email (not sent: no SMTP mailer; AGENCYFLOW_MAILER_LOG_LINKS)");
     } else {
         tracing::warn!(to = %email, kind = purpose.as_str(), "email not sent: no SMTP mailer (use the admin API's generate_link, or AGENCYFLOW_MAILER_LOG_LINKS in development)");
     }
@@ -174,7 +178,7 @@ fn send_link(
 ) {
     let target = redirect_target(state, redirect_to.map(String::as_str));
     let link = action_link(&info.issuer, link_token, purpose, &target);
-    deliver(state, email, purpose, &link, code);
+    deliver(state, email, purpose, Some(&link), code);
 }
 
 /// Where email links may send the browser: the site URL, or a prefix of the allow list;
@@ -873,6 +877,7 @@ pub async fn generate_link(
     let mut tx = state.tx().await?;
     let existing = model::find_user_by_email(&mut tx, &email).await?;
     let user_id = match (purpose, existing) {
+        (Purpose::Reauthentication, _) => unreachable!("not a generate_link type (matched above)"),
         (Purpose::MagicLink | Purpose::Recovery, Some(u)) => u.id,
         (Purpose::MagicLink | Purpose::Recovery, None) => {
             return Err(ErrorCode::UserNotFound.into())
@@ -930,6 +935,66 @@ pub async fn generate_link(
         m.insert("verification_type".into(), json!(purpose.as_str()));
     }
     Ok(Json(out).into_response())
+}
+
+/// `GET /reauthenticate` (signed-in user; supabase-js `auth.reauthenticate()`): "emails" a
+/// code that a later `PUT /user` passes as `nonce`. 200 `{}`; one per address per
+/// `GOTRUE_SMTP_MAX_FREQUENCY`; a user without an email is 422.
+pub async fn reauthenticate(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+) -> Result<Response, AuthError> {
+    let (user, _) = crate::handlers::authenticated(&state, &headers).await?;
+    let Some(email) = user.email.clone().filter(|e| !e.is_empty()) else {
+        return Err(AuthError::new(
+            ErrorCode::ValidationFailed,
+            "Reauthentication requires the user to have an email",
+        ));
+    };
+    let mut tx = state.tx().await?;
+    let issued = issue(
+        &state,
+        &mut tx,
+        user.id,
+        &email,
+        Purpose::Reauthentication,
+        true,
+    )
+    .await?;
+    tx.commit().await?;
+    deliver(
+        &state,
+        &email,
+        Purpose::Reauthentication,
+        None,
+        &issued.code,
+    );
+    Ok(Json(json!({})).into_response())
+}
+
+/// Uses up `user`'s live reauthentication code `nonce` within `tx`, or refuses with 422
+/// `reauthentication_not_valid` (none issued, another code, or older than
+/// `GOTRUE_MAILER_OTP_EXP`).
+pub(crate) async fn take_reauthentication(
+    state: &AuthState,
+    tx: &mut agencyflow_db::ClaimsTxn,
+    user: &User,
+    nonce: &str,
+) -> Result<(), AuthError> {
+    let hash = token_hash(user.email.as_deref().unwrap_or_default(), nonce.trim());
+    let fresh: Option<bool> = tx
+        .query_opt(
+            "delete from auth.one_time_tokens
+             where user_id = $1 and token_type = 'reauthentication' and token_hash = $2
+             returning created_at > now() - make_interval(secs => $3::float8)",
+            &[&user.id, &hash, &(state.args.mailer_otp_exp as f64)],
+        )
+        .await?
+        .map(|r| r.get(0));
+    match fresh {
+        Some(true) => Ok(()),
+        _ => Err(ErrorCode::ReauthenticationNotValid.into()),
+    }
 }
 
 /// The user an invite is for: the address's unconfirmed user, or a new passwordless one with

@@ -1736,6 +1736,101 @@ async fn auth_admin_invite_creates_the_user_and_its_token() {
     assert_error(&r, 422, "email_exists");
 }
 
+/// Reauthentication (supabase-js `reauthenticate()`, then `updateUser({ password, nonce })`):
+/// the code is issued to the signed-in user only, throttled, and a password change that
+/// names one must name the live one, once, before it expires.
+#[tokio::test]
+async fn auth_reauthentication_code_guards_a_password_change() {
+    let t = TestDb::new().await;
+    let app = t.spawn_app().await;
+    let su = t.superuser().await;
+    let addr = email("reauth");
+    let session = signup(&app, &addr).await;
+    let at = session["access_token"].as_str().unwrap().to_string();
+    let id: Uuid = session["user"]["id"].as_str().unwrap().parse().unwrap();
+
+    let r = call(&app, Method::GET, "/reauthenticate", None, None).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({}));
+    let sent: bool = su
+        .query_one(
+            "select reauthentication_sent_at is not null from auth.users where id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(sent);
+    let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
+    assert_error(&r, 429, "over_email_send_rate_limit");
+    // The emailed code, as the user would read it: make it a known one.
+    let known = "123456";
+    su.execute(
+        "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || $3, 'UTF8')), 'hex')
+         where user_id = $1 and token_type = 'reauthentication'",
+        &[&id, &addr, &known],
+    )
+    .await
+    .unwrap();
+    let change = |nonce: &str| {
+        let (app, at) = (&app, at.clone());
+        let body = json!({"password": "a-brand-new-password", "nonce": nonce});
+        async move { call(app, Method::PUT, "/user", Some(&at), Some(body)).await }
+    };
+    let sign_in = |password: &'static str| {
+        let (app, addr) = (&app, addr.clone());
+        async move {
+            call(
+                app,
+                Method::POST,
+                "/token?grant_type=password",
+                None,
+                Some(json!({"email": addr, "password": password})),
+            )
+            .await
+            .status
+        }
+    };
+    assert_error(&change("000000").await, 422, "reauthentication_not_valid");
+    // Expired codes are refused too (and the password stays).
+    su.execute(
+        "update auth.one_time_tokens set created_at = now() - interval '2 hours' where user_id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    assert_error(&change(known).await, 422, "reauthentication_not_valid");
+    assert_eq!(
+        sign_in(PW).await,
+        200,
+        "the refused change left the password"
+    );
+    // A fresh code (the throttle counts from the last one): the change goes through, once.
+    let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    su.execute(
+        "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || $3, 'UTF8')), 'hex')
+         where user_id = $1 and token_type = 'reauthentication'",
+        &[&id, &addr, &known],
+    )
+    .await
+    .unwrap();
+    let ok = change(known).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(sign_in("a-brand-new-password").await, 200);
+    let reused = call(
+        &app,
+        Method::PUT,
+        "/user",
+        Some(&at),
+        Some(json!({"password": "yet-another-password", "nonce": known})),
+    )
+    .await;
+    assert_error(&reused, 422, "reauthentication_not_valid");
+}
+
 /// PKCE (supabase-js `flowType: 'pkce'`): the challenge rides with /otp or /recover, the
 /// email link redirects with `?code=`, the code and the verifier make the session, once.
 #[tokio::test]
