@@ -66,6 +66,7 @@ error_codes! {
     EmailProviderDisabled => (422, "email_provider_disabled", "Email logins are disabled"),
     PhoneProviderDisabled => (422, "phone_provider_disabled", "Phone logins are disabled: there is no SMS provider"),
     OtpExpired => (403, "otp_expired", "Token has expired or is invalid"),
+    ReauthenticationNeeded => (400, "reauthentication_needed", "Password update requires reauthentication"),
     ReauthenticationNotValid => (422, "reauthentication_not_valid", "Verification code needs to be provided: request one with reauthenticate, it expires"),
     BadCodeVerifier => (400, "bad_code_verifier", "code challenge does not match previously saved code verifier"),
     FlowStateNotFound => (404, "flow_state_not_found", "invalid flow state, no valid flow state found"),

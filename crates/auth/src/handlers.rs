@@ -746,8 +746,26 @@ pub async fn update_user(
     };
     let mut tx = state.tx().await?;
     // A reauthentication code, when given, must be the live one: it is used up with this
-    // update (and kept if the update fails).
-    if let Some(nonce) = nonempty(body.nonce) {
+    // update (and kept if the update fails). With secure password change on, a password
+    // change in a session older than 24 hours needs one.
+    let nonce = nonempty(body.nonce);
+    if new_hash.is_some() && nonce.is_none() && state.args.update_password_require_reauthentication
+    {
+        let recent: bool = match session_id {
+            Some(sid) => tx
+                .query_opt(
+                    "select created_at > now() - interval '24 hours' from auth.sessions where id = $1",
+                    &[&sid],
+                )
+                .await?
+                .is_some_and(|r| r.get(0)),
+            None => false,
+        };
+        if !recent {
+            return Err(ErrorCode::ReauthenticationNeeded.into());
+        }
+    }
+    if let Some(nonce) = nonce {
         crate::otp::take_reauthentication(&state, &mut tx, &user, &nonce).await?;
     }
     if let Some(e) = new_email.as_deref() {

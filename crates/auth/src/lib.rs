@@ -91,6 +91,10 @@ pub struct AuthArgs {
     /// Anonymous sign-ins (`signInAnonymously`).
     #[arg(long = "external-anonymous-users-enabled", env = "GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous_users_enabled: bool,
+    /// Supabase's "secure password change": a password change in a session older than 24 hours
+    /// must carry a reauthentication code (`nonce`, from `GET /reauthenticate`).
+    #[arg(long = "update-password-require-reauthentication", env = "GOTRUE_SECURITY_UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub update_password_require_reauthentication: bool,
     /// Refuse new sign-ups (existing users still sign in).
     #[arg(long = "disable-signup", env = "GOTRUE_DISABLE_SIGNUP", default_value_t = false, action = clap::ArgAction::Set)]
     pub disable_signup: bool,

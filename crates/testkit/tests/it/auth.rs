@@ -1831,6 +1831,67 @@ async fn auth_reauthentication_code_guards_a_password_change() {
     assert_error(&reused, 422, "reauthentication_not_valid");
 }
 
+/// `GOTRUE_SECURITY_UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION`: a fresh session changes its
+/// password freely; one older than 24 hours needs a reauthentication code.
+#[tokio::test]
+async fn auth_secure_password_change_needs_a_code_in_an_old_session() {
+    let t = TestDb::new().await;
+    let app = t
+        .spawn_app_with(&["--update-password-require-reauthentication", "true"])
+        .await;
+    let su = t.superuser().await;
+    let addr = email("secure");
+    let session = signup(&app, &addr).await;
+    let at = session["access_token"].as_str().unwrap().to_string();
+    let id: Uuid = session["user"]["id"].as_str().unwrap().parse().unwrap();
+    let change = |password: &'static str, nonce: Option<&'static str>| {
+        let (app, at) = (&app, at.clone());
+        let mut body = json!({ "password": password });
+        if let Some(n) = nonce {
+            body["nonce"] = json!(n);
+        }
+        async move { call(app, Method::PUT, "/user", Some(&at), Some(body)).await }
+    };
+    let r = change("fresh-session-password", None).await;
+    assert_eq!(
+        r.status, 200,
+        "a session of today needs no code: {}",
+        r.body
+    );
+    su.execute(
+        "update auth.sessions set created_at = now() - interval '25 hours' where user_id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    assert_error(
+        &change("old-session-password", None).await,
+        400,
+        "reauthentication_needed",
+    );
+    // Metadata changes need no code.
+    let r = call(
+        &app,
+        Method::PUT,
+        "/user",
+        Some(&at),
+        Some(json!({"data": {"theme": "dark"}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    su.execute(
+        "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || '654321', 'UTF8')), 'hex')
+         where user_id = $1 and token_type = 'reauthentication'",
+        &[&id, &addr],
+    )
+    .await
+    .unwrap();
+    let r = change("old-session-password", Some("654321")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// PKCE (supabase-js `flowType: 'pkce'`): the challenge rides with /otp or /recover, the
 /// email link redirects with `?code=`, the code and the verifier make the session, once.
 #[tokio::test]
