@@ -241,7 +241,8 @@ fn text_params(
 /// The statement's one result row, read from either client's rows.
 trait ResultSource {
     fn position(&self, name: &str) -> Option<usize>;
-    fn text(&self, i: usize) -> Result<Option<String>, DbError>;
+    /// Column `i` as text; a row that owns its values hands them over (the body can be large).
+    fn text(&mut self, i: usize) -> Result<Option<String>, DbError>;
     fn int(&self, i: usize) -> Result<Option<i64>, DbError>;
 }
 
@@ -253,7 +254,7 @@ impl ResultSource for agencyflow_db::tokio_postgres::Row {
     fn position(&self, name: &str) -> Option<usize> {
         self.columns().iter().position(|c| c.name() == name)
     }
-    fn text(&self, i: usize) -> Result<Option<String>, DbError> {
+    fn text(&mut self, i: usize) -> Result<Option<String>, DbError> {
         self.try_get(i).map_err(read_error)
     }
     fn int(&self, i: usize) -> Result<Option<i64>, DbError> {
@@ -261,17 +262,17 @@ impl ResultSource for agencyflow_db::tokio_postgres::Row {
     }
 }
 
-/// The first row of a [`TextRows`].
-struct TextRow<'a>(&'a TextRows, &'a [Option<String>]);
+/// The first row of a [`TextRows`], its values owned.
+struct TextRow<'a>(&'a TextRows, Vec<Option<String>>);
 
 impl ResultSource for TextRow<'_> {
     fn position(&self, name: &str) -> Option<usize> {
         self.0.position(name)
     }
-    fn text(&self, i: usize) -> Result<Option<String>, DbError> {
+    fn text(&mut self, i: usize) -> Result<Option<String>, DbError> {
         self.1
-            .get(i)
-            .cloned()
+            .get_mut(i)
+            .map(Option::take)
             .ok_or_else(|| read_error("missing column"))
     }
     fn int(&self, i: usize) -> Result<Option<i64>, DbError> {
@@ -283,13 +284,15 @@ impl ResultSource for TextRow<'_> {
     }
 }
 
-fn result_row(row: Option<&impl ResultSource>) -> Result<ResultRow, DbError> {
-    let row = row.ok_or_else(|| DbError::Other("the REST statement returned no row".into()))?;
+fn result_row(row: Option<impl ResultSource>) -> Result<ResultRow, DbError> {
+    let mut row = row.ok_or_else(|| DbError::Other("the REST statement returned no row".into()))?;
     // Optional columns by name: inserted_rows (merge upserts), the response settings.
-    let text = |name: &str| match row.position(name) {
+    let mut text = |name: &str| match row.position(name) {
         Some(i) => row.text(i),
         None => Ok(None),
     };
+    let response_headers = text("response_headers")?;
+    let response_status = text("response_status")?;
     Ok(ResultRow {
         total_result_set: row.int(0)?,
         page_total: row.int(1)?.unwrap_or_default(),
@@ -300,8 +303,8 @@ fn result_row(row: Option<&impl ResultSource>) -> Result<ResultRow, DbError> {
             Some(i) => row.int(i)?,
             None => None,
         },
-        response_headers: text("response_headers")?,
-        response_status: text("response_status")?,
+        response_headers,
+        response_status,
     })
 }
 
@@ -341,12 +344,12 @@ async fn execute(
     // Statements are prepared once per connection (by SQL text; values are parameters), so
     // a request shape is planned once, not per request.
     if plan.read_only && plan.count_statement.is_none() {
-        let rows = state
+        let mut rows = state
             .db
             .query_and_commit(&settings, &stmt.sql, &stmt.params)
             .await?;
-        let first = rows.rows.first().map(|r| TextRow(&rows, r));
-        return Ok(finish(plan, result_row(first.as_ref())?));
+        let values = rows.rows.first_mut().map(std::mem::take);
+        return Ok(finish(plan, result_row(values.map(|v| TextRow(&rows, v)))?));
     }
     let mut tx = state.db.begin(&settings).await?;
     let mut explain = None;
@@ -359,7 +362,7 @@ async fn execute(
         });
     }
     let rows = tx.query_cached(&stmt.sql, &stmt.params).await?;
-    let mut row = result_row(rows.first())?;
+    let mut row = result_row(rows.into_iter().next())?;
     if let Some(e) = explain {
         row = row.with_explain(&e);
     }
