@@ -1736,6 +1736,24 @@ async fn auth_admin_invite_creates_the_user_and_its_token() {
     assert_error(&r, 422, "email_exists");
 }
 
+/// Makes the user's live reauthentication code `code`: what the user would read in the email.
+async fn set_reauthentication_code(
+    su: &agencyflow_testkit::agencyflow_db::tokio_postgres::Client,
+    id: Uuid,
+    email: &str,
+    code: &str,
+) {
+    let n = su
+        .execute(
+            "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || $3, 'UTF8')), 'hex')
+             where user_id = $1 and token_type = 'reauthentication'",
+            &[&id, &email, &code],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "a reauthentication code was issued");
+}
+
 /// Reauthentication (supabase-js `reauthenticate()`, then `updateUser({ password, nonce })`):
 /// the code is issued to the signed-in user only, throttled, and a password change that
 /// names one must name the live one, once, before it expires.
@@ -1767,13 +1785,7 @@ async fn auth_reauthentication_code_guards_a_password_change() {
     assert_error(&r, 429, "over_email_send_rate_limit");
     // The emailed code, as the user would read it: make it a known one.
     let known = "123456";
-    su.execute(
-        "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || $3, 'UTF8')), 'hex')
-         where user_id = $1 and token_type = 'reauthentication'",
-        &[&id, &addr, &known],
-    )
-    .await
-    .unwrap();
+    set_reauthentication_code(&su, id, &addr, known).await;
     let change = |nonce: &str| {
         let (app, at) = (&app, at.clone());
         let body = json!({"password": "a-brand-new-password", "nonce": nonce});
@@ -1810,13 +1822,7 @@ async fn auth_reauthentication_code_guards_a_password_change() {
     // A fresh code (the throttle counts from the last one): the change goes through, once.
     let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    su.execute(
-        "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || $3, 'UTF8')), 'hex')
-         where user_id = $1 and token_type = 'reauthentication'",
-        &[&id, &addr, &known],
-    )
-    .await
-    .unwrap();
+    set_reauthentication_code(&su, id, &addr, known).await;
     let ok = change(known).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(sign_in("a-brand-new-password").await, 200);
@@ -1881,13 +1887,7 @@ async fn auth_secure_password_change_needs_a_code_in_an_old_session() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    su.execute(
-        "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || '654321', 'UTF8')), 'hex')
-         where user_id = $1 and token_type = 'reauthentication'",
-        &[&id, &addr],
-    )
-    .await
-    .unwrap();
+    set_reauthentication_code(&su, id, &addr, "654321").await;
     let r = change("old-session-password", Some("654321")).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
