@@ -556,9 +556,9 @@ fn resolve_filter(
     }
     let text_result = filter.field.json_path.last().map(|s| s.as_text);
     let value_type = match text_result {
-        None => column.pg_type.clone(),
+        None => column.filter_type().to_string(),
         Some(true) => "text".to_string(),
-        Some(false) => column.pg_type.clone(),
+        Some(false) => column.filter_type().to_string(),
     };
     Ok(Cond::Filter(ResolvedFilter {
         lhs: ColumnRef {

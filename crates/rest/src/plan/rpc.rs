@@ -261,6 +261,7 @@ fn result_table(f: &Function) -> Table {
             .map(|(i, a)| Column {
                 name: a.name.clone(),
                 pg_type: a.pg_type.clone(),
+                cast_type: a.pg_type.clone(),
                 data_type: a.pg_type.clone(),
                 base_type: a.base_type.clone(),
                 category: a.category.clone(),

@@ -12,15 +12,24 @@ api_roles AS (
   SELECT r.oid, r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname IN ('anon', 'authenticated', 'service_role')
 ),
 -- Types as SQL that casts a text parameter: no typmod, schema-qualified outside pg_catalog.
+-- format_type(oid, -1), not (oid, NULL): with -1 it names the type so that it reparses
+-- WITHOUT a default modifier (`bpchar`, `"bit"`), where NULL gives `character` = char(1).
 types AS (
   SELECT t.oid,
     CASE
-      WHEN tn.nspname = 'pg_catalog' THEN pg_catalog.format_type(t.oid, NULL)
+      WHEN tn.nspname = 'pg_catalog' THEN pg_catalog.format_type(t.oid, -1)
       WHEN t.typcategory = 'A' AND et.oid IS NOT NULL THEN
-        CASE WHEN etn.nspname = 'pg_catalog' THEN pg_catalog.format_type(et.oid, NULL)
+        CASE WHEN etn.nspname = 'pg_catalog' THEN pg_catalog.format_type(et.oid, -1)
              ELSE pg_catalog.quote_ident(etn.nspname) || '.' || pg_catalog.quote_ident(et.typname) END || '[]'
       ELSE pg_catalog.quote_ident(tn.nspname) || '.' || pg_catalog.quote_ident(t.typname)
     END AS sql_type,
+    -- The element type (the type itself unless an array), its name as above, and whether
+    -- it lives in pg_catalog: what a column's modifier is rendered against.
+    coalesce(et.oid, t.oid) AS elem_oid,
+    CASE WHEN coalesce(etn.nspname, tn.nspname) = 'pg_catalog' THEN NULL
+         ELSE pg_catalog.quote_ident(coalesce(etn.nspname, tn.nspname)) || '.'
+              || pg_catalog.quote_ident(coalesce(et.typname, t.typname)) END AS elem_qualified,
+    et.oid IS NOT NULL AS is_array,
     coalesce(bt.typname, t.typname)::text AS base_name,
     t.typcategory::text AS category,
     t.typrelid
@@ -41,7 +50,18 @@ columns AS (
   SELECT a.attrelid,
     pg_catalog.json_agg(pg_catalog.json_build_object(
       'name', a.attname,
-      'type', ty.sql_type,
+      -- Writes cast to the declared type WITH its modifier (char(3), numeric(12,2),
+      -- vector(384)...), so the value is checked, never truncated or padded to char(1).
+      'type', CASE
+        WHEN a.atttypmod < 0 THEN ty.sql_type
+        WHEN ty.elem_qualified IS NULL THEN pg_catalog.format_type(a.atttypid, a.atttypmod)
+        ELSE ty.elem_qualified
+             || pg_catalog.substr(pg_catalog.format_type(ty.elem_oid, a.atttypmod),
+                                  pg_catalog.length(pg_catalog.format_type(ty.elem_oid, NULL)) + 1)
+             || CASE WHEN ty.is_array THEN '[]' ELSE '' END
+      END,
+      -- Filters cast to the type without modifier: `varchar(2) = 'abc'` must not match 'ab'.
+      'cast_type', ty.sql_type,
       'data_type', pg_catalog.format_type(a.atttypid, a.atttypmod),
       'base_type', ty.base_name,
       'category', ty.category,

@@ -48,9 +48,14 @@ pub enum RelationKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
     pub name: String,
-    /// SQL that casts a text parameter to this column's type (`integer`, `public.status`, `text[]`).
+    /// SQL naming this column's declared type with its modifier (`integer`, `character(3)`,
+    /// `numeric(12,2)`, `public.status`, `text[]`): what written values are cast to.
     #[serde(rename = "type")]
     pub pg_type: String,
+    /// The same type without modifier (`bpchar`, `numeric`): what filter values are cast
+    /// to, so a comparison never truncates the value it compares. Empty: `pg_type`.
+    #[serde(default)]
+    pub cast_type: String,
     /// The declared type with its modifier, for documentation (`character varying(200)`).
     pub data_type: String,
     /// `typname` of the type (or the domain's base type): `jsonb`, `int4`, `_text`.
@@ -79,6 +84,15 @@ impl Column {
 
     pub fn is_array(&self) -> bool {
         self.category == "A"
+    }
+
+    /// The type filter values are cast to (see `cast_type`).
+    pub fn filter_type(&self) -> &str {
+        if self.cast_type.is_empty() {
+            &self.pg_type
+        } else {
+            &self.cast_type
+        }
     }
 }
 

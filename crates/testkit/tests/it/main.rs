@@ -4,6 +4,7 @@ mod foundation;
 mod functions;
 mod local_model;
 mod rest;
+mod rest_types;
 mod schema_behaviour;
 mod schema_catalog;
 mod schema_isolation;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 const ALICE: Uuid = Uuid::from_u128(0xaaaaaaaa_0000_4000_8000_000000000001);
 const BOB: Uuid = Uuid::from_u128(0xbbbbbbbb_0000_4000_8000_000000000001);
-const ACME: Uuid = Uuid::from_u128(0xc1000000_0000_4000_8000_000000000001);
+pub(crate) const ACME: Uuid = Uuid::from_u128(0xc1000000_0000_4000_8000_000000000001);
 const BETA: Uuid = Uuid::from_u128(0xc1000000_0000_4000_8000_000000000002);
 const GAMMA: Uuid = Uuid::from_u128(0xc1000000_0000_4000_8000_000000000003);
 const BRAVO: Uuid = Uuid::from_u128(0xc2000000_0000_4000_8000_000000000001);
