@@ -8,4 +8,5 @@ mod rest_types;
 mod schema_behaviour;
 mod schema_catalog;
 mod schema_isolation;
+mod security_membership;
 mod storage;

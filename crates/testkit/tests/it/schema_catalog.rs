@@ -1,9 +1,9 @@
-//! Schema catalog: the 32 tables and their columns, checks and keys as docs/schema.md
+//! Schema catalog: the 33 tables and their columns, checks and keys as docs/schema.md
 //! specifies, RLS on and forced everywhere, and the static checks of Supabase's database
 //! linter (splinter) that the schema must pass.
 use agencyflow_testkit::TestDb;
 
-const TABLES: [&str; 32] = [
+const TABLES: [&str; 33] = [
     "organizations",
     "profiles",
     "team_members",
@@ -28,6 +28,7 @@ const TABLES: [&str; 32] = [
     "ai_run_logs",
     "ai_cache",
     "analytics",
+    "invitations",
     "invoices",
     "payments",
     "crm_pipelines",
@@ -53,7 +54,7 @@ async fn db() -> (
 }
 
 #[tokio::test]
-async fn all_32_tables_exist_with_rls_enabled_and_forced() {
+async fn all_33_tables_exist_with_rls_enabled_and_forced() {
     let (_t, c) = db().await;
     let rows = c
         .query(
@@ -68,7 +69,7 @@ async fn all_32_tables_exist_with_rls_enabled_and_forced() {
     names.sort();
     let mut expected: Vec<String> = TABLES.iter().map(|s| s.to_string()).collect();
     expected.sort();
-    assert_eq!(names, expected, "public holds exactly the 32 tables");
+    assert_eq!(names, expected, "public holds exactly the 33 tables");
     for r in &rows {
         let (name, enabled, forced): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
         assert!(enabled, "{name}: RLS not enabled");
@@ -567,6 +568,20 @@ async fn status_checks_hold_exactly_the_specified_lower_case_sets() {
 
 /// Every foreign key other than org_id -> organizations: (table, columns, parent, parent columns, on delete)
 const FOREIGN_KEYS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "invitations",
+        "org_id,accepted_by",
+        "team_members",
+        "org_id,user_id",
+        "set null accepted_by",
+    ),
+    (
+        "invitations",
+        "org_id,invited_by",
+        "team_members",
+        "org_id,user_id",
+        "set null invited_by",
+    ),
     (
         "activities",
         "org_id,client_id",

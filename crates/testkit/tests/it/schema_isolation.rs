@@ -72,6 +72,7 @@ insert into invoices (org_id, client_id, project_id, invoice_number, amount_cent
   select '{org}', c.id, p.id, 'INV-{label}', 1000, 'EUR', 'sent' from clients c, projects p where c.org_id = '{org}' and p.org_id = '{org}';
 insert into payments (org_id, invoice_id, amount_cents, status) select '{org}', id, 100, 'pending' from invoices where org_id = '{org}';
 insert into crm_pipelines (org_id, name, is_default) values ('{org}', 'Sales', true);
+insert into invitations (org_id, email, role, invited_by) values ('{org}', 'invitee@{l}.test', 'member', '{owner}');
 insert into crm_stages (org_id, pipeline_id, name, probability) select '{org}', id, 'New', 10 from crm_pipelines where org_id = '{org}';
 insert into crm_contacts (org_id, client_id, first_name, email) select '{org}', id, 'Pat', 'pat@{l}.test' from clients where org_id = '{org}';
 insert into crm_deals (org_id, client_id, stage_id, title, amount_cents, owner_id)
@@ -120,7 +121,9 @@ const NONE: &[&str] = &[];
 /// (table, read, insert, update, delete) — the §6 matrix for rows of the caller's own org.
 type Roles = &'static [&'static str];
 const MATRIX: &[(&str, Roles, Roles, Roles, Roles)] = &[
-    ("team_members", ALL, MANAGERS, MANAGERS, MANAGERS),
+    // Nobody inserts another user's membership: people join by accepting an invitation.
+    ("team_members", ALL, NONE, MANAGERS, MANAGERS),
+    ("invitations", MANAGERS, MANAGERS, NONE, MANAGERS),
     ("wizard_sessions", ALL, ALL, ALL, ALL),
     ("wizard_answers", ALL, ALL, ALL, ALL),
     ("documents", ALL, ALL, ALL, ALL),
@@ -214,6 +217,12 @@ async fn row_copy(c: &Client, table: &str, org: Uuid, target_org: Uuid) -> Strin
         .get(0);
     let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let o = v.as_object_mut().unwrap();
+    if table == "invitations" {
+        o.insert(
+            "email".into(),
+            serde_json::json!(format!("copy-{}@copy.test", Uuid::new_v4())),
+        );
+    }
     if table == "ai_cache" {
         o.insert(
             "key".into(),
@@ -567,7 +576,7 @@ async fn anon_sees_only_the_active_catalogue_and_service_role_sees_everything() 
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables.len(), 32);
+    assert_eq!(tables.len(), 33);
     let mut failures = Vec::new();
     for table in &tables {
         let total: i64 = c
