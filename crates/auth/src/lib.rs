@@ -5,7 +5,6 @@
 pub mod admin;
 pub mod error;
 mod handlers;
-pub mod jwt;
 mod model;
 mod otp;
 pub mod password;
@@ -19,8 +18,8 @@ use agencyflow_db::{ClaimsTxn, Db, TxSettings};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use agencyflow_keys::{api_key, generate_es256_jwk, jwt, JwtError, JwtKeys, VerifiedClaims};
 pub use error::{AuthError, ErrorCode};
-pub use jwt::{api_key, generate_es256_jwk, JwtError, JwtKeys, VerifiedClaims};
 
 use ratelimit::{Limit, Rate, RateLimiter};
 use tokens::RefreshTokens;

@@ -32,6 +32,8 @@ pub struct AppState {
 pub struct Settings {
     pub serve: ServeArgs,
     pub rest: RestSettings,
+    /// The roles a request may run as (`agencyflow_keys::ApiRoles`).
+    pub api_roles: agencyflow_keys::ApiRoles,
     pub anon_key: String,
     pub service_role_key: String,
 }
@@ -48,7 +50,7 @@ impl AppState {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers browsers may read, as Supabase's gateway exposes them.
 const EXPOSED: [&str; 9] = [
@@ -78,6 +80,13 @@ fn cors() -> CorsLayer {
         .allow_headers(AllowHeaders::mirror_request())
         .expose_headers(EXPOSED.map(HeaderName::from_static))
         .max_age(Duration::from_secs(86400))
+}
+
+/// The key-less metrics listener (`--metrics-addr`): `/metrics` and nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics::metrics_open))
+        .with_state(state)
 }
 
 pub fn router(state: AppState) -> Router {
@@ -137,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state, routes::metrics::track))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .merge(storage)
+        .layer(axum::middleware::from_fn(routes::panic::catch_panic))
         .layer(cors())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(

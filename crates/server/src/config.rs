@@ -137,12 +137,21 @@ pub struct ServeArgs {
     /// Role for requests without a user JWT.
     #[arg(long, env = "PGRST_DB_ANON_ROLE", default_value = "anon")]
     pub db_anon_role: String,
+    /// Database roles a JWT's `role` claim may name besides the anonymous role,
+    /// `authenticated` and `service_role` (comma-separated). Platform roles (`authenticator`,
+    /// `supabase_auth_admin`, `postgres`, `pg_*`) are refused.
+    #[arg(long, env = "AGENCYFLOW_API_ROLES", default_value = "")]
+    pub api_roles: String,
     /// Allow aggregate functions in select=.
     #[arg(long, env = "PGRST_DB_AGGREGATES_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub db_aggregates_enabled: bool,
     /// Transaction end: `commit` or `commit-allow-override` (honours Prefer: tx=rollback).
     #[arg(long, env = "PGRST_DB_TX_END", default_value = "commit")]
     pub db_tx_end: String,
+    /// Serve `/metrics` without a key on this separate address (e.g. `127.0.0.1:9100` for a
+    /// Prometheus scraper). On the API address `/metrics` always needs the service_role key.
+    #[arg(long, env = "AGENCYFLOW_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// The key the vault encrypts secrets with; generated and kept in the data directory when absent.
     #[arg(long, env = "VAULT_ENC_KEY", hide_env_values = true)]
     pub vault_key: Option<String>,
@@ -217,6 +226,19 @@ pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {
     if a.db_pool == 0 {
         return Err(ConfigError::new("PGRST_DB_POOL", "must be at least 1"));
     }
+    for r in a
+        .api_roles
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        if !agencyflow_keys::ApiRoles::configurable(r) {
+            return Err(ConfigError::new(
+                "AGENCYFLOW_API_ROLES",
+                format!("`{r}` is a platform role and can never be an API role"),
+            ));
+        }
+    }
     Ok(RestSettings {
         schemas,
         max_rows: Some(a.db_max_rows),
@@ -224,6 +246,16 @@ pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {
         tx_end_allow_override,
         anon_role: a.db_anon_role.clone(),
     })
+}
+
+/// The roles API requests may run as, from the anon role and `AGENCYFLOW_API_ROLES`.
+pub fn api_roles(a: &ServeArgs) -> agencyflow_keys::ApiRoles {
+    let extra: Vec<String> = a
+        .api_roles
+        .split(',')
+        .map(|r| r.trim().to_string())
+        .collect();
+    agencyflow_keys::ApiRoles::new(&a.db_anon_role, &extra)
 }
 
 #[cfg(test)]

@@ -302,6 +302,7 @@ pub async fn build_state(
     let mut args = args;
     args.functions.fill_keys_from_vault(&db).await;
     let settings = Settings {
+        api_roles: crate::config::api_roles(&args),
         anon_key: api_key(&keys, "anon").map_err(failed)?,
         service_role_key: api_key(&keys, "service_role").map_err(failed)?,
         serve: args,
@@ -360,6 +361,22 @@ async fn serve(
             f.into(),
         )
     });
+    if let Some(maddr) = &state.settings.serve.metrics_addr {
+        let maddr: SocketAddr = maddr.parse().map_err(|e| {
+            ConfigError::new(
+                "AGENCYFLOW_METRICS_ADDR",
+                format!("`{maddr}` is not a socket address: {e}"),
+            )
+        })?;
+        let ml = TcpListener::bind(maddr)
+            .await
+            .map_err(|e| failed(format!("cannot listen on {maddr} for metrics: {e}")))?;
+        tracing::info!(addr = %ml.local_addr().map_err(failed)?, "metrics listening (no key)");
+        let metrics_app = app::metrics_router(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(ml, metrics_app).await;
+        });
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;

@@ -139,7 +139,35 @@ pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next
     resp
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// `/metrics` on the API address: the service_role key only (in `apikey` or as the bearer
+/// token), since request counts, pool sizes and memory tell an attacker how the service
+/// fares. The key-less form is served on `--metrics-addr` only.
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, t) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| t.trim())
+        })
+        .or_else(|| headers.get("apikey").and_then(|v| v.to_str().ok()));
+    let is_service = presented
+        .and_then(|t| state.keys.verify(t).ok())
+        .is_some_and(|c| c.get("role").and_then(|r| r.as_str()) == Some("service_role"));
+    if !is_service {
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({
+                "message": "metrics need the service_role key (or --metrics-addr)"
+            })),
+        )
+            .into_response();
+    }
+    metrics_open(State(state)).await.into_response()
+}
+
+/// `/metrics` without a key: only routed on the separate `--metrics-addr` listener.
+pub async fn metrics_open(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -1,4 +1,5 @@
 pub mod gateway;
 pub mod health;
 pub mod metrics;
+pub mod panic;
 pub mod rest;

@@ -3,9 +3,7 @@
 //! parse → authenticate → plan (schema cache) → render one statement → ClaimsTxn as the
 //! JWT's role → respond. The only I/O is the transaction; a read is one round trip
 //! (BEGIN, settings, statement and COMMIT pipelined).
-use std::sync::Arc;
 
-use agencyflow_auth::VerifiedClaims;
 use agencyflow_db::pipe::TextRows;
 use agencyflow_db::{DbError, TxSettings, Type};
 use agencyflow_rest::error::ErrorKind;
@@ -18,61 +16,25 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::app::AppState;
 
-/// Who the request acts as, from its bearer token.
-pub struct Caller {
-    pub role: String,
-    /// `request.jwt.claims`, shared with the verified-token cache.
-    pub claims: Arc<VerifiedClaims>,
-}
+/// Who the request acts as: the shared [`agencyflow_keys::Caller`].
+pub use agencyflow_keys::Caller;
 
-/// Verifies the bearer token (PostgREST's rules): none → the anon role; a valid token's
-/// `role` claim is the role; anything else is 401 PGRST301.
+/// Verifies the bearer token (PostgREST's rules, through `agencyflow_keys`): none → the anon
+/// role; a valid token's `role` claim is the role if it is an API role; anything else is 401
+/// PGRST301.
 pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, RestError> {
-    let anon = || Caller {
-        role: state.settings.rest.anon_role.clone(),
-        claims: Arc::new(VerifiedClaims::new(
-            json!({ "role": state.settings.rest.anon_role }),
-        )),
-    };
-    let Some(auth) = headers.get(header::AUTHORIZATION) else {
-        return Ok(anon());
-    };
-    let auth = auth
-        .to_str()
-        .map_err(|_| RestError::new(ErrorKind::JwtInvalid, "Invalid Authorization header"))?;
-    // PostgREST's reading: `Bearer <token>` (either case); a bare `Bearer` (HTTP trims the
-    // trailing space of `Bearer `) or another scheme carries no token, so the anon role.
-    let token = match auth.trim().split_once(' ') {
-        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-        _ => "",
-    };
-    if token.is_empty() {
-        return Ok(anon());
-    }
-    let verified = state.keys.verify_shared(token).map_err(|e| match e {
-        agencyflow_auth::JwtError::Expired => RestError::new(ErrorKind::JwtInvalid, "JWT expired"),
-        agencyflow_auth::JwtError::Invalid(m) => RestError::new(ErrorKind::JwtInvalid, m),
-    })?;
-    match verified.claims.get("role").and_then(Value::as_str) {
-        Some(r) if !r.is_empty() => Ok(Caller {
-            role: r.to_string(),
-            claims: verified,
-        }),
-        // No role claim: the anon role, which the claims then name too.
-        _ => {
-            let role = state.settings.rest.anon_role.clone();
-            let mut claims = verified.claims.clone();
-            claims["role"] = Value::String(role.clone());
-            Ok(Caller {
-                role,
-                claims: Arc::new(VerifiedClaims::new(claims)),
-            })
+    agencyflow_keys::authenticate(&state.keys, &state.settings.api_roles, headers).map_err(|e| {
+        match e {
+            agencyflow_keys::AuthnError::Expired => {
+                RestError::new(ErrorKind::JwtInvalid, "JWT expired")
+            }
+            other => RestError::new(ErrorKind::JwtInvalid, other.to_string()),
         }
-    }
+    })
 }
 
 fn into_response(r: RestResponse, method: &Method, jwt_error: bool) -> Response {
@@ -393,7 +355,7 @@ mod tests {
         let v: Value = serde_json::from_str(&headers_json(&h)).unwrap();
         assert_eq!(
             v,
-            json!({
+            serde_json::json!({
                 "x-client-info": "supabase-js/2.109.0",
                 "accept": "application/json",
                 "x-quote": "say \"hi\" \\ bye",

@@ -477,6 +477,7 @@ fn state_settings() -> agencyflow_testkit::agencyflow_server::Settings {
     };
     agencyflow_testkit::agencyflow_server::Settings {
         rest: rest_settings(&serve).unwrap(),
+        api_roles: agencyflow_testkit::agencyflow_server::config::api_roles(&serve),
         serve,
         anon_key: String::new(),
         service_role_key: String::new(),
@@ -508,7 +509,24 @@ async fn metrics_count_requests_per_surface_in_prometheus_format() {
             .status(),
         401
     );
+    // Without the service_role key /metrics is refused (and the anon key is not enough).
     let r = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .header("apikey", &app.anon_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .http
+        .get(app.url("/metrics"))
+        .header("apikey", &app.service_role_key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()

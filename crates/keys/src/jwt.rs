@@ -206,6 +206,12 @@ impl JwtKeys {
         let hs;
         let key = match header.alg {
             Algorithm::HS256 => {
+                // The shared secret has no kid: a kid names a key we would have to hold
+                // (an HS256 token naming our ES256 key's kid is the algorithm-confusion
+                // attack), so any kid on an HS256 token is refused.
+                if let Some(kid) = header.kid.as_deref() {
+                    return Err(JwtError::Invalid(format!("unknown kid {kid}")));
+                }
                 hs = DecodingKey::from_secret(&self.hs_secret);
                 &hs
             }
