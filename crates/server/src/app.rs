@@ -147,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(body_limit))
         .merge(storage)
         .layer(axum::middleware::from_fn(routes::panic::catch_panic))
+        .layer(axum::middleware::from_fn(routes::panic::json_errors))
         .layer(cors())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(

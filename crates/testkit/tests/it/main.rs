@@ -8,5 +8,6 @@ mod rest_types;
 mod schema_behaviour;
 mod schema_catalog;
 mod schema_isolation;
+mod security_fuzz;
 mod security_membership;
 mod storage;

@@ -1244,3 +1244,33 @@ async fn every_updated_at_table_has_its_trigger() {
         .get(0);
     assert_eq!(organizations, 2);
 }
+
+#[tokio::test]
+async fn linter_no_api_role_may_truncate_reference_or_trigger_any_table() {
+    // TRUNCATE ignores row-level security; REFERENCES and TRIGGER are never needed by the API.
+    // Checked over every user schema (public, storage, auth, vault, private...), for the API
+    // roles and the API login.
+    let (_t, c) = db().await;
+    let rows = c
+        .query(
+            "select n.nspname || '.' || cl.relname || ' ' || r.rolname || ' ' || p.priv
+             from pg_class cl
+             join pg_namespace n on n.oid = cl.relnamespace
+             cross join (values ('anon'), ('authenticated'), ('service_role'), ('authenticator')) r(rolname)
+             cross join (values ('TRUNCATE'), ('REFERENCES'), ('TRIGGER')) p(priv)
+             where cl.relkind in ('r', 'p', 'v', 'm', 'f')
+               and n.nspname not in ('pg_catalog', 'information_schema')
+               and n.nspname not like 'pg\\_%'
+               and has_table_privilege(r.rolname, cl.oid, p.priv)
+             order by 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        found.is_empty(),
+        "API roles hold dangerous grants:\n{}",
+        found.join("\n")
+    );
+}
