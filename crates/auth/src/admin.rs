@@ -176,45 +176,124 @@ struct AdminUserParams {
     ban_duration: Option<String>,
 }
 
-/// `ban_duration`: `none` lifts a ban, else a Go duration (`24h`, `1h30m`, `90s`).
+/// `ban_duration`: `none` lifts a ban, else a Go duration (`24h`, `1h30m`, `90s`), parsed as
+/// Go's `time.ParseDuration` does, within its bounds (about 292 years either way): anything
+/// else is GoTrue's 400 `invalid format for ban duration: <Go's error>`, never an overflow.
 fn banned_until(d: &str) -> Result<Option<DateTime<Utc>>, AuthError> {
-    let bad = || {
-        AuthError::new(
-            ErrorCode::ValidationFailed,
-            "invalid format for ban duration",
-        )
-    };
     if d == "none" {
         return Ok(None);
     }
-    let mut secs = 0f64;
-    let mut rest = d;
-    if rest.is_empty() {
-        return Err(bad());
+    let bad = |why: String| {
+        AuthError::new(
+            ErrorCode::ValidationFailed,
+            format!("invalid format for ban duration: {why}"),
+        )
+    };
+    let nanos = parse_go_duration(d).map_err(bad)?;
+    Utc::now()
+        .checked_add_signed(chrono::Duration::nanoseconds(nanos))
+        .map(Some)
+        .ok_or_else(|| bad(format!("time: invalid duration {d:?}")))
+}
+
+/// Go's `time.ParseDuration`: nanoseconds, or Go's error text.
+fn parse_go_duration(orig: &str) -> Result<i64, String> {
+    let invalid = || format!("time: invalid duration {orig:?}");
+    let mut s = orig;
+    let mut neg = false;
+    if let Some(c) = s.chars().next() {
+        if c == '-' || c == '+' {
+            neg = c == '-';
+            s = &s[1..];
+        }
     }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(bad()),
+    if s == "0" {
+        return Ok(0);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    const LIMIT: u64 = 1 << 63;
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        let b = s.as_bytes();
+        if !(b[0] == b'.' || b[0].is_ascii_digit()) {
+            return Err(invalid());
+        }
+        // The integer part.
+        let int_len = b.iter().take_while(|c| c.is_ascii_digit()).count();
+        let mut v: u64 = 0;
+        for &c in &b[..int_len] {
+            v = v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                .filter(|v| *v <= LIMIT)
+                .ok_or_else(invalid)?;
+        }
+        s = &s[int_len..];
+        // The fraction: digits past what fits are read and ignored.
+        let (mut f, mut scale, mut frac_len) = (0u64, 1f64, 0usize);
+        if let Some(rest) = s.strip_prefix('.') {
+            s = rest;
+            let mut overflow = false;
+            for &c in s.as_bytes().iter().take_while(|c| c.is_ascii_digit()) {
+                frac_len += 1;
+                if overflow {
+                    continue;
+                }
+                match f
+                    .checked_mul(10)
+                    .and_then(|y| y.checked_add(u64::from(c - b'0')))
+                    .filter(|y| *y <= LIMIT)
+                {
+                    Some(y) => {
+                        f = y;
+                        scale *= 10.0;
+                    }
+                    None => overflow = true,
+                }
+            }
+            s = &s[frac_len..];
+        }
+        if int_len == 0 && frac_len == 0 {
+            return Err(invalid());
+        }
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
+        if unit_len == 0 {
+            return Err(format!("time: missing unit in duration {orig:?}"));
+        }
+        let u = &s[..unit_len];
+        s = &s[unit_len..];
+        let unit: u64 = match u {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3_600 * 1_000_000_000,
+            _ => return Err(format!("time: unknown unit {u:?} in duration {orig:?}")),
         };
-        secs += value * unit;
-        rest = &rest[u..];
+        if v > LIMIT / unit {
+            return Err(invalid());
+        }
+        v *= unit;
+        if f > 0 {
+            v += (f as f64 * (unit as f64 / scale)) as u64;
+            if v > LIMIT {
+                return Err(invalid());
+            }
+        }
+        total = total
+            .checked_add(v)
+            .filter(|t| *t <= LIMIT)
+            .ok_or_else(invalid)?;
     }
-    let d = chrono::Duration::milliseconds((secs * 1000.0) as i64);
-    Ok(Some(Utc::now() + d))
+    if neg {
+        return Ok((total as i128).wrapping_neg() as i64);
+    }
+    i64::try_from(total).map_err(|_| invalid())
 }
 
 fn duplicate(e: &agencyflow_db::DbError) -> Option<ErrorCode> {
@@ -533,6 +612,43 @@ mod tests {
         assert!(d.num_minutes() >= 89 && d.num_minutes() <= 90);
         assert!(banned_until("forever").is_err());
         assert!(banned_until("").is_err());
+        // Past Go's range: a 400, not a panic.
+        for huge in [
+            "99999999999h",
+            "9223372036854775808ns",
+            "2562048h",
+            "-99999999999h",
+        ] {
+            let e = banned_until(huge).unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::ValidationFailed), "{huge}");
+        }
+        assert!(banned_until("2562047h").is_ok());
+    }
+
+    #[test]
+    fn go_durations_parse_as_go_does() {
+        assert_eq!(parse_go_duration("0"), Ok(0));
+        assert_eq!(parse_go_duration("1.5h"), Ok(5_400_000_000_000));
+        assert_eq!(parse_go_duration("-1m30s"), Ok(-90_000_000_000));
+        assert_eq!(parse_go_duration("+300ms"), Ok(300_000_000));
+        assert_eq!(parse_go_duration("1\u{b5}s"), Ok(1_000));
+        assert_eq!(parse_go_duration(".5s"), Ok(500_000_000));
+        assert_eq!(parse_go_duration("9223372036854775807ns"), Ok(i64::MAX));
+        assert_eq!(parse_go_duration("-9223372036854775808ns"), Ok(i64::MIN));
+        assert_eq!(
+            parse_go_duration("99999999999h"),
+            Err("time: invalid duration \"99999999999h\"".to_string())
+        );
+        assert_eq!(
+            parse_go_duration("10"),
+            Err("time: missing unit in duration \"10\"".to_string())
+        );
+        assert_eq!(
+            parse_go_duration("5d"),
+            Err("time: unknown unit \"d\" in duration \"5d\"".to_string())
+        );
+        assert!(parse_go_duration(".h").is_err());
+        assert!(parse_go_duration("-").is_err());
     }
 
     #[test]

@@ -20,10 +20,12 @@ use crate::ratelimit::Limit;
 use crate::tokens::token_hash;
 use crate::AuthState;
 
-/// Who is asking, from where, and the `iss` to put in tokens issued to them.
+/// Who is asking, from where, the `iss` to put in tokens issued to them, and the public base
+/// of `/auth/v1` for email links.
 pub struct ReqInfo {
     pub client: ClientInfo,
     pub issuer: String,
+    pub auth_base: String,
 }
 
 impl FromRequestParts<AuthState> for ReqInfo {
@@ -59,36 +61,70 @@ impl FromRequestParts<AuthState> for ReqInfo {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let auth_base = format!("{}/auth/v1", external_base(state, h));
+        let issuer = state
+            .args
+            .jwt_issuer
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| auth_base.clone());
         Ok(ReqInfo {
             client: ClientInfo { ip, user_agent },
-            issuer: issuer(state, h),
+            issuer,
+            auth_base,
         })
     }
 }
 
-/// `GOTRUE_JWT_ISSUER`, else `<API_EXTERNAL_URL>/auth/v1`, else the URL the request came to.
-fn issuer(state: &AuthState, h: &HeaderMap) -> String {
-    if let Some(i) = state.args.jwt_issuer.as_deref().filter(|s| !s.is_empty()) {
-        return i.to_string();
-    }
+/// The API's public URL: `API_EXTERNAL_URL`; without it, the URL the request came to when its
+/// Host is a loopback address (local development), else `http://localhost`. A client picks
+/// its Host and any `X-Forwarded-*` header, so neither may put another site into tokens or
+/// into the links emailed to somebody else (a recovery link pointing at an attacker's host
+/// would hand them the victim's token).
+pub(crate) fn external_base(state: &AuthState, h: &HeaderMap) -> String {
     if let Some(u) = state
         .args
         .api_external_url
         .as_deref()
+        .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        return format!("{}/auth/v1", u.trim_end_matches('/'));
+        return u.trim_end_matches('/').to_string();
     }
-    let host = h
-        .get("x-forwarded-host")
-        .or_else(|| h.get(http::header::HOST))
+    h.get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let proto = h
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("http");
-    format!("{proto}://{host}/auth/v1")
+        .filter(|host| is_loopback_authority(host))
+        .map(|host| format!("http://{}", host.to_ascii_lowercase()))
+        .unwrap_or_else(|| "http://localhost".to_string())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with an optional numeric port, and nothing else.
+fn is_loopback_authority(authority: &str) -> bool {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return false;
+        };
+        match after {
+            "" => (h, None),
+            a => match a.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    port_ok && host_ok
 }
 
 /// Parses a JSON body; an empty body is `{}`. Malformed JSON is a 400 `bad_json`.
@@ -201,6 +237,7 @@ struct SignupBody {
 pub async fn signup(
     State(state): State<AuthState>,
     info: ReqInfo,
+    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: SignupBody = parse_body(&body)?;
@@ -266,20 +303,26 @@ pub async fn signup(
                 return Err(ErrorCode::UserAlreadyExists.into());
             }
             // With confirmation on, GoTrue answers an obfuscated user instead of revealing it.
-            return Ok(Json(fake_user(&state, &email, &metadata)).into_response());
+            return Ok(Json(fake_user(&state, id, &email, &metadata)).into_response());
         }
         return Err(e.into());
     }
     model::upsert_email_identity(&mut tx, id, &email, confirm, confirm).await?;
-    let session = if confirm {
-        Some(model::create_session(&state, &mut tx, id, "password", &info.client).await?)
+    let (session, confirmation) = if confirm {
+        let s = model::create_session(&state, &mut tx, id, "password", &info.client).await?;
+        (Some(s), None)
     } else {
-        None
+        // The address is confirmed only by the link or code "sent" to it.
+        let issued = crate::otp::issue_signup_confirmation(&state, &mut tx, id, &email).await?;
+        (None, Some(issued))
     };
     let user = model::find_user(&mut tx, id)
         .await?
         .ok_or_else(|| AuthError::internal("inserted user not found"))?;
     tx.commit().await?;
+    if let Some(issued) = confirmation {
+        crate::otp::send_signup_confirmation(&state, &info, q.get("redirect_to"), &email, &issued);
+    }
     match session {
         Some((sid, refresh, amr)) => Ok(Json(model::session_json(
             &state,
@@ -303,10 +346,12 @@ fn is_duplicate_email(e: &agencyflow_db::DbError) -> bool {
     }
 }
 
-fn fake_user(state: &AuthState, email: &str, metadata: &Value) -> Value {
+/// GoTrue's obfuscated user for a sign-up of a registered address: the shape (and the
+/// `sub` in the metadata) of a new unconfirmed user, with the fresh `id` the insert tried.
+fn fake_user(state: &AuthState, id: Uuid, email: &str, metadata: &Value) -> Value {
     let now = model::ts(chrono::Utc::now());
     json!({
-        "id": Uuid::new_v4(), "aud": state.args.jwt_aud, "role": "authenticated", "email": email,
+        "id": id, "aud": state.args.jwt_aud, "role": "authenticated", "email": email,
         "phone": "", "confirmation_sent_at": now, "app_metadata": {"provider": "email", "providers": ["email"]},
         "user_metadata": metadata, "identities": [], "created_at": now, "updated_at": now, "is_anonymous": false,
     })
@@ -684,7 +729,9 @@ struct UpdateUserBody {
 
 pub async fn update_user(
     State(state): State<AuthState>,
+    info: ReqInfo,
     headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: UpdateUserBody = parse_body(&body)?;
@@ -705,7 +752,15 @@ pub async fn update_user(
             return Err(ErrorCode::EmailAddressInvalid.into());
         }
     }
-    let new_hash = match body.password.filter(|p| !p.is_empty()) {
+    let password = body.password.filter(|p| !p.is_empty());
+    let nonce = nonempty(body.nonce);
+    // Each password change hashes with argon2id, an email change sends an email and a nonce
+    // is a guess at a code: limited per user and per client.
+    if password.is_some() || new_email.is_some() || nonce.is_some() {
+        rate_limit(&state, Limit::UserUpdatesPerUser, &user.id.to_string())?;
+        rate_limit(&state, Limit::UserUpdatesPerIp, &info.client.ip)?;
+    }
+    let new_hash = match password {
         Some(p) => {
             if user.is_anonymous && user.email.is_none() && new_email.is_none() {
                 return Err(ErrorCode::AnonymousPasswordWithoutEmail.into());
@@ -723,32 +778,32 @@ pub async fn update_user(
         }
         None => None,
     };
-    let confirm = state.args.mailer_autoconfirm;
     let mut user_metadata = match &body.data {
         Some(d) => model::merge_metadata(&user.user_metadata, d),
         None => user.user_metadata.clone(),
     };
     let mut app_metadata = None;
-    let (set_email, pending_email) = match (&new_email, confirm) {
-        (Some(e), true) => {
+    // GoTrue's rule: an anonymous user may take an address at once when the operator set
+    // autoconfirm (it is like signing up); any other new address waits, in `email_change`,
+    // until the code sent to it comes back through /verify type=email_change.
+    let immediate = user.is_anonymous && state.args.mailer_autoconfirm;
+    let (set_email, pending_email) = match &new_email {
+        Some(e) if immediate => {
             if let Value::Object(m) = &mut user_metadata {
-                if user.is_anonymous || m.contains_key("email") {
-                    if let Value::Object(idd) = model::email_identity_data(user.id, e, true) {
-                        m.extend(idd);
-                    }
+                if let Value::Object(idd) = model::email_identity_data(user.id, e, true) {
+                    m.extend(idd);
                 }
             }
             app_metadata = Some(model::with_email_provider(&user.app_metadata));
             (Some(e.clone()), None)
         }
-        (Some(e), false) => (None, Some(e.clone())),
-        (None, _) => (None, None),
+        Some(e) => (None, Some(e.clone())),
+        None => (None, None),
     };
     let mut tx = state.tx().await?;
     // A reauthentication code, when given, must be the live one: it is used up with this
     // update (and kept if the update fails). With secure password change on, a password
     // change in a session older than 24 hours needs one.
-    let nonce = nonempty(body.nonce);
     if new_hash.is_some() && nonce.is_none() && state.args.update_password_require_reauthentication
     {
         let recent: bool = match session_id {
@@ -766,7 +821,7 @@ pub async fn update_user(
         }
     }
     if let Some(nonce) = nonce {
-        crate::otp::take_reauthentication(&state, &mut tx, &user, &nonce).await?;
+        tx = crate::otp::take_reauthentication(&state, tx, &user, &nonce).await?;
     }
     if let Some(e) = new_email.as_deref() {
         let taken: bool = tx
@@ -780,6 +835,11 @@ pub async fn update_user(
             return Err(ErrorCode::EmailExists.into());
         }
     }
+    // The code for the new address (refused within GOTRUE_SMTP_MAX_FREQUENCY of the last).
+    let email_change = match &pending_email {
+        Some(e) => Some(crate::otp::issue_email_change(&state, &mut tx, user.id, e).await?),
+        None => None,
+    };
     let updated = tx
         .execute(
             "update auth.users set
@@ -822,6 +882,9 @@ pub async fn update_user(
         .await?
         .ok_or(ErrorCode::UserNotFoundFromJwt)?;
     tx.commit().await?;
+    if let (Some(e), Some(issued)) = (&pending_email, &email_change) {
+        crate::otp::send_email_change(&state, &info, q.get("redirect_to"), e, issued);
+    }
     Ok(Json(user.to_json()).into_response())
 }
 

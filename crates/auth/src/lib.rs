@@ -20,6 +20,7 @@ use axum::Router;
 
 pub use agencyflow_keys::{api_key, generate_es256_jwk, jwt, JwtError, JwtKeys, VerifiedClaims};
 pub use error::{AuthError, ErrorCode};
+pub use otp::{email_otp_hash, MAX_FAILED_ATTEMPTS};
 
 use ratelimit::{Limit, Rate, RateLimiter};
 use tokens::RefreshTokens;
@@ -27,8 +28,9 @@ use tokens::RefreshTokens;
 /// Auth settings, under GoTrue's environment names.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {
-    /// Access-token lifetime in seconds.
-    #[arg(long = "jwt-exp", env = "GOTRUE_JWT_EXP", default_value_t = 3600)]
+    /// Access-token lifetime in seconds (1 s to 10 years).
+    #[arg(long = "jwt-exp", env = "GOTRUE_JWT_EXP", default_value_t = 3600,
+          value_parser = clap::value_parser!(i64).range(1..=MAX_CONFIG_SECS))]
     pub jwt_exp: i64,
     /// The `aud` claim of issued tokens (and the only one accepted when present).
     #[arg(
@@ -51,7 +53,9 @@ pub struct AuthArgs {
     /// The `iss` of issued tokens (default: `<API_EXTERNAL_URL>/auth/v1`).
     #[arg(long = "jwt-issuer", env = "GOTRUE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// The public URL of the API (as clients reach it); without it, the request's Host.
+    /// The public URL of the API (as clients reach it): the `iss` of tokens and the base of
+    /// email links. Without it, the request's Host when that is a loopback address (local
+    /// development), else `http://localhost`; forwarding headers are never used.
     #[arg(long = "api-external-url", env = "API_EXTERNAL_URL")]
     pub api_external_url: Option<String>,
     /// The front end's URL (the default redirect target).
@@ -65,18 +69,20 @@ pub struct AuthArgs {
         default_value = ""
     )]
     pub uri_allow_list: String,
-    /// Seconds an emailed link or code stays valid.
+    /// Seconds an emailed link or code stays valid (1 to 86400).
     #[arg(
         long = "mailer-otp-exp",
         env = "GOTRUE_MAILER_OTP_EXP",
-        default_value_t = 3600
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(i64).range(1..=86_400)
     )]
     pub mailer_otp_exp: i64,
-    /// Seconds between two emails of one kind to one address.
+    /// Seconds between two emails of one kind to one address (0 to 86400).
     #[arg(
         long = "smtp-max-frequency",
         env = "GOTRUE_SMTP_MAX_FREQUENCY",
-        default_value_t = 60
+        default_value_t = 60,
+        value_parser = clap::value_parser!(i64).range(0..=86_400)
     )]
     pub smtp_max_frequency: i64,
     /// There is no SMTP mailer: log each email's link and code (development only: anyone who
@@ -84,8 +90,11 @@ pub struct AuthArgs {
     /// generate_link.
     #[arg(long = "mailer-log-links", env = "AGENCYFLOW_MAILER_LOG_LINKS", default_value_t = false, action = clap::ArgAction::Set)]
     pub mailer_log_links: bool,
-    /// Sign-ups are confirmed at once (there is no mailer).
-    #[arg(long = "mailer-autoconfirm", env = "GOTRUE_MAILER_AUTOCONFIRM", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Sign-ups (and an anonymous user's first email) are marked confirmed without proof that
+    /// the address is theirs. Off (the default), an address is confirmed only by its emailed
+    /// link or code: there is no SMTP mailer, so those come from the admin API's
+    /// generate_link (or the log with AGENCYFLOW_MAILER_LOG_LINKS).
+    #[arg(long = "mailer-autoconfirm", env = "GOTRUE_MAILER_AUTOCONFIRM", default_value_t = false, action = clap::ArgAction::Set)]
     pub mailer_autoconfirm: bool,
     /// Anonymous sign-ins (`signInAnonymously`).
     #[arg(long = "external-anonymous-users-enabled", env = "GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
@@ -104,11 +113,13 @@ pub struct AuthArgs {
         default_value_t = 8
     )]
     pub password_min_length: usize,
-    /// Seconds a rotated refresh token may still be used (concurrent tabs, lost responses).
+    /// Seconds a rotated refresh token may still be used (concurrent tabs, lost responses;
+    /// 0 to 86400).
     #[arg(
         long = "refresh-token-reuse-interval",
         env = "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(i64).range(0..=86_400)
     )]
     pub refresh_token_reuse_interval: i64,
     /// Sign-ups and password sign-ins per client IP per 5 minutes (0 = unlimited).
@@ -139,6 +150,29 @@ pub struct AuthArgs {
         default_value_t = 30.0
     )]
     pub rate_limit_anonymous_users: f64,
+    /// `/verify` requests (link clicks and codes) per client IP per 5 minutes, and per
+    /// target (the address a code is for, or the link's token) (0 = unlimited).
+    #[arg(
+        long = "rate-limit-verify",
+        env = "GOTRUE_RATE_LIMIT_VERIFY",
+        default_value_t = 30.0
+    )]
+    pub rate_limit_verify: f64,
+    /// Password and email changes (`PUT /user` with a password, email or nonce) per user per
+    /// 5 minutes (0 = unlimited).
+    #[arg(
+        long = "rate-limit-user-updates",
+        env = "AGENCYFLOW_RATE_LIMIT_USER_UPDATES",
+        default_value_t = 10.0
+    )]
+    pub rate_limit_user_updates: f64,
+    /// The same per client IP per 5 minutes (0 = unlimited).
+    #[arg(
+        long = "rate-limit-user-updates-per-ip",
+        env = "AGENCYFLOW_RATE_LIMIT_USER_UPDATES_PER_IP",
+        default_value_t = 30.0
+    )]
+    pub rate_limit_user_updates_per_ip: f64,
     /// The request header that carries the client's address (its first value) for the
     /// per-IP limits, e.g. `X-Forwarded-For` behind a reverse proxy that sets it. Unset: the
     /// TCP peer address, and client-sent forwarding headers are ignored (a client could
@@ -146,6 +180,10 @@ pub struct AuthArgs {
     #[arg(long = "rate-limit-header", env = "GOTRUE_RATE_LIMIT_HEADER")]
     pub rate_limit_header: Option<String>,
 }
+
+/// The longest lifetime a setting in seconds may have (10 years): anything longer is a
+/// mistake, and overflows timestamp arithmetic.
+const MAX_CONFIG_SECS: i64 = 10 * 365 * 24 * 3600;
 
 impl AuthArgs {
     pub fn admin_roles(&self) -> Vec<String> {
@@ -179,6 +217,7 @@ pub struct AuthState {
 struct Inner {
     limiter: RateLimiter,
     refresh: RefreshTokens,
+    otp: otp::OtpKey,
 }
 
 impl AuthState {
@@ -213,6 +252,41 @@ impl AuthState {
                     period: Duration::from_secs(3600),
                 },
             ),
+            (
+                Limit::VerifyPerIp,
+                Rate {
+                    capacity: args.rate_limit_verify,
+                    period: FIVE_MIN,
+                },
+            ),
+            (
+                Limit::VerifyPerTarget,
+                Rate {
+                    capacity: args.rate_limit_verify,
+                    period: FIVE_MIN,
+                },
+            ),
+            (
+                Limit::UserUpdatesPerUser,
+                Rate {
+                    capacity: args.rate_limit_user_updates,
+                    period: FIVE_MIN,
+                },
+            ),
+            (
+                Limit::UserUpdatesPerIp,
+                Rate {
+                    capacity: args.rate_limit_user_updates_per_ip,
+                    period: FIVE_MIN,
+                },
+            ),
+            (
+                Limit::EmailSendPerAddress,
+                Rate {
+                    capacity: 1.0,
+                    period: Duration::from_secs(args.smtp_max_frequency.max(0) as u64),
+                },
+            ),
         ]);
         // Successor tokens are keyed by a value only the server knows: a signature by the
         // project's keys over a fixed message.
@@ -220,6 +294,8 @@ impl AuthState {
             .sign_hs256(&serde_json::json!({ "purpose": "refresh-token-derivation" }))
             .unwrap_or_default();
         password::warm_up();
+        log_address_policy(&args);
+        let otp = otp::OtpKey::new(&keys);
         AuthState {
             db,
             keys,
@@ -227,8 +303,13 @@ impl AuthState {
             inner: Arc::new(Inner {
                 limiter,
                 refresh: RefreshTokens::new(material.as_bytes()),
+                otp,
             }),
         }
+    }
+
+    pub(crate) fn otp_key(&self) -> &otp::OtpKey {
+        &self.inner.otp
     }
 
     pub(crate) fn limiter(&self) -> &RateLimiter {
@@ -248,6 +329,32 @@ impl AuthState {
                 r#"{"role":"supabase_auth_admin"}"#,
             ))
             .await?)
+    }
+}
+
+/// Says at start how email addresses are (not) proved, and where links point.
+fn log_address_policy(args: &AuthArgs) {
+    if args.mailer_autoconfirm {
+        tracing::warn!(
+            "GOTRUE_MAILER_AUTOCONFIRM=true: sign-up email addresses are marked confirmed without \
+             proof that they belong to the user who gave them"
+        );
+    } else {
+        tracing::info!(
+            "no SMTP mailer: new email addresses stay unconfirmed until their link or code is used \
+             (links and codes come from POST /auth/v1/admin/generate_link{})",
+            if args.mailer_log_links { ", or the log (AGENCYFLOW_MAILER_LOG_LINKS)" } else { "" }
+        );
+    }
+    if args
+        .api_external_url
+        .as_deref()
+        .is_none_or(|u| u.trim().is_empty())
+    {
+        tracing::warn!(
+            "API_EXTERNAL_URL is not set: token issuers and email links use the request's Host \
+             only when it is a loopback address, else http://localhost"
+        );
     }
 }
 

@@ -1,14 +1,18 @@
 //! Email one-time tokens: magic links and codes (`/otp`, `/magiclink`), password recovery
-//! (`/recover`), signup confirmation (`/resend`), their verification (`POST /verify` with a
-//! code or a `token_hash`, `GET /verify` from an email link, redirecting with the session in
-//! the URL fragment), and the admin API's `generate_link`.
+//! (`/recover`), signup confirmation (`/signup`, `/resend`), email changes (`PUT /user`), their
+//! verification (`POST /verify` with a code or a `token_hash`, `GET /verify` from an email
+//! link, redirecting with the session in the URL fragment), and the admin API's
+//! `generate_link`.
 //!
-//! A token is a random 6-digit code; what is stored, and what links carry, is
-//! `hex(sha224(email + code))`, as Supabase Auth does. One live token per user and purpose
-//! (a new one replaces it), valid `GOTRUE_MAILER_OTP_EXP` seconds, used once. There is no
-//! SMTP mailer: an email that would be sent is logged without its secret unless
-//! `AGENCYFLOW_MAILER_LOG_LINKS` is on (development); applications and tests get links from
-//! `POST /admin/generate_link`.
+//! A token is a random 6-digit code. What is stored, and what links carry, is a keyed hash
+//! of the address and the code (HMAC-SHA224 under a key derived from the project secret):
+//! unlike GoTrue's plain `sha224(email + code)`, nobody can compute the million candidate
+//! links of an address, so the only way to guess is to send codes with the address, and those
+//! count against the token: after [`MAX_FAILED_ATTEMPTS`] wrong codes it is deleted, whatever
+//! IPs they came from. One live token per user and purpose (a new one replaces it), valid
+//! `GOTRUE_MAILER_OTP_EXP` seconds, used once. There is no SMTP mailer: an email that would be
+//! sent is logged without its secret unless `AGENCYFLOW_MAILER_LOG_LINKS` is on
+//! (development); applications and tests get links from `POST /admin/generate_link`.
 use std::collections::HashMap;
 
 use axum::body::Bytes;
@@ -16,10 +20,12 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha224};
+use sha2::{Digest, Sha224, Sha256};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::admin::require_admin;
@@ -27,7 +33,10 @@ use crate::error::{AuthError, ErrorCode};
 use crate::handlers::{nonempty, parse_body, rate_limit, ReqInfo};
 use crate::model::{self, User};
 use crate::ratelimit::Limit;
-use crate::AuthState;
+use crate::{AuthState, JwtKeys};
+
+/// Wrong codes a token survives: the next one deletes it (the right code then fails too).
+pub const MAX_FAILED_ATTEMPTS: i32 = 5;
 
 /// Everything but RFC 3986's unreserved characters is percent-encoded in links.
 const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -45,6 +54,8 @@ enum Purpose {
     Invite,
     /// A code (no link) for `updateUser({ nonce })`; never accepted by `/verify`.
     Reauthentication,
+    /// The new address of an email change (`relates_to`), confirmed by `type=email_change`.
+    EmailChange,
 }
 
 impl Purpose {
@@ -55,6 +66,7 @@ impl Purpose {
             Purpose::Signup => "signup",
             Purpose::Invite => "invite",
             Purpose::Reauthentication => "reauthentication",
+            Purpose::EmailChange => "email_change",
         }
     }
 
@@ -66,17 +78,46 @@ impl Purpose {
             "signup" => &["signup"],
             "recovery" => &["recovery"],
             "invite" => &["invite"],
+            "email_change" => &["email_change"],
             _ => return None,
         })
     }
 }
 
-/// `hex(sha224(email + code))`: the stored token and the `token_hash` of links.
-fn token_hash(email: &str, code: &str) -> String {
-    let mut h = Sha224::new();
-    h.update(email.to_lowercase().as_bytes());
-    h.update(code.as_bytes());
-    hex::encode(h.finalize())
+/// The key of stored token hashes, derived from the project secret (every instance of a
+/// project derives the same one).
+pub(crate) struct OtpKey {
+    key: [u8; 32],
+}
+
+impl OtpKey {
+    pub(crate) fn new(keys: &JwtKeys) -> Self {
+        let material = keys
+            .sign_hs256(&json!({ "purpose": "email-one-time-token-derivation" }))
+            .unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(b"agencyflow email one-time token v1\0");
+        h.update(material.as_bytes());
+        OtpKey {
+            key: h.finalize().into(),
+        }
+    }
+
+    /// `hex(HMAC-SHA224(key, lower(email) NUL code))`: the stored token and the `token_hash` of
+    /// links.
+    pub(crate) fn hash(&self, email: &str, code: &str) -> String {
+        let mut mac = Hmac::<Sha224>::new_from_slice(&self.key).expect("any key length");
+        mac.update(email.to_lowercase().as_bytes());
+        mac.update(b"\0");
+        mac.update(code.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// The stored hash (and link token) of `code` sent to `email`, as a server with these keys
+/// computes it: for tests and tools that need to know a token they did not receive.
+pub fn email_otp_hash(keys: &JwtKeys, email: &str, code: &str) -> String {
+    OtpKey::new(keys).hash(email, code)
 }
 
 /// A new 6-digit code.
@@ -85,13 +126,14 @@ fn new_code() -> String {
 }
 
 /// An issued token.
-struct Issued {
+pub(crate) struct Issued {
     code: String,
     hash: String,
 }
 
-/// Issues (replacing any earlier one) the user's token for `purpose`. With `throttle`, a
-/// second email of the same kind within `GOTRUE_SMTP_MAX_FREQUENCY` seconds is refused.
+/// Issues (replacing any earlier one) the user's token for `purpose`, sent to `email`. With
+/// `throttle`, a second email of the same kind within `GOTRUE_SMTP_MAX_FREQUENCY` seconds is
+/// refused.
 async fn issue(
     state: &AuthState,
     tx: &mut agencyflow_db::ClaimsTxn,
@@ -111,22 +153,17 @@ async fn issue(
             .map(|r| r.get(0));
         let wait = state.args.smtp_max_frequency as f64;
         if let Some(age) = age.filter(|a| *a < wait) {
-            return Err(AuthError::new(
-                ErrorCode::OverEmailSendRateLimit,
-                format!(
-                    "For security purposes, you can only request this after {} seconds.",
-                    (wait - age).ceil().max(1.0) as i64
-                ),
-            ));
+            return Err(send_throttled(wait - age));
         }
     }
     let code = new_code();
-    let hash = token_hash(email, &code);
+    let hash = state.otp_key().hash(email, &code);
     tx.execute(
         "insert into auth.one_time_tokens (user_id, token_type, token_hash, relates_to)
          values ($1, $2, $3, $4)
          on conflict (user_id, token_type) do update
-           set token_hash = excluded.token_hash, relates_to = excluded.relates_to, created_at = now()",
+           set token_hash = excluded.token_hash, relates_to = excluded.relates_to, created_at = now(),
+               failed_attempts = 0, pkce = false",
         &[&user_id, &purpose.as_str(), &hash, &email],
     )
     .await?;
@@ -136,6 +173,7 @@ async fn issue(
         Purpose::Signup => "confirmation_sent_at",
         Purpose::MagicLink => "confirmation_sent_at",
         Purpose::Reauthentication => "reauthentication_sent_at",
+        Purpose::EmailChange => "email_change_sent_at",
     };
     tx.execute(
         &format!("update auth.users set {sent_column} = now(), updated_at = now() where id = $1"),
@@ -143,6 +181,27 @@ async fn issue(
     )
     .await?;
     Ok(Issued { code, hash })
+}
+
+/// GoTrue's 429 for a second email within `GOTRUE_SMTP_MAX_FREQUENCY`.
+fn send_throttled(wait_secs: f64) -> AuthError {
+    AuthError::new(
+        ErrorCode::OverEmailSendRateLimit,
+        format!(
+            "For security purposes, you can only request this after {} seconds.",
+            wait_secs.ceil().max(1.0) as i64
+        ),
+    )
+}
+
+/// The per-address email throttle for requests that answer the same whether or not the
+/// address has an account (`/recover`, `/resend`): it applies to every address, so that a
+/// second request within `GOTRUE_SMTP_MAX_FREQUENCY` is a 429 for unknown addresses too.
+fn throttle_address(state: &AuthState, kind: &str, email: &str) -> Result<(), AuthError> {
+    state
+        .limiter()
+        .check_wait(Limit::EmailSendPerAddress, &format!("{kind}:{email}"))
+        .map_err(|wait| send_throttled(wait.as_secs_f64()))
 }
 
 /// The `GET /verify` link of a token.
@@ -166,6 +225,65 @@ fn deliver(state: &AuthState, email: &str, purpose: Purpose, link: Option<&str>,
     }
 }
 
+/// The confirmation a sign-up without autoconfirm waits for.
+pub(crate) async fn issue_signup_confirmation(
+    state: &AuthState,
+    tx: &mut agencyflow_db::ClaimsTxn,
+    user_id: Uuid,
+    email: &str,
+) -> Result<Issued, AuthError> {
+    issue(state, tx, user_id, email, Purpose::Signup, false).await
+}
+
+/// "Sends" a sign-up's confirmation (after its transaction committed).
+pub(crate) fn send_signup_confirmation(
+    state: &AuthState,
+    info: &ReqInfo,
+    redirect_to: Option<&String>,
+    email: &str,
+    issued: &Issued,
+) {
+    send_link(
+        state,
+        info,
+        redirect_to,
+        email,
+        Purpose::Signup,
+        &issued.hash,
+        &issued.code,
+    );
+}
+
+/// The code that proves `new_email` for an email change (refused within
+/// `GOTRUE_SMTP_MAX_FREQUENCY` of the previous one, as GoTrue does).
+pub(crate) async fn issue_email_change(
+    state: &AuthState,
+    tx: &mut agencyflow_db::ClaimsTxn,
+    user_id: Uuid,
+    new_email: &str,
+) -> Result<Issued, AuthError> {
+    issue(state, tx, user_id, new_email, Purpose::EmailChange, true).await
+}
+
+/// "Sends" an email change's link and code to the new address.
+pub(crate) fn send_email_change(
+    state: &AuthState,
+    info: &ReqInfo,
+    redirect_to: Option<&String>,
+    new_email: &str,
+    issued: &Issued,
+) {
+    send_link(
+        state,
+        info,
+        redirect_to,
+        new_email,
+        Purpose::EmailChange,
+        &issued.hash,
+        &issued.code,
+    );
+}
+
 /// Builds the email's link (to the allowed `redirect_to`) and "sends" it.
 fn send_link(
     state: &AuthState,
@@ -177,7 +295,7 @@ fn send_link(
     code: &str,
 ) {
     let target = redirect_target(state, redirect_to.map(String::as_str));
-    let link = action_link(&info.issuer, link_token, purpose, &target);
+    let link = action_link(&info.auth_base, link_token, purpose, &target);
     deliver(state, email, purpose, Some(&link), code);
 }
 
@@ -371,6 +489,13 @@ impl Pkce {
             &[&user_id, &Uuid::new_v4().to_string(), &self.method, &self.challenge, &purpose.as_str()],
         )
         .await?;
+        // The token's link now leads only to the flow's auth code: its bare hash no longer
+        // opens a session (the code typed with the address still does, as in GoTrue).
+        tx.execute(
+            "update auth.one_time_tokens set pkce = true where user_id = $1 and token_type = $2",
+            &[&user_id, &purpose.as_str()],
+        )
+        .await?;
         Ok(format!("{PKCE_PREFIX}{hash}"))
     }
 }
@@ -494,6 +619,7 @@ pub async fn recover(
     let pkce = Pkce::from_request(body.code_challenge, body.code_challenge_method)?;
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    throttle_address(&state, Purpose::Recovery.as_str(), &email)?;
     let mut tx = state.tx().await?;
     if let Some(user) = model::find_user_by_email(&mut tx, &email).await? {
         let issued = issue(&state, &mut tx, user.id, &email, Purpose::Recovery, true).await?;
@@ -518,7 +644,8 @@ pub async fn recover(
     Ok(Json(json!({})).into_response())
 }
 
-/// `POST /resend`: the signup confirmation again (for an unconfirmed address). 200 `{}`.
+/// `POST /resend`: the signup confirmation again (for an unconfirmed address), or the code
+/// of a pending email change (`email` is the current address). 200 `{}` either way.
 pub async fn resend(
     State(state): State<AuthState>,
     info: ReqInfo,
@@ -526,9 +653,9 @@ pub async fn resend(
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: EmailBody = parse_body(&body)?;
-    match body.kind.as_deref() {
-        Some("signup") => {}
-        Some("email_change") => return Ok(Json(json!({})).into_response()),
+    let purpose = match body.kind.as_deref() {
+        Some("signup") => Purpose::Signup,
+        Some("email_change") => Purpose::EmailChange,
         Some("sms") | Some("phone_change") => return Err(ErrorCode::PhoneProviderDisabled.into()),
         _ => {
             return Err(AuthError::new(
@@ -536,24 +663,31 @@ pub async fn resend(
                 "Missing one of these types: signup, email_change, sms, phone_change",
             ))
         }
-    }
+    };
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    throttle_address(&state, purpose.as_str(), &email)?;
     let mut tx = state.tx().await?;
-    if let Some(user) = model::find_user_by_email(&mut tx, &email).await? {
-        if user.email_confirmed_at.is_none() {
-            let issued = issue(&state, &mut tx, user.id, &email, Purpose::Signup, true).await?;
-            tx.commit().await?;
-            send_link(
-                &state,
-                &info,
-                q.get("redirect_to"),
-                &email,
-                Purpose::Signup,
-                &issued.hash,
-                &issued.code,
-            );
-        }
+    let Some(user) = model::find_user_by_email(&mut tx, &email).await? else {
+        return Ok(Json(json!({})).into_response());
+    };
+    let to = match purpose {
+        Purpose::Signup if user.email_confirmed_at.is_none() => Some(email.clone()),
+        Purpose::EmailChange => user.email_change.clone().filter(|e| !e.is_empty()),
+        _ => None,
+    };
+    if let Some(to) = to {
+        let issued = issue(&state, &mut tx, user.id, &to, purpose, true).await?;
+        tx.commit().await?;
+        send_link(
+            &state,
+            &info,
+            q.get("redirect_to"),
+            &to,
+            purpose,
+            &issued.hash,
+            &issued.code,
+        );
     }
     Ok(Json(json!({})).into_response())
 }
@@ -568,69 +702,205 @@ struct VerifyBody {
     phone: Option<String>,
 }
 
-/// Takes a token: deletes it, and, when it was live, confirms the user's email. Returns the
-/// user and the token's purpose; `Err(OtpExpired)` for an unknown, used or expired token.
-async fn take_token(
-    state: &AuthState,
-    verify_type: &str,
-    hash: &str,
-) -> Result<(agencyflow_db::ClaimsTxn, User, String), AuthError> {
-    let mut tx = state.tx().await?;
-    match take_token_in(state, &mut tx, verify_type, hash).await {
-        Ok((user, purpose)) => Ok((tx, user, purpose)),
-        Err(e) => {
-            // An expired token is deleted either way.
-            if e.code() == Some(ErrorCode::OtpExpired) {
-                tx.commit().await?;
-            }
-            Err(e)
+/// What a `/verify` request presents.
+enum Presented {
+    /// A 6-digit code, with the address it was sent to (its hash computed).
+    Code { email: String, hash: String },
+    /// An email link's token: `token_hash`, or `pkce_<token_hash>` for a PKCE flow.
+    Link { hash: String, pkce: bool },
+}
+
+impl Presented {
+    /// What the per-target limit counts: the address, or the link's token.
+    fn target(&self) -> &str {
+        match self {
+            Presented::Code { email, .. } => email,
+            Presented::Link { hash, .. } => hash,
+        }
+    }
+
+    fn from_link(token: &str) -> Presented {
+        let t = token.trim().to_lowercase();
+        match t.strip_prefix(PKCE_PREFIX) {
+            Some(h) => Presented::Link {
+                hash: h.to_string(),
+                pkce: true,
+            },
+            None => Presented::Link {
+                hash: t,
+                pkce: false,
+            },
         }
     }
 }
 
-async fn take_token_in(
+/// The `/verify` limits: per client IP and per target (429 `over_request_rate_limit`).
+fn verify_limits(
     state: &AuthState,
-    tx: &mut agencyflow_db::ClaimsTxn,
+    info: &ReqInfo,
+    presented: &Presented,
+) -> Result<(), AuthError> {
+    rate_limit(state, Limit::VerifyPerIp, &info.client.ip)?;
+    rate_limit(state, Limit::VerifyPerTarget, presented.target())
+}
+
+/// A used token: the transaction that took it (and applied what it proves), its user and
+/// its purpose.
+struct Taken {
+    tx: agencyflow_db::ClaimsTxn,
+    user: User,
+    purpose: String,
+}
+
+/// Takes a token: deletes it and, when it was live, applies what it proves (the user's
+/// address is confirmed; an email change is made). `Err(OtpExpired)` for an unknown, used or
+/// expired token. A code checks the live tokens of the address it names, under a row lock:
+/// a wrong one counts against all of them, and the [`MAX_FAILED_ATTEMPTS`]th deletes them.
+async fn take_token(
+    state: &AuthState,
     verify_type: &str,
-    hash: &str,
-) -> Result<(User, String), AuthError> {
+    presented: &Presented,
+) -> Result<Taken, AuthError> {
     let Some(purposes) = Purpose::accepted_by(verify_type) else {
         return Err(AuthError::new(
             ErrorCode::ValidationFailed,
-            format!("Unsupported verification type `{verify_type}`: magiclink, email, signup, recovery or invite"),
+            format!("Unsupported verification type `{verify_type}`: magiclink, email, signup, recovery, invite or email_change"),
         ));
     };
     let purposes: Vec<String> = purposes.iter().map(|p| p.to_string()).collect();
-    let row = tx
-        .query_opt(
-            "delete from auth.one_time_tokens where token_hash = $1 and token_type = any($2)
-             returning user_id, token_type, created_at > now() - make_interval(secs => $3::float8)",
-            &[&hash, &purposes, &(state.args.mailer_otp_exp as f64)],
-        )
-        .await?;
-    let Some(row) = row else {
+    let exp = state.args.mailer_otp_exp as f64;
+    let mut tx = state.tx().await?;
+    let found: Option<(Uuid, String, String, bool)> = match presented {
+        Presented::Link { hash, pkce } => tx
+            .query_opt(
+                "delete from auth.one_time_tokens
+                 where token_hash = $1 and token_type = any($2) and pkce = $3
+                 returning user_id, token_type, relates_to,
+                           created_at > now() - make_interval(secs => $4::float8)",
+                &[hash, &purposes, pkce, &exp],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))),
+        Presented::Code { email, hash } => {
+            let rows = tx
+                .query(
+                    "select id, user_id, token_type, token_hash, relates_to, failed_attempts,
+                            created_at > now() - make_interval(secs => $3::float8)
+                     from auth.one_time_tokens
+                     where lower(relates_to) = lower($1) and token_type = any($2)
+                     order by id for update",
+                    &[email, &purposes, &exp],
+                )
+                .await?;
+            let hit = rows.iter().find(|r| {
+                let stored: &str = r.get(3);
+                bool::from(stored.as_bytes().ct_eq(hash.as_bytes()))
+                    && r.get::<_, i32>(5) < MAX_FAILED_ATTEMPTS
+            });
+            match hit {
+                Some(r) => {
+                    let id: Uuid = r.get(0);
+                    tx.execute("delete from auth.one_time_tokens where id = $1", &[&id])
+                        .await?;
+                    Some((r.get(1), r.get(2), r.get(4), r.get(6)))
+                }
+                None => {
+                    if !rows.is_empty() {
+                        let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+                        record_failure(&mut tx, &ids).await?;
+                        tx.commit().await?;
+                    }
+                    return Err(ErrorCode::OtpExpired.into());
+                }
+            }
+        }
+    };
+    let Some((user_id, purpose, relates_to, fresh)) = found else {
         return Err(ErrorCode::OtpExpired.into());
     };
-    let (user_id, purpose, fresh): (Uuid, String, bool) = (row.get(0), row.get(1), row.get(2));
     if !fresh {
+        // An expired token is deleted either way.
+        tx.commit().await?;
         return Err(ErrorCode::OtpExpired.into());
     }
-    let user: User = model::find_user(tx, user_id)
+    let user: User = model::find_user(&mut tx, user_id)
         .await?
         .ok_or(ErrorCode::OtpExpired)?;
     if user.is_banned() {
         return Err(ErrorCode::UserBanned.into());
     }
+    if purpose == Purpose::EmailChange.as_str() {
+        apply_email_change(&mut tx, &user, &relates_to).await?;
+    } else {
+        tx.execute(
+            "update auth.users set email_confirmed_at = coalesce(email_confirmed_at, now()),
+               last_sign_in_at = now(), updated_at = now() where id = $1",
+            &[&user_id],
+        )
+        .await?;
+        if let Some(email) = user.email.as_deref() {
+            model::upsert_email_identity(&mut tx, user_id, email, true, true).await?;
+        }
+    }
+    Ok(Taken { tx, user, purpose })
+}
+
+/// A wrong code against the tokens `ids`: each counts it, and those that reached
+/// [`MAX_FAILED_ATTEMPTS`] are deleted.
+async fn record_failure(tx: &mut agencyflow_db::ClaimsTxn, ids: &[Uuid]) -> Result<(), AuthError> {
+    let ids = ids.to_vec();
     tx.execute(
-        "update auth.users set email_confirmed_at = coalesce(email_confirmed_at, now()),
-           last_sign_in_at = now(), updated_at = now() where id = $1",
-        &[&user_id],
+        "update auth.one_time_tokens set failed_attempts = failed_attempts + 1 where id = any($1)",
+        &[&ids],
     )
     .await?;
-    if let Some(email) = user.email.as_deref() {
-        model::upsert_email_identity(tx, user_id, email, true, true).await?;
+    let withdrawn = tx
+        .query(
+            "delete from auth.one_time_tokens where id = any($1) and failed_attempts >= $2
+             returning user_id, token_type",
+            &[&ids, &MAX_FAILED_ATTEMPTS],
+        )
+        .await?;
+    for r in &withdrawn {
+        let (user_id, kind): (Uuid, String) = (r.get(0), r.get(1));
+        tracing::warn!(%user_id, kind = %kind, attempts = MAX_FAILED_ATTEMPTS, "one-time token withdrawn after too many wrong codes");
     }
-    Ok((user, purpose))
+    Ok(())
+}
+
+/// The proved email change: the new address becomes the user's, confirmed (an anonymous
+/// user becomes permanent). Another user who took the address meanwhile makes it 422.
+async fn apply_email_change(
+    tx: &mut agencyflow_db::ClaimsTxn,
+    user: &User,
+    new_email: &str,
+) -> Result<(), AuthError> {
+    let mut user_metadata = user.user_metadata.clone();
+    if let Value::Object(m) = &mut user_metadata {
+        if user.is_anonymous || m.contains_key("email") {
+            if let Value::Object(idd) = model::email_identity_data(user.id, new_email, true) {
+                m.extend(idd);
+            }
+        }
+    }
+    let app_metadata = model::with_email_provider(&user.app_metadata);
+    let updated = tx
+        .execute(
+            "update auth.users set email = $2, email_confirmed_at = now(), email_change = null,
+               email_change_sent_at = null, is_anonymous = false, raw_user_meta_data = $3,
+               raw_app_meta_data = $4, last_sign_in_at = now(), updated_at = now()
+             where id = $1",
+            &[&user.id, &new_email, &user_metadata, &app_metadata],
+        )
+        .await;
+    match updated {
+        Err(agencyflow_db::DbError::Postgres(p)) if p.code == "23505" => {
+            return Err(ErrorCode::EmailExists.into())
+        }
+        r => r?,
+    };
+    model::upsert_email_identity(tx, user.id, new_email, true, true).await?;
+    Ok(())
 }
 
 /// Uses a token and opens a session.
@@ -638,13 +908,18 @@ async fn consume(
     state: &AuthState,
     info: &ReqInfo,
     verify_type: &str,
-    hash: &str,
-    via_code: bool,
+    presented: &Presented,
 ) -> Result<Value, AuthError> {
-    let (mut tx, user, purpose) = take_token(state, verify_type, hash).await?;
+    let Taken {
+        mut tx,
+        user,
+        purpose,
+    } = take_token(state, verify_type, presented).await?;
+    let via_code = matches!(presented, Presented::Code { .. });
     let method = match (purpose.as_str(), via_code) {
         ("recovery", _) => "recovery",
         ("invite", _) => "invite",
+        ("email_change", _) => "email_change",
         (_, true) => "otp",
         ("signup", false) => "email/signup",
         _ => "magiclink",
@@ -658,14 +933,22 @@ async fn consume(
     model::session_json(state, &user, sid, &amr, &refresh, &info.issuer)
 }
 
-/// Uses the token of a PKCE flow's link: no session yet, the flow's auth code instead (the
+/// Uses the token of a PKCE flow's link: no session, the flow's auth code instead (the
 /// client exchanges it with its verifier at /token?grant_type=pkce).
 async fn consume_pkce(
     state: &AuthState,
     verify_type: &str,
     hash: &str,
 ) -> Result<String, AuthError> {
-    let (mut tx, user, purpose) = take_token(state, verify_type, hash).await?;
+    let presented = Presented::Link {
+        hash: hash.to_string(),
+        pkce: true,
+    };
+    let Taken {
+        mut tx,
+        user,
+        purpose,
+    } = take_token(state, verify_type, &presented).await?;
     let method = if purpose == "signup" {
         "magiclink"
     } else {
@@ -686,7 +969,9 @@ async fn consume_pkce(
     Ok(code)
 }
 
-/// `POST /verify`: `{type, token_hash}` or `{type, email, token}` → 200 Session.
+/// `POST /verify`: `{type, token_hash}` or `{type, email, token}` → 200 Session. The link
+/// token of a PKCE flow (`pkce_…`) gives no session: 200 `{"code"}`, the auth code that only
+/// the holder of the code verifier can exchange at `/token?grant_type=pkce`.
 pub async fn verify(
     State(state): State<AuthState>,
     info: ReqInfo,
@@ -704,15 +989,13 @@ pub async fn verify(
     {
         return Err(AuthError::from(ErrorCode::PhoneProviderDisabled));
     }
-    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
-    let (hash, via_code) = match (nonempty(body.token_hash), nonempty(body.token)) {
-        (Some(h), _) => {
-            let h = h.to_lowercase();
-            (h.strip_prefix(PKCE_PREFIX).unwrap_or(&h).to_string(), false)
-        }
+    rate_limit(&state, Limit::VerifyPerIp, &info.client.ip)?;
+    let presented = match (nonempty(body.token_hash), nonempty(body.token)) {
+        (Some(h), _) => Presented::from_link(&h),
         (None, Some(code)) => {
             let email = valid_email_or_error(body.email)?;
-            (token_hash(&email, code.trim()), true)
+            let hash = state.otp_key().hash(&email, code.trim());
+            Presented::Code { email, hash }
         }
         (None, None) => {
             return Err(AuthError::new(
@@ -721,7 +1004,12 @@ pub async fn verify(
             ))
         }
     };
-    let session = consume(&state, &info, &kind, &hash, via_code).await?;
+    rate_limit(&state, Limit::VerifyPerTarget, presented.target())?;
+    if let Presented::Link { hash, pkce: true } = &presented {
+        let code = consume_pkce(&state, &kind, hash).await?;
+        return Ok(Json(json!({ "code": code })).into_response());
+    }
+    let session = consume(&state, &info, &kind, &presented).await?;
     Ok(Json(session).into_response())
 }
 
@@ -735,17 +1023,18 @@ pub async fn verify_link(
 ) -> Response {
     let kind = q.get("type").cloned().unwrap_or_default();
     let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
-    let hash = q
-        .get("token")
-        .map(|t| t.trim().to_lowercase())
-        .unwrap_or_default();
-    if let Some(pkce_hash) = hash.strip_prefix(PKCE_PREFIX) {
-        return pkce_redirect(&target, consume_pkce(&state, &kind, pkce_hash).await);
+    let presented = Presented::from_link(q.get("token").map(String::as_str).unwrap_or(""));
+    // Over a limit, no redirect: the 429 itself (a browser shows it; a script sees it).
+    if let Err(e) = verify_limits(&state, &info, &presented) {
+        return e.into_response();
     }
-    let result = if hash.is_empty() {
+    if let Presented::Link { hash, pkce: true } = &presented {
+        return pkce_redirect(&target, consume_pkce(&state, &kind, hash).await);
+    }
+    let result = if presented.target().is_empty() {
         Err(ErrorCode::OtpExpired.into())
     } else {
-        consume(&state, &info, &kind, &hash, false).await
+        consume(&state, &info, &kind, &presented).await
     };
     let form = |pairs: &[(&str, String)]| {
         pairs
@@ -846,6 +1135,7 @@ struct GenerateLinkBody {
     #[serde(rename = "type")]
     kind: Option<String>,
     email: Option<String>,
+    new_email: Option<String>,
     password: Option<String>,
     data: Option<Map<String, Value>>,
     redirect_to: Option<String>,
@@ -866,21 +1156,62 @@ pub async fn generate_link(
         Some("recovery") => Purpose::Recovery,
         Some("signup") => Purpose::Signup,
         Some("invite") => Purpose::Invite,
+        Some("email_change_new") => Purpose::EmailChange,
+        Some("email_change_current") => {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "Enable secure email change to generate link for current email",
+            ))
+        }
         _ => {
             return Err(AuthError::new(
                 ErrorCode::ValidationFailed,
-                "Invalid link type: signup, magiclink, recovery or invite",
+                "Invalid link type: signup, magiclink, recovery, invite or email_change_new",
             ))
         }
     };
     let email = valid_email_or_error(body.email)?;
+    let new_email = match purpose {
+        Purpose::EmailChange => Some(valid_email_or_error(body.new_email)?),
+        _ => None,
+    };
+    // A new sign-up's password is hashed before the transaction: the hash may wait for a
+    // slot, and must not hold a database connection meanwhile.
+    let signup_hash = match (purpose, body.password.filter(|p| !p.is_empty())) {
+        (Purpose::Signup, Some(password)) => {
+            if password.chars().count() < state.args.password_min_length {
+                return Err(AuthError::weak_password(state.args.password_min_length));
+            }
+            Some(crate::password::hash(password).await?)
+        }
+        _ => None,
+    };
     let mut tx = state.tx().await?;
     let existing = model::find_user_by_email(&mut tx, &email).await?;
     let user_id = match (purpose, existing) {
         (Purpose::Reauthentication, _) => unreachable!("not a generate_link type (matched above)"),
-        (Purpose::MagicLink | Purpose::Recovery, Some(u)) => u.id,
-        (Purpose::MagicLink | Purpose::Recovery, None) => {
+        (Purpose::MagicLink | Purpose::Recovery | Purpose::EmailChange, None) => {
             return Err(ErrorCode::UserNotFound.into())
+        }
+        (Purpose::MagicLink | Purpose::Recovery, Some(u)) => u.id,
+        (Purpose::EmailChange, Some(u)) => {
+            let new_email = new_email.as_deref().unwrap_or_default();
+            let taken: bool = tx
+                .query_one(
+                    "select exists (select 1 from auth.users where lower(email) = lower($1) and id <> $2 and is_sso_user = false)",
+                    &[&new_email, &u.id],
+                )
+                .await?
+                .get(0);
+            if taken {
+                return Err(ErrorCode::EmailExists.into());
+            }
+            tx.execute(
+                "update auth.users set email_change = $2, updated_at = now() where id = $1",
+                &[&u.id, &new_email],
+            )
+            .await?;
+            u.id
         }
         (Purpose::Invite, existing) => {
             invitee(
@@ -897,16 +1228,12 @@ pub async fn generate_link(
         }
         (Purpose::Signup, Some(u)) => u.id,
         (Purpose::Signup, None) => {
-            let password = body.password.filter(|p| !p.is_empty()).ok_or_else(|| {
+            let hash = signup_hash.ok_or_else(|| {
                 AuthError::new(
                     ErrorCode::ValidationFailed,
                     "Password is required for a signup link",
                 )
             })?;
-            if password.chars().count() < state.args.password_min_length {
-                return Err(AuthError::weak_password(state.args.password_min_length));
-            }
-            let hash = crate::password::hash(password).await?;
             create_passwordless_user(
                 &state,
                 &mut tx,
@@ -917,7 +1244,8 @@ pub async fn generate_link(
             .await?
         }
     };
-    let issued = issue(&state, &mut tx, user_id, &email, purpose, false).await?;
+    let sent_to = new_email.as_deref().unwrap_or(&email);
+    let issued = issue(&state, &mut tx, user_id, sent_to, purpose, false).await?;
     let user = model::find_user(&mut tx, user_id)
         .await?
         .ok_or_else(|| AuthError::internal("user vanished while generating a link"))?;
@@ -927,12 +1255,15 @@ pub async fn generate_link(
     if let Value::Object(m) = &mut out {
         m.insert(
             "action_link".into(),
-            json!(action_link(&info.issuer, &issued.hash, purpose, &target)),
+            json!(action_link(&info.auth_base, &issued.hash, purpose, &target)),
         );
         m.insert("email_otp".into(), json!(issued.code));
         m.insert("hashed_token".into(), json!(issued.hash));
         m.insert("redirect_to".into(), json!(target));
-        m.insert("verification_type".into(), json!(purpose.as_str()));
+        m.insert(
+            "verification_type".into(),
+            json!(body.kind.as_deref().unwrap_or(purpose.as_str())),
+        );
     }
     Ok(Json(out).into_response())
 }
@@ -972,29 +1303,45 @@ pub async fn reauthenticate(
     Ok(Json(json!({})).into_response())
 }
 
-/// Uses up `user`'s live reauthentication code `nonce` within `tx`, or refuses with 422
-/// `reauthentication_not_valid` (none issued, another code, or older than
-/// `GOTRUE_MAILER_OTP_EXP`).
+/// Uses up `user`'s live reauthentication code `nonce` within `tx` (returned for the rest of
+/// the update), or refuses with 422 `reauthentication_not_valid` (none issued, another code,
+/// or older than `GOTRUE_MAILER_OTP_EXP`). A wrong code counts against the live one, and the
+/// [`MAX_FAILED_ATTEMPTS`]th deletes it: that failure is committed with `tx`, so the caller's
+/// update must not have written anything yet.
 pub(crate) async fn take_reauthentication(
     state: &AuthState,
-    tx: &mut agencyflow_db::ClaimsTxn,
+    mut tx: agencyflow_db::ClaimsTxn,
     user: &User,
     nonce: &str,
-) -> Result<(), AuthError> {
-    let hash = token_hash(user.email.as_deref().unwrap_or_default(), nonce.trim());
-    let fresh: Option<bool> = tx
+) -> Result<agencyflow_db::ClaimsTxn, AuthError> {
+    let hash = state
+        .otp_key()
+        .hash(user.email.as_deref().unwrap_or_default(), nonce.trim());
+    let row = tx
         .query_opt(
-            "delete from auth.one_time_tokens
-             where user_id = $1 and token_type = 'reauthentication' and token_hash = $2
-             returning created_at > now() - make_interval(secs => $3::float8)",
-            &[&user.id, &hash, &(state.args.mailer_otp_exp as f64)],
+            "select id, token_hash, failed_attempts,
+                    created_at > now() - make_interval(secs => $2::float8)
+             from auth.one_time_tokens
+             where user_id = $1 and token_type = 'reauthentication' for update",
+            &[&user.id, &(state.args.mailer_otp_exp as f64)],
         )
-        .await?
-        .map(|r| r.get(0));
-    match fresh {
-        Some(true) => Ok(()),
-        _ => Err(ErrorCode::ReauthenticationNotValid.into()),
+        .await?;
+    let Some(row) = row else {
+        return Err(ErrorCode::ReauthenticationNotValid.into());
+    };
+    let (id, stored, failed, fresh): (Uuid, String, i32, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let matches = bool::from(stored.as_bytes().ct_eq(hash.as_bytes()));
+    if matches && fresh && failed < MAX_FAILED_ATTEMPTS {
+        tx.execute("delete from auth.one_time_tokens where id = $1", &[&id])
+            .await?;
+        return Ok(tx);
     }
+    if !matches {
+        record_failure(&mut tx, &[id]).await?;
+        tx.commit().await?;
+    }
+    Err(ErrorCode::ReauthenticationNotValid.into())
 }
 
 /// The user an invite is for: the address's unconfirmed user, or a new passwordless one with
@@ -1065,16 +1412,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_hash_is_sha224_of_email_and_code() {
+    fn token_hash_is_keyed_by_the_project_secret() {
+        let key = OtpKey::new(&JwtKeys::hs256(b"secret-one-secret-one-secret-one!", None));
+        let other = OtpKey::new(&JwtKeys::hs256(b"secret-two-secret-two-secret-two!", None));
         assert_eq!(
-            token_hash("A@x.test", "123456"),
-            token_hash("a@x.test", "123456")
+            key.hash("A@x.test", "123456"),
+            key.hash("a@x.test", "123456")
         );
         assert_ne!(
-            token_hash("a@x.test", "123456"),
-            token_hash("b@x.test", "123456")
+            key.hash("a@x.test", "123456"),
+            key.hash("b@x.test", "123456")
         );
-        assert_eq!(token_hash("a@x.test", "123456").len(), 56);
+        assert_ne!(
+            key.hash("a@x.test", "123456"),
+            other.hash("a@x.test", "123456")
+        );
+        // Not GoTrue's unkeyed sha224(email + code), which anyone can compute.
+        let plain = hex::encode(Sha224::digest(b"a@x.test123456"));
+        assert_ne!(key.hash("a@x.test", "123456"), plain);
+        assert_eq!(key.hash("a@x.test", "123456").len(), 56);
+        assert_eq!(
+            email_otp_hash(
+                &JwtKeys::hs256(b"secret-one-secret-one-secret-one!", None),
+                "a@x.test",
+                "1"
+            ),
+            key.hash("a@x.test", "1")
+        );
         let c = new_code();
         assert!(c.len() == 6 && c.chars().all(|d| d.is_ascii_digit()), "{c}");
     }

@@ -1,7 +1,12 @@
 //! Password hashing: argon2id with OWASP's parameters for new hashes; bcrypt (`$2a$`/`$2b$`,
 //! GoTrue's format, and what imports bring) and argon2 hashes verified. Hashing runs on a
-//! blocking thread so it never stalls the async workers.
-use std::sync::OnceLock;
+//! blocking thread so it never stalls the async workers, and at most [`max_concurrent`]
+//! hashes or verifications run at once in the process (each argon2id takes 19 MiB and a core
+//! for tens of milliseconds: a burst of sign-ins or password changes waits its turn instead
+//! of exhausting memory or the blocking pool).
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordVerifier, Version};
@@ -73,18 +78,51 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_sync("agencyflow-dummy-password-never-matches").expect("argon2 hash"))
 }
 
-/// Hashes a new password with argon2id (on a blocking thread).
-pub async fn hash(password: String) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || hash_sync(&password))
+/// How many password hashes or verifications may run at once: the CPUs, at least 2.
+pub fn max_concurrent() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+}
+
+/// The one semaphore every password hash and verification of the process goes through.
+fn permits() -> &'static Arc<Semaphore> {
+    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    PERMITS.get_or_init(|| Arc::new(Semaphore::new(max_concurrent())))
+}
+
+/// Runs `work` on a blocking thread once a permit is free. The permit moves into the blocking
+/// task and is released when the work ends, even when the request that asked for it was
+/// dropped meanwhile (a client that hangs up does not free a slot its hash still uses).
+pub(crate) async fn run_limited<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    let permit = permits()
+        .clone()
+        .acquire_owned()
         .await
-        .map_err(AuthError::internal)?
+        .map_err(AuthError::internal)?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        work()
+    })
+    .await
+    .map_err(AuthError::internal)
+}
+
+/// Hashes a new password with argon2id (on a blocking thread, within the process's bound).
+pub async fn hash(password: String) -> Result<String, AuthError> {
+    run_limited(move || hash_sync(&password))
+        .await?
         .map_err(AuthError::internal)
 }
 
-/// Verifies a password against a stored hash (on a blocking thread). Without a hash
-/// (unknown user, or a user with no password) a dummy argon2 verification still runs.
+/// Verifies a password against a stored hash (on a blocking thread, within the process's
+/// bound). Without a hash (unknown user, or a user with no password) a dummy argon2
+/// verification still runs.
 pub async fn verify(password: String, hash: Option<String>) -> Result<bool, AuthError> {
-    tokio::task::spawn_blocking(move || match hash.filter(|h| !h.is_empty()) {
+    run_limited(move || match hash.filter(|h| !h.is_empty()) {
         Some(h) => verify_sync(&password, &h),
         None => {
             let _ = verify_sync(&password, dummy_hash());
@@ -92,7 +130,6 @@ pub async fn verify(password: String, hash: Option<String>) -> Result<bool, Auth
         }
     })
     .await
-    .map_err(AuthError::internal)
 }
 
 /// Warms the dummy hash so the first unknown-email sign-in is not slower than the rest.
@@ -113,6 +150,55 @@ mod tests {
         assert!(verify_sync("correct horse", &h));
         assert!(!verify_sync("wrong horse", &h));
         assert!(!needs_rehash(&h));
+    }
+
+    /// However many hashes are asked for at once, no more than `max_concurrent()` run
+    /// together (and the bound is used: they do run in parallel).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hashing_concurrency_is_bounded_by_one_semaphore() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
+        static PEAK: AtomicUsize = AtomicUsize::new(0);
+        let limit = max_concurrent();
+        assert!(limit >= 2);
+        let tasks: Vec<_> = (0..limit * 4)
+            .map(|_| {
+                tokio::spawn(run_limited(|| {
+                    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+                    PEAK.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    RUNNING.fetch_sub(1, Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        // Requests that give up while waiting (a client hanging up) free nothing early.
+        let abandoned = tokio::spawn(run_limited(|| {
+            std::thread::sleep(std::time::Duration::from_millis(30))
+        }));
+        abandoned.abort();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let peak = PEAK.load(Ordering::SeqCst);
+        assert!(
+            peak <= limit,
+            "{peak} hashes ran at once, the bound is {limit}"
+        );
+        assert!(peak >= 2, "hashes should run in parallel up to the bound");
+        assert_eq!(RUNNING.load(Ordering::SeqCst), 0);
+        // The real hash and verify go through the same permits.
+        let h = hash("a long enough password".into()).await.unwrap();
+        assert!(verify("a long enough password".into(), Some(h))
+            .await
+            .unwrap());
+        assert!(!verify("x".into(), None).await.unwrap());
+        // Every permit comes back once the work (the abandoned request's too) is done.
+        let mut waited = 0;
+        while permits().available_permits() != limit && waited < 100 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(permits().available_permits(), limit);
     }
 
     #[test]

@@ -15,6 +15,17 @@ pub enum Limit {
     TokenRefreshPerIp,
     /// Anonymous sign-ins per IP (GOTRUE_RATE_LIMIT_ANONYMOUS_USERS, per hour).
     AnonymousPerIp,
+    /// `/verify` requests (both verbs) per IP (GOTRUE_RATE_LIMIT_VERIFY, per 5 min).
+    VerifyPerIp,
+    /// `/verify` requests per target: the address a code is for, or the link's token.
+    VerifyPerTarget,
+    /// Password, email and reauthenticated changes (`PUT /user`) per user (per 5 min).
+    UserUpdatesPerUser,
+    /// The same per IP (per 5 min).
+    UserUpdatesPerIp,
+    /// One email of a kind per address per GOTRUE_SMTP_MAX_FREQUENCY, whether or not the
+    /// address has an account (so the throttle does not tell which ones do).
+    EmailSendPerAddress,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +58,17 @@ impl RateLimiter {
 
     /// Takes one token from the `(limit, key)` bucket; `false` when it is empty.
     pub fn check(&self, limit: Limit, key: &str) -> bool {
+        self.check_wait(limit, key).is_ok()
+    }
+
+    /// As [`check`](Self::check), with how long until the bucket has a token again when it
+    /// is empty.
+    pub fn check_wait(&self, limit: Limit, key: &str) -> Result<(), Duration> {
         let Some(rate) = self.rates.get(&limit).copied() else {
-            return true;
+            return Ok(());
         };
-        if rate.capacity <= 0.0 {
-            return true;
+        if rate.capacity <= 0.0 || rate.period.is_zero() {
+            return Ok(());
         }
         let now = Instant::now();
         let per_sec = rate.capacity / rate.period.as_secs_f64();
@@ -77,9 +94,9 @@ impl RateLimiter {
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
         }
     }
 }
@@ -103,5 +120,24 @@ mod tests {
         assert!(rl.check(Limit::SignInPerEmail, "b@x"));
         // Unconfigured limits allow everything.
         assert!(rl.check(Limit::TokenRefreshPerIp, "1.2.3.4"));
+    }
+
+    #[test]
+    fn empty_bucket_says_how_long_to_wait() {
+        let rl = RateLimiter::new([(
+            Limit::EmailSendPerAddress,
+            Rate {
+                capacity: 1.0,
+                period: Duration::from_secs(60),
+            },
+        )]);
+        assert!(rl.check_wait(Limit::EmailSendPerAddress, "a@x").is_ok());
+        let wait = rl
+            .check_wait(Limit::EmailSendPerAddress, "a@x")
+            .unwrap_err();
+        assert!(
+            wait > Duration::from_secs(58) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
     }
 }

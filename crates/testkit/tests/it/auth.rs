@@ -8,14 +8,14 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use uuid::Uuid;
 
-struct Res {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Res {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 /// A request as supabase-js sends it: anon apikey, API version 2024-01-01.
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -33,7 +33,7 @@ async fn call(
     .await
 }
 
-async fn call_with(
+pub(crate) async fn call_with(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -70,13 +70,13 @@ async fn call_with(
     }
 }
 
-fn email(tag: &str) -> String {
+pub(crate) fn email(tag: &str) -> String {
     format!("{tag}-{}@example.com", Uuid::new_v4().simple())
 }
 
-const PW: &str = "correct-horse-battery";
+pub(crate) const PW: &str = "correct-horse-battery";
 
-async fn signup(app: &TestApp, email: &str) -> Value {
+pub(crate) async fn signup(app: &TestApp, email: &str) -> Value {
     let r = call(
         app,
         Method::POST,
@@ -100,7 +100,7 @@ async fn refresh(app: &TestApp, token: &str) -> Res {
     .await
 }
 
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -121,7 +121,7 @@ fn header(token: &str) -> Value {
 }
 
 /// A 2024-01-01 error: `{"code":"<code>","error_code","msg","message"}` and the echoed header.
-fn assert_error(r: &Res, status: u16, code: &str) {
+pub(crate) fn assert_error(r: &Res, status: u16, code: &str) {
     assert_eq!(r.status.as_u16(), status, "{}", r.body);
     assert_eq!(r.body["code"], code, "{}", r.body);
     assert_eq!(r.body["error_code"], code, "{}", r.body);
@@ -143,10 +143,29 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// Most of these tests sign users up and expect a session at once: their app confirms
+/// sign-ups without proof (GOTRUE_MAILER_AUTOCONFIRM=true; the server's default is off).
+pub(crate) trait AutoconfirmApp {
+    async fn spawn_autoconfirm_app(&self) -> TestApp;
+    async fn spawn_autoconfirm_app_with(&self, extra: &[&str]) -> TestApp;
+}
+
+impl AutoconfirmApp for TestDb {
+    async fn spawn_autoconfirm_app(&self) -> TestApp {
+        self.spawn_autoconfirm_app_with(&[]).await
+    }
+
+    async fn spawn_autoconfirm_app_with(&self, extra: &[&str]) -> TestApp {
+        let mut args = vec!["--mailer-autoconfirm", "true"];
+        args.extend_from_slice(extra);
+        self.spawn_app_with(&args).await
+    }
+}
+
 #[tokio::test]
 async fn auth_signup_session_user_and_claims_shape() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let e = email("shape");
     let s = signup(&app, &e).await;
     assert_eq!(s["token_type"], "bearer");
@@ -243,7 +262,7 @@ async fn auth_signup_session_user_and_claims_shape() {
 #[tokio::test]
 async fn auth_error_shapes_and_validation() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let e = email("errors");
     signup(&app, &e).await;
     // Wrong password and unknown email look the same.
@@ -359,7 +378,7 @@ async fn auth_error_shapes_and_validation() {
 #[tokio::test]
 async fn auth_refresh_rotation_reuse_window_and_parent_of_active() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let s = signup(&app, &email("rotate")).await;
     let r0 = s["refresh_token"].as_str().unwrap().to_string();
     let sid = claims(s["access_token"].as_str().unwrap())["session_id"].clone();
@@ -417,7 +436,7 @@ async fn auth_refresh_rotation_reuse_window_and_parent_of_active() {
 async fn auth_refresh_reuse_outside_interval_revokes_session() {
     let t = TestDb::new().await;
     let app = t
-        .spawn_app_with(&["--refresh-token-reuse-interval", "0"])
+        .spawn_autoconfirm_app_with(&["--refresh-token-reuse-interval", "0"])
         .await;
     let s = signup(&app, &email("reuse")).await;
     let r0 = s["refresh_token"].as_str().unwrap().to_string();
@@ -442,7 +461,7 @@ async fn auth_refresh_reuse_outside_interval_revokes_session() {
 #[tokio::test]
 async fn auth_forged_expired_and_missing_tokens_are_refused() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let s = signup(&app, &email("forged")).await;
     let id = s["user"]["id"].as_str().unwrap().to_string();
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
@@ -515,7 +534,7 @@ async fn auth_forged_expired_and_missing_tokens_are_refused() {
 #[tokio::test]
 async fn auth_anonymous_user_becomes_permanent_keeping_id_org_and_data() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let r = call(
         &app,
         Method::POST,
@@ -611,7 +630,7 @@ async fn auth_anonymous_user_becomes_permanent_keeping_id_org_and_data() {
 #[tokio::test]
 async fn auth_update_user_and_logout_scopes() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let e = email("update");
     let s1 = signup(&app, &e).await;
     let at1 = s1["access_token"].as_str().unwrap().to_string();
@@ -645,7 +664,8 @@ async fn auth_update_user_and_logout_scopes() {
     )
     .await;
     assert_error(&weak, 422, "weak_password");
-    // Email change (autoconfirm: immediate); taken emails are refused.
+    // Email change: taken emails are refused; a new address waits for its code (even with
+    // autoconfirm, as in GoTrue), then /verify type=email_change makes it the user's.
     let other = email("other");
     signup(&app, &other).await;
     let taken = call(
@@ -667,8 +687,29 @@ async fn auth_update_user_and_logout_scopes() {
     )
     .await;
     assert_eq!(ch.status, 200, "{}", ch.body);
-    assert_eq!(ch.body["email"], e2);
-    assert_eq!(ch.body["identities"][0]["identity_data"]["email"], e2);
+    assert_eq!(ch.body["email"], e);
+    assert_eq!(ch.body["new_email"], e2);
+    let link = generate_link(
+        &app,
+        json!({"type": "email_change_new", "email": e, "new_email": e2}),
+    )
+    .await;
+    assert_eq!(link.status, 200, "{}", link.body);
+    let ch = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "email_change", "token_hash": link.body["hashed_token"]})),
+    )
+    .await;
+    assert_eq!(ch.status, 200, "{}", ch.body);
+    assert_eq!(ch.body["user"]["email"], e2);
+    assert!(ch.body["user"].get("new_email").is_none(), "{}", ch.body);
+    assert_eq!(
+        ch.body["user"]["identities"][0]["identity_data"]["email"],
+        e2
+    );
     let bad_json = app
         .http
         .put(app.url("/auth/v1/user"))
@@ -767,7 +808,7 @@ async fn auth_update_user_and_logout_scopes() {
 #[tokio::test]
 async fn auth_admin_users_crud_paging_and_refusal() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let svc = app.service_role_key.clone();
     let s = signup(&app, &email("plain")).await;
     let user_at = s["access_token"].as_str().unwrap().to_string();
@@ -931,7 +972,7 @@ async fn auth_admin_users_crud_paging_and_refusal() {
 #[tokio::test]
 async fn auth_bcrypt_import_verifies_and_rehashes_to_argon2() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let e = email("bcrypt");
     let hash = bcrypt::hash("imported-secret", 4).unwrap();
     let c = call(
@@ -990,7 +1031,7 @@ async fn auth_bcrypt_import_verifies_and_rehashes_to_argon2() {
 async fn auth_rate_limits_per_ip_and_per_email() {
     let t = TestDb::new().await;
     let app = t
-        .spawn_app_with(&[
+        .spawn_autoconfirm_app_with(&[
             "--db-pool",
             "16",
             "--rate-limit-sign-in-sign-ups",
@@ -1057,7 +1098,9 @@ async fn auth_rate_limits_per_ip_and_per_email() {
 #[tokio::test]
 async fn auth_rate_limit_ignores_client_forwarded_for_by_default() {
     let t = TestDb::new().await;
-    let app = t.spawn_app_with(&["--rate-limit-token-refresh", "2"]).await;
+    let app = t
+        .spawn_autoconfirm_app_with(&["--rate-limit-token-refresh", "2"])
+        .await;
     for i in 0..4 {
         let ip = format!("10.7.7.{i}");
         let r = call_with(
@@ -1086,7 +1129,8 @@ async fn auth_settings_health_jwks_and_disabled_signups() {
     assert_eq!(s.body["external"]["email"], true);
     assert_eq!(s.body["external"]["anonymous_users"], true);
     assert_eq!(s.body["disable_signup"], false);
-    assert_eq!(s.body["mailer_autoconfirm"], true);
+    // Addresses are confirmed only by their link or code unless the operator says otherwise.
+    assert_eq!(s.body["mailer_autoconfirm"], false);
     // Health and JWKS need no API key.
     let h = app
         .http
@@ -1155,7 +1199,7 @@ async fn auth_es256_signing_with_kid_and_jwks() {
     let t = TestDb::new().await;
     let jwk = agencyflow_auth::generate_es256_jwk();
     let keys = json!([jwk]).to_string();
-    let app = t.spawn_app_with(&["--jwt-keys", &keys]).await;
+    let app = t.spawn_autoconfirm_app_with(&["--jwt-keys", &keys]).await;
     let s = signup(&app, &email("es256")).await;
     let at = s["access_token"].as_str().unwrap();
     let h = header(at);
@@ -1200,7 +1244,7 @@ async fn auth_es256_signing_with_kid_and_jwks() {
 #[tokio::test]
 async fn auth_supabase_js_e2e() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     app.run_node_test("auth.test.js").await;
 }
 
@@ -1221,7 +1265,7 @@ async fn auth_bench_password_and_refresh_grants() {
         .unwrap_or(16);
     let t = TestDb::new().await;
     let app = t
-        .spawn_app_with(&[
+        .spawn_autoconfirm_app_with(&[
             "--rate-limit-sign-in-sign-ups",
             "0",
             "--rate-limit-email-sign-ins",
@@ -1316,7 +1360,7 @@ async fn auth_bench_password_and_refresh_grants() {
 
 // ---- Email one-time tokens: magic links and codes, recovery, invites, generate_link. ----
 
-async fn generate_link(app: &TestApp, body: Value) -> Res {
+pub(crate) async fn generate_link(app: &TestApp, body: Value) -> Res {
     call(
         app,
         Method::POST,
@@ -1331,7 +1375,7 @@ async fn generate_link(app: &TestApp, body: Value) -> Res {
 async fn auth_magic_links_and_codes_sign_in_once() {
     let t = TestDb::new().await;
     let app = t
-        .spawn_app_with(&[
+        .spawn_autoconfirm_app_with(&[
             "--site-url",
             "http://app.test",
             "--uri-allow-list",
@@ -1483,7 +1527,7 @@ async fn auth_magic_links_and_codes_sign_in_once() {
 #[tokio::test]
 async fn auth_otp_signup_recovery_and_invites() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     // A new address through /otp: refused without create_user, else an unconfirmed user.
     let e = email("new");
     let r = call(
@@ -1657,7 +1701,7 @@ async fn auth_otp_signup_recovery_and_invites() {
 #[tokio::test]
 async fn auth_admin_invite_creates_the_user_and_its_token() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let su = t.superuser().await;
     let service = app.service_role_key.clone();
     let invite = |bearer: Option<String>, body: Value| {
@@ -1736,18 +1780,21 @@ async fn auth_admin_invite_creates_the_user_and_its_token() {
     assert_error(&r, 422, "email_exists");
 }
 
-/// Makes the user's live reauthentication code `code`: what the user would read in the email.
-async fn set_reauthentication_code(
+/// Makes the user's live reauthentication code `code`: what the user would read in the email
+/// (stored as the server keys it, `agencyflow_auth::email_otp_hash`).
+pub(crate) async fn set_reauthentication_code(
+    app: &TestApp,
     su: &agencyflow_testkit::agencyflow_db::tokio_postgres::Client,
     id: Uuid,
     email: &str,
     code: &str,
 ) {
+    let hash = agencyflow_auth::email_otp_hash(&app.keys, email, code);
     let n = su
         .execute(
-            "update auth.one_time_tokens set token_hash = encode(sha224(convert_to($2 || $3, 'UTF8')), 'hex')
+            "update auth.one_time_tokens set token_hash = $2
              where user_id = $1 and token_type = 'reauthentication'",
-            &[&id, &email, &code],
+            &[&id, &hash],
         )
         .await
         .unwrap();
@@ -1760,7 +1807,7 @@ async fn set_reauthentication_code(
 #[tokio::test]
 async fn auth_reauthentication_code_guards_a_password_change() {
     let t = TestDb::new().await;
-    let app = t.spawn_app().await;
+    let app = t.spawn_autoconfirm_app().await;
     let su = t.superuser().await;
     let addr = email("reauth");
     let session = signup(&app, &addr).await;
@@ -1785,7 +1832,7 @@ async fn auth_reauthentication_code_guards_a_password_change() {
     assert_error(&r, 429, "over_email_send_rate_limit");
     // The emailed code, as the user would read it: make it a known one.
     let known = "123456";
-    set_reauthentication_code(&su, id, &addr, known).await;
+    set_reauthentication_code(&app, &su, id, &addr, known).await;
     let change = |nonce: &str| {
         let (app, at) = (&app, at.clone());
         let body = json!({"password": "a-brand-new-password", "nonce": nonce});
@@ -1822,7 +1869,7 @@ async fn auth_reauthentication_code_guards_a_password_change() {
     // A fresh code (the throttle counts from the last one): the change goes through, once.
     let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    set_reauthentication_code(&su, id, &addr, known).await;
+    set_reauthentication_code(&app, &su, id, &addr, known).await;
     let ok = change(known).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(sign_in("a-brand-new-password").await, 200);
@@ -1843,7 +1890,7 @@ async fn auth_reauthentication_code_guards_a_password_change() {
 async fn auth_secure_password_change_needs_a_code_in_an_old_session() {
     let t = TestDb::new().await;
     let app = t
-        .spawn_app_with(&["--update-password-require-reauthentication", "true"])
+        .spawn_autoconfirm_app_with(&["--update-password-require-reauthentication", "true"])
         .await;
     let su = t.superuser().await;
     let addr = email("secure");
@@ -1887,7 +1934,7 @@ async fn auth_secure_password_change_needs_a_code_in_an_old_session() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = call(&app, Method::GET, "/reauthenticate", Some(&at), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    set_reauthentication_code(&su, id, &addr, "654321").await;
+    set_reauthentication_code(&app, &su, id, &addr, "654321").await;
     let r = change("old-session-password", Some("654321")).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
@@ -1898,7 +1945,7 @@ async fn auth_secure_password_change_needs_a_code_in_an_old_session() {
 async fn auth_pkce_email_flows() {
     let t = TestDb::new().await;
     let app = t
-        .spawn_app_with(&["--site-url", "http://localhost:3000"])
+        .spawn_autoconfirm_app_with(&["--site-url", "http://localhost:3000"])
         .await;
     let e = email("pkce");
     let user = signup(&app, &e).await;

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one PostgreSQL cluster per run, a database per test.
 mod auth;
+mod auth_security;
 mod foundation;
 mod functions;
 mod local_model;
