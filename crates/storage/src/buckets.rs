@@ -1,6 +1,7 @@
 //! `/bucket`: create, get, list, update, empty, delete, in the caller's role (buckets have no
 //! policies for anon and authenticated, so in practice the service role manages them).
 use agencyflow_db::Type;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{Result, StorageError};
-use crate::objects::validate_bucket;
+use crate::objects::{json_body, validate_bucket};
 use crate::{Caller, StorageState};
 
 const BUCKET_JSON: &str =
@@ -116,9 +117,10 @@ pub struct BucketBody {
 pub async fn create(
     State(s): State<StorageState>,
     headers: HeaderMap,
-    Json(b): Json<BucketBody>,
+    body: Body,
 ) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
+    let b: BucketBody = json_body(&headers, body).await?;
     let id =
         b.id.clone()
             .or_else(|| b.name.clone())
@@ -141,9 +143,10 @@ pub async fn update(
     State(s): State<StorageState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(b): Json<BucketBody>,
+    body: Body,
 ) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, &headers)?;
+    let b: BucketBody = json_body(&headers, body).await?;
     let limit = parse_size(&b.file_size_limit)?;
     let mimes = mime_list(&b.allowed_mime_types)?;
     let mut tx = s.db.begin(&caller.tx()).await?;

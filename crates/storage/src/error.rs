@@ -62,6 +62,22 @@ impl StorageError {
             "The object exceeded the maximum allowed size",
         )
     }
+    /// A request body past a route's limit (JSON routes, multipart framing).
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            "Request body is too large",
+        )
+    }
+    /// A non-file part of a multipart upload past its cap.
+    pub fn field_too_large(name: &str, limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("The multipart field `{name}` exceeds {limit} bytes"),
+        )
+    }
     pub fn invalid_mime(mime: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -5,6 +5,12 @@
 //! bearer JWT, anon without one), so `storage.objects`' RLS policies decide who reads and
 //! writes what. Bytes live in a [`Backend`]: written in full (temp file, fsync) before the row
 //! is inserted, renamed into place before the commit, removed when anything fails.
+//!
+//! Nothing is read that the caller may not send: every route has a body limit (JSON routes
+//! [`objects::JSON_BODY_LIMIT`]; uploads the object limit plus multipart framing, each part
+//! but the file at most [`objects::MAX_FORM_FIELD`]), and an upload is judged (bucket, length,
+//! a rolled-back insert under RLS) before its body is read. Objects are served with `nosniff`;
+//! anything a browser could run as a document is also sandboxed (CSP) and an attachment.
 pub mod backend;
 pub mod buckets;
 pub mod error;
@@ -13,9 +19,10 @@ pub mod objects;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use agencyflow_auth::JwtKeys;
 use agencyflow_db::{Db, TxSettings};
-use axum::http::HeaderMap;
+use agencyflow_keys::JwtKeys;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method};
 use axum::routing::{any, get, post};
 use axum::Router;
 use serde_json::{json, Value};
@@ -181,44 +188,88 @@ impl Caller {
             .and_then(|s| s.parse().ok())
     }
 
-    /// From `Authorization: Bearer` (else the `apikey` header); no token at all is anon.
+    /// From `Authorization: Bearer` (else the `apikey` header, which Supabase's gateway
+    /// forwards); no token at all is anon. Verified and role-checked by `agencyflow_keys`
+    /// like every surface: a bad token or a non-API role is a 403.
     pub fn from_headers(keys: &JwtKeys, headers: &HeaderMap) -> Result<Caller, StorageError> {
-        let bearer = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
+        let refused = |e: agencyflow_keys::AuthnError| match e {
+            agencyflow_keys::AuthnError::RoleNotAllowed(_) => {
+                StorageError::unauthorized(e.to_string())
+            }
+            other => StorageError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "InvalidJWT",
+                other.to_string(),
+            ),
+        };
+        let bearer = agencyflow_keys::bearer(headers).map_err(refused)?;
         let token = bearer.or_else(|| {
             headers
                 .get("apikey")
                 .and_then(|v| v.to_str().ok())
                 .filter(|t| !t.is_empty())
         });
+        let roles = agencyflow_keys::ApiRoles::default();
         let Some(token) = token else {
             return Ok(Caller {
-                role: "anon".into(),
-                claims: json!({ "role": "anon" }),
+                role: roles.anon().to_string(),
+                claims: json!({ "role": roles.anon() }),
             });
         };
-        let claims = keys
-            .verify(token)
-            .map_err(|e| StorageError::invalid_jwt(e.to_string()))?;
-        let role = claims
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        match role {
-            "anon" | "authenticated" | "service_role" => Ok(Caller {
-                role: role.to_string(),
-                claims,
-            }),
-            _ => Err(StorageError::unauthorized("the token carries no API role")),
-        }
+        let c = agencyflow_keys::caller_from_token(keys, &roles, token).map_err(refused)?;
+        Ok(Caller {
+            role: c.role,
+            claims: c.claims.claims.clone(),
+        })
     }
+}
+
+/// The most a request to `path` (inside `/storage/v1`) may send: the JSON limit, or for the
+/// upload routes the server's object limit plus multipart framing (each upload is then held
+/// to its bucket's own limit as it streams).
+fn body_limit(file_size_limit: u64, method: &Method, path: &str) -> u64 {
+    let path = path.strip_prefix("/storage/v1").unwrap_or(path);
+    let upload = path.strip_prefix("/object/").is_some_and(|rest| {
+        let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let first = percent_encoding::percent_decode_str(first).decode_utf8_lossy();
+        match *method {
+            Method::PUT => true,
+            Method::POST => {
+                let json_route = matches!(&*first, "list" | "move" | "copy" | "sign")
+                    || (first == "upload" && tail.starts_with("sign/"));
+                !json_route
+            }
+            _ => false,
+        }
+    });
+    if upload {
+        file_size_limit.saturating_add(objects::FORM_OVERHEAD)
+    } else {
+        objects::JSON_BODY_LIMIT
+    }
+}
+
+/// Every storage route has a body limit: a declared length past it is a 413 before anything
+/// is read, and a body that goes on past it fails as it streams. (The handlers hold JSON
+/// bodies, multipart parts and files to their own, smaller limits first.)
+async fn limit_body(
+    State(s): State<StorageState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = body_limit(s.file_size_limit, req.method(), req.uri().path());
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return StorageError::body_too_large().into_response();
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let req = req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(req).await
 }
 
 /// The `/storage/v1` router.
@@ -234,6 +285,10 @@ pub fn router(state: StorageState) -> Router {
         )
         .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/{*rest}", any(objects::dispatch))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_body,
+        ))
         .with_state(state)
 }
 
@@ -252,6 +307,32 @@ mod tests {
         let mut v = vec!["t"];
         v.extend_from_slice(a);
         Cli::try_parse_from(v).unwrap().storage
+    }
+
+    #[test]
+    fn uploads_stream_under_the_object_limit_and_the_rest_under_the_json_limit() {
+        let json = objects::JSON_BODY_LIMIT;
+        let upload = 1000 + objects::FORM_OVERHEAD;
+        for (method, path, want) in [
+            (Method::POST, "/object/docs/a/b.txt", upload),
+            (Method::PUT, "/object/docs/a.txt", upload),
+            (Method::PUT, "/object/upload/sign/docs/a.txt", upload),
+            (Method::POST, "/storage/v1/object/docs/a.txt", upload),
+            (Method::POST, "/object/upload/sign/docs/a.txt", json),
+            (Method::POST, "/object/list/docs", json),
+            (Method::POST, "/object/%6Cist/docs", json),
+            (Method::POST, "/object/move", json),
+            (Method::POST, "/object/copy", json),
+            (Method::POST, "/object/sign/docs/a.txt", json),
+            (Method::POST, "/object/sign/docs", json),
+            (Method::DELETE, "/object/docs", json),
+            (Method::GET, "/object/docs/a.txt", json),
+            (Method::POST, "/bucket", json),
+            (Method::PUT, "/bucket/docs", json),
+            (Method::POST, "/bucket/docs/empty", json),
+        ] {
+            assert_eq!(body_limit(1000, &method, path), want, "{method} {path}");
+        }
     }
 
     #[test]

@@ -18,9 +18,22 @@ use crate::backend::{ByteStream, Pending};
 use crate::error::{Result, StorageError};
 use crate::{Caller, StorageState};
 
-/// Signed download URLs default to the longest storage-js asks for; upload URLs live 2 hours.
+/// Signed upload URLs live 2 hours (Supabase's lifetime), or less when `expiresIn` asks.
 const UPLOAD_URL_SECS: i64 = 2 * 60 * 60;
+/// The longest a signed download URL may live: ten years of seconds (a larger `expiresIn`
+/// would only be a bigger number to overflow the expiry with).
+pub const MAX_SIGNED_URL_SECS: i64 = 10 * 365 * 24 * 60 * 60;
 const MAX_KEY_LEN: usize = 1024;
+/// Each non-file part of a multipart upload (`cacheControl`, `metadata`, anything else).
+pub const MAX_FORM_FIELD: usize = 8 * 1024;
+/// What a multipart upload may send before its file part starts: preamble, part headers and
+/// the small parts. The parser buffers a preamble or a part's headers until it finds the
+/// delimiter that ends them, so without this cap one endless line would all land in memory.
+pub const MAX_FORM_PRELUDE: u64 = 1 << 20;
+/// Room the framing of a multipart upload may take beyond its file.
+pub const FORM_OVERHEAD: u64 = MAX_FORM_PRELUDE + 64 * 1024;
+/// The largest JSON body of a storage route (Supabase Storage's server has 1 MiB too).
+pub const JSON_BODY_LIMIT: u64 = 1 << 20;
 /// RFC 5987 `attr-char`s stay as they are in `filename*=`.
 const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'!')
@@ -127,7 +140,7 @@ pub async fn dispatch(
             download_signed(&s, tail, q, Want::new(head, &headers)).await
         }
         (&Method::POST, "upload") if tail.starts_with("sign/") => {
-            sign_upload(&s, &headers, &tail[5..]).await
+            sign_upload(&s, &headers, &tail[5..], body).await
         }
         (&Method::PUT, "upload") if tail.starts_with("sign/") => {
             upload_signed(&s, &headers, &tail[5..], q, body).await
@@ -165,12 +178,45 @@ pub async fn dispatch(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(body: Body) -> Result<T> {
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .map_err(|e| StorageError::bad_request(e.to_string()))?;
+/// The whole body, refused with 413 past `limit` bytes: up front when `Content-Length` says
+/// so, else as soon as the bytes read pass it (nothing more is read).
+pub(crate) async fn read_capped(headers: &HeaderMap, body: Body, limit: u64) -> Result<Vec<u8>> {
+    if content_length(headers).is_some_and(|n| n > limit) {
+        return Err(StorageError::body_too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(body_error)?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(StorageError::body_too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A request body's read error: the route's body limit (the router's layer) is a 413.
+fn body_error(e: axum::Error) -> StorageError {
+    if e.into_inner().is::<http_body_util::LengthLimitError>() {
+        StorageError::body_too_large()
+    } else {
+        StorageError::bad_request("the request body could not be read")
+    }
+}
+
+/// A JSON body of at most [`JSON_BODY_LIMIT`] bytes.
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T> {
+    let bytes = read_capped(headers, body, JSON_BODY_LIMIT).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| StorageError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, "content-length").and_then(|v| v.trim().parse().ok())
 }
 
 /// A bucket's limits, read as the service role (like Supabase Storage, which reads bucket
@@ -232,8 +278,73 @@ pub fn file_part_stream(
     .boxed()
 }
 
+/// Why the multipart parser's input stream stopped: the body sent more than
+/// [`MAX_FORM_PRELUDE`] bytes before its file part.
+#[derive(Debug)]
+struct PreludeTooLarge;
+
+impl std::fmt::Display for PreludeTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the multipart body sent more than {MAX_FORM_PRELUDE} bytes before its file"
+        )
+    }
+}
+
+impl std::error::Error for PreludeTooLarge {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A multipart parser error as Storage answers it: 413 past the prelude's cap, else 400.
+fn form_error(e: multer::Error) -> StorageError {
+    match e {
+        multer::Error::StreamReadFailed(inner) if inner.is::<PreludeTooLarge>() => {
+            StorageError::body_too_large()
+        }
+        other => StorageError::bad_request(other.to_string()),
+    }
+}
+
+/// The parser of a `multipart/form-data` body whose input fails once it has handed over
+/// [`MAX_FORM_PRELUDE`] bytes while `file_started` is false; the caller sets it when the file
+/// part begins (whose bytes the backend counts against the object's limit).
+fn capped_multipart(
+    body: Body,
+    boundary: String,
+    file_started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> multer::Multipart<'static> {
+    let mut seen = 0u64;
+    let input = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| Box::new(e) as BoxError)?;
+        if !file_started.load(std::sync::atomic::Ordering::Relaxed) {
+            seen += chunk.len() as u64;
+            if seen > MAX_FORM_PRELUDE {
+                return Err(Box::new(PreludeTooLarge) as BoxError);
+            }
+        }
+        Ok(chunk)
+    });
+    multer::Multipart::new(input, boundary)
+}
+
+/// A non-file part, at most [`MAX_FORM_FIELD`] bytes (refused with 413 past that, without
+/// reading further).
+async fn small_part(mut field: multer::Field<'static>) -> Result<Vec<u8>> {
+    let name = field.name().unwrap_or_default().to_string();
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+        if value.len() + chunk.len() > MAX_FORM_FIELD {
+            return Err(StorageError::field_too_large(&name, MAX_FORM_FIELD));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    Ok(value)
+}
+
 /// The upload's bytes, content type and cache control: the raw body, or the file part of a
-/// `multipart/form-data` body (storage-js sends Blobs and Files that way).
+/// `multipart/form-data` body (storage-js sends Blobs and Files that way). The parts before
+/// the file are read under [`MAX_FORM_FIELD`] each and [`MAX_FORM_PRELUDE`] in all.
 async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String, ByteStream)> {
     let content_type = header_str(headers, "content-type")
         .unwrap_or("application/octet-stream")
@@ -242,15 +353,13 @@ async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String,
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty());
     if let Ok(boundary) = multer::parse_boundary(&content_type) {
-        let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+        let file_started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut mp = capped_multipart(body, boundary, file_started.clone());
         let mut cache = cache_from_header;
-        while let Some(field) = mp
-            .next_field()
-            .await
-            .map_err(|e| StorageError::bad_request(e.to_string()))?
-        {
+        while let Some(field) = mp.next_field().await.map_err(form_error)? {
             let is_file = field.file_name().is_some() || matches!(field.name(), None | Some(""));
             if is_file {
+                file_started.store(true, std::sync::atomic::Ordering::Relaxed);
                 let mime = field
                     .content_type()
                     .map(|m| m.to_string())
@@ -259,11 +368,13 @@ async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String,
                 let stream = file_part_stream(mp, field);
                 return Ok((mime, cache.unwrap_or_else(|| "max-age=3600".into()), stream));
             }
-            if field.name() == Some("cacheControl") {
-                let secs = field
-                    .text()
-                    .await
-                    .map_err(|e| StorageError::bad_request(e.to_string()))?;
+            let is_cache = field.name() == Some("cacheControl");
+            // Every other part (storage-js's `metadata`, anything else) is read under the
+            // same cap and dropped.
+            let value = small_part(field).await?;
+            if is_cache {
+                let secs = String::from_utf8(value)
+                    .map_err(|_| StorageError::bad_request("cacheControl must be UTF-8 text"))?;
                 cache = Some(format!("max-age={}", secs.trim()));
             }
         }
@@ -445,6 +556,28 @@ impl BucketMeta {
             (l.max(0) as u64).min(s.file_size_limit)
         })
     }
+
+    /// Refuses an existing object (its row's `metadata`) that this bucket would not have
+    /// accepted as an upload: 413 past its size limit, 415 outside its MIME allow-list.
+    fn admits(&self, s: &StorageState, metadata: Option<&Value>) -> Result<()> {
+        let size = metadata
+            .and_then(|m| m.get("size"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if size > self.size_limit(s) {
+            return Err(StorageError::too_large());
+        }
+        if let Some(allowed) = self.allowed_mime_types.as_deref().filter(|a| !a.is_empty()) {
+            let mime = metadata
+                .and_then(|m| m.get("mimetype"))
+                .and_then(Value::as_str)
+                .unwrap_or("application/octet-stream");
+            if !mime_allowed(allowed, mime) {
+                return Err(StorageError::invalid_mime(mime));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes one object: file staged and fsynced, row inserted (or upserted) as the writer,
@@ -458,14 +591,23 @@ async fn store(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    // Everything that can be decided before the body is read is: the bucket exists, the
+    // declared length fits, the writer may write this name. A refusal reads nothing.
     let meta = bucket_meta(s, bucket).await?;
-    if header_str(headers, "content-length")
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > meta.size_limit(s))
-        && !header_str(headers, "content-type").is_some_and(|c| c.starts_with("multipart/"))
-    {
+    let multipart = header_str(headers, "content-type").is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/")
+    });
+    let allowed = if multipart {
+        meta.size_limit(s).saturating_add(FORM_OVERHEAD)
+    } else {
+        meta.size_limit(s)
+    };
+    if content_length(headers).is_some_and(|n| n > allowed) {
         return Err(StorageError::too_large());
     }
+    probe_write(s, &w.caller, w.owner, bucket, name, upsert).await?;
     let (mime, cache_control, stream) = upload_body(headers, body).await?;
     let mut staged = s
         .stage_in(&meta, bucket, name, &mime, &cache_control, stream)
@@ -492,6 +634,29 @@ async fn store(
             Err(e)
         }
     }
+}
+
+/// Refuses (403 under RLS, 409 for an existing name without upsert) unless `caller` could
+/// write the row now: the insert runs and is rolled back, as Supabase Storage's
+/// `testPermission` does, so an upload is judged before its body is read.
+async fn probe_write(
+    s: &StorageState,
+    caller: &Caller,
+    owner: Option<Uuid>,
+    bucket: &str,
+    name: &str,
+    upsert: bool,
+) -> Result<()> {
+    let mut tx = s.db.begin(&caller.tx()).await?;
+    let sql = if upsert {
+        "insert into storage.objects (bucket_id, name, owner) values ($1, $2, $3)
+         on conflict (bucket_id, name) do update set updated_at = now()"
+    } else {
+        "insert into storage.objects (bucket_id, name, owner) values ($1, $2, $3)"
+    };
+    tx.execute(sql, &[&bucket, &name, &owner]).await?;
+    tx.rollback().await?;
+    Ok(())
 }
 
 /// An object row as the caller sees it.
@@ -652,8 +817,22 @@ async fn serve(
     };
     let h = resp.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Ok(v) = HeaderValue::from_str(&mime) {
+    let (content_type, active) = served_type(&mime);
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
         h.insert(header::CONTENT_TYPE, v);
+    }
+    // Objects are what users uploaded, served from the API's own origin: the browser must
+    // never guess a type, and a document that could run script runs in a sandbox (an opaque
+    // origin: no cookies, storage or same-origin requests) and is downloaded, not shown.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if active {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(ACTIVE_CONTENT_CSP),
+        );
     }
     if let Some(v) = found
         .metadata
@@ -669,7 +848,8 @@ async fn serve(
     if let Ok(v) = HeaderValue::from_str(&found.last_modified) {
         h.insert(header::LAST_MODIFIED, v);
     }
-    if let Some(d) = query_param(query, "download") {
+    let download = query_param(query, "download").or_else(|| active.then(String::new));
+    if let Some(d) = download {
         let file = if d.is_empty() {
             name.rsplit('/').next().unwrap_or(name).to_string()
         } else {
@@ -681,6 +861,60 @@ async fn serve(
         }
     }
     Ok(resp)
+}
+
+/// The policy of an object that could run script if a browser rendered it.
+const ACTIVE_CONTENT_CSP: &str = "default-src 'none'; sandbox";
+
+/// Types a browser shows inline without running anything in the page's origin.
+const PASSIVE_TYPES: &[&str] = &[
+    "text/plain",
+    "text/csv",
+    "application/json",
+    "application/pdf",
+    "image/png",
+    "image/jpeg",
+    "image/jpg",
+    "image/pjpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/apng",
+    "image/bmp",
+    "image/x-icon",
+    "image/vnd.microsoft.icon",
+    "image/tiff",
+    "image/heic",
+    "image/heif",
+];
+
+/// The `Content-Type` an object is served with, and whether it is active content (served
+/// with [`ACTIVE_CONTENT_CSP`] and as an attachment). Only a known passive type (a raster
+/// image, audio, video, a font, plain text, CSV, JSON, PDF) is passive: HTML, XHTML, SVG,
+/// XML, JavaScript and anything unknown are active. A stored type that is not one clean
+/// `type/subtype[; params]` (browsers read `text/plain, text/html` as HTML) is served as
+/// `application/octet-stream`; `text/html` as `text/plain`, as Supabase Storage serves it.
+fn served_type(stored: &str) -> (String, bool) {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let base = stored.split(';').next().unwrap_or("").trim();
+    let clean = !stored.contains(',')
+        && !stored.chars().any(|c| c.is_control() || !c.is_ascii())
+        && base.split_once('/').is_some_and(|(t, st)| {
+            !t.is_empty() && !st.is_empty() && t.chars().all(tchar) && st.chars().all(tchar)
+        });
+    if !clean {
+        return ("application/octet-stream".into(), true);
+    }
+    let base = base.to_ascii_lowercase();
+    if base == "text/html" {
+        let params = stored.find(';').map_or("", |i| &stored[i..]);
+        return (format!("text/plain{params}"), true);
+    }
+    let passive = PASSIVE_TYPES.contains(&base.as_str())
+        || ["audio/", "video/", "font/"]
+            .iter()
+            .any(|p| base.starts_with(p));
+    (stored.to_string(), !passive)
 }
 
 async fn download(
@@ -765,7 +999,7 @@ struct ListBody {
 async fn list(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     validate_bucket(bucket)?;
-    let b: ListBody = json_body(body).await?;
+    let b: ListBody = json_body(headers, body).await?;
     let mut prefix = b
         .prefix
         .unwrap_or_default()
@@ -857,7 +1091,7 @@ async fn move_or_copy(
     copy: bool,
 ) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
-    let b: MoveBody = json_body(body).await?;
+    let b: MoveBody = json_body(headers, body).await?;
     let dest_bucket = b
         .destination_bucket
         .clone()
@@ -866,6 +1100,8 @@ async fn move_or_copy(
     validate_bucket(&dest_bucket)?;
     validate_key(&b.source_key)?;
     validate_key(&b.destination_key)?;
+    // The destination bucket's limits hold for what arrives there by copy or move too.
+    let dest_meta = bucket_meta(s, &dest_bucket).await?;
     let mut tx = s.db.begin(&caller.tx()).await?;
     let (old_key, new_key, id) = if copy {
         let row = tx
@@ -878,6 +1114,7 @@ async fn move_or_copy(
         let version: Option<String> = row.get(0);
         let version = version.ok_or_else(StorageError::object_not_found)?;
         let (metadata, user_metadata): (Option<Value>, Option<Value>) = (row.get(1), row.get(2));
+        dest_meta.admits(s, metadata.as_ref())?;
         let new_version = Uuid::new_v4().to_string();
         let id: Uuid = tx
             .query_one(
@@ -895,7 +1132,7 @@ async fn move_or_copy(
         let row = tx
             .query_opt(
                 "update storage.objects set bucket_id = $3, name = $4, updated_at = now()
-                 where bucket_id = $1 and name = $2 returning version, id",
+                 where bucket_id = $1 and name = $2 returning version, id, metadata",
                 &[
                     &b.bucket_id,
                     &b.source_key,
@@ -907,6 +1144,8 @@ async fn move_or_copy(
             .ok_or_else(StorageError::object_not_found)?;
         let version: Option<String> = row.get(0);
         let version = version.ok_or_else(StorageError::object_not_found)?;
+        let metadata: Option<Value> = row.get(2);
+        dest_meta.admits(s, metadata.as_ref())?;
         (
             object_key(&b.bucket_id, &b.source_key, &version),
             object_key(&dest_bucket, &b.destination_key, &version),
@@ -971,7 +1210,7 @@ async fn remove_many(
 ) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     validate_bucket(bucket)?;
-    let b: RemoveBody = json_body(body).await?;
+    let b: RemoveBody = json_body(headers, body).await?;
     if b.prefixes.is_empty() || b.prefixes.len() > 1000 {
         return Err(StorageError::bad_request(
             "prefixes must hold 1 to 1000 names",
@@ -1005,7 +1244,7 @@ fn verify_token(s: &StorageState, token: Option<String>, kind: &str, url: &str) 
         StorageError::bad_request("querystring must have required property 'token'")
     })?;
     let claims = s.keys.verify(&token).map_err(|e| match e {
-        agencyflow_auth::JwtError::Expired => StorageError::invalid_jwt("jwt expired"),
+        agencyflow_keys::JwtError::Expired => StorageError::invalid_jwt("jwt expired"),
         other => StorageError::invalid_jwt(other.to_string()),
     })?;
     if claims.get("exp").and_then(Value::as_i64).is_none() {
@@ -1026,18 +1265,56 @@ fn verify_token(s: &StorageState, token: Option<String>, kind: &str, url: &str) 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SignBody {
-    expires_in: i64,
+    #[serde(default)]
+    expires_in: Value,
     #[serde(default)]
     paths: Vec<String>,
 }
 
-fn check_expiry(expires_in: i64) -> Result<()> {
-    if expires_in < 1 {
-        return Err(StorageError::bad_request(
-            "expiresIn must be a positive number of seconds",
-        ));
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SignUploadBody {
+    #[serde(default)]
+    expires_in: Value,
+}
+
+/// A JSON body that may be absent (storage-js sends `{}`; curl often nothing).
+async fn optional_json_body<T: serde::de::DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T> {
+    let bytes = read_capped(headers, body, JSON_BODY_LIMIT).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
     }
-    Ok(())
+    serde_json::from_slice(&bytes)
+        .map_err(|e| StorageError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// `expiresIn`: whole seconds from 1 to `max` (a JSON integer, or its text as Supabase's
+/// validator coerces it); anything else, huge numbers included, is a 400.
+fn expires_in(v: &Value, max: i64) -> Result<i64> {
+    let n = match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= max as f64)
+                .map(|f| f as i64)
+        }),
+        Value::String(t) => t.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(StorageError::bad_request(format!(
+            "expiresIn must be a whole number of seconds from 1 to {max}"
+        ))),
+    }
+}
+
+/// `now + secs` as a JWT `exp`, never wrapped.
+fn expiry(now: i64, secs: i64) -> Result<i64> {
+    now.checked_add(secs)
+        .ok_or_else(|| StorageError::bad_request("expiresIn is too large"))
 }
 
 async fn sign_one(
@@ -1048,15 +1325,15 @@ async fn sign_one(
 ) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     let (bucket, name) = split_path(rest)?;
-    let b: SignBody = json_body(body).await?;
-    check_expiry(b.expires_in)?;
+    let b: SignBody = json_body(headers, body).await?;
+    let secs = expires_in(&b.expires_in, MAX_SIGNED_URL_SECS)?;
     // Only what the caller may read can be signed.
     find(s, &caller, &bucket, &name).await?;
     let url = format!("{bucket}/{name}");
     let t = now();
     let token = sign_token(
         s,
-        json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }),
+        json!({ "url": url, "storage": "download", "iat": t, "exp": expiry(t, secs)? }),
     )?;
     Ok(Json(json!({ "signedURL": format!("/object/sign/{url}?token={token}") })).into_response())
 }
@@ -1069,8 +1346,8 @@ async fn sign_many(
 ) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     validate_bucket(bucket)?;
-    let b: SignBody = json_body(body).await?;
-    check_expiry(b.expires_in)?;
+    let b: SignBody = json_body(headers, body).await?;
+    let secs = expires_in(&b.expires_in, MAX_SIGNED_URL_SECS)?;
     if b.paths.is_empty() || b.paths.len() > 1000 {
         return Err(StorageError::bad_request("paths must hold 1 to 1000 names"));
     }
@@ -1083,13 +1360,14 @@ async fn sign_many(
         .await?;
     let visible: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
     let t = now();
+    let exp = expiry(t, secs)?;
     let mut out = Vec::with_capacity(b.paths.len());
     for p in &b.paths {
         if visible.contains(p) {
             let url = format!("{bucket}/{p}");
             let token = sign_token(
                 s,
-                json!({ "url": url, "storage": "download", "iat": t, "exp": t + b.expires_in }),
+                json!({ "url": url, "storage": "download", "iat": t, "exp": exp }),
             )?;
             out.push(json!({ "error": null, "path": p, "signedURL": format!("/object/sign/{url}?token={token}") }));
         } else {
@@ -1118,26 +1396,28 @@ async fn download_signed(
 
 /// A signed upload URL: granted when the caller could write the object now (a probe insert,
 /// rolled back); the upload itself then runs with the token's owner.
-async fn sign_upload(s: &StorageState, headers: &HeaderMap, rest: &str) -> Result<Response> {
+async fn sign_upload(
+    s: &StorageState,
+    headers: &HeaderMap,
+    rest: &str,
+    body: Body,
+) -> Result<Response> {
     let caller = Caller::from_headers(&s.keys, headers)?;
     let (bucket, name) = split_path(rest)?;
     bucket_meta(s, &bucket).await?;
     let upsert = header_str(headers, "x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let owner = caller.owner();
-    let mut tx = s.db.begin(&caller.tx()).await?;
-    let sql = if upsert {
-        "insert into storage.objects (bucket_id, name, owner) values ($1, $2, $3)
-         on conflict (bucket_id, name) do update set updated_at = now()"
-    } else {
-        "insert into storage.objects (bucket_id, name, owner) values ($1, $2, $3)"
+    let b: SignUploadBody = optional_json_body(headers, body).await?;
+    let secs = match b.expires_in {
+        Value::Null => UPLOAD_URL_SECS,
+        v => expires_in(&v, UPLOAD_URL_SECS)?,
     };
-    tx.execute(sql, &[&bucket, &name, &owner]).await?;
-    tx.rollback().await?;
+    let owner = caller.owner();
+    probe_write(s, &caller, owner, &bucket, &name, upsert).await?;
     let url = format!("{bucket}/{name}");
     let t = now();
     let token = sign_token(
         s,
-        json!({ "url": url, "storage": "upload", "owner": owner, "upsert": upsert, "iat": t, "exp": t + UPLOAD_URL_SECS }),
+        json!({ "url": url, "storage": "upload", "owner": owner, "upsert": upsert, "iat": t, "exp": expiry(t, secs)? }),
     )?;
     Ok(
         Json(json!({ "url": format!("/object/upload/sign/{url}?token={token}"), "token": token }))
@@ -1203,5 +1483,70 @@ mod tests {
         assert_eq!(byte_range(Some("bytes=-0"), 10), Err(()));
         assert_eq!(byte_range(Some("bytes=a-b"), 10), Err(()));
         assert_eq!(byte_range(Some("bytes=0-0"), 0), Err(()));
+    }
+
+    #[test]
+    fn active_types_are_served_inert() {
+        let t = |m: &str| served_type(m);
+        assert_eq!(t("image/png"), ("image/png".into(), false));
+        assert_eq!(t("application/pdf"), ("application/pdf".into(), false));
+        assert_eq!(
+            t("text/plain; charset=utf-8"),
+            ("text/plain; charset=utf-8".into(), false)
+        );
+        assert_eq!(t("video/mp4"), ("video/mp4".into(), false));
+        assert_eq!(t("Text/HTML"), ("text/plain".into(), true));
+        assert_eq!(
+            t("text/html; charset=utf-8"),
+            ("text/plain; charset=utf-8".into(), true)
+        );
+        for active in [
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/xml",
+            "text/javascript",
+            "application/javascript",
+            "application/octet-stream",
+            "application/x-unknown",
+        ] {
+            assert_eq!(t(active), (active.to_string(), true), "{active}");
+        }
+        // Browsers take the last type of a list: never pass such a value on.
+        for odd in [
+            "text/plain, text/html",
+            "",
+            "html",
+            "text/",
+            "te xt/plain",
+            "a/b\u{e9}",
+        ] {
+            assert_eq!(t(odd), ("application/octet-stream".into(), true), "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn expires_in_is_whole_seconds_within_bounds() {
+        let max = MAX_SIGNED_URL_SECS;
+        assert_eq!(expires_in(&json!(60), max), Ok(60));
+        assert_eq!(expires_in(&json!("60"), max), Ok(60));
+        assert_eq!(expires_in(&json!(60.0), max), Ok(60));
+        assert_eq!(expires_in(&json!(max), max), Ok(max));
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(max + 1),
+            json!(1e20),
+            json!(i64::MAX),
+            json!(u64::MAX),
+            json!(1.5),
+            json!("abc"),
+            json!(null),
+            json!([60]),
+        ] {
+            let e = expires_in(&bad, max).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert!(expiry(i64::MAX, 1).is_err());
     }
 }

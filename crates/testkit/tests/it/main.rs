@@ -10,5 +10,7 @@ mod schema_behaviour;
 mod schema_catalog;
 mod schema_isolation;
 mod security_fuzz;
+mod security_jwt;
 mod security_membership;
 mod storage;
+mod storage_security;
