@@ -9,6 +9,7 @@ mod rest_types;
 mod schema_behaviour;
 mod schema_catalog;
 mod schema_isolation;
+mod security_body_limits;
 mod security_fuzz;
 mod security_jwt;
 mod security_membership;

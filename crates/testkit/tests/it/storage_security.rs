@@ -187,7 +187,7 @@ fn assert_error(body: &Value, status: u16) {
 
 /// How a streamed request frames its body.
 #[derive(Clone, Copy)]
-enum Framing {
+pub(crate) enum Framing {
     /// `Transfer-Encoding: chunked`: the server learns the size only by reading.
     Chunked,
     /// `Content-Length: n` (the bytes sent may be fewer: the server should answer first).
@@ -195,18 +195,18 @@ enum Framing {
 }
 
 /// What a streamed request got back, and how much of its body the server let in.
-struct Streamed {
-    status: u16,
-    head: String,
-    body: Value,
-    sent: u64,
+pub(crate) struct Streamed {
+    pub status: u16,
+    pub head: String,
+    pub body: Value,
+    pub sent: u64,
 }
 
 /// Sends `head` and then `prefix`, `filler_len` bytes of `filler` (64 KiB at a time, made as
 /// they are written) and `suffix`, while reading the response; writing stops as soon as the
 /// response has arrived. `sent` counts the body bytes the client's socket took: what the
 /// server read plus at most the kernel's socket buffers (a few MiB on loopback).
-async fn stream_request(
+pub(crate) async fn stream_request(
     app: &TestApp,
     head: String,
     framing: Framing,
@@ -333,7 +333,7 @@ fn rss() -> u64 {
 }
 
 /// The highest resident set seen (every 2 ms) while `f` runs, minus the one before it.
-async fn rss_growth_during<F: std::future::Future>(f: F) -> (F::Output, u64) {
+pub(crate) async fn rss_growth_during<F: std::future::Future>(f: F) -> (F::Output, u64) {
     let before = rss();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
