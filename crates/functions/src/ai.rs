@@ -1,7 +1,8 @@
-//! Every model call of a function goes through here: the per-org rate limit, the response
-//! cache (`ai_cache`), the provider, validation of the structured output, and the run log
-//! (`ai_run_logs`). Cache and log are service-role-only tables: they are written in short
-//! transactions of their own as `service_role`, never in the caller's.
+//! Every model call of a function goes through here: the response cache (`ai_cache`), the
+//! per-org budget (reserved before the call and settled after it, [`crate::budget`]), the
+//! provider, the clean-up and validation of the structured output, and the run log
+//! (`ai_run_logs`). Cache, log and budget are service-role-only tables: they are written in
+//! short transactions of their own as `service_role`, never in the caller's.
 use std::time::Instant;
 
 use agencyflow_db::{ClaimsTxn, DbError, TxSettings};
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::budget::{self, Cost, Meter, Refused, Reservation, Want};
 use crate::error::FnError;
 use crate::provider::{ChatRequest, DynProvider, ProviderError, Usage};
 use crate::schema;
@@ -82,34 +84,54 @@ impl FunctionsState {
         ))
     }
 
-    /// 429 when the org has used its AI runs of the last hour (cache hits and the free
-    /// `hash` provider are not counted).
-    pub(crate) async fn check_rate_limit(&self, org_id: Uuid) -> Result<(), FnError> {
-        let limit = self.args().ai_rate_limit_per_hour;
-        if limit <= 0 {
-            return Ok(());
-        }
-        let mut tx = self.service_tx().await?;
-        let row = tx
-            .query_one(
-                "select count(*)::bigint,
-                        coalesce(ceil(extract(epoch from (min(created_at) + interval '1 hour' - now()))), 0)::bigint
-                 from public.ai_run_logs
-                 where org_id = $1 and created_at > now() - interval '1 hour'
-                   and not cache_hit and provider is distinct from 'hash'",
-                &[&org_id],
-            )
-            .await?;
-        tx.commit().await?;
-        let used: i64 = row.get(0);
-        let retry: i64 = row.get(1);
-        if used >= limit {
-            return Err(FnError::RateLimited {
-                limit,
-                retry_after_secs: retry.clamp(1, 3600) as u64,
-            });
-        }
-        Ok(())
+    /// Reserves one AI run and `tokens` chat tokens for the org: 429 `rate_limited` when its
+    /// runs of this hour are spent (the calls in flight included), 429 `ai_budget_exceeded`
+    /// when its chat tokens of today are.
+    pub(crate) async fn reserve_chat(
+        &self,
+        org_id: Uuid,
+        tokens: i64,
+    ) -> Result<Reservation, FnError> {
+        let a = self.args();
+        let wants = [
+            Want {
+                meter: Meter::Runs,
+                amount: 1,
+                limit: a.ai_rate_limit_per_hour,
+            },
+            Want {
+                meter: Meter::ChatTokens,
+                amount: tokens,
+                limit: a.ai_chat_token_budget_per_day,
+            },
+        ];
+        budget::reserve_all(self.db(), org_id, &wants)
+            .await?
+            .map_err(refused)
+    }
+
+    /// Reserves one AI run and `chars` characters of embedding for the org (paid providers).
+    pub(crate) async fn reserve_embed(
+        &self,
+        org_id: Uuid,
+        chars: i64,
+    ) -> Result<Reservation, FnError> {
+        let a = self.args();
+        let wants = [
+            Want {
+                meter: Meter::Runs,
+                amount: 1,
+                limit: a.ai_rate_limit_per_hour,
+            },
+            Want {
+                meter: Meter::EmbedChars,
+                amount: chars,
+                limit: a.ai_embed_budget_chars_per_day,
+            },
+        ];
+        budget::reserve_all(self.db(), org_id, &wants)
+            .await?
+            .map_err(refused)
     }
 
     /// Appends one run log; a failure to log is reported, not fatal to the call.
@@ -233,23 +255,34 @@ impl FunctionsState {
             };
         let started = Instant::now();
         if let Some(cached) = self.cache_get(&key).await {
+            let cached = schema::normalize(&run.schema, cached);
             if schema::validate(&run.schema, &cached).is_ok() {
                 self.log_run(log(Usage::default(), started, None, true))
                     .await;
                 return Ok(cached);
             }
         }
-        self.check_rate_limit(run.org_id).await?;
+        let estimate = estimate_chat_tokens(&req);
+        let reservation = self.reserve_chat(run.org_id, estimate).await?;
         let started = Instant::now();
         let answer = match chat.chat(&req).await {
             Ok(a) => a,
             Err(e) => {
+                // No answer: nothing is charged.
+                reservation.release().await;
                 self.log_run(log(Usage::default(), started, Some(e.to_string()), false))
                     .await;
                 return Err(provider_error(e));
             }
         };
+        // An answer, even one we refuse, has been paid for.
+        reservation
+            .settle(&chat_costs(run.org_id, answer.usage, estimate))
+            .await;
+        // The answer is untrusted: cleaned up (trimmed, deduplicated) and then held to the
+        // schema's types, enums and bounds.
         let parsed = schema::parse_model_json(&answer.text)
+            .map(|v| schema::normalize(&run.schema, v))
             .and_then(|v| schema::validate(&run.schema, &v).map(|()| v));
         match parsed {
             Ok(v) => {
@@ -274,8 +307,9 @@ impl FunctionsState {
         }
     }
 
-    /// Embeds texts with the configured embedder for a column of `dimensions`, logged (and,
-    /// for paid providers, cached and rate limited).
+    /// Embeds texts with the configured embedder for a column of `dimensions`, logged and
+    /// metered (`embed_chars`); for paid providers also cached, and reserved against the
+    /// org's runs and embedding budget.
     pub(crate) async fn embed_for(
         &self,
         agent: &str,
@@ -284,8 +318,9 @@ impl FunctionsState {
         dimensions: usize,
     ) -> Result<Vec<Vec<f32>>, FnError> {
         let p = self.embedder();
-        // Offline providers cost nothing: no rate limit, no cache.
-        let free = matches!(p.name(), "hash" | "local");
+        // Offline providers cost nothing: no budget (only the meter), no cache.
+        let free = is_free(p.name());
+        let chars: i64 = texts.iter().map(|t| t.chars().count() as i64).sum();
         let key = cache_key(
             p.name(),
             p.model(),
@@ -293,6 +328,7 @@ impl FunctionsState {
             &json!({ "embed": texts, "dimensions": dimensions }),
         );
         let started = Instant::now();
+        let mut reservation = None;
         if !free {
             if let Some(cached) = self.cache_get(&key).await {
                 if let Ok(vectors) = serde_json::from_value::<Vec<Vec<f32>>>(cached) {
@@ -311,13 +347,37 @@ impl FunctionsState {
                     return Ok(vectors);
                 }
             }
-            self.check_rate_limit(org_id).await?;
+            reservation = Some(self.reserve_embed(org_id, chars).await?);
         }
         let result = p.embed(texts, dimensions).await;
         let (usage, error) = match &result {
             Ok(e) => (e.usage, None),
             Err(e) => (Usage::default(), Some(e.to_string())),
         };
+        let costs = [
+            Cost {
+                org_id,
+                meter: Meter::Runs,
+                used: 1,
+                tokens: i64::from(usage.input_tokens),
+            },
+            Cost {
+                org_id,
+                meter: Meter::EmbedChars,
+                used: chars,
+                tokens: i64::from(usage.input_tokens),
+            },
+        ];
+        match (reservation, &result) {
+            (Some(r), Ok(_)) => r.settle(&costs).await,
+            (Some(r), Err(_)) => r.release().await,
+            (None, Ok(_)) => {
+                if let Err(e) = budget::record(self.db(), &costs[1..]).await {
+                    tracing::warn!(error = %e, "recording embedding usage failed");
+                }
+            }
+            (None, Err(_)) => {}
+        }
         self.log_run(LogEntry {
             agent,
             org_id,
@@ -343,6 +403,69 @@ impl FunctionsState {
             .await;
         }
         Ok(emb.vectors)
+    }
+}
+
+/// Whether a provider costs nothing per call (the offline `local` and `hash` embedders): no
+/// budget, no cache; their usage is metered all the same.
+pub(crate) fn is_free(provider: &str) -> bool {
+    matches!(provider, "hash" | "local")
+}
+
+/// Answer tokens a chat call is assumed to produce, reserved before it and settled with the
+/// provider's count.
+pub(crate) const ANSWER_TOKENS_ESTIMATE: i64 = 2048;
+
+/// The chat tokens reserved for `req`: a third of its prompt's bytes (generous for English
+/// and JSON) plus [`ANSWER_TOKENS_ESTIMATE`].
+pub(crate) fn estimate_chat_tokens(req: &ChatRequest) -> i64 {
+    let bytes =
+        req.system.len() + req.user.len() + req.schema.as_ref().map_or(0, |s| s.to_string().len());
+    (bytes as i64 + 2) / 3 + ANSWER_TOKENS_ESTIMATE
+}
+
+/// What a chat call cost: one run, and the tokens the provider counted (the estimate when it
+/// reports none).
+pub(crate) fn chat_costs(org_id: Uuid, usage: Usage, estimate: i64) -> [Cost; 2] {
+    let real = i64::from(usage.input_tokens) + i64::from(usage.output_tokens);
+    let tokens = if real > 0 { real } else { estimate };
+    [
+        Cost {
+            org_id,
+            meter: Meter::Runs,
+            used: 1,
+            tokens,
+        },
+        Cost {
+            org_id,
+            meter: Meter::ChatTokens,
+            used: tokens,
+            tokens,
+        },
+    ]
+}
+
+/// The error of a refused reservation.
+pub(crate) fn refused(r: Refused) -> FnError {
+    match r.meter {
+        Meter::Runs => FnError::RateLimited {
+            limit: r.limit,
+            retry_after_secs: r.retry_after_secs,
+        },
+        Meter::ChatTokens => FnError::BudgetExceeded {
+            setting: "AI_CHAT_TOKEN_BUDGET_PER_DAY",
+            unit: "chat tokens",
+            period: "day (UTC)",
+            limit: r.limit,
+            retry_after_secs: r.retry_after_secs,
+        },
+        Meter::EmbedChars => FnError::BudgetExceeded {
+            setting: "AI_EMBED_BUDGET_CHARS_PER_DAY",
+            unit: "characters of embeddings",
+            period: "day (UTC)",
+            limit: r.limit,
+            retry_after_secs: r.retry_after_secs,
+        },
     }
 }
 

@@ -1,7 +1,7 @@
 //! Who is calling, and what they sent: the user JWT (verified, role `authenticated`) and the
 //! JSON body with typed, named-field accessors (a bad field is a 400 naming it).
-use agencyflow_auth::JwtKeys;
 use agencyflow_db::TxSettings;
+use agencyflow_keys::JwtKeys;
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -23,33 +23,39 @@ impl Caller {
     }
 }
 
-/// Verifies `Authorization: Bearer <user JWT>`. The anon key (what supabase-js sends when
-/// signed out), a service key, or any token without a user is refused: every function acts
-/// in a user's organization and spends its AI budget.
+/// Verifies `Authorization: Bearer <user JWT>` through `agencyflow_keys`, the reading every
+/// surface shares. The anon key (what supabase-js sends when signed out), a service key, or
+/// any token without a user is refused: every function acts in a user's organization and
+/// spends its AI budget.
 pub fn authenticate(headers: &HeaderMap, keys: &JwtKeys) -> Result<Caller, FnError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.starts_with("sb_"))
+    let token = agencyflow_keys::bearer(headers)
+        .map_err(|_| FnError::InvalidJwt)?
+        .filter(|t| !t.starts_with("sb_"))
         .ok_or(FnError::InvalidJwt)?;
-    let claims = keys.verify(token).map_err(|_| FnError::InvalidJwt)?;
-    if claims.get("role").and_then(Value::as_str) != Some("authenticated") {
+    let caller =
+        agencyflow_keys::caller_from_token(keys, &agencyflow_keys::ApiRoles::default(), token)
+            .map_err(|_| FnError::InvalidJwt)?;
+    if caller.role != "authenticated" {
         return Err(FnError::InvalidJwt);
     }
-    let user_id = claims
-        .get("sub")
-        .and_then(Value::as_str)
+    let user_id = caller
+        .user_id()
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or(FnError::InvalidJwt)?;
     Ok(Caller {
         user_id,
-        claims: claims.to_string(),
+        claims: caller.claims.json.clone(),
     })
+}
+
+/// Whether any string (or key) of `v` holds a NUL character.
+pub(crate) fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// A request body: a JSON object.
@@ -62,6 +68,12 @@ impl Input {
             return Ok(Input(Map::new()));
         }
         match serde_json::from_slice::<Value>(body) {
+            // PostgreSQL can store no NUL character (in text or jsonb): refused here, not
+            // failed on at the write.
+            Ok(v) if has_nul(&v) => Err(FnError::field(
+                "body",
+                "the request body must not contain NUL characters (\\u0000)",
+            )),
             Ok(Value::Object(m)) => Ok(Input(m)),
             Ok(_) => Err(FnError::field(
                 "body",

@@ -90,9 +90,26 @@ pub struct FunctionsArgs {
     /// First retry delay in milliseconds (doubling each retry; a Retry-After header wins).
     #[arg(long, env = "AI_RETRY_BASE_MS", default_value_t = 500)]
     pub ai_retry_base_ms: u64,
-    /// AI runs (provider calls, cache hits excluded) one organization may make per hour.
+    /// AI runs (provider calls to a paid provider, cache hits excluded) one organization may
+    /// make per clock hour (UTC); 0: no limit. Reserved before the call (so concurrent calls
+    /// cannot pass it), released when the provider fails.
     #[arg(long, env = "AI_RATE_LIMIT_PER_HOUR", default_value_t = 100)]
     pub ai_rate_limit_per_hour: i64,
+    /// Chat tokens (prompt and answer) one organization may use per UTC day; 0: no token
+    /// budget. Each call reserves an estimate before it is sent and is settled with the
+    /// tokens the provider reports, so concurrent calls cannot overspend it.
+    #[arg(long, env = "AI_CHAT_TOKEN_BUDGET_PER_DAY", default_value_t = 0)]
+    pub ai_chat_token_budget_per_day: i64,
+    /// Characters of text one organization may send to a paid embedding provider per UTC
+    /// day (the worker and the embed/search/assistant functions together); 0: no cap. When
+    /// it is spent the worker leaves that organization's rows queued until the next day.
+    /// The offline `local` and `hash` providers are metered but never capped.
+    #[arg(
+        long,
+        env = "AI_EMBED_BUDGET_CHARS_PER_DAY",
+        default_value_t = 20_000_000
+    )]
+    pub ai_embed_budget_chars_per_day: i64,
     /// How long a cached model answer stays valid, in seconds (0: no caching).
     #[arg(long, env = "AI_CACHE_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub ai_cache_ttl_secs: i64,
@@ -134,6 +151,14 @@ impl std::fmt::Debug for FunctionsArgs {
             .field("ai_local_model_dir", &self.ai_local_model_dir)
             .field("ai_local_model_idle_secs", &self.ai_local_model_idle_secs)
             .field("ai_rate_limit_per_hour", &self.ai_rate_limit_per_hour)
+            .field(
+                "ai_chat_token_budget_per_day",
+                &self.ai_chat_token_budget_per_day,
+            )
+            .field(
+                "ai_embed_budget_chars_per_day",
+                &self.ai_embed_budget_chars_per_day,
+            )
             .field("ai_cache_ttl_secs", &self.ai_cache_ttl_secs)
             .field("ai_embed_worker", &self.ai_embed_worker)
             .finish_non_exhaustive()
@@ -158,6 +183,8 @@ impl Default for FunctionsArgs {
             ai_max_retries: 3,
             ai_retry_base_ms: 500,
             ai_rate_limit_per_hour: 100,
+            ai_chat_token_budget_per_day: 0,
+            ai_embed_budget_chars_per_day: 20_000_000,
             ai_cache_ttl_secs: 7 * 24 * 3600,
             ai_embed_worker: true,
             ai_embed_batch_size: 32,

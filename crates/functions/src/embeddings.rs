@@ -8,12 +8,21 @@
 //! back to `pending` with exponential backoff (`attempts`, `run_after`, `last_error`) and is
 //! marked `failed` after `max_attempts`. A vector is written only if the text it was computed
 //! from is still the row's text (a newer edit has queued a newer job).
+//!
+//! Every batch is metered per organization (`private.ai_usage`, meter `embed_chars`: the
+//! characters sent and the tokens the provider counted, per UTC day). With a paid provider
+//! each organization's share of a batch is first reserved against
+//! `embed_budget_chars_per_day`: an organization whose budget cannot take it has its jobs put
+//! back, not attempted, until the next day (`last_error` says why, and the worker logs it); a
+//! single text larger than the whole budget fails. The offline `local` and `hash` providers
+//! are metered and never capped.
 use std::time::{Duration, Instant};
 
 use agencyflow_db::{ClaimsTxn, Db, DbError, TxSettings};
 use uuid::Uuid;
 
-use crate::ai::vector_literal;
+use crate::ai::{is_free, vector_literal};
+use crate::budget::{self, Cost, Meter, Reservation};
 use crate::config::FunctionsArgs;
 use crate::provider::DynProvider;
 use crate::search::{DOCUMENT_DIMENSIONS, INTERACTION_DIMENSIONS};
@@ -26,6 +35,9 @@ pub struct WorkerConfig {
     pub max_attempts: i32,
     /// First retry delay; doubles with each attempt (capped at one hour).
     pub retry_base_secs: f64,
+    /// Characters one organization may have embedded per UTC day by a paid provider
+    /// (`AI_EMBED_BUDGET_CHARS_PER_DAY`); 0: no cap.
+    pub embed_budget_chars_per_day: i64,
 }
 
 impl Default for WorkerConfig {
@@ -42,6 +54,7 @@ impl From<&FunctionsArgs> for WorkerConfig {
             lease_secs: a.ai_embed_lease_secs.max(1),
             max_attempts: a.ai_embed_max_attempts.max(1),
             retry_base_secs: 10.0,
+            embed_budget_chars_per_day: a.ai_embed_budget_chars_per_day.max(0),
         }
     }
 }
@@ -150,7 +163,7 @@ async fn process(
     let rows = tx
         .query(
             &format!(
-                "select t.id, {src} from public.{name} t
+                "select t.id, t.org_id, {src} from public.{name} t
                  where t.id = any($1) and nullif(btrim({src}), '') is not null",
                 src = table.source,
                 name = table.name
@@ -159,19 +172,100 @@ async fn process(
         )
         .await?;
     tx.commit().await?;
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    let texts: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
-    let vectors = if texts.is_empty() {
-        Ok(Vec::new())
-    } else {
-        provider
-            .embed(&texts, table.dimensions)
+    let mut ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    let mut orgs: Vec<Uuid> = rows.iter().map(|r| r.get(1)).collect();
+    let mut texts: Vec<String> = rows.iter().map(|r| r.get(2)).collect();
+    let free = is_free(provider.name());
+    let limit = cfg.embed_budget_chars_per_day;
+    let mut failed = 0;
+    let mut reservation: Option<Reservation> = None;
+    if !free && !texts.is_empty() {
+        // A text larger than a whole day's budget can never be embedded: it fails now.
+        if limit > 0 {
+            let too_big: Vec<Uuid> = ids
+                .iter()
+                .zip(&texts)
+                .filter(|(_, t)| t.chars().count() as i64 > limit)
+                .map(|(id, _)| *id)
+                .collect();
+            if !too_big.is_empty() {
+                let jobs_of = jobs_of_rows(jobs, &too_big);
+                failed += give_up(
+                    db,
+                    &jobs_of,
+                    &format!("the text is longer than the daily embedding budget of its organization (AI_EMBED_BUDGET_CHARS_PER_DAY = {limit} characters)"),
+                )
+                .await?;
+                tracing::warn!(
+                    table = table.name,
+                    rows = too_big.len(),
+                    limit,
+                    "texts larger than the daily embedding budget: not embedded"
+                );
+                keep_rows(&mut ids, &mut orgs, &mut texts, |id, _| {
+                    !too_big.contains(id)
+                });
+            }
+        }
+        let amounts = chars_per_org(&orgs, &texts);
+        let (granted, refused) =
+            budget::reserve_each(db, Meter::EmbedChars, limit, &amounts).await?;
+        if !refused.is_empty() {
+            let deferred_rows: Vec<Uuid> = ids
+                .iter()
+                .zip(&orgs)
+                .filter(|(_, o)| refused.contains(o))
+                .map(|(id, _)| *id)
+                .collect();
+            let deferred = match defer_to_next_day(
+                db,
+                &jobs_of_rows(jobs, &deferred_rows),
+                &format!("embedding budget reached: the organization has used its AI_EMBED_BUDGET_CHARS_PER_DAY ({limit} characters) for today; waiting for the next day (UTC)"),
+            )
             .await
-            .map(|e| e.vectors)
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    // Nothing was sent: the reservation is given back, not charged.
+                    granted.release().await;
+                    return Err(e);
+                }
+            };
+            for org in &refused {
+                tracing::warn!(
+                    org_id = %org,
+                    limit,
+                    table = table.name,
+                    jobs = deferred,
+                    "embedding budget of the organization reached: its rows wait for the next day (AI_EMBED_BUDGET_CHARS_PER_DAY)"
+                );
+            }
+            keep_rows(&mut ids, &mut orgs, &mut texts, |_, org| {
+                !refused.contains(org)
+            });
+        }
+        reservation = Some(granted);
+    }
+    let vectors = if texts.is_empty() {
+        Ok(crate::provider::Embeddings {
+            vectors: Vec::new(),
+            usage: Default::default(),
+        })
+    } else {
+        provider.embed(&texts, table.dimensions).await
     };
     match vectors {
-        Ok(vectors) => {
-            let literals: Vec<String> = vectors.iter().map(|v| vector_literal(v)).collect();
+        Ok(emb) => {
+            let costs = costs_per_org(&orgs, &texts, i64::from(emb.usage.input_tokens));
+            match reservation {
+                Some(r) => r.settle(&costs).await,
+                None => {
+                    if let Err(e) = budget::record(db, &costs).await {
+                        tracing::warn!(error = %e, "recording embedding usage failed");
+                    }
+                }
+            }
+            let literals: Vec<String> = emb.vectors.iter().map(|v| vector_literal(v)).collect();
             let mut tx = service(db).await?;
             let written = tx
                 .execute(
@@ -188,7 +282,7 @@ async fn process(
                 )
                 .await?;
             // Rows deleted, emptied or edited since the claim need nothing more from these
-            // jobs (an edit queued a newer one).
+            // jobs (an edit queued a newer one). Jobs put back above are no longer running.
             tx.execute(
                 "update private.embedding_jobs set status = 'done', locked_at = null, last_error = null
                  where id = any($1) and status = 'running'",
@@ -196,9 +290,12 @@ async fn process(
             )
             .await?;
             tx.commit().await?;
-            Ok((written, 0))
+            Ok((written, failed))
         }
         Err(e) => {
+            if let Some(r) = reservation {
+                r.release().await;
+            }
             tracing::warn!(error = %e, table = table.name, jobs = jobs.len(), "embedding batch failed; will retry");
             let mut tx = service(db).await?;
             let n = tx
@@ -222,9 +319,118 @@ async fn process(
             )
             .await?;
             tx.commit().await?;
-            Ok((0, n))
+            Ok((0, failed + n))
         }
     }
+}
+
+/// The claimed jobs of `rows`.
+fn jobs_of_rows(jobs: &[(i64, Uuid)], rows: &[Uuid]) -> Vec<i64> {
+    jobs.iter()
+        .filter(|j| rows.contains(&j.1))
+        .map(|j| j.0)
+        .collect()
+}
+
+/// Keeps the rows (ids, orgs and texts alike) for which `keep(id, org)` holds.
+fn keep_rows(
+    ids: &mut Vec<Uuid>,
+    orgs: &mut Vec<Uuid>,
+    texts: &mut Vec<String>,
+    keep: impl Fn(&Uuid, &Uuid) -> bool,
+) {
+    let kept: Vec<bool> = ids
+        .iter()
+        .zip(orgs.iter())
+        .map(|(i, o)| keep(i, o))
+        .collect();
+    let mut k = kept.iter();
+    ids.retain(|_| *k.next().unwrap_or(&true));
+    let mut k = kept.iter();
+    orgs.retain(|_| *k.next().unwrap_or(&true));
+    let mut k = kept.iter();
+    texts.retain(|_| *k.next().unwrap_or(&true));
+}
+
+/// Characters of `texts` per organization (each organization once).
+fn chars_per_org(orgs: &[Uuid], texts: &[String]) -> Vec<(Uuid, i64)> {
+    let mut out: Vec<(Uuid, i64)> = Vec::new();
+    for (org, text) in orgs.iter().zip(texts) {
+        let n = text.chars().count() as i64;
+        match out.iter_mut().find(|(o, _)| o == org) {
+            Some((_, total)) => *total += n,
+            None => out.push((*org, n)),
+        }
+    }
+    out
+}
+
+/// The embedding cost of a batch per organization: its characters, and its share of the
+/// provider's token count (by characters).
+fn costs_per_org(orgs: &[Uuid], texts: &[String], tokens: i64) -> Vec<Cost> {
+    let amounts = chars_per_org(orgs, texts);
+    let total: i64 = amounts.iter().map(|a| a.1).sum();
+    amounts
+        .into_iter()
+        .map(|(org_id, chars)| Cost {
+            org_id,
+            meter: Meter::EmbedChars,
+            used: chars,
+            tokens: if total > 0 {
+                (i128::from(tokens) * i128::from(chars) / i128::from(total)) as i64
+            } else {
+                0
+            },
+        })
+        .collect()
+}
+
+/// Puts running jobs back to wait for the next UTC day, without counting the attempt (a job
+/// whose row has a newer pending job is superseded instead). Returns how many were put back.
+async fn defer_to_next_day(db: &Db, job_ids: &[i64], why: &str) -> Result<u64, DbError> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = service(db).await?;
+    let n = tx
+        .execute(
+            "update private.embedding_jobs j
+                set status = 'pending', attempts = greatest(j.attempts - 1, 0),
+                    run_after = date_trunc('day', now(), 'UTC') + interval '1 day',
+                    locked_at = null, last_error = $2, updated_at = now()
+              where j.id = any($1) and j.status = 'running'
+                and not exists (select 1 from private.embedding_jobs p
+                                where p.status = 'pending' and p.table_name = j.table_name
+                                  and p.row_id = j.row_id and p.id <> j.id)",
+            &[&job_ids, &why],
+        )
+        .await?;
+    tx.execute(
+        "update private.embedding_jobs set status = 'done', locked_at = null, last_error = 'superseded'
+         where id = any($1) and status = 'running'",
+        &[&job_ids],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Marks running jobs failed with `why` (no retry can succeed).
+async fn give_up(db: &Db, job_ids: &[i64], why: &str) -> Result<u64, DbError> {
+    if job_ids.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = service(db).await?;
+    let n = tx
+        .execute(
+            "update private.embedding_jobs
+                set status = 'failed', locked_at = null, last_error = $2, updated_at = now()
+              where id = any($1) and status = 'running'",
+            &[&job_ids, &why],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Runs the worker until the task is aborted: batches back to back while there is work,
@@ -240,7 +446,15 @@ pub fn spawn_embedding_worker(
             model = provider.model(),
             "embedding worker started"
         );
+        let mut pruned: Option<Instant> = None;
         loop {
+            // Usage rows no budget needs any more go, once an hour.
+            if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                pruned = Some(Instant::now());
+                if let Err(e) = budget::prune(&db).await {
+                    tracing::warn!(error = %e, "embedding worker: pruning ai_usage failed");
+                }
+            }
             match run_batch(&db, &provider, &cfg).await {
                 Ok(b) if b.claimed > 0 => {
                     tracing::debug!(
@@ -262,12 +476,19 @@ pub fn spawn_embedding_worker(
 /// Queues a job for every document and interaction with text and no embedding (or an
 /// embedding of another model than `provider`'s), then embeds them all;
 /// `progress(done, total)` after each batch.
+///
+/// This is the operator's command (`agencyflow embed backfill`): it is metered like the
+/// worker but not capped by the per-organization embedding budget.
 pub async fn backfill(
     db: &Db,
     provider: DynProvider,
     progress: impl FnMut(u64, u64),
 ) -> Result<BackfillReport, DbError> {
-    backfill_with(db, provider, &WorkerConfig::default(), progress).await
+    let cfg = WorkerConfig {
+        embed_budget_chars_per_day: 0,
+        ..WorkerConfig::default()
+    };
+    backfill_with(db, provider, &cfg, progress).await
 }
 
 pub async fn backfill_with(

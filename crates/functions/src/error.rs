@@ -24,6 +24,18 @@ pub enum FnError {
     Conflict(String),
     #[error("rate limit reached: {limit} AI runs per hour for this organization")]
     RateLimited { limit: i64, retry_after_secs: u64 },
+    /// The organization's AI budget for the period (chat tokens, embedded characters) is
+    /// spent, counting the calls in flight; `setting` names the limit.
+    #[error(
+        "AI budget reached: this organization may use {limit} {unit} per {period} ({setting})"
+    )]
+    BudgetExceeded {
+        setting: &'static str,
+        unit: &'static str,
+        period: &'static str,
+        limit: i64,
+        retry_after_secs: u64,
+    },
     /// No chat model is configured; names the setting to add.
     #[error("no chat model is configured: set {0}")]
     NoChatProvider(&'static str),
@@ -63,7 +75,9 @@ impl FnError {
             FnError::NotFound(_) => StatusCode::NOT_FOUND,
             FnError::Forbidden(_) => StatusCode::FORBIDDEN,
             FnError::Conflict(_) => StatusCode::CONFLICT,
-            FnError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            FnError::RateLimited { .. } | FnError::BudgetExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             FnError::NoChatProvider(_) | FnError::DbUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             FnError::BadModelOutput(_) => StatusCode::BAD_GATEWAY,
             FnError::Provider(ProviderError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -82,6 +96,7 @@ impl FnError {
             FnError::Forbidden(_) => "forbidden",
             FnError::Conflict(_) => "conflict",
             FnError::RateLimited { .. } => "rate_limited",
+            FnError::BudgetExceeded { .. } => "ai_budget_exceeded",
             FnError::NoChatProvider(_) => "ai_not_configured",
             FnError::BadModelOutput(_) => "invalid_model_output",
             FnError::Provider(ProviderError::Timeout) => "provider_timeout",
@@ -103,10 +118,36 @@ impl FnError {
             FnError::RateLimited {
                 retry_after_secs, ..
             } => body["retry_after"] = json!(retry_after_secs),
+            FnError::BudgetExceeded {
+                setting,
+                retry_after_secs,
+                ..
+            } => {
+                body["retry_after"] = json!(retry_after_secs);
+                body["setting"] = json!(setting);
+            }
             _ => {}
         }
         body
     }
+}
+
+/// The error of a write that stores a model's answer: what the database refuses about the
+/// data itself (a value it cannot hold, a check, a row affected twice) is the model's fault,
+/// 502 `invalid_model_output` (the transaction is rolled back: nothing is written), not a 400
+/// about the caller's body nor a 500. Other errors map as usual.
+pub(crate) fn model_write(e: agencyflow_db::DbError) -> FnError {
+    if let agencyflow_db::DbError::Postgres(pg) = &e {
+        let code = pg.code.as_str();
+        if code == "21000" || code == "23502" || code == "23514" || code.starts_with("22") {
+            tracing::warn!(error = %e, "the model's answer could not be stored");
+            return FnError::BadModelOutput(format!(
+                "the answer cannot be stored ({})",
+                pg.message
+            ));
+        }
+    }
+    FnError::from(e)
 }
 
 impl From<agencyflow_db::DbError> for FnError {
@@ -155,6 +196,9 @@ impl IntoResponse for FnError {
         }
         let mut resp = (self.status(), Json(self.body())).into_response();
         if let FnError::RateLimited {
+            retry_after_secs, ..
+        }
+        | FnError::BudgetExceeded {
             retry_after_secs, ..
         } = self
         {

@@ -4,11 +4,14 @@
 //! Each function verifies the caller's JWT, validates its input (400 naming the field), reads
 //! and writes **as the caller** (RLS decides), calls a model through [`provider`], validates
 //! the structured answer against its schema (502, nothing written, when it does not fit),
-//! writes all its results in one transaction, and logs the run. See `docs/functions.md`.
+//! writes all its results in one transaction, and logs the run. A model's answer is treated
+//! like a request body from a stranger: bounded, deduplicated, refused when it does not fit.
+//! AI spending is reserved per organization before each call ([`budget`]). See
+//! `docs/functions.md`.
 use std::sync::Arc;
 
-use agencyflow_auth::JwtKeys;
 use agencyflow_db::Db;
+use agencyflow_keys::JwtKeys;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method};
@@ -17,6 +20,7 @@ use axum::routing::any;
 use axum::{Json, Router};
 
 pub mod ai;
+pub mod budget;
 pub mod caller;
 pub mod config;
 pub mod documents;

@@ -1,11 +1,114 @@
 //! Structured output: the JSON schemas the functions ask models for, a validator for the
 //! subset of JSON Schema they use (type, properties, required, additionalProperties, items,
-//! enum, minimum/maximum, minItems/maxItems, minLength), and each provider's dialect of it.
+//! enum, minimum/maximum, minItems/maxItems, minLength/maxLength), the clean-up of a model's
+//! answer before it is validated ([`normalize`]), and each provider's dialect of the schema.
+//!
+//! A model's answer is untrusted input, like a request body from a stranger: every string is
+//! bounded (`maxLength`) and free of NUL characters (PostgreSQL cannot store them), every
+//! array bounded (`maxItems`), every object closed, and arrays marked `x-unique` are
+//! deduplicated.
 use serde_json::{Map, Value};
 
 /// Validates `v` against `schema`; the error names the first offending path.
 pub fn validate(schema: &Value, v: &Value) -> Result<(), String> {
     check(schema, v, "$")
+}
+
+/// Cleans a model's answer up as far as `schema` describes it, before validation: strings
+/// are trimmed, blank strings are dropped from arrays of strings, and arrays marked
+/// `x-unique` keep only the first of items that are the same (strings compared without case
+/// and with runs of whitespace collapsed; objects by the keys `x-unique` lists, or whole).
+/// Anything the schema does not describe is left for [`validate`] to refuse.
+pub fn normalize(schema: &Value, v: Value) -> Value {
+    match v {
+        Value::String(s) if schema.get("type").and_then(Value::as_str) == Some("string") => {
+            let t = s.trim();
+            if t.len() == s.len() {
+                Value::String(s)
+            } else {
+                Value::String(t.to_string())
+            }
+        }
+        Value::Object(m) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            Value::Object(
+                m.into_iter()
+                    .map(|(k, val)| match props.and_then(|p| p.get(&k)) {
+                        Some(ps) => {
+                            let val = normalize(ps, val);
+                            (k, val)
+                        }
+                        None => (k, val),
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(items) => {
+            let item_schema = schema.get("items").unwrap_or(&Value::Null);
+            let strings = item_schema.get("type").and_then(Value::as_str) == Some("string");
+            let mut out: Vec<Value> = items
+                .into_iter()
+                .map(|x| normalize(item_schema, x))
+                .filter(|x| !(strings && x.as_str().is_some_and(str::is_empty)))
+                .collect();
+            if let Some(unique) = schema.get("x-unique") {
+                let mut seen = std::collections::HashSet::new();
+                out.retain(|x| seen.insert(identity(unique, item_schema, x)));
+            }
+            Value::Array(out)
+        }
+        other => other,
+    }
+}
+
+/// What makes two items of an `x-unique` array the same. Values of an enum compare exactly
+/// (`LEAD-GENERATION` is not the catalogue's `lead-generation`: it is left for validation to
+/// refuse, not dropped as a duplicate of a valid item); other strings are folded.
+fn identity(unique: &Value, item_schema: &Value, x: &Value) -> String {
+    let key = |s: &Value, v: &Value| {
+        if s.get("enum").is_some() {
+            v.to_string()
+        } else {
+            fold(v)
+        }
+    };
+    match (unique.as_array(), x) {
+        (Some(keys), Value::Object(m)) => keys
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|k| {
+                let ks = item_schema
+                    .pointer(&format!("/properties/{k}"))
+                    .unwrap_or(&Value::Null);
+                key(ks, m.get(k).unwrap_or(&Value::Null))
+            })
+            .collect::<Vec<_>>()
+            .join("\u{1f}"),
+        _ => key(item_schema, x),
+    }
+}
+
+/// A value folded for comparison: strings lower-cased with whitespace collapsed.
+fn fold(v: &Value) -> String {
+    match v {
+        Value::String(s) => s
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase(),
+        Value::Object(m) => {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", fold(v))).collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(fold).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+/// The folded form of a string, as `x-unique` compares them (for callers that deduplicate
+/// against data of their own, e.g. existing task titles).
+pub fn same_text(a: &str, b: &str) -> bool {
+    fold(&Value::String(a.to_string())) == fold(&Value::String(b.to_string()))
 }
 
 fn check(s: &Value, v: &Value, path: &str) -> Result<(), String> {
@@ -69,9 +172,18 @@ fn check(s: &Value, v: &Value, path: &str) -> Result<(), String> {
             let Some(text) = v.as_str() else {
                 return Err(format!("{path}: expected a string"));
             };
+            if text.contains('\0') {
+                return Err(format!("{path}: contains a NUL character"));
+            }
+            let chars = text.chars().count() as u64;
             if let Some(min) = s.get("minLength").and_then(Value::as_u64) {
-                if (text.chars().count() as u64) < min {
+                if chars < min {
                     return Err(format!("{path}: too short"));
+                }
+            }
+            if let Some(max) = s.get("maxLength").and_then(Value::as_u64) {
+                if chars > max {
+                    return Err(format!("{path}: longer than {max} characters"));
                 }
             }
         }
@@ -167,7 +279,8 @@ pub fn to_openai(s: &Value) -> Value {
     let mut out = Map::new();
     for (k, v) in obj {
         match k.as_str() {
-            "minimum" | "maximum" | "minItems" | "maxItems" | "minLength" => {}
+            "minimum" | "maximum" | "minItems" | "maxItems" | "minLength" | "maxLength"
+            | "x-unique" => {}
             "properties" => {
                 out.insert(
                     k.clone(),
@@ -198,18 +311,41 @@ pub fn to_openai(s: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Shorthands for writing the functions' schemas.
+/// Shorthands for writing the functions' schemas. Every string and array is bounded: a
+/// model's answer is stored, so it gets the limits a request body would.
 pub mod s {
     use serde_json::{json, Value};
 
+    /// The longest text field (a summary, a description, a reason).
+    pub const MAX_TEXT: u64 = 4000;
+    /// The longest short field (a title, a name, a label).
+    pub const MAX_LABEL: u64 = 200;
+    /// The longest item of a list of strings.
+    pub const MAX_ITEM: u64 = 1000;
+    /// The most items of a list of strings.
+    pub const MAX_ITEMS: u64 = 20;
+
+    /// Text that may be empty.
     pub fn string() -> Value {
-        json!({"type": "string"})
+        json!({"type": "string", "maxLength": MAX_TEXT})
     }
+    /// Non-blank text of at most [`MAX_TEXT`] characters.
     pub fn text() -> Value {
-        json!({"type": "string", "minLength": 1})
+        text_up_to(MAX_TEXT)
     }
+    /// Non-blank text of at most `max` characters.
+    pub fn text_up_to(max: u64) -> Value {
+        json!({"type": "string", "minLength": 1, "maxLength": max})
+    }
+    /// A non-blank title or name of at most [`MAX_LABEL`] characters.
+    pub fn label() -> Value {
+        text_up_to(MAX_LABEL)
+    }
+    /// A list of at most [`MAX_ITEMS`] distinct non-blank strings (blank ones are dropped,
+    /// repeated ones kept once).
     pub fn strings() -> Value {
-        json!({"type": "array", "items": {"type": "string"}})
+        json!({"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": MAX_ITEM},
+               "maxItems": MAX_ITEMS, "x-unique": true})
     }
     pub fn one_of(values: &[&str]) -> Value {
         json!({"type": "string", "enum": values})
@@ -220,8 +356,22 @@ pub mod s {
     pub fn number() -> Value {
         json!({"type": "number"})
     }
+    pub fn number_range(min: f64, max: f64) -> Value {
+        json!({"type": "number", "minimum": min, "maximum": max})
+    }
     pub fn array(items: Value, min: u64, max: u64) -> Value {
         json!({"type": "array", "items": items, "minItems": min, "maxItems": max})
+    }
+    /// [`array`] whose items are deduplicated: strings as in [`strings`], objects by `keys`
+    /// (the first of items with the same values of `keys` is kept).
+    pub fn unique_array(items: Value, min: u64, max: u64, keys: &[&str]) -> Value {
+        let mut a = array(items, min, max);
+        a["x-unique"] = if keys.is_empty() {
+            json!(true)
+        } else {
+            json!(keys)
+        };
+        a
     }
     /// A closed object whose every property is required.
     pub fn object(props: &[(&str, Value)]) -> Value {
@@ -262,6 +412,72 @@ mod tests {
         let e = validate(&sc, &json!({"score": 5.5, "level": "low", "items": ["a"]})).unwrap_err();
         assert!(e.contains("integer"), "{e}");
         assert!(validate(&sc, &json!("nope")).is_err());
+    }
+
+    #[test]
+    fn normalize_trims_drops_blanks_and_deduplicates() {
+        let sc = s::object(&[
+            ("tags", s::strings()),
+            (
+                "recs",
+                s::unique_array(
+                    s::object(&[("id", s::label()), ("why", s::text())]),
+                    1,
+                    5,
+                    &["id"],
+                ),
+            ),
+        ]);
+        let v = normalize(
+            &sc,
+            json!({"tags": [" a ", "", "A", "b  c", "B C", "  "],
+                   "recs": [{"id": "x", "why": " first "}, {"id": " X ", "why": "second"}, {"id": "y", "why": "third"}]}),
+        );
+        assert_eq!(
+            v,
+            json!({"tags": ["a", "b  c"], "recs": [{"id": "x", "why": "first"}, {"id": "y", "why": "third"}]})
+        );
+        assert!(validate(&sc, &v).is_ok());
+        // Everything blank: the minimum refuses it.
+        let v = normalize(&sc, json!({"tags": [], "recs": []}));
+        assert!(validate(&sc, &v).unwrap_err().contains("at least"));
+        assert!(same_text(" Export  CRM", "export crm"));
+        // Enum values compare exactly: a wrong-case id is not dropped as a duplicate of a
+        // valid one, it stays for validation to refuse.
+        let sc = s::unique_array(
+            s::object(&[("system_id", s::one_of(&["lead-generation"]))]),
+            1,
+            5,
+            &["system_id"],
+        );
+        let v = normalize(
+            &sc,
+            json!([{"system_id": "lead-generation"}, {"system_id": " lead-generation"}, {"system_id": "LEAD-GENERATION"}]),
+        );
+        assert_eq!(
+            v,
+            json!([{"system_id": "lead-generation"}, {"system_id": "LEAD-GENERATION"}])
+        );
+        assert!(validate(&sc, &v).is_err());
+    }
+
+    #[test]
+    fn strings_are_bounded_and_free_of_nul() {
+        let sc = s::object(&[("t", s::label()), ("l", s::strings())]);
+        let max = "x".repeat(s::MAX_LABEL as usize);
+        assert!(validate(&sc, &json!({"t": max, "l": []})).is_ok());
+        let e = validate(&sc, &json!({"t": format!("{max}x"), "l": []})).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        let e = validate(&sc, &json!({"t": "a\u{0}b", "l": []})).unwrap_err();
+        assert!(e.contains("NUL"), "{e}");
+        let many: Vec<String> = (0..=s::MAX_ITEMS).map(|i| i.to_string()).collect();
+        let e = validate(&sc, &json!({"t": "a", "l": many})).unwrap_err();
+        assert!(e.contains("at most"), "{e}");
+        // The providers' dialects do not carry our own keywords.
+        let o = to_openai(&sc);
+        assert!(o["properties"]["l"].get("x-unique").is_none());
+        assert!(o["properties"]["t"].get("maxLength").is_none());
+        assert!(to_gemini(&sc)["properties"]["l"].get("x-unique").is_none());
     }
 
     #[test]

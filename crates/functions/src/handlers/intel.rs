@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::platform::run_search;
 use super::{prompt_json, resolve_org};
-use crate::ai::{provider_error, LogEntry, Run};
+use crate::ai::{chat_costs, estimate_chat_tokens, provider_error, LogEntry, Run};
 use crate::caller::{Caller, Input};
-use crate::error::FnError;
+use crate::error::{model_write, FnError};
 use crate::provider::{ChatRequest, StreamEvent, Usage};
 use crate::schema::s;
 use crate::FunctionsState;
@@ -78,10 +78,12 @@ pub(crate) async fn crm_intelligence(
             "update public.clients set health_score = $2 where id = $1 returning health_score",
             &[
                 &client_id,
-                &(result["health_score"].as_i64().unwrap_or(50) as i32),
+                // Validated as an integer from 0 to 100; `81.0` is one too (as_i64 is not).
+                &(result["health_score"].as_f64().unwrap_or(50.0).round() as i32),
             ],
         )
-        .await?;
+        .await
+        .map_err(model_write)?;
     if updated.is_none() {
         return Err(FnError::Forbidden(
             "your role cannot update this client".into(),
@@ -92,7 +94,8 @@ pub(crate) async fn crm_intelligence(
          values ($1, $2, 'system', 'AI client health review', $3, $4, (select auth.uid()))",
         &[&org_id, &client_id, &result["summary"].as_str(), &json!({ "source": "crm-intelligence", "result": result })],
     )
-    .await?;
+    .await
+    .map_err(model_write)?;
     tx.commit().await?;
     Ok(json!({ "client_id": client_id, "result": result }))
 }
@@ -135,7 +138,7 @@ pub(crate) async fn project_monitor(
     let (project, tasks, milestones): (Value, Value, Value) = (r.get(2), r.get(3), r.get(4));
     let schema = s::object(&[
         ("status", s::one_of(&["on_track", "at_risk", "delayed"])),
-        ("reasons", s::array(s::text(), 1, 10)),
+        ("reasons", s::unique_array(s::text(), 1, 10, &[])),
         ("recommendations", s::strings()),
     ]);
     let result = st
@@ -160,7 +163,8 @@ pub(crate) async fn project_monitor(
          values ($1, $2, $3, 'system', 'Project monitor: ' || $4, $5, $6, (select auth.uid()))",
         &[&org_id, &client_id, &project_id, &status, &result["reasons"][0].as_str(), &json!({ "source": "project-monitor", "result": result })],
     )
-    .await?;
+    .await
+    .map_err(model_write)?;
     tx.commit().await?;
     Ok(json!({ "project_id": project_id, "result": result }))
 }
@@ -206,12 +210,16 @@ pub(crate) async fn assistant(
         )
         .collect();
     let citation = s::object(&[
-        ("id", s::text()),
+        ("id", s::label()),
         ("type", s::one_of(&["document", "interaction"])),
     ]);
+    // A source cited twice is cited once.
     let schema = s::object(&[
-        ("answer", s::text()),
-        ("citations", s::array(citation, 0, 20)),
+        ("answer", s::text_up_to(20_000)),
+        (
+            "citations",
+            s::unique_array(citation, 0, 20, &["id", "type"]),
+        ),
     ]);
     let result = st
         .structured(Run {
@@ -272,7 +280,6 @@ pub(crate) async fn intelligence_stream(
             None,
         ),
     };
-    st.check_rate_limit(org_id).await?;
     let user = match &context {
         Some(c) => format!("{question}\n\nContext:\n{}", prompt_json(c, 12_000)),
         None => question,
@@ -284,6 +291,8 @@ pub(crate) async fn intelligence_stream(
         schema: None,
         temperature: 0.4,
     };
+    let estimate = estimate_chat_tokens(&req);
+    let reservation = st.reserve_chat(org_id, estimate).await?;
     let started = Instant::now();
     let log = |usage: Usage, error: Option<String>| LogEntry {
         agent: "intelligence-stream",
@@ -299,6 +308,7 @@ pub(crate) async fn intelligence_stream(
     let mut upstream = match chat.chat_stream(&req).await {
         Ok(s) => s,
         Err(e) => {
+            reservation.release().await;
             st.log_run(log(Usage::default(), Some(e.to_string()))).await;
             return Err(provider_error(e));
         }
@@ -338,6 +348,11 @@ pub(crate) async fn intelligence_stream(
             let _ = tx.send(Ok(Event::default().data(done.to_string()))).await;
         }
         drop(tx);
+        // A stream that started has been paid for, to the tokens the provider counted (the
+        // estimate when it reported none).
+        reservation
+            .settle(&chat_costs(org_id, usage, estimate))
+            .await;
         st2.log_run(LogEntry {
             agent: "intelligence-stream",
             org_id,

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use super::prompt_json;
 use crate::ai::Run;
 use crate::caller::{Caller, Input};
-use crate::error::FnError;
-use crate::schema::s;
+use crate::error::{model_write, FnError};
+use crate::schema::{self, s};
 use crate::FunctionsState;
 
 const CONSULTANT: &str = "You are a senior consultant at an agency that designs and builds AI automation systems for small and medium businesses. Be concrete, practical and honest. Answer only with JSON that follows the given schema.";
@@ -69,7 +69,8 @@ async fn save_step(
              select to_jsonb(a) - 'org_id', (select count(*) from s) from a",
             &[&org_id, &session_id, &step, &data, ai],
         )
-        .await?;
+        .await
+        .map_err(model_write)?;
     let r =
         row.ok_or_else(|| FnError::Forbidden("not allowed to write this wizard session".into()))?;
     if r.get::<_, i64>(1) == 0 {
@@ -113,11 +114,14 @@ pub(crate) async fn analyze_business(
     let s = load_session(st, caller, session_id).await?;
     let schema = s::object(&[
         ("summary", s::text()),
-        ("industry", s::text()),
+        ("industry", s::label()),
         ("business_model", s::string()),
         ("strengths", s::strings()),
         ("challenges", s::strings()),
-        ("opportunities", s::array(s::text(), 1, 10)),
+        (
+            "opportunities",
+            s::unique_array(s::text_up_to(s::MAX_ITEM), 1, 10, &[]),
+        ),
     ]);
     let run = Run {
         agent: "analyze-business",
@@ -147,7 +151,7 @@ pub(crate) async fn generate_diagnostics(
         ));
     }
     let finding = s::object(&[
-        ("area", s::text()),
+        ("area", s::label()),
         ("finding", s::text()),
         ("severity", s::one_of(&["low", "medium", "high"])),
         ("recommendation", s::text()),
@@ -155,7 +159,11 @@ pub(crate) async fn generate_diagnostics(
     let schema = s::object(&[
         ("summary", s::text()),
         ("maturity_score", s::int_range(0, 100)),
-        ("findings", s::array(finding, 1, 12)),
+        // The same finding twice (in the same area) is kept once.
+        (
+            "findings",
+            s::unique_array(finding, 1, 12, &["area", "finding"]),
+        ),
     ]);
     let run = Run {
         agent: "generate-diagnostics",
@@ -205,9 +213,14 @@ pub(crate) async fn recommend_systems(
         ("why_it_matters", s::text()),
         ("priority", s::one_of(&["high", "medium", "low"])),
     ]);
+    // A system recommended twice is kept once (its first recommendation): the answer lists
+    // project_systems rows, one per system.
     let schema = s::object(&[
         ("summary", s::text()),
-        ("recommendations", s::array(rec, 1, 6)),
+        (
+            "recommendations",
+            s::unique_array(rec, 1, 6, &["system_id"]),
+        ),
     ]);
     let run = Run {
         agent: "recommend-systems",
@@ -231,9 +244,11 @@ pub(crate) async fn recommend_systems(
             .query_one(
                 "with r as (
                    insert into public.project_systems (org_id, project_id, system_id, is_recommended, why_it_matters, recommendation_metadata)
-                   select $1, $2, x ->> 'system_id', true, x ->> 'why_it_matters',
+                   select $1, $2, y.id, true, x ->> 'why_it_matters',
                           jsonb_build_object('priority', x ->> 'priority', 'source', 'recommend-systems', 'session_id', $3::uuid)
                    from jsonb_array_elements($4::jsonb) x
+                   -- only systems still in the catalogue (it may have changed since the prompt)
+                   join public.systems y on y.id = x ->> 'system_id' and y.is_active
                    on conflict (project_id, system_id) do update
                      set is_recommended = true, why_it_matters = excluded.why_it_matters,
                          recommendation_metadata = excluded.recommendation_metadata
@@ -242,7 +257,8 @@ pub(crate) async fn recommend_systems(
                  select coalesce(jsonb_agg(to_jsonb(r) - 'org_id'), '[]'::jsonb) from r",
                 &[&s.org_id, &project_id, &s.id, &result["recommendations"]],
             )
-            .await?
+            .await
+            .map_err(model_write)?
             .get(0);
     }
     tx.commit().await?;
@@ -303,7 +319,8 @@ pub(crate) async fn assess_readiness(
             "select to_jsonb(c) - 'org_id' from public.create_context_snapshot($1, $2, $3) c",
             &[&project_id, &summary, &metrics],
         )
-        .await?
+        .await
+        .map_err(model_write)?
         .get(0);
     tx.commit().await?;
     Ok(
@@ -351,21 +368,22 @@ pub(crate) async fn generate_roadmap(
         .and_then(|x| Uuid::parse_str(x).ok())
         .ok_or_else(|| FnError::Internal("snapshot id".into()))?;
     let phase = s::object(&[
-        ("title", s::text()),
+        ("title", s::label()),
         ("description", s::string()),
         ("outcomes", s::strings()),
     ]);
     let schema = s::object(&[
-        ("total_duration", s::text()),
+        ("total_duration", s::label()),
         (
             "roi_projection",
             s::object(&[
                 ("summary", s::string()),
-                ("estimated_annual_value_usd", s::number()),
-                ("payback_months", s::number()),
+                ("estimated_annual_value_usd", s::number_range(0.0, 1e12)),
+                ("payback_months", s::number_range(0.0, 1200.0)),
             ]),
         ),
-        ("phases", s::array(phase, 1, 8)),
+        // Two phases of the same title are one phase.
+        ("phases", s::unique_array(phase, 1, 8, &["title"])),
     ]);
     let run = Run {
         agent: "generate-roadmap",
@@ -396,7 +414,8 @@ pub(crate) async fn generate_roadmap(
                     (select coalesce(jsonb_agg(to_jsonb(ph) - 'org_id' order by ph.order_index), '[]'::jsonb) from ph)",
             &[&org_id, &snapshot_id, &result["total_duration"].as_str(), &result["roi_projection"], &result["phases"]],
         )
-        .await?;
+        .await
+        .map_err(model_write)?;
     let roadmap: Value = row.get(0);
     let phases: Value = row.get(1);
     if let Some(sid) = session_id {
@@ -434,14 +453,15 @@ pub(crate) async fn generate_tasks(
     let project_id: Uuid = r.get(1);
     let (phase, context, existing): (Value, Value, Value) = (r.get(2), r.get(3), r.get(4));
     let task = s::object(&[
-        ("title", s::text()),
+        ("title", s::label()),
         ("description", s::string()),
         ("owner", s::one_of(&["client", "agency", "automated"])),
         ("priority", s::one_of(&["low", "medium", "high", "urgent"])),
         ("effort", s::one_of(&["s", "m", "l", "xl"])),
-        ("tags", s::strings()),
+        ("tags", s::unique_array(s::text_up_to(50), 0, 10, &[])),
     ]);
-    let schema = s::object(&[("tasks", s::array(task, 1, 20))]);
+    // The same task twice is one task.
+    let schema = s::object(&[("tasks", s::unique_array(task, 1, 20, &["title"]))]);
     let run = Run {
         agent: "generate-tasks",
         org_id,
@@ -455,7 +475,25 @@ pub(crate) async fn generate_tasks(
         ),
         schema,
     };
-    let result = st.structured(run).await?;
+    let mut result = st.structured(run).await?;
+    // Tasks the phase already has are not added again; an answer of nothing new is refused.
+    let known: Vec<&str> = existing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if let Some(tasks) = result["tasks"].as_array_mut() {
+        tasks.retain(|t| {
+            let title = t["title"].as_str().unwrap_or_default();
+            !known.iter().any(|k| schema::same_text(k, title))
+        });
+        if tasks.is_empty() {
+            return Err(FnError::BadModelOutput(
+                "$.tasks: every task proposed already exists in this phase".into(),
+            ));
+        }
+    }
     let mut tx = st.db().begin(&caller.tx()).await?;
     let tasks: Value = tx
         .query_one(
@@ -469,7 +507,8 @@ pub(crate) async fn generate_tasks(
              select coalesce(jsonb_agg(to_jsonb(t) - 'org_id' order by t.created_at, t.title), '[]'::jsonb) from t",
             &[&org_id, &phase_id, &result["tasks"]],
         )
-        .await?
+        .await
+        .map_err(model_write)?
         .get(0);
     tx.commit().await?;
     Ok(json!({ "phase_id": phase_id, "tasks": tasks }))

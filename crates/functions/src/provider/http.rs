@@ -98,8 +98,30 @@ pub(crate) async fn send(
     }
 }
 
-pub(crate) async fn json(resp: Response) -> Result<serde_json::Value, ProviderError> {
-    let bytes = resp.bytes().await.map_err(transport)?;
+/// The largest provider response read (a batch of 1,000 vectors of 1,536 numbers is ~30 MiB
+/// of JSON): a provider's answer is untrusted and is not buffered without bound.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+pub(crate) async fn json(mut resp: Response) -> Result<serde_json::Value, ProviderError> {
+    let too_big = || {
+        ProviderError::BadResponse(format!(
+            "response larger than {} MiB",
+            MAX_RESPONSE_BYTES >> 20
+        ))
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| ProviderError::BadResponse(format!("response is not JSON: {e}")))
 }

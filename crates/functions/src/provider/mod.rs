@@ -265,6 +265,12 @@ pub(crate) fn check_vectors(
             vectors.len()
         )));
     }
+    // Numbers beyond f32 (1e39) became infinities, which pgvector refuses.
+    if vectors.iter().flatten().any(|x| !x.is_finite()) {
+        return Err(ProviderError::BadResponse(format!(
+            "model {model} returned an embedding with a non-finite number"
+        )));
+    }
     if let Some(v) = vectors.iter().find(|v| v.len() != dimensions) {
         return Err(ProviderError::BadResponse(format!(
             "model {model} returned {} dimensions, the column needs {dimensions} (choose a model that supports {dimensions}, e.g. with AI_EMBED_MODEL)",

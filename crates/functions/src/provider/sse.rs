@@ -3,6 +3,9 @@ use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{http, ProviderError};
 
+/// The largest single event read from a stream.
+const MAX_EVENT_BYTES: usize = 4 << 20;
+
 /// The `data` of each event (multi-line data joined with `\n`), in order.
 pub(crate) fn data_events(
     resp: reqwest::Response,
@@ -22,6 +25,16 @@ pub(crate) fn data_events(
                     Some(Ok(chunk)) => {
                         buf.extend_from_slice(&chunk);
                         ready.extend(take_events(&mut buf, false));
+                        // What is left is one unfinished event: it is not buffered without
+                        // bound.
+                        if buf.len() > MAX_EVENT_BYTES {
+                            ended = true;
+                            let e = ProviderError::BadResponse(format!(
+                                "stream event larger than {} MiB",
+                                MAX_EVENT_BYTES >> 20
+                            ));
+                            return Some((Err(e), (bytes, buf, ready, ended)));
+                        }
                     }
                     Some(Err(e)) => {
                         ended = true;

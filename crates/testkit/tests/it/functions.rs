@@ -279,16 +279,16 @@ async fn spawn_mock() -> (String, Arc<Mock>) {
 // Fixtures
 // ---------------------------------------------------------------------------------------
 
-struct World {
-    user: Uuid,
-    org: Uuid,
-    client: Uuid,
-    project: Uuid,
-    session: Uuid,
-    outsider: Uuid,
+pub(crate) struct World {
+    pub(crate) user: Uuid,
+    pub(crate) org: Uuid,
+    pub(crate) client: Uuid,
+    pub(crate) project: Uuid,
+    pub(crate) session: Uuid,
+    pub(crate) outsider: Uuid,
 }
 
-async fn world(db: &Client) -> World {
+pub(crate) async fn world(db: &Client) -> World {
     let user = Uuid::new_v4();
     let outsider = Uuid::new_v4();
     for (id, email) in [(user, "owner@a.test"), (outsider, "other@b.test")] {
@@ -320,7 +320,7 @@ async fn world(db: &Client) -> World {
     }
 }
 
-fn openai_flags(mock: &str) -> Vec<String> {
+pub(crate) fn openai_flags(mock: &str) -> Vec<String> {
     [
         "--ai-chat-provider",
         "openai",
@@ -340,12 +340,12 @@ fn openai_flags(mock: &str) -> Vec<String> {
     .collect()
 }
 
-async fn app_with(t: &TestDb, flags: &[String]) -> TestApp {
+pub(crate) async fn app_with(t: &TestDb, flags: &[String]) -> TestApp {
     let f: Vec<&str> = flags.iter().map(String::as_str).collect();
     t.spawn_app_with(&f).await
 }
 
-async fn invoke(
+pub(crate) async fn invoke(
     app: &TestApp,
     name: &str,
     token: Option<&str>,
@@ -367,7 +367,7 @@ async fn invoke(
     (status, headers, v)
 }
 
-async fn count(db: &Client, sql: &str) -> i64 {
+pub(crate) async fn count(db: &Client, sql: &str) -> i64 {
     db.query_one(&format!("select count(*) from ({sql}) q"), &[])
         .await
         .unwrap()
@@ -852,6 +852,8 @@ async fn malformed_model_output_is_502_and_writes_nothing() {
 
 #[tokio::test]
 async fn rate_limit_trips_at_the_limit_and_retries_honour_429() {
+    // The limit is per UTC clock hour: do not straddle one.
+    crate::functions_security::avoid_period_boundary().await;
     let t = TestDb::new().await;
     let db = t.superuser().await;
     let w = world(&db).await;
@@ -1019,7 +1021,7 @@ async fn insert_docs(db: &Client, w: &World, n: usize) -> Vec<Uuid> {
     ids
 }
 
-async fn wait_for(db: &Client, sql: &str, want: i64) {
+pub(crate) async fn wait_for(db: &Client, sql: &str, want: i64) {
     for _ in 0..200 {
         if count(db, sql).await == want {
             return;
@@ -1052,6 +1054,7 @@ async fn embedding_jobs_survive_a_worker_stop_and_search_ranks_own_text_first() 
         lease_secs: 1,
         max_attempts: 5,
         retry_base_secs: 0.1,
+        embed_budget_chars_per_day: 0,
     };
     let stuck = spawn_embedding_worker(t.db(), Arc::new(Stuck), cfg.clone());
     wait_for(
@@ -1162,6 +1165,7 @@ async fn backfill_embeds_every_row_and_failures_back_off() {
         lease_secs: 60,
         max_attempts: 2,
         retry_base_secs: 0.05,
+        embed_budget_chars_per_day: 0,
     };
     let mut seen = Vec::new();
     let r = backfill_with(&t.db(), failing.clone(), &cfg, |d, n| seen.push((d, n)))
@@ -1287,6 +1291,7 @@ async fn bench_embedding_pipeline() {
         lease_secs: 300,
         max_attempts: 5,
         retry_base_secs: 1.0,
+        embed_budget_chars_per_day: 0,
     };
     let started = std::time::Instant::now();
     let r = backfill_with(&t.db(), hash, &cfg, |_, _| {}).await.unwrap();

@@ -3,6 +3,7 @@ mod auth;
 mod auth_security;
 mod foundation;
 mod functions;
+mod functions_security;
 mod local_model;
 mod rest;
 mod rest_types;
