@@ -352,15 +352,27 @@ async fn read_request(
             },
         ));
     };
-    let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+    // The storage upload's parser: it stops (413) once more than 1 MiB came before the file
+    // part, so an endless preamble or part header is never held in memory.
+    let file_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut mp = agencyflow_storage::capped_multipart(body, boundary, file_started.clone());
+    let form_error = |e: multer::Error| {
+        let e = agencyflow_storage::form_error(e);
+        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            storage_error(e)
+        } else {
+            FnError::field("body", format!("malformed multipart body: {}", e.message))
+        }
+    };
     loop {
         let field = mp
             .next_field()
             .await
-            .map_err(|e| FnError::field("body", format!("malformed multipart body: {e}")))?
+            .map_err(form_error)?
             .ok_or_else(|| FnError::field("file", "the multipart body has no file part"))?;
         let is_file = field.file_name().is_some() || field.name() == Some("file");
         if is_file {
+            file_started.store(true, std::sync::atomic::Ordering::Relaxed);
             let mime = field
                 .content_type()
                 .map(|m| m.to_string())
@@ -386,11 +398,7 @@ async fn read_request(
         let name = field.name().unwrap_or_default().to_string();
         let mut value = Vec::new();
         let mut field = field;
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|e| FnError::field(&name, format!("malformed multipart body: {e}")))?
-        {
+        while let Some(chunk) = field.chunk().await.map_err(form_error)? {
             value.extend_from_slice(&chunk);
             if value.len() > MAX_FIELD_BYTES {
                 return Err(FnError::field(&name, "field too long"));

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 pub use backend::{Backend, LocalBackend};
 pub use error::StorageError;
-pub use objects::{file_part_stream, StagedObject};
+pub use objects::{capped_multipart, file_part_stream, form_error, StagedObject};
 
 /// Storage settings (Supabase Storage's environment names where they exist).
 #[derive(Debug, Clone, clap::Args)]

@@ -297,7 +297,7 @@ impl std::error::Error for PreludeTooLarge {}
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A multipart parser error as Storage answers it: 413 past the prelude's cap, else 400.
-fn form_error(e: multer::Error) -> StorageError {
+pub fn form_error(e: multer::Error) -> StorageError {
     match e {
         multer::Error::StreamReadFailed(inner) if inner.is::<PreludeTooLarge>() => {
             StorageError::body_too_large()
@@ -309,7 +309,7 @@ fn form_error(e: multer::Error) -> StorageError {
 /// The parser of a `multipart/form-data` body whose input fails once it has handed over
 /// [`MAX_FORM_PRELUDE`] bytes while `file_started` is false; the caller sets it when the file
 /// part begins (whose bytes the backend counts against the object's limit).
-fn capped_multipart(
+pub fn capped_multipart(
     body: Body,
     boundary: String,
     file_started: std::sync::Arc<std::sync::atomic::AtomicBool>,

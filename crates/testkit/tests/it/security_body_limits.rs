@@ -84,3 +84,50 @@ async fn attack_oversized_bodies_get_413_on_every_route_without_memory_growth() 
         failures.join("\n")
     );
 }
+
+#[tokio::test]
+async fn attack_documents_function_endless_multipart_header_is_refused_without_memory_growth() {
+    // The documents function parses its own multipart form: a part header that never ends
+    // (or an endless preamble) must be cut off at the storage upload's 1 MiB prelude cap.
+    let t = TestDb::new().await;
+    let app = t.spawn_app().await;
+    let user = app.user_token(uuid::Uuid::new_v4());
+    for (what, prefix) in [
+        (
+            "endless part header",
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"".to_vec(),
+        ),
+        ("endless preamble", b"preamble ".to_vec()),
+    ] {
+        let head = format!(
+            "POST /functions/v1/documents HTTP/1.1\r\nHost: localhost\r\napikey: {}\r\nAuthorization: Bearer {user}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n",
+            app.anon_key
+        );
+        let (r, growth) = rss_growth_during(stream_request(
+            &app,
+            head,
+            Framing::Chunked,
+            prefix,
+            b'a',
+            SIZE,
+            Vec::new(),
+        ))
+        .await;
+        assert!(
+            r.status == 413 || (400..500).contains(&r.status) && r.sent < 16 * 1024 * 1024,
+            "{what}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(
+            r.body.is_object() && r.body.get("raw").is_none(),
+            "{what}: {}",
+            r.body
+        );
+        assert!(
+            growth < RSS_GROWTH,
+            "{what}: memory grew {} MiB",
+            growth / (1024 * 1024)
+        );
+    }
+}
