@@ -13,7 +13,7 @@ use crate::parse::{
 use crate::plan::{
     CallArg, CallQuery, CallShape, ColumnRef, Cond, DeleteQuery, EmbedNode, FieldExpr,
     FunctionCall, InsertQuery, OnConflict, OrderExpr, Plan, Query, ReadNode, ResolvedFilter,
-    Returning, Source, UpdateQuery,
+    Returning, RowExpr, Source, UpdateQuery,
 };
 use crate::schema::{Cardinality, QualifiedName};
 
@@ -191,6 +191,28 @@ fn source_sql(b: &mut Builder, source: &Source) -> String {
         Source::Relation(q) => qualified(q),
         Source::MutationResult => SOURCE_CTE.to_string(),
         Source::Function(call) => call_sql(b, call),
+        Source::Computed { function, row } => {
+            format!("{}({})", qualified(function), row_sql(row))
+        }
+    }
+}
+
+/// A row passed to a function taking a relation's row type.
+fn row_sql(row: &RowExpr) -> String {
+    match row {
+        RowExpr::Whole(alias) => format!("{}.*", ident(alias)),
+        RowExpr::Cast {
+            alias,
+            relation,
+            columns,
+        } => {
+            let a = ident(alias);
+            let cols: Vec<String> = columns
+                .iter()
+                .map(|c| format!("{a}.{}", ident(c)))
+                .collect();
+            format!("ROW({})::{}", cols.join(", "), qualified(relation))
+        }
     }
 }
 
@@ -284,7 +306,7 @@ fn render_node(b: &mut Builder, node: &ReadNode, join: Option<String>) -> String
             continue;
         }
         let join_cond = join_condition(embed, &node.alias);
-        let child = render_node(b, &embed.node, Some(join_cond));
+        let child = render_node(b, &embed.node, join_cond);
         let lat = lateral_alias(embed);
         if embed.spread {
             sql.push_str(&format!(" LEFT JOIN LATERAL ({child}) AS {lat} ON TRUE"));
@@ -318,7 +340,7 @@ fn order_term(b: &mut Builder, o: &crate::plan::ResolvedOrder) -> String {
             embed_rel,
             parent_alias,
             column,
-            target,
+            source,
         } => {
             let conds: Vec<String> = embed_rel
                 .columns
@@ -333,12 +355,16 @@ fn order_term(b: &mut Builder, o: &crate::plan::ResolvedOrder) -> String {
                     )
                 })
                 .collect();
+            let from = source_sql(b, source);
+            let value = colref(b, column);
+            let filter = if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            };
             format!(
-                "(SELECT {} FROM {} AS {} WHERE {} LIMIT 1)",
-                colref(b, column),
-                qualified(target),
+                "(SELECT {value} FROM {from} AS {}{filter} LIMIT 1)",
                 ident(&column.alias),
-                conds.join(" AND ")
             )
         }
     };
@@ -355,11 +381,13 @@ fn order_term(b: &mut Builder, o: &crate::plan::ResolvedOrder) -> String {
     format!("{expr}{dir}{nulls}")
 }
 
-/// The condition tying an embedded node's rows to its parent row.
-fn join_condition(embed: &EmbedNode, parent_alias: &str) -> String {
+/// The condition tying an embedded node's rows to its parent row (none for a computed
+/// relationship: its function takes the parent row).
+fn join_condition(embed: &EmbedNode, parent_alias: &str) -> Option<String> {
     let child = ident(&embed.node.alias);
     let parent = ident(parent_alias);
-    match &embed.relationship.cardinality {
+    Some(match &embed.relationship.cardinality {
+        Cardinality::Computed { .. } => return None,
         Cardinality::ManyToMany {
             junction,
             source_columns,
@@ -388,7 +416,7 @@ fn join_condition(embed: &EmbedNode, parent_alias: &str) -> String {
             .map(|(src, tgt)| format!("{child}.{} = {parent}.{}", ident(tgt), ident(src)))
             .collect::<Vec<_>>()
             .join(" AND "),
-    }
+    })
 }
 
 fn where_clause(b: &mut Builder, node: &ReadNode, conds: &[Cond], join: Option<String>) -> String {
@@ -437,7 +465,7 @@ fn cond_sql(b: &mut Builder, node: &ReadNode, cond: &Cond) -> String {
             let exists = format!(
                 "EXISTS (SELECT 1 FROM {from} AS {}{})",
                 ident(&child.alias),
-                where_clause(b, child, &child.conds, Some(join))
+                where_clause(b, child, &child.conds, join)
             );
             if *present {
                 exists
@@ -450,9 +478,17 @@ fn cond_sql(b: &mut Builder, node: &ReadNode, cond: &Cond) -> String {
 
 fn colref(b: &mut Builder, c: &ColumnRef) -> String {
     let mut sql = String::with_capacity(c.alias.len() + c.column.len() + 5);
-    push_ident(&mut sql, &c.alias);
-    sql.push('.');
-    push_ident(&mut sql, &c.column);
+    match &c.computed {
+        None => {
+            push_ident(&mut sql, &c.alias);
+            sql.push('.');
+            push_ident(&mut sql, &c.column);
+        }
+        Some(call) => {
+            let (function, row) = call.as_ref();
+            sql = format!("{}({})", qualified(function), row_sql(row));
+        }
+    }
     if c.json_path.is_empty() {
         return sql;
     }

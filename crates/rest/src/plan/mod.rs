@@ -97,6 +97,26 @@ pub(crate) enum Source {
     /// The mutation CTE (`pgrst_source`) for representation.
     MutationResult,
     Function(FunctionCall),
+    /// A computed relationship: `function(parent row)`.
+    Computed {
+        function: QualifiedName,
+        row: RowExpr,
+    },
+}
+
+/// A row passed to a function that takes a relation's row type (computed fields and
+/// relationships).
+#[derive(Debug, Clone)]
+pub(crate) enum RowExpr {
+    /// `"alias".*`: the alias reads the relation itself (or a function returning its rows).
+    Whole(String),
+    /// `ROW("alias"."c1", …)::"schema"."rel"`: the alias reads a CTE (a mutation's rows, a
+    /// call's result) whose row type is anonymous.
+    Cast {
+        alias: String,
+        relation: QualifiedName,
+        columns: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +143,8 @@ pub(crate) struct ColumnRef {
     pub column: String,
     /// JSON path steps, the keys bound as parameters.
     pub json_path: Vec<JsonStep>,
+    /// A computed field: `function(row)` is read instead of `alias.column`.
+    pub computed: Option<Box<(QualifiedName, RowExpr)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +209,8 @@ pub(crate) enum OrderExpr {
         embed_rel: Box<Relationship>,
         parent_alias: String,
         column: ColumnRef,
-        target: QualifiedName,
+        /// What the subquery reads: the target relation, or a computed relationship's call.
+        source: Box<Source>,
     },
 }
 
@@ -200,6 +223,10 @@ pub(crate) struct ResolvedOrder {
 
 #[derive(Debug, Clone)]
 pub(crate) struct EmbedNode {
+    /// The name the request gives the embed (alias, else the relation as written).
+    pub label: String,
+    /// The relation as written in the select (`projects` in `p:projects(...)`).
+    pub relation: String,
     pub relationship: Relationship,
     pub node: ReadNode,
     pub to_one: bool,

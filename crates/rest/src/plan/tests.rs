@@ -17,8 +17,10 @@ fn planner_errors_table() {
         (get("/clients", "projects.limit=1"), 400, "PGRST108", "'projects' is not an embedded resource in this request"),
         (get("/clients", "select=id,projects(id)&order=projects(name)"), 400, "PGRST118", "A related order on 'projects' is not possible"),
         (get("/clients", "select=id,...projects(id)"), 400, "PGRST119", "A spread operation on 'projects' is not possible"),
-        (get("/clients", "select=id,projects(id)&projects=eq.1"), 400, "42703", "column clients.projects does not exist"),
-        (get("/clients", "select=id,projects(id)&projects=is.true"), 400, "PGRST120", "Bad operator on the embedded resource"),
+        (get("/clients", "select=id,projects(id)&projects=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
+        (get("/clients", "select=id,projects(id)&projects=is.true"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
+        (get("/clients", "select=id,p:projects(id)&p=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
+        (get("/clients", "select=id,p:projects(id)&projects=eq.1"), 400, "42703", "column clients.projects does not exist"),
         (get("/rpc/nope", ""), 404, "PGRST202", "Could not find the function public.nope() in the schema cache"),
         (with(Method::POST, "/rpc/match_documents", "", &[], r#"{"bogus":1}"#), 404, "PGRST202", "Could not find the function public.match_documents(bogus) in the schema cache"),
         (with(Method::POST, "/rpc/match_documents", "", &[], r#"{"match_count":1}"#), 404, "PGRST202", "Could not find the function public.match_documents(match_count) in the schema cache"),
@@ -371,4 +373,239 @@ fn timezone_preference_is_applied_when_plausible() {
     .unwrap();
     assert_eq!(p.timezone, None);
     assert!(p.preference_applied.is_empty());
+}
+
+/// An embed as (label, target, cardinality).
+type EmbedSummary = (String, String, String);
+
+/// The relationship each embed of the root resolved to.
+fn embeds_of(req: &Req) -> Vec<EmbedSummary> {
+    let (p, _) = run(req).unwrap_or_else(|e| panic!("{}?{}: {e:?}", req.path, req.query));
+    let root = match &p.query {
+        Query::Read(root) => root.clone(),
+        Query::Call(c) => c.root.clone().expect("rows"),
+        Query::Insert(q) => q.root.clone(),
+        _ => panic!("no read"),
+    };
+    root.embeds
+        .iter()
+        .map(|e| {
+            (
+                e.label.clone(),
+                e.relationship.target.name.clone(),
+                match &e.relationship.cardinality {
+                    crate::schema::Cardinality::Computed {
+                        function,
+                        single_row,
+                    } => format!("computed {} {}", function.name, single_row),
+                    c => c.label().to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn t(label: &str, target: &str, card: &str) -> EmbedSummary {
+    (label.into(), target.into(), card.into())
+}
+
+#[test]
+fn embed_targets_follow_postgrest_rules() {
+    let cases: Vec<(Req, Vec<EmbedSummary>)> = vec![
+        // by the foreign key's single column on the parent's side, or by its name
+        (
+            get("/documents", "select=project:project_id(name)"),
+            vec![t("project", "projects", "many-to-one")],
+        ),
+        (
+            get("/projects", "select=projects_org_id_fkey(name)"),
+            vec![t("projects_org_id_fkey", "organizations", "many-to-one")],
+        ),
+        // a constraint name as the target never reaches views that show the table
+        (
+            get("/projects", "select=projects_org_id_client_id_fkey(name)"),
+            vec![t(
+                "projects_org_id_client_id_fkey",
+                "clients",
+                "many-to-one",
+            )],
+        ),
+        // self-reference: the table's name is the children, the column the parent
+        (
+            get("/employees", "select=employees(name)"),
+            vec![t("employees", "employees", "one-to-many")],
+        ),
+        (
+            get("/employees", "select=boss:manager_id(name)"),
+            vec![t("boss", "employees", "many-to-one")],
+        ),
+        (
+            get("/employees", "select=reports:employees!manager_id(name)"),
+            vec![t("reports", "employees", "one-to-many")],
+        ),
+        // several keys to one table: a hint by key name or by column on either side
+        (
+            get("/clients", "select=invoices!billed_to_id(id)"),
+            vec![t("invoices", "invoices", "one-to-many")],
+        ),
+        (
+            get(
+                "/invoices",
+                "select=payer:clients!invoices_client_id_fkey(name)",
+            ),
+            vec![t("payer", "clients", "many-to-one")],
+        ),
+        // computed relationships, by the function's name
+        (
+            get("/clients", "select=organization(name)"),
+            vec![t(
+                "organization",
+                "organizations",
+                "computed organization true",
+            )],
+        ),
+        (
+            get("/projects", "select=open_tasks(id)"),
+            vec![t("open_tasks", "tasks", "computed open_tasks false")],
+        ),
+        (
+            get("/projects", "select=top_task(id)"),
+            vec![t("top_task", "tasks", "computed top_task true")],
+        ),
+        // on a call's rows, and on a function returning a view
+        (
+            with(
+                Method::POST,
+                "/rpc/search_clients",
+                "select=id,organization(name),projects(id)",
+                &[],
+                r#"{"q":"a"}"#,
+            ),
+            vec![
+                t(
+                    "organization",
+                    "organizations",
+                    "computed organization true",
+                ),
+                t("projects", "projects", "one-to-many"),
+            ],
+        ),
+        (
+            get(
+                "/rpc/active_clients_of",
+                "p_org=x&select=client_name,projects(name)",
+            ),
+            vec![t("projects", "projects", "one-to-many")],
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(embeds_of(&req), want, "{}?{}", req.path, req.query);
+    }
+    let e = err(&get("/employees", "select=employees!nope(name)"));
+    assert_eq!((e.code.as_str(), e.status.as_u16()), ("PGRST200", 400));
+    assert_eq!(
+        e.details.as_deref(),
+        Some("Searched for a foreign key relationship between 'employees' and 'employees' using the hint 'nope' in the schema 'public', but no matches were found.")
+    );
+    // a column on the parent's side names a single-column key only
+    let e = err(&get("/projects", "select=client_id(name)"));
+    assert_eq!(e.code, "PGRST200");
+    let e = err(&get("/clients", "select=invoices(id)"));
+    let details: serde_json::Value = serde_json::from_str(e.details.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!([
+            {"cardinality": "one-to-many", "embedding": "clients with invoices", "relationship": "invoices_billed_to_id_fkey using clients(id) and invoices(billed_to_id)"},
+            {"cardinality": "one-to-many", "embedding": "clients with invoices", "relationship": "invoices_client_id_fkey using clients(id) and invoices(client_id)"},
+        ])
+    );
+}
+
+#[test]
+fn computed_fields_read_filter_and_order_like_columns() {
+    let s = sql(&get(
+        "/clients",
+        "select=id,display_name,label:display_name&display_name=like.A*&order=display_name.desc",
+    ));
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"t0\".*) AS \"display_name\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"t0\".*) AS \"label\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"t0\".*) LIKE $1::text"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("ORDER BY \"public\".\"display_name\"(\"t0\".*) DESC"),
+        "{}",
+        s.sql
+    );
+    // `*` never includes them
+    let s = sql(&get("/clients", "select=*"));
+    assert!(!s.sql.contains("display_name"), "{}", s.sql);
+    // a mutation's rows and a call's rows are a CTE: the row is rebuilt with its type
+    let s = sql(&with(
+        Method::POST,
+        "/clients",
+        "select=display_name",
+        &[("prefer", "return=representation")],
+        r#"{"name":"x"}"#,
+    ));
+    assert!(s.sql.contains("\"public\".\"display_name\"(ROW(\"t0\".\"id\", \"t0\".\"org_id\", \"t0\".\"name\", \"t0\".\"status\", \"t0\".\"health_score\", \"t0\".\"tags\", \"t0\".\"value_cents\", \"t0\".\"notes\")::\"public\".\"clients\")"), "{}", s.sql);
+    // PATCH filters on a computed field read the statement's target
+    let s = sql(&with(
+        Method::PATCH,
+        "/clients",
+        "display_name=eq.x",
+        &[],
+        r#"{"name":"y"}"#,
+    ));
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"pgrst_target\".*) = $"),
+        "{}",
+        s.sql
+    );
+    // computed relationships take the parent row; no join condition
+    let s = sql(&get(
+        "/projects",
+        "select=id,open_tasks(id)&open_tasks.limit=1",
+    ));
+    assert!(
+        s.sql
+            .contains("FROM \"public\".\"open_tasks\"(\"t0\".*) AS \"t1\" LIMIT"),
+        "{}",
+        s.sql
+    );
+    let s = sql(&get(
+        "/clients",
+        "select=id,organization!inner(name)&order=organization(name)",
+    ));
+    assert!(
+        s.sql
+            .contains("EXISTS (SELECT 1 FROM \"public\".\"organization\"(\"t0\".*) AS \"t1\")"),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains("ORDER BY (SELECT \"_pgrst_ord\".\"name\" FROM \"public\".\"organization\"(\"t0\".*) AS \"_pgrst_ord\" LIMIT 1)"), "{}", s.sql);
+    // unknown names are still 42703
+    let e = err(&get("/clients", "select=display_nam"));
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42703", "column clients.display_nam does not exist")
+    );
+    // a function of another table's row is not a field here
+    let e = err(&get("/projects", "select=display_name"));
+    assert_eq!(e.code, "42703");
 }

@@ -1,0 +1,370 @@
+//! The rest of the PostgREST dialect over HTTP (issue #15 part 3): functions in `select`
+//! (computed fields and relationships, calls whose rows embed), overloads and whole-body
+//! arguments, counts and max-affected on calls, write edge cases, embedding forms, output
+//! formats. Each test creates the SQL objects it needs in its own database, then reloads
+//! the schema cache.
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::rest::{fixture, Fx, Resp};
+
+/// Runs `sql` as the superuser, reloads the schema cache and waits (10 s at most) until
+/// `probe` answers 200 to the service role.
+async fn setup(fx: &Fx, sql: &str, probe: &str) {
+    setup_until(fx, sql, probe, |r| r.status == 200).await
+}
+
+/// As [`setup`], waiting until `ready` holds for the probe's response.
+async fn setup_until(fx: &Fx, sql: &str, probe: &str, ready: impl Fn(&Resp) -> bool) {
+    fx.su.batch_execute(sql).await.expect("setup sql");
+    fx.su
+        .batch_execute("notify pgrst, 'reload schema'")
+        .await
+        .expect("notify");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = fx.get(probe, fx.service()).await;
+        if ready(&r) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{probe} never served after the reload: {} {}",
+            r.status,
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn names(r: &Resp) -> Vec<String> {
+    r.names()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+const COMPUTED: &str = r#"
+create function public.client_label(public.clients) returns text language sql stable
+  as $$ select $1.name || ' (' || $1.status || ')' $$;
+create function public.open_projects(public.clients) returns setof public.projects language sql stable
+  as $$ select * from public.projects p where p.org_id = $1.org_id and p.client_id = $1.id and p.status <> 'completed' $$;
+create function public.latest_project(public.clients) returns setof public.projects rows 1 language sql stable
+  as $$ select * from public.projects p where p.org_id = $1.org_id and p.client_id = $1.id order by p.name desc limit 1 $$;
+create function public.main_client(public.projects) returns setof public.clients rows 1 language sql stable
+  as $$ select * from public.clients c where c.org_id = $1.org_id and c.id = $1.client_id $$;
+create function public.clients_named(q text) returns setof public.clients language sql stable
+  as $$ select * from public.clients where name ilike '%' || q || '%' $$;
+create function public.crm_board() returns setof public.client_crm_status language sql stable
+  as $$ select * from public.client_crm_status $$;
+"#;
+
+#[tokio::test]
+async fn rest_computed_fields_are_selected_filtered_and_ordered_by_name_only() {
+    let fx = fixture().await;
+    setup(&fx, COMPUTED, "/clients?select=client_label&limit=1").await;
+    let r = fx
+        .get("/clients?select=name,client_label&order=name", fx.a())
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "client_label": "Acme (client)"},
+            {"name": "Beta Co", "client_label": "Beta Co (prospect)"},
+            {"name": "Gamma", "client_label": "Gamma (lead)"},
+        ])
+    );
+    // filtered and ordered like a column, aliased and cast
+    let r = fx
+        .get("/clients?select=name&client_label=like.*prospect*", fx.a())
+        .await;
+    assert_eq!(names(r.expect(200)), s(&["Beta Co"]));
+    let r = fx
+        .get("/clients?select=name&order=client_label.desc", fx.a())
+        .await;
+    assert_eq!(names(r.expect(200)), s(&["Gamma", "Beta Co", "Acme"]));
+    let r = fx
+        .get("/clients?select=l:client_label&name=eq.Acme", fx.a())
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"l": "Acme (client)"}]));
+    let r = fx
+        .get(
+            "/clients?select=name&or=(client_label.eq.\"Gamma (lead)\",name.eq.Acme)&order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(names(r.expect(200)), s(&["Acme", "Gamma"]));
+    // `*` never includes a computed field
+    let r = fx.get("/clients?select=*&name=eq.Acme", fx.a()).await;
+    let row = &r.expect(200).json()[0];
+    assert!(row.get("client_label").is_none(), "{row}");
+    assert_eq!(row["name"], "Acme");
+    // an embedded table's computed field
+    let r = fx
+        .get(
+            "/projects?select=name,clients(client_label)&name=eq.Beta Pitch",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Beta Pitch", "clients": {"client_label": "Beta Co (prospect)"}}])
+    );
+    // on the rows a write returns
+    let r = fx
+        .call(Method::POST, "/clients?select=name,client_label", fx.a())
+        .prefer("return=representation")
+        .body(json!({"org_id": fx.org_a, "name": "Delta", "status": "lead"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(201).json(),
+        json!([{"name": "Delta", "client_label": "Delta (lead)"}])
+    );
+    let r = fx
+        .call(
+            Method::PATCH,
+            "/clients?client_label=eq.Delta (lead)&select=client_label",
+            fx.a(),
+        )
+        .prefer("return=representation")
+        .body(json!({"status": "prospect"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"client_label": "Delta (prospect)"}])
+    );
+    // on a call's rows
+    let r = fx
+        .get(
+            "/rpc/clients_named?q=a&select=client_label&order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"client_label": "Acme (client)"},
+            {"client_label": "Beta Co (prospect)"},
+            {"client_label": "Delta (prospect)"},
+            {"client_label": "Gamma (lead)"},
+        ])
+    );
+    // an unknown name is still PostgreSQL's 42703
+    let j = fx
+        .get("/clients?select=client_labl", fx.a())
+        .await
+        .error(400, "42703");
+    assert_eq!(j["message"], "column clients.client_labl does not exist");
+    // a function of another table's row is no field of this one
+    fx.get("/projects?select=client_label", fx.a())
+        .await
+        .error(400, "42703");
+}
+
+#[tokio::test]
+async fn rest_computed_relationships_embed_like_foreign_keys() {
+    let fx = fixture().await;
+    setup(&fx, COMPUTED, "/clients?select=open_projects(name)&limit=1").await;
+    // to-many: arrays, ordered and limited inside
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects(name)&order=name&open_projects.order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "open_projects": [{"name": "Acme App"}, {"name": "Acme Site"}]},
+            {"name": "Beta Co", "open_projects": [{"name": "Beta Pitch"}]},
+            {"name": "Gamma", "open_projects": []},
+        ])
+    );
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects(name)&name=eq.Acme&open_projects.order=name.desc&open_projects.limit=1",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Acme", "open_projects": [{"name": "Acme Site"}]}])
+    );
+    // !inner with a filter on the embed, and the null filters
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects!inner(name)&open_projects.status=eq.discovery",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Beta Co", "open_projects": [{"name": "Beta Pitch"}]}])
+    );
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects()&open_projects=is.null",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"name": "Gamma"}]));
+    // to-one: a single composite, or SETOF ... ROWS 1
+    let r = fx
+        .get("/projects?select=name,main_client(name)&order=name", fx.a())
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme App", "main_client": {"name": "Acme"}},
+            {"name": "Acme Site", "main_client": {"name": "Acme"}},
+            {"name": "Beta Pitch", "main_client": {"name": "Beta Co"}},
+            {"name": "Orphan", "main_client": null},
+        ])
+    );
+    let r = fx
+        .get(
+            "/clients?select=name,latest_project(name)&order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "latest_project": {"name": "Acme Site"}},
+            {"name": "Beta Co", "latest_project": {"name": "Beta Pitch"}},
+            {"name": "Gamma", "latest_project": null},
+        ])
+    );
+    // ordered by a to-one computed relationship, spread
+    let r = fx
+        .get(
+            "/projects?select=name,main_client(name)&order=main_client(name).desc.nullslast,name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        names(r.expect(200)),
+        s(&["Beta Pitch", "Acme App", "Acme Site", "Orphan"])
+    );
+    let r = fx
+        .get(
+            "/projects?select=name,...main_client(client:name)&name=eq.Acme App",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Acme App", "client": "Acme"}])
+    );
+    // a related order on a to-many computed relationship is PGRST118
+    let j = fx
+        .get(
+            "/clients?select=name,open_projects(name)&order=open_projects(name)",
+            fx.a(),
+        )
+        .await
+        .error(400, "PGRST118");
+    assert_eq!(
+        j["message"],
+        "A related order on 'open_projects' is not possible"
+    );
+    // RLS still decides: bob's embed never shows alice's projects
+    let r = fx
+        .get("/clients?select=name,open_projects(name)", Some(&fx.bob))
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Bravo Secret", "open_projects": [{"name": "B Project"}]}])
+    );
+
+    // A function named like a table replaces the foreign key to that table.
+    setup_until(
+        &fx,
+        "create function public.clients(public.projects) returns setof public.clients rows 1 language sql stable
+           as $$ select * from public.clients c where c.org_id = $1.org_id and c.id = $1.client_id and c.health_score > 70 $$;",
+        "/projects?select=clients(name)&name=eq.Beta Pitch",
+        |r| r.status == 200 && r.json()[0]["clients"].is_null(),
+    )
+    .await;
+    let r = fx
+        .get(
+            "/projects?select=name,clients(name)&order=name&name=neq.Orphan",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme App", "clients": {"name": "Acme"}},
+            {"name": "Acme Site", "clients": {"name": "Acme"}},
+            {"name": "Beta Pitch", "clients": null},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn rest_rpc_rows_embed_their_relationships_including_a_view() {
+    let fx = fixture().await;
+    setup(&fx, COMPUTED, "/rpc/crm_board?select=name&limit=1").await;
+    // a function returning a table's rows: FK and computed relationships, filters, order
+    let r = fx
+        .get(
+            "/rpc/clients_named?q=a&select=name,projects(name),open_projects(name),crm_contacts(first_name)&order=name&projects.order=name&open_projects.order=name&name=neq.Gamma",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "projects": [{"name": "Acme App"}, {"name": "Acme Site"}],
+             "open_projects": [{"name": "Acme App"}, {"name": "Acme Site"}],
+             "crm_contacts": [{"first_name": "Ann"}]},
+            {"name": "Beta Co", "projects": [{"name": "Beta Pitch"}],
+             "open_projects": [{"name": "Beta Pitch"}],
+             "crm_contacts": [{"first_name": "Ben"}]},
+        ])
+    );
+    // by POST, with !inner on the call's rows
+    let r = fx
+        .call(
+            Method::POST,
+            "/rpc/clients_named?select=name,projects!inner(name)&projects.status=eq.active",
+            fx.a(),
+        )
+        .body(json!({"q": "c"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Acme", "projects": [{"name": "Acme Site"}]}])
+    );
+    // a function returning a view's rows embeds through the view's base table
+    let r = fx
+        .get(
+            "/rpc/crm_board?select=name,crm_contacts(first_name),projects(name)&order=name&projects.order=name",
+            fx.a(),
+        )
+        .await;
+    let j = r.expect(200).json();
+    let rows = j.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{j}");
+    assert_eq!(
+        rows[0],
+        json!({"name": "Acme", "crm_contacts": [{"first_name": "Ann"}], "projects": [{"name": "Acme App"}, {"name": "Acme Site"}]})
+    );
+    assert_eq!(rows[2]["crm_contacts"], json!([]));
+    // an unknown embed on a call's rows: PGRST200 naming the function's relation
+    let j = fx
+        .get("/rpc/clients_named?q=a&select=name,nope(*)", fx.a())
+        .await
+        .error(400, "PGRST200");
+    assert_eq!(
+        j["message"],
+        "Could not find a relationship between 'clients' and 'nope' in the schema cache"
+    );
+}
