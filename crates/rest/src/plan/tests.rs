@@ -21,7 +21,7 @@ fn planner_errors_table() {
         (get("/clients", "select=id,projects(id)&projects=is.true"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
         (get("/clients", "select=id,p:projects(id)&p=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
         (get("/clients", "select=id,p:projects(id)&projects=eq.1"), 400, "42703", "column clients.projects does not exist"),
-        (get("/rpc/nope", ""), 404, "PGRST202", "Could not find the function public.nope() in the schema cache"),
+        (get("/rpc/nope", ""), 404, "PGRST202", "Could not find the function public.nope without parameters in the schema cache"),
         (with(Method::POST, "/rpc/match_documents", "", &[], r#"{"bogus":1}"#), 404, "PGRST202", "Could not find the function public.match_documents(bogus) in the schema cache"),
         (with(Method::POST, "/rpc/match_documents", "", &[], r#"{"match_count":1}"#), 404, "PGRST202", "Could not find the function public.match_documents(match_count) in the schema cache"),
         (get("/rpc/add", "a=1&b=2"), 300, "PGRST203", "Could not choose the best candidate function between: public.add(a => integer, b => integer), public.add(a => text, b => text)"),
@@ -608,4 +608,165 @@ fn computed_fields_read_filter_and_order_like_columns() {
     // a function of another table's row is not a field here
     let e = err(&get("/projects", "select=display_name"));
     assert_eq!(e.code, "42703");
+}
+
+#[test]
+fn overloads_are_chosen_by_the_named_arguments_and_the_body_type() {
+    let text = [("content-type", "text/plain")];
+    let xml = [("content-type", "text/xml")];
+    let bytes = [("content-type", "application/octet-stream")];
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    // (request, the call's SQL, its parameters)
+    let cases: Vec<(Req, &str, Vec<Option<String>>)> = vec![
+        (
+            with(
+                Method::POST,
+                "/rpc/greet",
+                "",
+                &[],
+                r#"{"name":"a","greeting":"yo"}"#,
+            ),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        (
+            get("/rpc/greet", "name=a&greeting=yo"),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/greet", "", &form, "name=a&greeting=yo"),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        // `columns=` names the arguments; a listed key absent from the body is NULL
+        (
+            with(
+                Method::POST,
+                "/rpc/greet",
+                "columns=name,greeting",
+                &[],
+                r#"{"name":"a","other":1}"#,
+            ),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), None],
+        ),
+        // default arguments may be omitted
+        (
+            get("/rpc/match_documents", "query_embedding=[1,2,3]"),
+            "\"public\".\"match_documents\"(\"query_embedding\" := $1::extensions.vector)",
+            vec![Some("[1,2,3]".into()), Some("1000".into())],
+        ),
+        // a single unnamed parameter takes the whole body, chosen by the media type
+        (
+            with(Method::POST, "/rpc/echo", "", &[], r#"{"any":[1]}"#),
+            "\"public\".\"echo\"($1::json)",
+            vec![Some(r#"{"any":[1]}"#.into())],
+        ),
+        (
+            with(Method::POST, "/rpc/echo_text", "", &text, "hello, world"),
+            "\"public\".\"echo_text\"($1::text)",
+            vec![Some("hello, world".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/echo_xml", "", &xml, "<a>1</a>"),
+            "\"public\".\"echo_xml\"($1::xml)",
+            vec![Some("<a>1</a>".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/echo_bytes", "", &bytes, "\u{0}\u{ff}"),
+            "\"public\".\"echo_bytes\"($1::bytea)",
+            vec![Some("\\x00c3bf".into())],
+        ),
+        // JSON sent as text/plain still reaches named parameters when nothing takes text
+        (
+            with(
+                Method::POST,
+                "/rpc/greet",
+                "",
+                &text,
+                r#"{"name":"a","greeting":"yo"}"#,
+            ),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/ping", "", &text, ""),
+            "\"public\".\"ping\"()",
+            vec![],
+        ),
+        // GET: a pair whose value is an operator expression filters the rows
+        (
+            get("/rpc/search_clients", "q=a&name=eq.x"),
+            "\"public\".\"search_clients\"(\"q\" := $1::text)",
+            vec![Some("a".into()), Some("x".into()), Some("1000".into())],
+        ),
+    ];
+    for (req, call, params) in cases {
+        let s = sql(&req);
+        assert!(
+            s.sql.contains(call),
+            "{} {}: {}",
+            req.method,
+            req.path,
+            s.sql
+        );
+        assert_eq!(
+            s.params, params,
+            "{} {}?{}",
+            req.method, req.path, req.query
+        );
+        assert_params_bound(&s);
+    }
+}
+
+#[test]
+fn function_errors_are_worded_as_postgrest_v12() {
+    let text = [("content-type", "text/plain")];
+    let xml = [("content-type", "text/xml")];
+    let bytes = [("content-type", "application/octet-stream")];
+    // (request, status, code, message, details, hint)
+    type Case<'a> = (Req<'a>, u16, &'a str, &'a str, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (with(Method::POST, "/rpc/greet", "", &[], r#"{"name":"a"}"#), 300, "PGRST203",
+         "Could not choose the best candidate function between: public.greet(name => text), public.greet(name => text, greeting => text)",
+         "", Some("Try renaming the parameters or the function itself in the database so function overloading can be resolved")),
+        (get("/rpc/add", "a=1&b=2"), 300, "PGRST203",
+         "Could not choose the best candidate function between: public.add(a => integer, b => integer), public.add(a => text, b => text)",
+         "", Some("Try renaming the parameters or the function itself in the database so function overloading can be resolved")),
+        (get("/rpc/nope", ""), 404, "PGRST202", "Could not find the function public.nope without parameters in the schema cache",
+         "Searched for the function public.nope without parameters, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/ping", "", &[], r#"{"x":1}"#), 404, "PGRST202", "Could not find the function public.ping(x) in the schema cache",
+         "Searched for the function public.ping with parameter x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.", None),
+        (get("/rpc/add", "a=1"), 404, "PGRST202", "Could not find the function public.add(a) in the schema cache",
+         "Searched for the function public.add with parameter a, but no matches were found in the schema cache.", Some("Perhaps you meant to call the function public.add(a, b)")),
+        (get("/rpc/greet", "nam=a&greting=b"), 404, "PGRST202", "Could not find the function public.greet(greting, nam) in the schema cache",
+         "Searched for the function public.greet with parameters greting, nam, but no matches were found in the schema cache.", Some("Perhaps you meant to call the function public.greet(greeting, name)")),
+        // a variadic parameter without a default is required
+        (get("/rpc/tagged", ""), 404, "PGRST202", "Could not find the function public.tagged without parameters in the schema cache",
+         "Searched for the function public.tagged without parameters, but no matches were found in the schema cache.", Some("Perhaps you meant to call the function public.tagged(t)")),
+        (with(Method::POST, "/rpc/add", "", &text, "1"), 404, "PGRST202", "Could not find the function public.add in the schema cache",
+         "Searched for the function public.add with a single unnamed text parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/echo_text", "", &xml, "<a/>"), 404, "PGRST202", "Could not find the function public.echo_text in the schema cache",
+         "Searched for the function public.echo_text with a single unnamed xml parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/echo_text", "", &bytes, "x"), 404, "PGRST202", "Could not find the function public.echo_text in the schema cache",
+         "Searched for the function public.echo_text with a single unnamed bytea parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/echo_text", "", &[], r#"{"x":1}"#), 404, "PGRST202", "Could not find the function public.echo_text(x) in the schema cache",
+         "Searched for the function public.echo_text with parameter x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/ping", "", &[("prefer", "params=single-object")], r#"{"x":1}"#), 404, "PGRST202", "Could not find the function public.ping in the schema cache",
+         "Searched for the function public.ping with a single json/jsonb parameter, but no matches were found in the schema cache.", None),
+    ];
+    for (req, status, code, message, details, hint) in cases {
+        let e = err(&req);
+        let what = format!("{} {}?{}", req.method, req.path, req.query);
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str(), e.message.as_str()),
+            (status, code, message),
+            "{what}"
+        );
+        if !details.is_empty() {
+            assert_eq!(e.details.as_deref(), Some(details), "{what}");
+        }
+        assert_eq!(e.hint.as_deref(), hint, "{what}");
+    }
 }

@@ -368,3 +368,158 @@ async fn rest_rpc_rows_embed_their_relationships_including_a_view() {
         "Could not find a relationship between 'clients' and 'nope' in the schema cache"
     );
 }
+
+#[tokio::test]
+async fn rest_overloads_are_chosen_by_named_arguments_and_whole_bodies_by_media_type() {
+    let fx = fixture().await;
+    setup(
+        &fx,
+        r#"
+create function public.pick(a int) returns text language sql immutable as $$ select 'a=' || a $$;
+create function public.pick(b text) returns text language sql immutable as $$ select 'b=' || b $$;
+create function public.pick(a int, b text) returns text language sql immutable as $$ select 'a=' || a || ',b=' || b $$;
+create function public.twin(x int) returns text language sql immutable as $$ select 'int' $$;
+create function public.twin(x text) returns text language sql immutable as $$ select 'text' $$;
+create function public.fee(amount int, rate numeric default 0.1, flat int default 0) returns numeric language sql immutable as $$ select amount * rate + flat $$;
+create function public.shout(text) returns text language sql immutable as $$ select upper($1) $$;
+create function public.xml_root(xml) returns text language sql immutable as $$ select (xpath('name(/*)', $1))[1]::text $$;
+create function public.byte_len(bytea) returns int language sql immutable as $$ select length($1) $$;
+create function public.body_keys(jsonb) returns text language sql immutable as $$ select string_agg(k, ',' order by k) from jsonb_object_keys($1) k $$;
+"#,
+        "/rpc/fee?amount=10",
+    )
+    .await;
+    // by the names given, GET and POST
+    for (path, want) in [
+        ("/rpc/pick?a=1", "a=1"),
+        ("/rpc/pick?b=x", "b=x"),
+        ("/rpc/pick?a=1&b=x", "a=1,b=x"),
+    ] {
+        let r = fx.get(path, fx.a()).await;
+        assert_eq!(r.expect(200).json(), json!(want), "{path}");
+    }
+    let r = fx
+        .call(Method::POST, "/rpc/pick", fx.a())
+        .body(json!({"a": 2, "b": "y"}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("a=2,b=y"));
+    // defaults may be omitted
+    let r = fx.get("/rpc/fee?amount=10", fx.a()).await;
+    assert_eq!(r.expect(200).json(), json!(1.0));
+    let r = fx
+        .call(Method::POST, "/rpc/fee", fx.a())
+        .body(json!({"amount": 10, "flat": 5}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!(6.0));
+    // ambiguous: 300 PGRST203 listing the candidates
+    let j = fx.get("/rpc/twin?x=1", fx.a()).await.error(300, "PGRST203");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST203",
+            "message": "Could not choose the best candidate function between: public.twin(x => integer), public.twin(x => text)",
+            "details": null,
+            "hint": "Try renaming the parameters or the function itself in the database so function overloading can be resolved",
+        })
+    );
+    // no overload takes these names: 404 PGRST202 suggesting the closest parameters
+    let j = fx.get("/rpc/pick?c=1", fx.a()).await.error(404, "PGRST202");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST202",
+            "message": "Could not find the function public.pick(c) in the schema cache",
+            "details": "Searched for the function public.pick with parameter c, but no matches were found in the schema cache.",
+            "hint": null,
+        })
+    );
+    let j = fx
+        .call(Method::POST, "/rpc/fee", fx.a())
+        .body(json!({"amout": 10}))
+        .send()
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j["details"],
+        "Searched for the function public.fee with parameter amout or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+    );
+    assert_eq!(
+        j["hint"],
+        "Perhaps you meant to call the function public.fee(amount, flat, rate)"
+    );
+    let j = fx
+        .get("/rpc/nothing_here", fx.a())
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j["message"],
+        "Could not find the function public.nothing_here without parameters in the schema cache"
+    );
+
+    // a single unnamed parameter takes the whole body, by media type
+    let r = fx
+        .call(Method::POST, "/rpc/shout", fx.a())
+        .h("Content-Type", "text/plain")
+        .body_raw("hello, world")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("HELLO, WORLD"));
+    let r = fx
+        .call(Method::POST, "/rpc/xml_root", fx.a())
+        .h("Content-Type", "text/xml")
+        .body_raw("<invoice><id>1</id></invoice>")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("invoice"));
+    let r = fx
+        .call(Method::POST, "/rpc/byte_len", fx.a())
+        .h("Content-Type", "application/octet-stream")
+        .body_raw(vec![0u8, 159, 146, 150, 255])
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!(5));
+    let r = fx
+        .call(Method::POST, "/rpc/body_keys", fx.a())
+        .body(json!({"b": 1, "a": [2]}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("a,b"));
+    // the wrong media type for the only parameter: PGRST202 without a hint
+    let j = fx
+        .call(Method::POST, "/rpc/byte_len", fx.a())
+        .h("Content-Type", "text/plain")
+        .body_raw("abc")
+        .send()
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST202",
+            "message": "Could not find the function public.byte_len in the schema cache",
+            "details": "Searched for the function public.byte_len with a single unnamed text parameter, but no matches were found in the schema cache.",
+            "hint": null,
+        })
+    );
+    let j = fx
+        .call(Method::POST, "/rpc/shout", fx.a())
+        .h("Content-Type", "application/octet-stream")
+        .body_raw(vec![1u8])
+        .send()
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j["details"],
+        "Searched for the function public.shout with a single unnamed bytea parameter, but no matches were found in the schema cache."
+    );
+    // JSON sent as text/plain still reaches named parameters
+    let r = fx
+        .call(Method::POST, "/rpc/pick", fx.a())
+        .h("Content-Type", "text/plain;charset=UTF-8")
+        .body_raw(r#"{"a": 3}"#)
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("a=3"));
+}
