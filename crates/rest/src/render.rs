@@ -86,20 +86,35 @@ pub fn render(plan: &Plan) -> Statement {
 /// The `EXPLAIN (FORMAT JSON)` statement whose row estimate is the planned count.
 pub(crate) fn render_explain(plan: &Plan) -> Option<Statement> {
     let mut b = Builder::default();
-    let root = match &plan.query {
-        Query::Read(root) => root,
+    let select = match &plan.query {
+        Query::Read(root) => explain_rows(&mut b, root),
+        Query::Call(q) => match (q.shape, &q.root) {
+            (CallShape::Rows | CallShape::SingleRow, Some(root)) => explain_rows(&mut b, root),
+            (CallShape::SetOfScalars, _) => {
+                format!(
+                    "SELECT 1 FROM {} AS pgrst_scalar",
+                    call_sql(&mut b, &q.call)
+                )
+            }
+            (CallShape::Scalar, _) => format!("SELECT {}", call_sql(&mut b, &q.call)),
+            _ => return None,
+        },
         _ => return None,
     };
-    let from = source_sql(&mut b, &root.source);
-    let sql = format!(
-        "EXPLAIN (FORMAT JSON) SELECT 1 FROM {from} AS {}{}",
-        ident(&root.alias),
-        where_clause(&mut b, root, &root.conds, None)
-    );
     Some(Statement {
-        sql,
+        sql: format!("EXPLAIN (FORMAT JSON) {select}"),
         params: b.params,
     })
+}
+
+/// `SELECT 1 FROM source AS alias WHERE …`: the rows a planned count estimates.
+fn explain_rows(b: &mut Builder, root: &ReadNode) -> String {
+    let from = source_sql(b, &root.source);
+    format!(
+        "SELECT 1 FROM {from} AS {}{}",
+        ident(&root.alias),
+        where_clause(b, root, &root.conds, None)
+    )
 }
 
 /// Reads the top plan's row estimate from `EXPLAIN (FORMAT JSON)` output.
@@ -855,7 +870,11 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
         CallShape::Void => outer(&format!("SELECT {call}"), "NULL", "''", "NULL", SOURCE_CTE),
         CallShape::Scalar => outer(
             &format!("SELECT {call} AS pgrst_scalar"),
-            "NULL",
+            if q.count_exact {
+                "(SELECT pg_catalog.count(*) FROM pgrst_source)"
+            } else {
+                "NULL"
+            },
             "coalesce((pg_catalog.json_agg(_postgrest_t.pgrst_scalar) -> 0)::text, 'null')",
             "NULL",
             SOURCE_CTE,
@@ -893,10 +912,12 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
             let mut root = root.clone();
             root.source = Source::MutationResult;
             let shaped = render_node(b, &root, None);
-            let total = if root.count_exact && q.shape == CallShape::Rows {
-                count_subquery(b, &root)
-            } else {
-                "NULL".into()
+            let total = match q.shape {
+                CallShape::Rows if root.count_exact => count_subquery(b, &root),
+                CallShape::SingleRow if root.count_exact => {
+                    format!("(SELECT pg_catalog.count(*) FROM {SOURCE_CTE})")
+                }
+                _ => "NULL".into(),
             };
             let body = if q.shape == CallShape::SingleRow && !plan.media.is_singular() {
                 "coalesce((pg_catalog.json_agg(_postgrest_t) -> 0)::text, 'null')".to_string()

@@ -414,6 +414,18 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         }
         Target::Rpc(name) => {
             let planned = rpc::plan_call(&mut ctx, name)?;
+            // max-affected counts the rows a function returns: it needs SETOF or TABLE (v13).
+            if plan.max_affected.is_some()
+                && !matches!(
+                    planned.query.shape,
+                    CallShape::Rows | CallShape::SetOfScalars
+                )
+            {
+                return Err(RestError::new(
+                    crate::error::ErrorKind::MaxAffectedNotSetReturning,
+                    "Function must return SETOF or TABLE when max-affected preference is used with handling=strict",
+                ));
+            }
             plan.resource_path = format!("/rpc/{name}");
             plan.action = Action::Call(planned.query.shape);
             plan.offset = planned.offset;
@@ -493,7 +505,9 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         applied.push(format!("timezone={tz}"));
     }
     plan.preference_applied = applied;
-    if matches!(plan.count, Some(CountPref::Planned | CountPref::Estimated)) {
+    if matches!(plan.count, Some(CountPref::Planned | CountPref::Estimated))
+        && plan.action != Action::Call(CallShape::Void)
+    {
         plan.count_statement = crate::render::render_explain(&plan);
     }
     Ok(plan)

@@ -770,3 +770,74 @@ fn function_errors_are_worded_as_postgrest_v12() {
         assert_eq!(e.hint.as_deref(), hint, "{what}");
     }
 }
+
+#[test]
+fn calls_plan_counts_and_max_affected() {
+    let planned = [("prefer", "count=planned")];
+    let cases: Vec<(Req, Option<&str>)> = vec![
+        (with(Method::GET, "/rpc/search_clients", "q=a&name=eq.x", &planned, ""), Some("EXPLAIN (FORMAT JSON) SELECT 1 FROM \"public\".\"search_clients\"(\"q\" := $1::text) AS \"t0\" WHERE \"t0\".\"name\" = $2::text")),
+        (with(Method::POST, "/rpc/counts", "", &planned, ""), Some("EXPLAIN (FORMAT JSON) SELECT 1 FROM \"public\".\"counts\"() AS pgrst_scalar")),
+        (with(Method::HEAD, "/rpc/ping", "", &[("prefer", "count=estimated")], ""), Some("EXPLAIN (FORMAT JSON) SELECT \"public\".\"ping\"()")),
+        (with(Method::POST, "/rpc/bump", "", &planned, r#"{"p_id":"x"}"#), None),
+    ];
+    for (req, want) in cases {
+        let (p, _) = run(&req).unwrap();
+        assert_eq!(
+            p.count_statement.as_ref().map(|s| s.sql.as_str()),
+            want,
+            "{}",
+            req.path
+        );
+    }
+    let (_, s) = run(&with(
+        Method::GET,
+        "/rpc/ping",
+        "",
+        &[("prefer", "count=exact")],
+        "",
+    ))
+    .unwrap();
+    assert!(
+        s.sql
+            .contains("(SELECT pg_catalog.count(*) FROM pgrst_source)::bigint AS total_result_set"),
+        "{}",
+        s.sql
+    );
+    let (_, s) = run(&with(
+        Method::GET,
+        "/rpc/first_client",
+        "p_org=x",
+        &[("prefer", "count=exact")],
+        "",
+    ))
+    .unwrap();
+    assert!(
+        s.sql
+            .contains("(SELECT pg_catalog.count(*) FROM pgrst_source)::bigint AS total_result_set"),
+        "{}",
+        s.sql
+    );
+    // max-affected on a call needs SETOF/TABLE (PostgREST 13's PGRST128)
+    let strict = [("prefer", "handling=strict,max-affected=1")];
+    for path in ["/rpc/ping", "/rpc/first_client?p_org=x", "/rpc/bump?p_id=x"] {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let e = err(&with(Method::GET, path, query, &strict, ""));
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str(), e.message.as_str()),
+            (400, "PGRST128", "Function must return SETOF or TABLE when max-affected preference is used with handling=strict"),
+            "{path}"
+        );
+    }
+    let (p, _) = run(&with(Method::GET, "/rpc/counts", "", &strict, "")).unwrap();
+    assert_eq!(p.max_affected, Some(1));
+    // without handling=strict max-affected is ignored
+    let (p, _) = run(&with(
+        Method::GET,
+        "/rpc/ping",
+        "",
+        &[("prefer", "max-affected=1")],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(p.max_affected, None);
+}

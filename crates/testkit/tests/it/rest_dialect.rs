@@ -523,3 +523,145 @@ create function public.body_keys(jsonb) returns text language sql immutable as $
         .await;
     assert_eq!(r.expect(200).json(), json!("a=3"));
 }
+
+#[tokio::test]
+async fn rest_rpc_counts_and_max_affected() {
+    let fx = fixture().await;
+    let sql = format!(
+        "{COMPUTED}
+create function public.numbers(n int) returns setof int language sql stable as $$ select generate_series(1, n) $$;
+create function public.answer() returns int language sql immutable as $$ select 42 $$;
+create function public.bump_status(p_status text) returns setof public.clients language sql volatile
+  as $$ update public.clients set health_score = health_score + 1 where status = p_status returning * $$;"
+    );
+    setup(&fx, &sql, "/rpc/numbers?n=1").await;
+    let range = |r: &Resp| r.header("content-range").unwrap_or_default();
+    // exact, by GET, POST and HEAD: Content-Range and 206 for a partial page
+    let r = fx
+        .call(
+            Method::GET,
+            "/rpc/clients_named?q=a&select=name&order=name&limit=2",
+            fx.a(),
+        )
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(names(r.expect(206)), s(&["Acme", "Beta Co"]));
+    assert_eq!(range(&r), "0-1/3");
+    assert_eq!(
+        r.header("preference-applied").as_deref(),
+        Some("count=exact")
+    );
+    let r = fx
+        .call(
+            Method::POST,
+            "/rpc/clients_named?select=name&order=name&offset=1",
+            fx.a(),
+        )
+        .prefer("count=exact")
+        .body(json!({"q": "a"}))
+        .send()
+        .await;
+    assert_eq!(names(r.expect(206)), s(&["Beta Co", "Gamma"]));
+    assert_eq!(range(&r), "1-2/3");
+    let r = fx
+        .call(Method::HEAD, "/rpc/numbers?n=5&limit=2", fx.a())
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(
+        (r.status, range(&r), r.text.as_str()),
+        (206, "0-1/5".into(), "")
+    );
+    let r = fx
+        .call(Method::GET, "/rpc/numbers?n=5", fx.a())
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!([1, 2, 3, 4, 5]));
+    assert_eq!(range(&r), "0-4/5");
+    // a scalar counts as one row
+    let r = fx
+        .call(Method::GET, "/rpc/answer", fx.a())
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!(42));
+    assert_eq!(range(&r), "0-0/1");
+    // planned: the planner's estimate; estimated: exact under db-max-rows
+    let r = fx
+        .call(Method::GET, "/rpc/numbers?n=5&limit=2", fx.a())
+        .prefer("count=planned")
+        .send()
+        .await;
+    r.expect(if range(&r) == "0-1/2" { 200 } else { 206 });
+    let total = range(&r);
+    assert!(
+        total.starts_with("0-1/") && total[4..].parse::<i64>().is_ok(),
+        "{total}"
+    );
+    let r = fx
+        .call(Method::POST, "/rpc/clients_named?select=name", fx.a())
+        .prefer("count=estimated")
+        .body(json!({"q": "a"}))
+        .send()
+        .await;
+    assert_eq!(range(r.expect(200)), "0-2/3");
+
+    // max-affected (with handling=strict) counts the rows a function returns; over it the
+    // call is rolled back
+    let before = gamma_health(&fx).await;
+    let j = fx
+        .call(Method::POST, "/rpc/bump_status", fx.a())
+        .prefer("handling=strict, max-affected=0")
+        .body(json!({"p_status": "lead"}))
+        .send()
+        .await
+        .error(400, "PGRST124");
+    assert_eq!(
+        j,
+        json!({"code": "PGRST124", "message": "Query result exceeds max-affected preference constraint", "details": "The query affects 1 rows", "hint": null})
+    );
+    assert_eq!(gamma_health(&fx).await, before);
+    let r = fx
+        .call(Method::POST, "/rpc/bump_status?select=name", fx.a())
+        .prefer("handling=strict, max-affected=1")
+        .body(json!({"p_status": "lead"}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"name": "Gamma"}]));
+    assert_eq!(
+        r.header("preference-applied").as_deref(),
+        Some("handling=strict, max-affected=1")
+    );
+    assert_eq!(gamma_health(&fx).await, before + 1);
+    // without handling=strict the preference is ignored
+    fx.call(Method::POST, "/rpc/bump_status", fx.a())
+        .prefer("max-affected=0")
+        .body(json!({"p_status": "lead"}))
+        .send()
+        .await
+        .expect(200);
+    // a function that does not return a set: PGRST128 (PostgREST 13)
+    let j = fx
+        .call(Method::GET, "/rpc/answer", fx.a())
+        .prefer("handling=strict, max-affected=1")
+        .send()
+        .await
+        .error(400, "PGRST128");
+    assert_eq!(
+        j,
+        json!({"code": "PGRST128", "message": "Function must return SETOF or TABLE when max-affected preference is used with handling=strict", "details": null, "hint": null})
+    );
+}
+
+async fn gamma_health(fx: &Fx) -> i32 {
+    fx.su
+        .query_one(
+            "select health_score from public.clients where name = 'Gamma'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
