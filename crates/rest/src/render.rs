@@ -13,7 +13,7 @@ use crate::parse::{
 use crate::plan::{
     CallArg, CallQuery, CallShape, ColumnRef, Cond, DeleteQuery, EmbedNode, FieldExpr,
     FunctionCall, InsertQuery, OnConflict, OrderExpr, Plan, Query, ReadNode, ResolvedFilter,
-    Returning, Source, UpdateQuery,
+    Returning, RowExpr, Source, UpdateQuery,
 };
 use crate::schema::{Cardinality, QualifiedName};
 
@@ -86,20 +86,35 @@ pub fn render(plan: &Plan) -> Statement {
 /// The `EXPLAIN (FORMAT JSON)` statement whose row estimate is the planned count.
 pub(crate) fn render_explain(plan: &Plan) -> Option<Statement> {
     let mut b = Builder::default();
-    let root = match &plan.query {
-        Query::Read(root) => root,
+    let select = match &plan.query {
+        Query::Read(root) => explain_rows(&mut b, root),
+        Query::Call(q) => match (q.shape, &q.root) {
+            (CallShape::Rows | CallShape::SingleRow, Some(root)) => explain_rows(&mut b, root),
+            (CallShape::SetOfScalars, _) => {
+                format!(
+                    "SELECT 1 FROM {} AS pgrst_scalar",
+                    call_sql(&mut b, &q.call)
+                )
+            }
+            (CallShape::Scalar, _) => format!("SELECT {}", call_sql(&mut b, &q.call)),
+            _ => return None,
+        },
         _ => return None,
     };
-    let from = source_sql(&mut b, &root.source);
-    let sql = format!(
-        "EXPLAIN (FORMAT JSON) SELECT 1 FROM {from} AS {}{}",
-        ident(&root.alias),
-        where_clause(&mut b, root, &root.conds, None)
-    );
     Some(Statement {
-        sql,
+        sql: format!("EXPLAIN (FORMAT JSON) {select}"),
         params: b.params,
     })
+}
+
+/// `SELECT 1 FROM source AS alias WHERE …`: the rows a planned count estimates.
+fn explain_rows(b: &mut Builder, root: &ReadNode) -> String {
+    let from = source_sql(b, &root.source);
+    format!(
+        "SELECT 1 FROM {from} AS {}{}",
+        ident(&root.alias),
+        where_clause(b, root, &root.conds, None)
+    )
 }
 
 /// Reads the top plan's row estimate from `EXPLAIN (FORMAT JSON)` output.
@@ -191,6 +206,28 @@ fn source_sql(b: &mut Builder, source: &Source) -> String {
         Source::Relation(q) => qualified(q),
         Source::MutationResult => SOURCE_CTE.to_string(),
         Source::Function(call) => call_sql(b, call),
+        Source::Computed { function, row } => {
+            format!("{}({})", qualified(function), row_sql(row))
+        }
+    }
+}
+
+/// A row passed to a function taking a relation's row type.
+fn row_sql(row: &RowExpr) -> String {
+    match row {
+        RowExpr::Whole(alias) => format!("{}.*", ident(alias)),
+        RowExpr::Cast {
+            alias,
+            relation,
+            columns,
+        } => {
+            let a = ident(alias);
+            let cols: Vec<String> = columns
+                .iter()
+                .map(|c| format!("{a}.{}", ident(c)))
+                .collect();
+            format!("ROW({})::{}", cols.join(", "), qualified(relation))
+        }
     }
 }
 
@@ -284,7 +321,7 @@ fn render_node(b: &mut Builder, node: &ReadNode, join: Option<String>) -> String
             continue;
         }
         let join_cond = join_condition(embed, &node.alias);
-        let child = render_node(b, &embed.node, Some(join_cond));
+        let child = render_node(b, &embed.node, join_cond);
         let lat = lateral_alias(embed);
         if embed.spread {
             sql.push_str(&format!(" LEFT JOIN LATERAL ({child}) AS {lat} ON TRUE"));
@@ -318,7 +355,7 @@ fn order_term(b: &mut Builder, o: &crate::plan::ResolvedOrder) -> String {
             embed_rel,
             parent_alias,
             column,
-            target,
+            source,
         } => {
             let conds: Vec<String> = embed_rel
                 .columns
@@ -333,12 +370,16 @@ fn order_term(b: &mut Builder, o: &crate::plan::ResolvedOrder) -> String {
                     )
                 })
                 .collect();
+            let from = source_sql(b, source);
+            let value = colref(b, column);
+            let filter = if conds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", conds.join(" AND "))
+            };
             format!(
-                "(SELECT {} FROM {} AS {} WHERE {} LIMIT 1)",
-                colref(b, column),
-                qualified(target),
+                "(SELECT {value} FROM {from} AS {}{filter} LIMIT 1)",
                 ident(&column.alias),
-                conds.join(" AND ")
             )
         }
     };
@@ -355,11 +396,13 @@ fn order_term(b: &mut Builder, o: &crate::plan::ResolvedOrder) -> String {
     format!("{expr}{dir}{nulls}")
 }
 
-/// The condition tying an embedded node's rows to its parent row.
-fn join_condition(embed: &EmbedNode, parent_alias: &str) -> String {
+/// The condition tying an embedded node's rows to its parent row (none for a computed
+/// relationship: its function takes the parent row).
+fn join_condition(embed: &EmbedNode, parent_alias: &str) -> Option<String> {
     let child = ident(&embed.node.alias);
     let parent = ident(parent_alias);
-    match &embed.relationship.cardinality {
+    Some(match &embed.relationship.cardinality {
+        Cardinality::Computed { .. } => return None,
         Cardinality::ManyToMany {
             junction,
             source_columns,
@@ -388,7 +431,7 @@ fn join_condition(embed: &EmbedNode, parent_alias: &str) -> String {
             .map(|(src, tgt)| format!("{child}.{} = {parent}.{}", ident(tgt), ident(src)))
             .collect::<Vec<_>>()
             .join(" AND "),
-    }
+    })
 }
 
 fn where_clause(b: &mut Builder, node: &ReadNode, conds: &[Cond], join: Option<String>) -> String {
@@ -437,7 +480,7 @@ fn cond_sql(b: &mut Builder, node: &ReadNode, cond: &Cond) -> String {
             let exists = format!(
                 "EXISTS (SELECT 1 FROM {from} AS {}{})",
                 ident(&child.alias),
-                where_clause(b, child, &child.conds, Some(join))
+                where_clause(b, child, &child.conds, join)
             );
             if *present {
                 exists
@@ -450,9 +493,17 @@ fn cond_sql(b: &mut Builder, node: &ReadNode, cond: &Cond) -> String {
 
 fn colref(b: &mut Builder, c: &ColumnRef) -> String {
     let mut sql = String::with_capacity(c.alias.len() + c.column.len() + 5);
-    push_ident(&mut sql, &c.alias);
-    sql.push('.');
-    push_ident(&mut sql, &c.column);
+    match &c.computed {
+        None => {
+            push_ident(&mut sql, &c.alias);
+            sql.push('.');
+            push_ident(&mut sql, &c.column);
+        }
+        Some(call) => {
+            let (function, row) = call.as_ref();
+            sql = format!("{}({})", qualified(function), row_sql(row));
+        }
+    }
     if c.json_path.is_empty() {
         return sql;
     }
@@ -819,7 +870,11 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
         CallShape::Void => outer(&format!("SELECT {call}"), "NULL", "''", "NULL", SOURCE_CTE),
         CallShape::Scalar => outer(
             &format!("SELECT {call} AS pgrst_scalar"),
-            "NULL",
+            if q.count_exact {
+                "(SELECT pg_catalog.count(*) FROM pgrst_source)"
+            } else {
+                "NULL"
+            },
             "coalesce((pg_catalog.json_agg(_postgrest_t.pgrst_scalar) -> 0)::text, 'null')",
             "NULL",
             SOURCE_CTE,
@@ -857,10 +912,12 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
             let mut root = root.clone();
             root.source = Source::MutationResult;
             let shaped = render_node(b, &root, None);
-            let total = if root.count_exact && q.shape == CallShape::Rows {
-                count_subquery(b, &root)
-            } else {
-                "NULL".into()
+            let total = match q.shape {
+                CallShape::Rows if root.count_exact => count_subquery(b, &root),
+                CallShape::SingleRow if root.count_exact => {
+                    format!("(SELECT pg_catalog.count(*) FROM {SOURCE_CTE})")
+                }
+                _ => "NULL".into(),
             };
             let body = if q.shape == CallShape::SingleRow && !plan.media.is_singular() {
                 "coalesce((pg_catalog.json_agg(_postgrest_t) -> 0)::text, 'null')".to_string()

@@ -201,7 +201,7 @@ pub fn respond(plan: &Plan, row: ResultRow) -> RestResponse {
             },
         );
     }
-    if is_mutation {
+    if is_mutation || matches!(plan.action, Action::Call(_)) {
         if let Some(max) = plan.max_affected {
             if row.page_total > max {
                 let err = RestError::new(

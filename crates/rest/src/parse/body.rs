@@ -30,9 +30,11 @@ pub fn decode_body(
             Ok(Value::Object(obj))
         }
         // Clients that forget the Content-Type (supabase-js #1562) still send JSON.
-        RequestMedia::Json | RequestMedia::TextPlain | RequestMedia::Other => {
-            serde_json::from_str(text).map_err(|_| invalid_json())
-        }
+        RequestMedia::Json
+        | RequestMedia::TextPlain
+        | RequestMedia::Xml
+        | RequestMedia::OctetStream
+        | RequestMedia::Other => serde_json::from_str(text).map_err(|_| invalid_json()),
     }
 }
 

@@ -331,6 +331,44 @@ pub fn parse_in_list(arg: &str) -> Option<Vec<String>> {
 }
 
 /// Splits a filter key `rel.sub.col->x` into the embed path and the column.
+/// Whether a query value is an operator expression (`eq.1`, `not.is.null`, `fts(english).x`,
+/// `like(any).{…}`): on a `GET /rpc/fn`, such a pair filters the result, any other is an
+/// argument (PostgREST's partition).
+pub fn looks_like_filter(value: &str) -> bool {
+    const WORDS: [&str; 27] = [
+        "not",
+        "eq",
+        "neq",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "like",
+        "ilike",
+        "match",
+        "imatch",
+        "in",
+        "is",
+        "isdistinct",
+        "cs",
+        "cd",
+        "ov",
+        "sl",
+        "sr",
+        "nxr",
+        "nxl",
+        "adj",
+        "fts",
+        "plfts",
+        "phfts",
+        "wfts",
+        "any",
+    ];
+    let word_len = value.find(['.', '(']).unwrap_or(value.len());
+    let (word, rest) = value.split_at(word_len);
+    !rest.is_empty() && word != "any" && WORDS.contains(&word)
+}
+
 pub fn parse_filter_key(key: &str) -> Result<(Vec<String>, ColumnPath), RestError> {
     let err = |c: &Cursor| {
         RestError::parse(
@@ -659,6 +697,33 @@ mod tests {
             "not.eq",
         ] {
             assert!(parse_operation(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn operator_values_are_filters() {
+        for v in [
+            "eq.1",
+            "not.is.null",
+            "fts(english).cat",
+            "like(any).{a*}",
+            "in.(1,2)",
+            "is.null",
+            "plfts.a b",
+        ] {
+            assert!(looks_like_filter(v), "{v}");
+        }
+        for v in [
+            "1",
+            "eq",
+            "hello.world",
+            "",
+            "{a,b}",
+            "[1,2]",
+            "equal.x",
+            "any.x",
+        ] {
+            assert!(!looks_like_filter(v), "{v}");
         }
     }
 

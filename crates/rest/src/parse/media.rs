@@ -41,6 +41,10 @@ pub enum RequestMedia {
     Csv,
     FormUrlEncoded,
     TextPlain,
+    /// `text/xml`: a call's whole body for a single unnamed `xml` parameter.
+    Xml,
+    /// `application/octet-stream`: a call's whole body for a single unnamed `bytea` parameter.
+    OctetStream,
     Other,
 }
 
@@ -59,6 +63,8 @@ pub fn parse_content_type(value: Option<&str>) -> RequestMedia {
         "text/csv" => RequestMedia::Csv,
         "application/x-www-form-urlencoded" => RequestMedia::FormUrlEncoded,
         "text/plain" => RequestMedia::TextPlain,
+        "text/xml" => RequestMedia::Xml,
+        "application/octet-stream" => RequestMedia::OctetStream,
         _ => RequestMedia::Other,
     }
 }
@@ -199,6 +205,11 @@ mod tests {
         assert_eq!(
             parse_content_type(Some("application/xml")),
             RequestMedia::Other
+        );
+        assert_eq!(parse_content_type(Some("text/xml")), RequestMedia::Xml);
+        assert_eq!(
+            parse_content_type(Some("application/octet-stream")),
+            RequestMedia::OctetStream
         );
     }
 }

@@ -105,6 +105,10 @@ pub struct ApiRequest {
     pub range: Option<RangeHeader>,
     /// The decoded body (writes and POST RPC).
     pub payload: Option<Value>,
+    /// A call's body as sent when its media type is text/plain, text/xml or
+    /// application/octet-stream: the argument of a single unnamed text, xml or bytea
+    /// parameter. (A text/plain body that is JSON is in `payload` too.)
+    pub raw_body: Option<Vec<u8>>,
     /// The query string as received, for `Content-Location`.
     pub raw_query: String,
     pub raw_path: String,
@@ -215,13 +219,24 @@ pub fn parse_request(
         content_type,
         range,
         payload: None,
+        raw_body: None,
         raw_query: parts.query.to_string(),
         raw_path: parts.path.to_string(),
     };
     parse_query(&mut req, parts.query)?;
 
     let needs_body = matches!(req.method, Method::Post | Method::Patch | Method::Put);
-    if needs_body {
+    let raw_call = matches!(req.target, Target::Rpc(_))
+        && matches!(
+            req.content_type,
+            RequestMedia::TextPlain | RequestMedia::Xml | RequestMedia::OctetStream
+        );
+    if needs_body && raw_call {
+        req.raw_body = Some(parts.body.to_vec());
+        if req.content_type == RequestMedia::TextPlain {
+            req.payload = body::decode_body(req.content_type, parts.body, None).ok();
+        }
+    } else if needs_body {
         let empty_default =
             matches!(req.target, Target::Rpc(_)).then(|| Value::Object(Default::default()));
         req.payload = Some(body::decode_body(

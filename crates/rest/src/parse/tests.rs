@@ -254,8 +254,58 @@ fn range_header() {
 fn bodies() {
     let r = req_with(M::POST, "/rpc/f", "", &[], "").unwrap();
     assert_eq!(r.payload, Some(serde_json::json!({})));
+    // A call's text/plain, text/xml and octet-stream bodies are kept as sent (a text/plain
+    // one that is JSON is decoded too).
     let r = req_with(M::POST, "/rpc/f", "", &[("content-type", "text/plain")], "").unwrap();
-    assert_eq!(r.payload, Some(serde_json::json!({})));
+    assert_eq!((r.payload, r.raw_body), (None, Some(Vec::new())));
+    let r = req_with(
+        M::POST,
+        "/rpc/f",
+        "",
+        &[("content-type", "text/plain")],
+        "hi there",
+    )
+    .unwrap();
+    assert_eq!((r.payload, r.raw_body), (None, Some(b"hi there".to_vec())));
+    let r = req_with(
+        M::POST,
+        "/rpc/f",
+        "",
+        &[("content-type", "text/plain")],
+        "{\"a\":1}",
+    )
+    .unwrap();
+    assert_eq!(r.payload, Some(serde_json::json!({"a": 1})));
+    let r = req_with(
+        M::POST,
+        "/rpc/f",
+        "",
+        &[("content-type", "text/xml")],
+        "<a/>",
+    )
+    .unwrap();
+    assert_eq!((r.payload, r.raw_body), (None, Some(b"<a/>".to_vec())));
+    let r = req_with(
+        M::POST,
+        "/rpc/f",
+        "",
+        &[("content-type", "application/octet-stream")],
+        "\u{1}\u{2}",
+    )
+    .unwrap();
+    assert_eq!(r.raw_body, Some(vec![1, 2]));
+    let r = req_with(
+        M::POST,
+        "/t",
+        "",
+        &[("content-type", "text/plain")],
+        "{\"a\":1}",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.payload, r.raw_body),
+        (Some(serde_json::json!({"a": 1})), None)
+    );
     let e = req_with(M::POST, "/t", "", &[], "").unwrap_err();
     assert_eq!(e.code, "PGRST102");
     let r = req_with(

@@ -97,6 +97,26 @@ pub(crate) enum Source {
     /// The mutation CTE (`pgrst_source`) for representation.
     MutationResult,
     Function(FunctionCall),
+    /// A computed relationship: `function(parent row)`.
+    Computed {
+        function: QualifiedName,
+        row: RowExpr,
+    },
+}
+
+/// A row passed to a function that takes a relation's row type (computed fields and
+/// relationships).
+#[derive(Debug, Clone)]
+pub(crate) enum RowExpr {
+    /// `"alias".*`: the alias reads the relation itself (or a function returning its rows).
+    Whole(String),
+    /// `ROW("alias"."c1", …)::"schema"."rel"`: the alias reads a CTE (a mutation's rows, a
+    /// call's result) whose row type is anonymous.
+    Cast {
+        alias: String,
+        relation: QualifiedName,
+        columns: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +143,8 @@ pub(crate) struct ColumnRef {
     pub column: String,
     /// JSON path steps, the keys bound as parameters.
     pub json_path: Vec<JsonStep>,
+    /// A computed field: `function(row)` is read instead of `alias.column`.
+    pub computed: Option<Box<(QualifiedName, RowExpr)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +209,8 @@ pub(crate) enum OrderExpr {
         embed_rel: Box<Relationship>,
         parent_alias: String,
         column: ColumnRef,
-        target: QualifiedName,
+        /// What the subquery reads: the target relation, or a computed relationship's call.
+        source: Box<Source>,
     },
 }
 
@@ -200,6 +223,10 @@ pub(crate) struct ResolvedOrder {
 
 #[derive(Debug, Clone)]
 pub(crate) struct EmbedNode {
+    /// The name the request gives the embed (alias, else the relation as written).
+    pub label: String,
+    /// The relation as written in the select (`projects` in `p:projects(...)`).
+    pub relation: String,
     pub relationship: Relationship,
     pub node: ReadNode,
     pub to_one: bool,
@@ -387,6 +414,18 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         }
         Target::Rpc(name) => {
             let planned = rpc::plan_call(&mut ctx, name)?;
+            // max-affected counts the rows a function returns: it needs SETOF or TABLE (v13).
+            if plan.max_affected.is_some()
+                && !matches!(
+                    planned.query.shape,
+                    CallShape::Rows | CallShape::SetOfScalars
+                )
+            {
+                return Err(RestError::new(
+                    crate::error::ErrorKind::MaxAffectedNotSetReturning,
+                    "Function must return SETOF or TABLE when max-affected preference is used with handling=strict",
+                ));
+            }
             plan.resource_path = format!("/rpc/{name}");
             plan.action = Action::Call(planned.query.shape);
             plan.offset = planned.offset;
@@ -466,7 +505,9 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         applied.push(format!("timezone={tz}"));
     }
     plan.preference_applied = applied;
-    if matches!(plan.count, Some(CountPref::Planned | CountPref::Estimated)) {
+    if matches!(plan.count, Some(CountPref::Planned | CountPref::Estimated))
+        && plan.action != Action::Call(CallShape::Void)
+    {
         plan.count_statement = crate::render::render_explain(&plan);
     }
     Ok(plan)

@@ -210,15 +210,14 @@ pub(crate) fn plan_update(ctx: &mut Ctx, table: &Table) -> Result<UpdateQuery, R
         None => obj.keys().cloned().collect(),
     };
     let columns = payload_columns(table, &keys)?;
-    let alias = ctx.alias();
-    let conds = mutation_conds(ctx, table, &alias)?;
-    let limited = mutation_limit(ctx, table, "pgrst_target")?;
+    let conds = mutation_conds(ctx, table)?;
+    let limited = mutation_limit(ctx, table)?;
     let root = representation(ctx, table)?;
     Ok(UpdateQuery {
         table: table.qualified(),
         columns,
         body: Value::Object(obj).to_string(),
-        conds: rename_alias(conds, &alias),
+        conds,
         returning: returning(ctx, table),
         root,
         limited,
@@ -226,38 +225,14 @@ pub(crate) fn plan_update(ctx: &mut Ctx, table: &Table) -> Result<UpdateQuery, R
 }
 
 pub(crate) fn plan_delete(ctx: &mut Ctx, table: &Table) -> Result<DeleteQuery, RestError> {
-    let alias = ctx.alias();
-    let conds = mutation_conds(ctx, table, &alias)?;
-    let limited = mutation_limit(ctx, table, "pgrst_target")?;
+    let conds = mutation_conds(ctx, table)?;
+    let limited = mutation_limit(ctx, table)?;
     let root = representation(ctx, table)?;
     Ok(DeleteQuery {
         table: table.qualified(),
-        conds: rename_alias(conds, &alias),
+        conds,
         returning: returning(ctx, table),
         root,
         limited,
     })
-}
-
-/// Mutation conditions are rendered against the DML target, aliased `pgrst_target`.
-fn rename_alias(conds: Vec<super::Cond>, _alias: &str) -> Vec<super::Cond> {
-    fn walk(c: super::Cond) -> super::Cond {
-        match c {
-            super::Cond::Filter(mut f) => {
-                f.lhs.alias = "pgrst_target".to_string();
-                super::Cond::Filter(f)
-            }
-            super::Cond::Logic {
-                op,
-                negate,
-                children,
-            } => super::Cond::Logic {
-                op,
-                negate,
-                children: children.into_iter().map(walk).collect(),
-            },
-            other => other,
-        }
-    }
-    conds.into_iter().map(walk).collect()
 }

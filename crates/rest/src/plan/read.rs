@@ -3,14 +3,14 @@
 use super::errors::{ambiguous_relationship, column_not_found, no_relationship};
 use super::{
     ColumnRef, Cond, EmbedNode, FieldExpr, OrderExpr, OutputField, ReadNode, ResolvedFilter,
-    ResolvedOrder, Source,
+    ResolvedOrder, RowExpr, Source,
 };
 use crate::error::{ErrorKind, RestError};
 use crate::parse::{
     ApiRequest, ColumnPath, CountPref, Embed, FieldTarget, Filter, IsValue, JoinType, LogicTree,
     Operation, OrderTarget, PathFilter, SelectItem,
 };
-use crate::schema::{Relationship, SchemaCache, Table};
+use crate::schema::{Cardinality, Relationship, SchemaCache, Table};
 use crate::RestConfig;
 
 pub(crate) struct Ctx<'a> {
@@ -152,15 +152,91 @@ fn check_paths(
     Ok(())
 }
 
-fn column_ref(table: &Table, alias: &str, path: &ColumnPath) -> Result<ColumnRef, RestError> {
-    if table.column(&path.column).is_none() {
-        return Err(column_not_found(&table.name, &path.column));
+/// What a node's alias reads: its relation, and whether `"alias".*` is a row of that
+/// relation's type (else a computed field gets the row rebuilt with a cast).
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub cache: &'a SchemaCache,
+    pub table: &'a Table,
+    pub alias: &'a str,
+    pub whole_row: bool,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(cache: &'a SchemaCache, table: &'a Table, alias: &'a str, source: &Source) -> Self {
+        Scope {
+            cache,
+            table,
+            alias,
+            whole_row: matches!(source, Source::Relation(_) | Source::Computed { .. }),
+        }
     }
-    Ok(ColumnRef {
-        alias: alias.to_string(),
-        column: path.column.clone(),
-        json_path: path.json_path.clone(),
-    })
+
+    /// The alias's row as a value of the relation's type.
+    pub fn row(&self) -> RowExpr {
+        if self.whole_row {
+            RowExpr::Whole(self.alias.to_string())
+        } else {
+            RowExpr::Cast {
+                alias: self.alias.to_string(),
+                relation: self.table.qualified(),
+                columns: self.table.columns.iter().map(|c| c.name.clone()).collect(),
+            }
+        }
+    }
+}
+
+/// The types a field's values are compared with.
+pub(crate) struct FieldType {
+    pub filter_type: String,
+    pub is_string: bool,
+    pub is_tsvector: bool,
+}
+
+/// A column of the scope's relation, or one of its computed fields (`f(relation)`).
+pub(crate) fn field_ref(
+    scope: &Scope,
+    path: &ColumnPath,
+) -> Result<(ColumnRef, FieldType), RestError> {
+    if let Some(c) = scope.table.column(&path.column) {
+        return Ok((
+            ColumnRef {
+                alias: scope.alias.to_string(),
+                column: c.name.clone(),
+                json_path: path.json_path.clone(),
+                computed: None,
+            },
+            FieldType {
+                filter_type: c.filter_type().to_string(),
+                is_string: c.category == "S",
+                is_tsvector: c.is_tsvector(),
+            },
+        ));
+    }
+    let table = scope.table.qualified();
+    let Some(f) = scope.cache.computed_field(&table, &path.column) else {
+        return Err(column_not_found(&scope.table.name, &path.column));
+    };
+    Ok((
+        ColumnRef {
+            alias: scope.alias.to_string(),
+            column: f.name.clone(),
+            json_path: path.json_path.clone(),
+            computed: Some(Box::new((
+                crate::schema::QualifiedName::new(&f.schema, &f.name),
+                scope.row(),
+            ))),
+        },
+        FieldType {
+            filter_type: f.return_type.clone(),
+            is_string: f.return_category == "S",
+            is_tsvector: f.return_base_type == "tsvector",
+        },
+    ))
+}
+
+fn column_ref(scope: &Scope, path: &ColumnPath) -> Result<ColumnRef, RestError> {
+    field_ref(scope, path).map(|(c, _)| c)
 }
 
 fn check_cast(cast: &Option<String>) -> Result<(), RestError> {
@@ -191,6 +267,8 @@ pub(crate) fn build_node(
     opts: RootOpts,
 ) -> Result<ReadNode, RestError> {
     let alias = ctx.alias();
+    let cache = ctx.cache;
+    let scope = Scope::new(cache, table, &alias, &source);
     let mut node = ReadNode {
         source,
         alias: alias.clone(),
@@ -215,6 +293,7 @@ pub(crate) fn build_node(
                                 alias: alias.clone(),
                                 column: c.name.clone(),
                                 json_path: Vec::new(),
+                                computed: None,
                             },
                             cast: None,
                         },
@@ -226,14 +305,14 @@ pub(crate) fn build_node(
                 check_cast(&f.aggregate_cast)?;
                 let expr = match (&f.target, f.aggregate) {
                     (FieldTarget::Column(p), None) => FieldExpr::Column {
-                        col: column_ref(table, &alias, p)?,
+                        col: column_ref(&scope, p)?,
                         cast: f.cast.clone(),
                     },
                     (FieldTarget::Column(p), Some(func)) => {
                         has_aggregate = true;
                         FieldExpr::Aggregate {
                             func,
-                            arg: Some((column_ref(table, &alias, p)?, f.cast.clone())),
+                            arg: Some((column_ref(&scope, p)?, f.cast.clone())),
                             cast: f.aggregate_cast.clone(),
                         }
                     }
@@ -256,7 +335,7 @@ pub(crate) fn build_node(
             }
             SelectItem::Embed(e) => {
                 let embed_index = node.embeds.len();
-                let child = plan_embed(ctx, table, e, path, filters)?;
+                let child = plan_embed(ctx, &scope, e, path, filters)?;
                 if e.join == Some(JoinType::Inner) {
                     node.conds.push(Cond::EmbedExists {
                         embed: embed_index,
@@ -307,12 +386,11 @@ pub(crate) fn build_node(
     let is_root = path.is_empty();
     if !is_root || opts.filters {
         for pf in filters.iter().filter(|f| f.path == path) {
-            let cond = resolve_filter(table, &alias, &node, &pf.filter)?;
+            let cond = resolve_filter(&scope, &node, &pf.filter)?;
             node.conds.push(cond);
         }
         for pl in ctx.req.logic.iter().filter(|l| l.path == path) {
-            node.conds
-                .push(resolve_logic(table, &alias, &node, &pl.tree)?);
+            node.conds.push(resolve_logic(&scope, &node, &pl.tree)?);
         }
     }
     if !is_root || opts.order {
@@ -322,9 +400,9 @@ pub(crate) fn build_node(
             }
             for term in terms {
                 let expr = match &term.target {
-                    OrderTarget::Column(c) => OrderExpr::Column(column_ref(table, &alias, c)?),
+                    OrderTarget::Column(c) => OrderExpr::Column(column_ref(&scope, c)?),
                     OrderTarget::Related { relation, field } => {
-                        related_order(ctx, table, &alias, &node, select, relation, field)?
+                        related_order(&scope, &node, select, relation, field)?
                     }
                 };
                 node.order.push(ResolvedOrder {
@@ -343,9 +421,7 @@ pub(crate) fn build_node(
 }
 
 fn related_order(
-    ctx: &Ctx,
-    table: &Table,
-    alias: &str,
+    scope: &Scope,
     node: &ReadNode,
     select: &[SelectItem],
     relation: &str,
@@ -375,33 +451,38 @@ fn related_order(
         )
         .with_details(format!(
             "'{}' and '{relation}' do not form a many-to-one or one-to-one relationship",
-            table.name
+            scope.table.name
         )));
     }
     let target = embed.relationship.target.clone();
-    let target_table = ctx
+    let target_table = scope
         .cache
         .table_by_name(&target)
         .ok_or_else(|| column_not_found(&target.name, &field.column))?;
-    let column = column_ref(target_table, "_pgrst_ord", field)?;
+    let source = match &embed.node.source {
+        computed @ Source::Computed { .. } => computed.clone(),
+        _ => Source::Relation(target.clone()),
+    };
+    let target_scope = Scope::new(scope.cache, target_table, "_pgrst_ord", &source);
+    let column = column_ref(&target_scope, field)?;
     Ok(OrderExpr::Related {
         embed_rel: Box::new(embed.relationship.clone()),
-        parent_alias: alias.to_string(),
+        parent_alias: scope.alias.to_string(),
         column,
-        target,
+        source: Box::new(source),
     })
 }
 
 fn plan_embed(
     ctx: &mut Ctx,
-    parent: &Table,
+    parent: &Scope,
     e: &Embed,
     path: &[String],
     filters: &[PathFilter],
 ) -> Result<EmbedNode, RestError> {
     let rel = find_relationship(
         ctx.cache,
-        parent,
+        parent.table,
         &ctx.req.schema,
         &e.relation,
         e.hint.as_deref(),
@@ -418,15 +499,22 @@ fn plan_embed(
         )
         .with_details(format!(
             "'{}' and '{}' do not form a many-to-one or one-to-one relationship",
-            parent.name, e.relation
+            parent.table.name, e.relation
         )));
     }
+    let source = match &rel.cardinality {
+        Cardinality::Computed { function, .. } => Source::Computed {
+            function: function.clone(),
+            row: parent.row(),
+        },
+        _ => Source::Relation(rel.target.clone()),
+    };
     let mut child_path = path.to_vec();
     child_path.push(e.label().to_string());
     let node = build_node(
         ctx,
         target,
-        Source::Relation(rel.target.clone()),
+        source,
         &e.select,
         &child_path,
         filters,
@@ -436,6 +524,8 @@ fn plan_embed(
         },
     )?;
     Ok(EmbedNode {
+        label: e.label().to_string(),
+        relation: e.relation.clone(),
         relationship: rel,
         node,
         to_one,
@@ -444,92 +534,108 @@ fn plan_embed(
     })
 }
 
+/// Finds the relationship `/parent?select=target!hint(...)` names, by PostgREST's rules:
+/// `target` is the related table or view (or, for tables, the foreign key's name or its
+/// single column on the parent's side), or a computed relationship's function, which
+/// replaces the foreign-key relationships to a table of the same name. A hint names the
+/// foreign key, one of its single columns, or a many-to-many junction. On a self-reference
+/// the table's name embeds the children (one-to-many) and the key's column the parent.
 pub(crate) fn find_relationship(
     cache: &SchemaCache,
     parent: &Table,
     schema: &str,
-    relation: &str,
+    target: &str,
     hint: Option<&str>,
 ) -> Result<Relationship, RestError> {
     let source = parent.qualified();
     let all: Vec<&Relationship> = cache.relationships_from(&source).collect();
-    let mut candidates: Vec<&Relationship> = all
+    let is_view = |q: &crate::schema::QualifiedName| {
+        cache
+            .table_by_name(q)
+            .is_some_and(|t| t.kind != crate::schema::RelationKind::Table)
+    };
+    let matches = |r: &Relationship| -> bool {
+        let m2m = matches!(r.cardinality, Cardinality::ManyToMany { .. });
+        match &r.cardinality {
+            Cardinality::Computed { function, .. } => function.name == target,
+            Cardinality::OneToMany | Cardinality::ManyToOne if r.source == r.target => {
+                let o2m = r.cardinality == Cardinality::OneToMany;
+                match hint {
+                    None => {
+                        (r.target.name == target && o2m)
+                            || (!o2m && r.single_source_column() == Some(target))
+                    }
+                    Some(h) => {
+                        r.target.name == target && o2m && r.single_target_column() == Some(h)
+                    }
+                }
+            }
+            _ => match hint {
+                None => {
+                    r.target.name == target
+                        || (!m2m
+                            && !is_view(&r.target)
+                            && (r.constraint == target || r.single_source_column() == Some(target)))
+                }
+                Some(h) => r.target.name == target && r.matches_hint(h),
+            },
+        }
+    };
+    let pick = |pool: &[&Relationship]| -> Vec<Relationship> {
+        let mut found: Vec<Relationship> = pool
+            .iter()
+            .filter(|r| matches(r))
+            .map(|r| (*r).clone())
+            .collect();
+        // A computed relationship named like a table overrides the keys to that table.
+        if found.iter().any(|r| r.is_computed()) {
+            found.retain(|r| r.is_computed() || r.target.name != target);
+        }
+        found
+    };
+    let in_schema: Vec<&Relationship> = all
         .iter()
         .copied()
-        .filter(|r| r.target.name == relation && r.target.schema == schema)
+        .filter(|r| r.target.schema == schema)
         .collect();
+    let mut candidates = pick(&in_schema);
     if candidates.is_empty() {
-        candidates = all
-            .iter()
-            .copied()
-            .filter(|r| r.target.name == relation)
-            .collect();
+        candidates = pick(&all);
     }
-    if let Some(h) = hint {
-        candidates.retain(|r| r.matches_hint(h));
-    }
-    match candidates.as_slice() {
-        [] => Err(no_relationship(
+    match candidates.len() {
+        0 => Err(no_relationship(
             &source,
-            relation,
+            target,
             hint,
             all.iter().map(|r| r.target.name.as_str()),
         )),
-        [one] => Ok((*one).clone()),
-        // A self-referencing key yields M2O and O2M; PostgREST picks the O2M
-        // (`employees!manager_id` = the reports), as documented for recursion.
-        [a, b]
-            if a.source == a.target
-                && a.constraint == b.constraint
-                && a.source == b.source
-                && a.target == b.target =>
-        {
-            Ok(if a.is_to_one() {
-                (*b).clone()
-            } else {
-                (*a).clone()
-            })
+        1 => Ok(candidates.remove(0)),
+        _ => {
+            let refs: Vec<&Relationship> = candidates.iter().collect();
+            Err(ambiguous_relationship(&source, target, &refs))
         }
-        many => Err(ambiguous_relationship(&source, relation, many)),
     }
 }
 
 fn embed_index(node: &ReadNode, name: &str) -> Option<usize> {
-    // Embed labels are the output names of the embed fields, or the relation name.
-    node.embeds
-        .iter()
-        .position(|e| e.relationship.target.name == name)
-        .or_else(|| {
-            node.fields.iter().find_map(|f| match f.expr {
-                FieldExpr::EmbedObject { embed } | FieldExpr::EmbedArray { embed }
-                    if f.name == name =>
-                {
-                    Some(embed)
-                }
-                _ => None,
-            })
-        })
+    node.embeds.iter().position(|e| e.label == name)
 }
 
-fn resolve_filter(
-    table: &Table,
-    alias: &str,
-    node: &ReadNode,
-    filter: &Filter,
-) -> Result<Cond, RestError> {
-    if table.column(&filter.field.column).is_none() && filter.field.json_path.is_empty() {
-        if let (Some(embed), Operation::Is(v)) =
-            (embed_index(node, &filter.field.column), &filter.operation)
-        {
-            let present = match v {
-                IsValue::Null => false,
-                IsValue::NotNull => true,
+fn resolve_filter(scope: &Scope, node: &ReadNode, filter: &Filter) -> Result<Cond, RestError> {
+    if scope.table.column(&filter.field.column).is_none() && filter.field.json_path.is_empty() {
+        if let Some(embed) = embed_index(node, &filter.field.column) {
+            let present = match &filter.operation {
+                Operation::Is(IsValue::Null) => false,
+                Operation::Is(IsValue::NotNull) => true,
                 _ => {
                     return Err(RestError::new(
                         ErrorKind::InvalidEmbedFilter,
-                        "Bad operator on the embedded resource",
+                        format!(
+                            "Bad operator on the '{}' embedded resource",
+                            node.embeds[embed].relation
+                        ),
                     )
-                    .with_hint(
+                    .with_details(
                         "Only is null or not is null filters are allowed on embedded resources",
                     ))
                 }
@@ -540,9 +646,7 @@ fn resolve_filter(
             });
         }
     }
-    let column = table
-        .column(&filter.field.column)
-        .ok_or_else(|| column_not_found(&table.name, &filter.field.column))?;
+    let (lhs, ty) = field_ref(scope, &filter.field)?;
     if matches!(&filter.operation, Operation::In(v) if v.is_empty()) {
         return Ok(if filter.negate {
             Cond::Logic {
@@ -556,33 +660,23 @@ fn resolve_filter(
     }
     let text_result = filter.field.json_path.last().map(|s| s.as_text);
     let value_type = match text_result {
-        None => column.filter_type().to_string(),
         Some(true) => "text".to_string(),
-        Some(false) => column.filter_type().to_string(),
+        None | Some(false) => ty.filter_type,
     };
     Ok(Cond::Filter(ResolvedFilter {
-        lhs: ColumnRef {
-            alias: alias.to_string(),
-            column: column.name.clone(),
-            json_path: filter.field.json_path.clone(),
-        },
+        lhs,
         lhs_is_string: match text_result {
-            None => column.category == "S",
+            None => ty.is_string,
             Some(t) => t,
         },
-        lhs_is_tsvector: text_result.is_none() && column.is_tsvector(),
+        lhs_is_tsvector: text_result.is_none() && ty.is_tsvector,
         value_type,
         negate: filter.negate,
         operation: filter.operation.clone(),
     }))
 }
 
-fn resolve_logic(
-    table: &Table,
-    alias: &str,
-    node: &ReadNode,
-    tree: &LogicTree,
-) -> Result<Cond, RestError> {
+fn resolve_logic(scope: &Scope, node: &ReadNode, tree: &LogicTree) -> Result<Cond, RestError> {
     match tree {
         LogicTree::Expr {
             negate,
@@ -593,12 +687,10 @@ fn resolve_logic(
             negate: *negate,
             children: children
                 .iter()
-                .map(|c| resolve_logic(table, alias, node, c))
+                .map(|c| resolve_logic(scope, node, c))
                 .collect::<Result<_, _>>()?,
         }),
-        LogicTree::Leaf { path, filter } if path.is_empty() => {
-            resolve_filter(table, alias, node, filter)
-        }
+        LogicTree::Leaf { path, filter } if path.is_empty() => resolve_filter(scope, node, filter),
         LogicTree::Leaf { path, .. } => Err(RestError::parse(
             format!("\"failed to parse logic tree ({})\"", path.join(".")),
             "embedded fields inside a logic tree are not supported; use the 'rel.or' parameter",
@@ -606,12 +698,14 @@ fn resolve_logic(
     }
 }
 
+/// The alias a PATCH/DELETE's filters and order refer to: the statement's target table.
+pub(crate) const MUTATION_TARGET: &str = "pgrst_target";
+
 /// The `limit`/`offset` of a PATCH or DELETE with its required `order` (PGRST109 without
 /// one; tables only, since rows are picked by ctid).
 pub(crate) fn mutation_limit(
     ctx: &Ctx,
     table: &Table,
-    alias: &str,
 ) -> Result<Option<super::MutationLimit>, RestError> {
     let (limit, offset) = (ctx.req.limit_for(&[]), ctx.req.offset_for(&[]));
     if limit.is_none() && offset.is_none() {
@@ -623,6 +717,12 @@ pub(crate) fn mutation_limit(
             "A 'limit' on an update or delete is only possible on tables",
         ));
     }
+    let scope = Scope {
+        cache: ctx.cache,
+        table,
+        alias: MUTATION_TARGET,
+        whole_row: true,
+    };
     let mut order = Vec::new();
     for (p, terms) in &ctx.req.order {
         if !p.is_empty() {
@@ -636,7 +736,7 @@ pub(crate) fn mutation_limit(
                 ));
             };
             order.push(ResolvedOrder {
-                expr: OrderExpr::Column(column_ref(table, alias, c)?),
+                expr: OrderExpr::Column(column_ref(&scope, c)?),
                 direction: term.direction,
                 nulls: term.nulls,
             });
@@ -656,15 +756,11 @@ pub(crate) fn mutation_limit(
     }))
 }
 
-/// Resolves the root filters of a mutation against its target table.
-pub(crate) fn mutation_conds(
-    ctx: &Ctx,
-    table: &Table,
-    alias: &str,
-) -> Result<Vec<Cond>, RestError> {
+/// Resolves the root filters of a mutation against its target table (`pgrst_target`).
+pub(crate) fn mutation_conds(ctx: &Ctx, table: &Table) -> Result<Vec<Cond>, RestError> {
     let empty = ReadNode {
-        source: Source::MutationResult,
-        alias: alias.to_string(),
+        source: Source::Relation(table.qualified()),
+        alias: MUTATION_TARGET.to_string(),
         fields: Vec::new(),
         embeds: Vec::new(),
         conds: Vec::new(),
@@ -674,12 +770,13 @@ pub(crate) fn mutation_conds(
         group_by: Vec::new(),
         count_exact: false,
     };
+    let scope = Scope::new(ctx.cache, table, MUTATION_TARGET, &empty.source);
     let mut conds = Vec::new();
     for pf in ctx.req.filters.iter().filter(|f| f.path.is_empty()) {
-        conds.push(resolve_filter(table, alias, &empty, &pf.filter)?);
+        conds.push(resolve_filter(&scope, &empty, &pf.filter)?);
     }
     for pl in ctx.req.logic.iter().filter(|l| l.path.is_empty()) {
-        conds.push(resolve_logic(table, alias, &empty, &pl.tree)?);
+        conds.push(resolve_logic(&scope, &empty, &pl.tree)?);
     }
     Ok(conds)
 }

@@ -22,12 +22,111 @@ fn is_json_arg(a: &FunctionArg) -> bool {
     matches!(a.base_type.as_str(), "json" | "jsonb")
 }
 
-/// What the client supplied as arguments.
-enum Given<'a> {
-    /// GET/HEAD: query pairs (repeatable keys).
-    Query(&'a [(String, String)]),
-    /// POST: the JSON body.
-    Body(&'a Value),
+/// How a POST body reaches a function with a single unnamed parameter (PostgREST's
+/// `hasSingleUnnamedParam`): by its media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// No body (GET/HEAD): arguments come from the query string.
+    None,
+    Json,
+    Text,
+    Xml,
+    Bytes,
+    /// Form-urlencoded: named arguments only.
+    Form,
+}
+
+impl BodyKind {
+    fn of(req: &crate::parse::ApiRequest) -> Self {
+        use crate::parse::RequestMedia;
+        if req.method.is_read() {
+            return BodyKind::None;
+        }
+        match req.content_type {
+            RequestMedia::TextPlain => BodyKind::Text,
+            RequestMedia::Xml => BodyKind::Xml,
+            RequestMedia::OctetStream => BodyKind::Bytes,
+            RequestMedia::FormUrlEncoded => BodyKind::Form,
+            RequestMedia::Json | RequestMedia::Csv | RequestMedia::Other => BodyKind::Json,
+        }
+    }
+
+    /// The type of the single unnamed parameter this body can be the argument of.
+    fn takes(self, a: &FunctionArg) -> bool {
+        match self {
+            BodyKind::Json => is_json_arg(a),
+            BodyKind::Text => a.base_type == "text",
+            BodyKind::Xml => a.base_type == "xml",
+            BodyKind::Bytes => a.base_type == "bytea",
+            BodyKind::None | BodyKind::Form => false,
+        }
+    }
+
+    /// A raw body (text, xml, bytes) is only ever one argument: PGRST202 names no keys.
+    fn only_single(self) -> bool {
+        matches!(self, BodyKind::Text | BodyKind::Xml | BodyKind::Bytes)
+    }
+}
+
+/// PostgREST's `matchesParams`: the argument keys name every required parameter and
+/// otherwise only optional ones; a function without parameters takes no keys (and no raw body).
+fn matches_params(f: &Function, keys: &[String], kind: BodyKind) -> bool {
+    let inputs: Vec<&FunctionArg> = f.inputs().collect();
+    if inputs.is_empty() {
+        return keys.is_empty() && !kind.only_single();
+    }
+    if inputs.iter().any(|a| a.name.is_empty()) {
+        return false;
+    }
+    let required: Vec<&str> = inputs
+        .iter()
+        .filter(|a| !a.has_default)
+        .map(|a| a.name.as_str())
+        .collect();
+    required.iter().all(|r| keys.iter().any(|k| k == r))
+        && keys.iter().all(|k| inputs.iter().any(|a| &a.name == k))
+}
+
+/// The candidates for a call: functions whose parameters the keys match, else those whose
+/// single unnamed parameter takes the body (`params=single-object`: a single json parameter).
+fn candidates<'a>(
+    overloads: &[&'a Function],
+    keys: &[String],
+    kind: BodyKind,
+    single_object: bool,
+) -> Vec<&'a Function> {
+    let single = |f: &&Function| {
+        let inputs: Vec<&FunctionArg> = f.inputs().collect();
+        match inputs.as_slice() {
+            [a] if single_object => is_json_arg(a),
+            [a] => a.name.is_empty() && kind.takes(a),
+            _ => false,
+        }
+    };
+    if single_object && kind == BodyKind::Json {
+        return overloads.iter().copied().filter(single).collect();
+    }
+    let named: Vec<&Function> = overloads
+        .iter()
+        .copied()
+        .filter(|f| matches_params(f, keys, kind))
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    overloads.iter().copied().filter(single).collect()
+}
+
+/// The object keys of a JSON or form body, sorted (`columns=` overrides them on a call).
+fn body_keys(req: &crate::parse::ApiRequest, body: Option<&Value>) -> Vec<String> {
+    let mut keys: Vec<String> = match (&req.columns, body) {
+        (Some(cols), _) => cols.clone(),
+        (None, Some(Value::Object(o))) => o.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestError> {
@@ -35,135 +134,140 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
     let schema = req.schema.as_str();
     let overloads: Vec<&Function> = ctx.cache.functions_named(schema, name).collect();
     let empty = Value::Object(Default::default());
-    let given = if req.method.is_read() {
-        Given::Query(&req.rpc_query)
-    } else {
-        Given::Body(req.payload.as_ref().unwrap_or(&empty))
-    };
-    let keys: Vec<String> = match &given {
-        Given::Query(pairs) => {
-            let mut k: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    let single_object = req.prefer.params_single_object;
+
+    // GET/HEAD: a pair is an argument unless its key is an embed path or its value an
+    // operator expression (then it filters the result).
+    let mut query_args: Vec<(&str, &str)> = Vec::new();
+    let mut result_filters: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in &req.rpc_query {
+        if k.contains('.') || crate::parse::filter::looks_like_filter(v) {
+            result_filters.push((k, v));
+        } else {
+            query_args.push((k, v));
+        }
+    }
+
+    let mut kind = BodyKind::of(req);
+    let mut body = req.payload.as_ref();
+    let mut keys: Vec<String> = match kind {
+        BodyKind::None => {
+            let mut k: Vec<String> = query_args.iter().map(|(k, _)| k.to_string()).collect();
+            k.sort();
             k.dedup();
             k
         }
-        Given::Body(Value::Object(o)) => o.keys().cloned().collect(),
-        Given::Body(_) => Vec::new(),
+        BodyKind::Json | BodyKind::Form => body_keys(req, body),
+        BodyKind::Text | BodyKind::Xml | BodyKind::Bytes => Vec::new(),
     };
-    let body_is_object = matches!(given, Given::Body(Value::Object(_)));
-
-    // Rank candidates: named match (0), then params=single-object / sole unnamed json (1).
-    let mut ranked: Vec<(u8, &Function)> = Vec::new();
-    for f in &overloads {
-        let inputs: Vec<&FunctionArg> = f.inputs().collect();
-        let single_json = inputs.len() == 1 && is_json_arg(inputs[0]);
-        if let Given::Body(_) = given {
-            if single_json && inputs[0].name.is_empty() {
-                ranked.push((1, f));
-                continue;
-            }
-            if single_json && req.prefer.params_single_object {
-                ranked.push((1, f));
-                continue;
-            }
-        }
-        if inputs.iter().any(|a| a.name.is_empty()) {
-            continue;
-        }
-        let required_ok = inputs
-            .iter()
-            .filter(|a| !a.has_default && a.mode != ArgMode::Variadic)
-            .all(|a| keys.contains(&a.name));
-        let extras_ok = match given {
-            Given::Query(_) => true,
-            Given::Body(_) => {
-                body_is_object && keys.iter().all(|k| inputs.iter().any(|a| &a.name == k))
-            }
+    if kind == BodyKind::Json && body.is_none() {
+        body = Some(&empty);
+    }
+    let mut chosen = candidates(&overloads, &keys, kind, single_object);
+    // A JSON body sent as text/plain (clients that forget the Content-Type) still calls a
+    // function with named parameters when no function takes the text itself.
+    if chosen.is_empty() && kind == BodyKind::Text {
+        let text_body = req.raw_body.as_deref().unwrap_or_default();
+        let json = match req.payload.as_ref() {
+            Some(v @ Value::Object(_)) => Some(v),
+            None if text_body.iter().all(u8::is_ascii_whitespace) => Some(&empty),
+            _ => None,
         };
-        if required_ok
-            && extras_ok
-            && !(req.prefer.params_single_object && matches!(given, Given::Body(_)))
-        {
-            ranked.push((0, f));
+        if let Some(json) = json {
+            let json_keys = body_keys(req, Some(json));
+            let retry = candidates(&overloads, &json_keys, BodyKind::Json, single_object);
+            if !retry.is_empty() {
+                kind = BodyKind::Json;
+                body = Some(json);
+                keys = json_keys;
+                chosen = retry;
+            }
         }
     }
-    let best = ranked.iter().map(|(r, _)| *r).min();
-    let chosen: Vec<&Function> = ranked
-        .iter()
-        .filter(|(r, _)| Some(*r) == best)
-        .map(|(_, f)| *f)
-        .collect();
     let function = match chosen.as_slice() {
-        [] => return Err(not_found(ctx, schema, name, &keys)),
+        [] => {
+            return Err(not_found(
+                ctx,
+                schema,
+                name,
+                &keys,
+                kind,
+                single_object,
+                &overloads,
+            ))
+        }
         [one] => *one,
         many => return Err(ambiguous(schema, name, many)),
     };
 
     let mut args = Vec::new();
-    let mut consumed: Vec<&str> = Vec::new();
     let inputs: Vec<&FunctionArg> = function.inputs().collect();
-    match &given {
-        Given::Body(body)
-            if inputs.len() == 1
-                && is_json_arg(inputs[0])
-                && (inputs[0].name.is_empty() || req.prefer.params_single_object) =>
-        {
-            let a = inputs[0];
-            if a.name.is_empty() {
-                args.push(CallArg::Positional {
-                    pg_type: a.pg_type.clone(),
-                    value: body.to_string(),
-                });
+    let whole_body = inputs.len() == 1
+        && kind != BodyKind::None
+        && kind != BodyKind::Form
+        && (inputs[0].name.is_empty() || (single_object && is_json_arg(inputs[0])));
+    if whole_body {
+        let a = inputs[0];
+        let raw = req.raw_body.as_deref().unwrap_or_default();
+        let value = match kind {
+            BodyKind::Json => body.unwrap_or(&empty).to_string(),
+            BodyKind::Bytes => bytea_hex(raw),
+            _ => String::from_utf8_lossy(raw).into_owned(),
+        };
+        args.push(if a.name.is_empty() {
+            CallArg::Positional {
+                pg_type: a.pg_type.clone(),
+                value,
+            }
+        } else {
+            CallArg::Named {
+                name: a.name.clone(),
+                pg_type: a.pg_type.clone(),
+                value: Some(value),
+                variadic: false,
+            }
+        });
+    } else if kind == BodyKind::None {
+        for a in &inputs {
+            let values: Vec<&str> = query_args
+                .iter()
+                .filter(|(k, _)| *k == a.name)
+                .map(|(_, v)| *v)
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            let is_array = a.category == "A";
+            let value = if is_array && !(values.len() == 1 && values[0].starts_with('{')) {
+                pg_array_literal(
+                    &values
+                        .iter()
+                        .map(|v| Value::String(v.to_string()))
+                        .collect::<Vec<_>>(),
+                )
             } else {
-                args.push(CallArg::Named {
-                    name: a.name.clone(),
-                    pg_type: a.pg_type.clone(),
-                    value: Some(body.to_string()),
-                    variadic: false,
-                });
-            }
+                values[0].to_string()
+            };
+            args.push(CallArg::Named {
+                name: a.name.clone(),
+                pg_type: a.pg_type.clone(),
+                value: Some(value),
+                variadic: a.mode == ArgMode::Variadic,
+            });
         }
-        Given::Body(Value::Object(o)) => {
-            for a in &inputs {
-                if let Some(v) = o.get(&a.name) {
-                    args.push(CallArg::Named {
-                        name: a.name.clone(),
-                        pg_type: a.pg_type.clone(),
-                        value: json_to_param(v, a.category == "A"),
-                        variadic: a.mode == ArgMode::Variadic,
-                    });
-                }
+    } else if let Some(Value::Object(o)) = body {
+        for a in &inputs {
+            if !keys.contains(&a.name) {
+                continue;
             }
-        }
-        Given::Body(_) => {}
-        Given::Query(pairs) => {
-            for a in &inputs {
-                let values: Vec<&str> = pairs
-                    .iter()
-                    .filter(|(k, _)| k == &a.name)
-                    .map(|(_, v)| v.as_str())
-                    .collect();
-                if values.is_empty() {
-                    continue;
-                }
-                consumed.push(a.name.as_str());
-                let is_array = a.category == "A";
-                let value = if is_array && !(values.len() == 1 && values[0].starts_with('{')) {
-                    pg_array_literal(
-                        &values
-                            .iter()
-                            .map(|v| Value::String(v.to_string()))
-                            .collect::<Vec<_>>(),
-                    )
-                } else {
-                    values[0].to_string()
-                };
-                args.push(CallArg::Named {
-                    name: a.name.clone(),
-                    pg_type: a.pg_type.clone(),
-                    value: Some(value),
-                    variadic: a.mode == ArgMode::Variadic,
-                });
-            }
+            // With `columns=`, a listed key missing from the body is NULL.
+            let v = o.get(&a.name).unwrap_or(&Value::Null);
+            args.push(CallArg::Named {
+                name: a.name.clone(),
+                pg_type: a.pg_type.clone(),
+                value: json_to_param(v, a.category == "A"),
+                variadic: a.mode == ArgMode::Variadic,
+            });
         }
     }
 
@@ -206,14 +310,9 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
                 }
             };
             let mut extra = Vec::new();
-            if let Given::Query(pairs) = given {
-                for (k, v) in pairs
-                    .iter()
-                    .filter(|(k, _)| !consumed.contains(&k.as_str()))
-                {
-                    let (path, filter) = parse_filter(k, v)?;
-                    extra.push(PathFilter { path, filter });
-                }
+            for (k, v) in &result_filters {
+                let (path, filter) = parse_filter(k, v)?;
+                extra.push(PathFilter { path, filter });
             }
             let mut root = build_root(
                 ctx,
@@ -317,27 +416,74 @@ fn quote_element(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn not_found(ctx: &Ctx, schema: &str, name: &str, keys: &[String]) -> RestError {
-    let mut sorted = keys.to_vec();
-    sorted.sort();
-    let list = sorted.join(", ");
-    let details = if sorted.is_empty() {
-        format!("Searched for the function {schema}.{name} without parameters or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.")
+/// `\x…`: bytes as bytea's hex text input.
+fn bytea_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 + bytes.len() * 2);
+    out.push_str("\\x");
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// PGRST202, worded as PostgREST v12 words it for this kind of call.
+fn not_found(
+    ctx: &Ctx,
+    schema: &str,
+    name: &str,
+    keys: &[String],
+    kind: BodyKind,
+    single_object: bool,
+    overloads: &[&Function],
+) -> RestError {
+    let list = keys.join(", ");
+    let only_single = single_object || kind.only_single();
+    let with_keys = if keys.is_empty() {
+        " without parameters".to_string()
     } else {
-        format!("Searched for the function {schema}.{name} with parameter{} {list} or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.", if sorted.len() == 1 { "" } else { "s" })
+        format!(
+            " with parameter{} {list}",
+            if keys.len() > 1 { "s" } else { "" }
+        )
+    };
+    let searched = match kind {
+        _ if single_object => " with a single json/jsonb parameter".to_string(),
+        BodyKind::Text => " with a single unnamed text parameter".to_string(),
+        BodyKind::Xml => " with a single unnamed xml parameter".to_string(),
+        BodyKind::Bytes => " with a single unnamed bytea parameter".to_string(),
+        BodyKind::Json => format!("{with_keys} or with a single unnamed json/jsonb parameter"),
+        BodyKind::None | BodyKind::Form => with_keys,
+    };
+    let spelled = if only_single {
+        String::new()
+    } else if keys.is_empty() {
+        " without parameters".to_string()
+    } else {
+        format!("({list})")
     };
     let mut e = RestError::new(
         ErrorKind::FunctionNotFound,
-        format!("Could not find the function {schema}.{name}({list}) in the schema cache"),
+        format!("Could not find the function {schema}.{name}{spelled} in the schema cache"),
     )
-    .with_details(details);
-    let names = ctx
-        .cache
-        .functions
-        .iter()
-        .filter(|f| f.schema == schema && f.name != name)
-        .map(|f| f.name.as_str());
-    if let Some(c) = closest(name, names) {
+    .with_details(format!(
+        "Searched for the function {schema}.{name}{searched}, but no matches were found in the schema cache."
+    ));
+    if only_single {
+        return e;
+    }
+    // The function exists: suggest the closest parameter list; else the closest name.
+    let suggestion = if overloads.is_empty() {
+        let names = ctx
+            .cache
+            .functions
+            .iter()
+            .filter(|f| f.schema == schema && f.name != name)
+            .map(|f| f.name.as_str());
+        closest(name, names).map(str::to_string)
+    } else {
+        closest_parameters(keys, overloads).map(|l| format!("{name}{l}"))
+    };
+    if let Some(c) = suggestion {
         e = e.with_hint(format!(
             "Perhaps you meant to call the function {schema}.{c}"
         ));
@@ -345,8 +491,45 @@ fn not_found(ctx: &Ctx, schema: &str, name: &str, keys: &[String]) -> RestError 
     e
 }
 
+/// The parameter list `(a, b)` of the overload whose names are closest to the keys given:
+/// each key counts by its similarity to the nearest parameter name, when at least half alike.
+fn closest_parameters(keys: &[String], overloads: &[&Function]) -> Option<String> {
+    let similarity = |a: &str, b: &str| {
+        let longest = a.chars().count().max(b.chars().count()).max(1);
+        1.0 - super::errors::levenshtein(a, b) as f64 / longest as f64
+    };
+    let mut best: Option<(f64, String)> = None;
+    for f in overloads {
+        let mut names: Vec<&str> = f.inputs().map(|a| a.name.as_str()).collect();
+        names.sort();
+        let score: f64 = keys
+            .iter()
+            .map(|k| names.iter().map(|n| similarity(k, n)).fold(0.0, f64::max))
+            .filter(|s| *s >= 0.5)
+            .sum();
+        let list = format!("({})", names.join(", "));
+        let better = match &best {
+            None => score > 0.0 || keys.is_empty(),
+            Some((b, _)) => score > *b,
+        };
+        if better {
+            best = Some((score, list));
+        }
+    }
+    best.map(|(_, l)| l)
+}
+
+/// PGRST203: the candidates in PostgREST's order (by description, then parameters).
 fn ambiguous(schema: &str, name: &str, many: &[&Function]) -> RestError {
-    let sigs: Vec<String> = many
+    let mut sorted: Vec<&Function> = many.to_vec();
+    let params = |f: &Function| -> Vec<(String, String)> {
+        f.inputs()
+            .map(|a| (a.name.clone(), a.pg_type.clone()))
+            .collect()
+    };
+    sorted
+        .sort_by(|a, b| (a.comment.as_deref(), params(a)).cmp(&(b.comment.as_deref(), params(b))));
+    let sigs: Vec<String> = sorted
         .iter()
         .map(|f| {
             let args: Vec<String> = f
@@ -356,8 +539,14 @@ fn ambiguous(schema: &str, name: &str, many: &[&Function]) -> RestError {
             format!("{schema}.{name}({})", args.join(", "))
         })
         .collect();
-    RestError::new(ErrorKind::AmbiguousFunction, format!("Could not choose the best candidate function between: {}", sigs.join(", ")))
-        .with_hint("Try renaming the parameters or the function itself in the database so function overloading can be resolved")
+    RestError::new(
+        ErrorKind::AmbiguousFunction,
+        format!(
+            "Could not choose the best candidate function between: {}",
+            sigs.join(", ")
+        ),
+    )
+    .with_hint("Try renaming the parameters or the function itself in the database so function overloading can be resolved")
 }
 
 #[cfg(test)]

@@ -17,9 +17,11 @@ fn planner_errors_table() {
         (get("/clients", "projects.limit=1"), 400, "PGRST108", "'projects' is not an embedded resource in this request"),
         (get("/clients", "select=id,projects(id)&order=projects(name)"), 400, "PGRST118", "A related order on 'projects' is not possible"),
         (get("/clients", "select=id,...projects(id)"), 400, "PGRST119", "A spread operation on 'projects' is not possible"),
-        (get("/clients", "select=id,projects(id)&projects=eq.1"), 400, "42703", "column clients.projects does not exist"),
-        (get("/clients", "select=id,projects(id)&projects=is.true"), 400, "PGRST120", "Bad operator on the embedded resource"),
-        (get("/rpc/nope", ""), 404, "PGRST202", "Could not find the function public.nope() in the schema cache"),
+        (get("/clients", "select=id,projects(id)&projects=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
+        (get("/clients", "select=id,projects(id)&projects=is.true"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
+        (get("/clients", "select=id,p:projects(id)&p=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
+        (get("/clients", "select=id,p:projects(id)&projects=eq.1"), 400, "42703", "column clients.projects does not exist"),
+        (get("/rpc/nope", ""), 404, "PGRST202", "Could not find the function public.nope without parameters in the schema cache"),
         (with(Method::POST, "/rpc/match_documents", "", &[], r#"{"bogus":1}"#), 404, "PGRST202", "Could not find the function public.match_documents(bogus) in the schema cache"),
         (with(Method::POST, "/rpc/match_documents", "", &[], r#"{"match_count":1}"#), 404, "PGRST202", "Could not find the function public.match_documents(match_count) in the schema cache"),
         (get("/rpc/add", "a=1&b=2"), 300, "PGRST203", "Could not choose the best candidate function between: public.add(a => integer, b => integer), public.add(a => text, b => text)"),
@@ -371,4 +373,471 @@ fn timezone_preference_is_applied_when_plausible() {
     .unwrap();
     assert_eq!(p.timezone, None);
     assert!(p.preference_applied.is_empty());
+}
+
+/// An embed as (label, target, cardinality).
+type EmbedSummary = (String, String, String);
+
+/// The relationship each embed of the root resolved to.
+fn embeds_of(req: &Req) -> Vec<EmbedSummary> {
+    let (p, _) = run(req).unwrap_or_else(|e| panic!("{}?{}: {e:?}", req.path, req.query));
+    let root = match &p.query {
+        Query::Read(root) => root.clone(),
+        Query::Call(c) => c.root.clone().expect("rows"),
+        Query::Insert(q) => q.root.clone(),
+        _ => panic!("no read"),
+    };
+    root.embeds
+        .iter()
+        .map(|e| {
+            (
+                e.label.clone(),
+                e.relationship.target.name.clone(),
+                match &e.relationship.cardinality {
+                    crate::schema::Cardinality::Computed {
+                        function,
+                        single_row,
+                    } => format!("computed {} {}", function.name, single_row),
+                    c => c.label().to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn t(label: &str, target: &str, card: &str) -> EmbedSummary {
+    (label.into(), target.into(), card.into())
+}
+
+#[test]
+fn embed_targets_follow_postgrest_rules() {
+    let cases: Vec<(Req, Vec<EmbedSummary>)> = vec![
+        // by the foreign key's single column on the parent's side, or by its name
+        (
+            get("/documents", "select=project:project_id(name)"),
+            vec![t("project", "projects", "many-to-one")],
+        ),
+        (
+            get("/projects", "select=projects_org_id_fkey(name)"),
+            vec![t("projects_org_id_fkey", "organizations", "many-to-one")],
+        ),
+        // a constraint name as the target never reaches views that show the table
+        (
+            get("/projects", "select=projects_org_id_client_id_fkey(name)"),
+            vec![t(
+                "projects_org_id_client_id_fkey",
+                "clients",
+                "many-to-one",
+            )],
+        ),
+        // self-reference: the table's name is the children, the column the parent
+        (
+            get("/employees", "select=employees(name)"),
+            vec![t("employees", "employees", "one-to-many")],
+        ),
+        (
+            get("/employees", "select=boss:manager_id(name)"),
+            vec![t("boss", "employees", "many-to-one")],
+        ),
+        (
+            get("/employees", "select=reports:employees!manager_id(name)"),
+            vec![t("reports", "employees", "one-to-many")],
+        ),
+        // several keys to one table: a hint by key name or by column on either side
+        (
+            get("/clients", "select=invoices!billed_to_id(id)"),
+            vec![t("invoices", "invoices", "one-to-many")],
+        ),
+        (
+            get(
+                "/invoices",
+                "select=payer:clients!invoices_client_id_fkey(name)",
+            ),
+            vec![t("payer", "clients", "many-to-one")],
+        ),
+        // computed relationships, by the function's name
+        (
+            get("/clients", "select=organization(name)"),
+            vec![t(
+                "organization",
+                "organizations",
+                "computed organization true",
+            )],
+        ),
+        (
+            get("/projects", "select=open_tasks(id)"),
+            vec![t("open_tasks", "tasks", "computed open_tasks false")],
+        ),
+        (
+            get("/projects", "select=top_task(id)"),
+            vec![t("top_task", "tasks", "computed top_task true")],
+        ),
+        // on a call's rows, and on a function returning a view
+        (
+            with(
+                Method::POST,
+                "/rpc/search_clients",
+                "select=id,organization(name),projects(id)",
+                &[],
+                r#"{"q":"a"}"#,
+            ),
+            vec![
+                t(
+                    "organization",
+                    "organizations",
+                    "computed organization true",
+                ),
+                t("projects", "projects", "one-to-many"),
+            ],
+        ),
+        (
+            get(
+                "/rpc/active_clients_of",
+                "p_org=x&select=client_name,projects(name)",
+            ),
+            vec![t("projects", "projects", "one-to-many")],
+        ),
+    ];
+    for (req, want) in cases {
+        assert_eq!(embeds_of(&req), want, "{}?{}", req.path, req.query);
+    }
+    let e = err(&get("/employees", "select=employees!nope(name)"));
+    assert_eq!((e.code.as_str(), e.status.as_u16()), ("PGRST200", 400));
+    assert_eq!(
+        e.details.as_deref(),
+        Some("Searched for a foreign key relationship between 'employees' and 'employees' using the hint 'nope' in the schema 'public', but no matches were found.")
+    );
+    // a column on the parent's side names a single-column key only
+    let e = err(&get("/projects", "select=client_id(name)"));
+    assert_eq!(e.code, "PGRST200");
+    let e = err(&get("/clients", "select=invoices(id)"));
+    let details: serde_json::Value = serde_json::from_str(e.details.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!([
+            {"cardinality": "one-to-many", "embedding": "clients with invoices", "relationship": "invoices_billed_to_id_fkey using clients(id) and invoices(billed_to_id)"},
+            {"cardinality": "one-to-many", "embedding": "clients with invoices", "relationship": "invoices_client_id_fkey using clients(id) and invoices(client_id)"},
+        ])
+    );
+}
+
+#[test]
+fn computed_fields_read_filter_and_order_like_columns() {
+    let s = sql(&get(
+        "/clients",
+        "select=id,display_name,label:display_name&display_name=like.A*&order=display_name.desc",
+    ));
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"t0\".*) AS \"display_name\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"t0\".*) AS \"label\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"t0\".*) LIKE $1::text"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("ORDER BY \"public\".\"display_name\"(\"t0\".*) DESC"),
+        "{}",
+        s.sql
+    );
+    // `*` never includes them
+    let s = sql(&get("/clients", "select=*"));
+    assert!(!s.sql.contains("display_name"), "{}", s.sql);
+    // a mutation's rows and a call's rows are a CTE: the row is rebuilt with its type
+    let s = sql(&with(
+        Method::POST,
+        "/clients",
+        "select=display_name",
+        &[("prefer", "return=representation")],
+        r#"{"name":"x"}"#,
+    ));
+    assert!(s.sql.contains("\"public\".\"display_name\"(ROW(\"t0\".\"id\", \"t0\".\"org_id\", \"t0\".\"name\", \"t0\".\"status\", \"t0\".\"health_score\", \"t0\".\"tags\", \"t0\".\"value_cents\", \"t0\".\"notes\")::\"public\".\"clients\")"), "{}", s.sql);
+    // PATCH filters on a computed field read the statement's target
+    let s = sql(&with(
+        Method::PATCH,
+        "/clients",
+        "display_name=eq.x",
+        &[],
+        r#"{"name":"y"}"#,
+    ));
+    assert!(
+        s.sql
+            .contains("\"public\".\"display_name\"(\"pgrst_target\".*) = $"),
+        "{}",
+        s.sql
+    );
+    // computed relationships take the parent row; no join condition
+    let s = sql(&get(
+        "/projects",
+        "select=id,open_tasks(id)&open_tasks.limit=1",
+    ));
+    assert!(
+        s.sql
+            .contains("FROM \"public\".\"open_tasks\"(\"t0\".*) AS \"t1\" LIMIT"),
+        "{}",
+        s.sql
+    );
+    let s = sql(&get(
+        "/clients",
+        "select=id,organization!inner(name)&order=organization(name)",
+    ));
+    assert!(
+        s.sql
+            .contains("EXISTS (SELECT 1 FROM \"public\".\"organization\"(\"t0\".*) AS \"t1\")"),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains("ORDER BY (SELECT \"_pgrst_ord\".\"name\" FROM \"public\".\"organization\"(\"t0\".*) AS \"_pgrst_ord\" LIMIT 1)"), "{}", s.sql);
+    // unknown names are still 42703
+    let e = err(&get("/clients", "select=display_nam"));
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42703", "column clients.display_nam does not exist")
+    );
+    // a function of another table's row is not a field here
+    let e = err(&get("/projects", "select=display_name"));
+    assert_eq!(e.code, "42703");
+}
+
+#[test]
+fn overloads_are_chosen_by_the_named_arguments_and_the_body_type() {
+    let text = [("content-type", "text/plain")];
+    let xml = [("content-type", "text/xml")];
+    let bytes = [("content-type", "application/octet-stream")];
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    // (request, the call's SQL, its parameters)
+    let cases: Vec<(Req, &str, Vec<Option<String>>)> = vec![
+        (
+            with(
+                Method::POST,
+                "/rpc/greet",
+                "",
+                &[],
+                r#"{"name":"a","greeting":"yo"}"#,
+            ),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        (
+            get("/rpc/greet", "name=a&greeting=yo"),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/greet", "", &form, "name=a&greeting=yo"),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        // `columns=` names the arguments; a listed key absent from the body is NULL
+        (
+            with(
+                Method::POST,
+                "/rpc/greet",
+                "columns=name,greeting",
+                &[],
+                r#"{"name":"a","other":1}"#,
+            ),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), None],
+        ),
+        // default arguments may be omitted
+        (
+            get("/rpc/match_documents", "query_embedding=[1,2,3]"),
+            "\"public\".\"match_documents\"(\"query_embedding\" := $1::extensions.vector)",
+            vec![Some("[1,2,3]".into()), Some("1000".into())],
+        ),
+        // a single unnamed parameter takes the whole body, chosen by the media type
+        (
+            with(Method::POST, "/rpc/echo", "", &[], r#"{"any":[1]}"#),
+            "\"public\".\"echo\"($1::json)",
+            vec![Some(r#"{"any":[1]}"#.into())],
+        ),
+        (
+            with(Method::POST, "/rpc/echo_text", "", &text, "hello, world"),
+            "\"public\".\"echo_text\"($1::text)",
+            vec![Some("hello, world".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/echo_xml", "", &xml, "<a>1</a>"),
+            "\"public\".\"echo_xml\"($1::xml)",
+            vec![Some("<a>1</a>".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/echo_bytes", "", &bytes, "\u{0}\u{ff}"),
+            "\"public\".\"echo_bytes\"($1::bytea)",
+            vec![Some("\\x00c3bf".into())],
+        ),
+        // JSON sent as text/plain still reaches named parameters when nothing takes text
+        (
+            with(
+                Method::POST,
+                "/rpc/greet",
+                "",
+                &text,
+                r#"{"name":"a","greeting":"yo"}"#,
+            ),
+            "\"public\".\"greet\"(\"name\" := $1::text, \"greeting\" := $2::text)",
+            vec![Some("a".into()), Some("yo".into())],
+        ),
+        (
+            with(Method::POST, "/rpc/ping", "", &text, ""),
+            "\"public\".\"ping\"()",
+            vec![],
+        ),
+        // GET: a pair whose value is an operator expression filters the rows
+        (
+            get("/rpc/search_clients", "q=a&name=eq.x"),
+            "\"public\".\"search_clients\"(\"q\" := $1::text)",
+            vec![Some("a".into()), Some("x".into()), Some("1000".into())],
+        ),
+    ];
+    for (req, call, params) in cases {
+        let s = sql(&req);
+        assert!(
+            s.sql.contains(call),
+            "{} {}: {}",
+            req.method,
+            req.path,
+            s.sql
+        );
+        assert_eq!(
+            s.params, params,
+            "{} {}?{}",
+            req.method, req.path, req.query
+        );
+        assert_params_bound(&s);
+    }
+}
+
+#[test]
+fn function_errors_are_worded_as_postgrest_v12() {
+    let text = [("content-type", "text/plain")];
+    let xml = [("content-type", "text/xml")];
+    let bytes = [("content-type", "application/octet-stream")];
+    // (request, status, code, message, details, hint)
+    type Case<'a> = (Req<'a>, u16, &'a str, &'a str, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (with(Method::POST, "/rpc/greet", "", &[], r#"{"name":"a"}"#), 300, "PGRST203",
+         "Could not choose the best candidate function between: public.greet(name => text), public.greet(name => text, greeting => text)",
+         "", Some("Try renaming the parameters or the function itself in the database so function overloading can be resolved")),
+        (get("/rpc/add", "a=1&b=2"), 300, "PGRST203",
+         "Could not choose the best candidate function between: public.add(a => integer, b => integer), public.add(a => text, b => text)",
+         "", Some("Try renaming the parameters or the function itself in the database so function overloading can be resolved")),
+        (get("/rpc/nope", ""), 404, "PGRST202", "Could not find the function public.nope without parameters in the schema cache",
+         "Searched for the function public.nope without parameters, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/ping", "", &[], r#"{"x":1}"#), 404, "PGRST202", "Could not find the function public.ping(x) in the schema cache",
+         "Searched for the function public.ping with parameter x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.", None),
+        (get("/rpc/add", "a=1"), 404, "PGRST202", "Could not find the function public.add(a) in the schema cache",
+         "Searched for the function public.add with parameter a, but no matches were found in the schema cache.", Some("Perhaps you meant to call the function public.add(a, b)")),
+        (get("/rpc/greet", "nam=a&greting=b"), 404, "PGRST202", "Could not find the function public.greet(greting, nam) in the schema cache",
+         "Searched for the function public.greet with parameters greting, nam, but no matches were found in the schema cache.", Some("Perhaps you meant to call the function public.greet(greeting, name)")),
+        // a variadic parameter without a default is required
+        (get("/rpc/tagged", ""), 404, "PGRST202", "Could not find the function public.tagged without parameters in the schema cache",
+         "Searched for the function public.tagged without parameters, but no matches were found in the schema cache.", Some("Perhaps you meant to call the function public.tagged(t)")),
+        (with(Method::POST, "/rpc/add", "", &text, "1"), 404, "PGRST202", "Could not find the function public.add in the schema cache",
+         "Searched for the function public.add with a single unnamed text parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/echo_text", "", &xml, "<a/>"), 404, "PGRST202", "Could not find the function public.echo_text in the schema cache",
+         "Searched for the function public.echo_text with a single unnamed xml parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/echo_text", "", &bytes, "x"), 404, "PGRST202", "Could not find the function public.echo_text in the schema cache",
+         "Searched for the function public.echo_text with a single unnamed bytea parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/echo_text", "", &[], r#"{"x":1}"#), 404, "PGRST202", "Could not find the function public.echo_text(x) in the schema cache",
+         "Searched for the function public.echo_text with parameter x or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.", None),
+        (with(Method::POST, "/rpc/ping", "", &[("prefer", "params=single-object")], r#"{"x":1}"#), 404, "PGRST202", "Could not find the function public.ping in the schema cache",
+         "Searched for the function public.ping with a single json/jsonb parameter, but no matches were found in the schema cache.", None),
+    ];
+    for (req, status, code, message, details, hint) in cases {
+        let e = err(&req);
+        let what = format!("{} {}?{}", req.method, req.path, req.query);
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str(), e.message.as_str()),
+            (status, code, message),
+            "{what}"
+        );
+        if !details.is_empty() {
+            assert_eq!(e.details.as_deref(), Some(details), "{what}");
+        }
+        assert_eq!(e.hint.as_deref(), hint, "{what}");
+    }
+}
+
+#[test]
+fn calls_plan_counts_and_max_affected() {
+    let planned = [("prefer", "count=planned")];
+    let cases: Vec<(Req, Option<&str>)> = vec![
+        (with(Method::GET, "/rpc/search_clients", "q=a&name=eq.x", &planned, ""), Some("EXPLAIN (FORMAT JSON) SELECT 1 FROM \"public\".\"search_clients\"(\"q\" := $1::text) AS \"t0\" WHERE \"t0\".\"name\" = $2::text")),
+        (with(Method::POST, "/rpc/counts", "", &planned, ""), Some("EXPLAIN (FORMAT JSON) SELECT 1 FROM \"public\".\"counts\"() AS pgrst_scalar")),
+        (with(Method::HEAD, "/rpc/ping", "", &[("prefer", "count=estimated")], ""), Some("EXPLAIN (FORMAT JSON) SELECT \"public\".\"ping\"()")),
+        (with(Method::POST, "/rpc/bump", "", &planned, r#"{"p_id":"x"}"#), None),
+    ];
+    for (req, want) in cases {
+        let (p, _) = run(&req).unwrap();
+        assert_eq!(
+            p.count_statement.as_ref().map(|s| s.sql.as_str()),
+            want,
+            "{}",
+            req.path
+        );
+    }
+    let (_, s) = run(&with(
+        Method::GET,
+        "/rpc/ping",
+        "",
+        &[("prefer", "count=exact")],
+        "",
+    ))
+    .unwrap();
+    assert!(
+        s.sql
+            .contains("(SELECT pg_catalog.count(*) FROM pgrst_source)::bigint AS total_result_set"),
+        "{}",
+        s.sql
+    );
+    let (_, s) = run(&with(
+        Method::GET,
+        "/rpc/first_client",
+        "p_org=x",
+        &[("prefer", "count=exact")],
+        "",
+    ))
+    .unwrap();
+    assert!(
+        s.sql
+            .contains("(SELECT pg_catalog.count(*) FROM pgrst_source)::bigint AS total_result_set"),
+        "{}",
+        s.sql
+    );
+    // max-affected on a call needs SETOF/TABLE (PostgREST 13's PGRST128)
+    let strict = [("prefer", "handling=strict,max-affected=1")];
+    for path in ["/rpc/ping", "/rpc/first_client?p_org=x", "/rpc/bump?p_id=x"] {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let e = err(&with(Method::GET, path, query, &strict, ""));
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str(), e.message.as_str()),
+            (400, "PGRST128", "Function must return SETOF or TABLE when max-affected preference is used with handling=strict"),
+            "{path}"
+        );
+    }
+    let (p, _) = run(&with(Method::GET, "/rpc/counts", "", &strict, "")).unwrap();
+    assert_eq!(p.max_affected, Some(1));
+    // without handling=strict max-affected is ignored
+    let (p, _) = run(&with(
+        Method::GET,
+        "/rpc/ping",
+        "",
+        &[("prefer", "max-affected=1")],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(p.max_affected, None);
 }

@@ -101,6 +101,20 @@ pub(crate) fn corpus() -> Vec<Req<'static>> {
         m(Method::POST, "/rpc/search_clients", "select=id,projects(id)", &[], r#"{"q":"a","statuses":["lead","client"]}"#),
         get("/rpc/search_clients", "q=a&statuses={lead,client}&status=eq.lead"),
         get("/rpc/client_summary", "p_client_id=00000000-0000-0000-0000-000000000001"),
+        // computed fields and relationships
+        get("/clients", "select=id,display_name,label:display_name&display_name=like.A*&order=display_name.desc"),
+        get("/clients", "select=id,organization(name)&organization.name=eq.x"),
+        get("/clients", "select=id,organization!inner(name)&order=organization(name)"),
+        get("/projects", "select=id,open_tasks(id,title)&open_tasks.order=id.desc&open_tasks.limit=1"),
+        get("/projects", "select=id,...top_task(first_task:title),open_tasks!inner(id)&open_tasks.status=eq.todo"),
+        get("/projects", "select=id,clients(id,display_name)"),
+        m(Method::POST, "/clients", "select=id,display_name,organization(name)", &repr, r#"{"org_id":"00000000-0000-0000-0000-000000000001","name":"A"}"#),
+        m(Method::PATCH, "/clients", "display_name=eq.x&select=display_name", &repr, r#"{"name":"B"}"#),
+        m(Method::POST, "/rpc/search_clients", "select=id,display_name,organization(name)&display_name=neq.x", &[], r#"{"q":"a"}"#),
+        get("/rpc/active_clients_of", "p_org=00000000-0000-0000-0000-000000000001&select=client_name,projects(name)"),
+        get("/employees", "select=id,manager_id(name),employees(name)"),
+        get("/documents", "select=id,project:project_id(name)"),
+        get("/projects", "select=id,projects_org_id_fkey(name)"),
     ]
 }
 

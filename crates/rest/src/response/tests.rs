@@ -399,3 +399,77 @@ fn response_settings_shape_a_successful_response() {
         200
     );
 }
+
+#[test]
+fn calls_count_and_honour_max_affected() {
+    let strict = [("prefer", "handling=strict, max-affected=2")];
+    let (plan, _) = run(&with(
+        Method::POST,
+        "/rpc/search_clients",
+        "",
+        &strict,
+        r#"{"q":"a"}"#,
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(None, 3, "[{},{},{}]"));
+    assert_eq!(resp.status.as_u16(), 400);
+    assert!(resp.rollback);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&resp.body).unwrap(),
+        serde_json::json!({"code": "PGRST124", "message": "Query result exceeds max-affected preference constraint", "details": "The query affects 3 rows", "hint": null})
+    );
+    let resp = respond(&plan, row(None, 2, "[{},{}]"));
+    assert_eq!(resp.status.as_u16(), 200);
+    assert!(!resp.rollback);
+    assert_eq!(
+        hdr(&resp, "preference-applied"),
+        Some("handling=strict, max-affected=2")
+    );
+    // counts on calls: exact, planned, and HEAD
+    let (plan, _) = run(&with(
+        Method::GET,
+        "/rpc/counts",
+        "limit=2",
+        &[("prefer", "count=exact")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(Some(3), 2, "[1,2]"));
+    assert_eq!(
+        (resp.status.as_u16(), hdr(&resp, "content-range")),
+        (206, Some("0-1/3"))
+    );
+    let (plan, _) = run(&with(
+        Method::POST,
+        "/rpc/search_clients",
+        "",
+        &[("prefer", "count=planned")],
+        r#"{"q":"a"}"#,
+    ))
+    .unwrap();
+    let resp = respond(
+        &plan,
+        row(None, 2, "[]").with_explain(r#"[{"Plan":{"Plan Rows":40}}]"#),
+    );
+    assert_eq!(
+        (resp.status.as_u16(), hdr(&resp, "content-range")),
+        (206, Some("0-1/40"))
+    );
+    let (plan, _) = run(&with(
+        Method::HEAD,
+        "/rpc/ping",
+        "",
+        &[("prefer", "count=exact")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(Some(1), 1, "\"pong\""));
+    assert_eq!(
+        (
+            resp.status.as_u16(),
+            hdr(&resp, "content-range"),
+            resp.body.as_str()
+        ),
+        (200, Some("0-0/1"), "")
+    );
+}

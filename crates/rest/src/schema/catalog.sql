@@ -139,7 +139,14 @@ view_resolved AS (
 ),
 funcs AS (
   SELECT p.oid, n.nspname AS schema, p.proname AS name, p.proretset, p.provolatile, p.prorettype,
-    p.pronargs, p.pronargdefaults,
+    p.pronargs, p.pronargdefaults, p.prorows,
+    -- The relation whose row type is the only argument: computed fields and relationships.
+    CASE WHEN p.pronargs = 1 THEN (
+      SELECT pg_catalog.json_build_object('schema', an.nspname, 'name', ac.relname)
+      FROM pg_catalog.pg_type at
+      JOIN pg_catalog.pg_class ac ON ac.oid = at.typrelid AND ac.relkind IN ('r', 'v', 'm', 'f', 'p')
+      JOIN pg_catalog.pg_namespace an ON an.oid = ac.relnamespace
+      WHERE at.oid = p.proargtypes[0]) END AS arg_relation,
     pg_catalog.obj_description(p.oid, 'pg_proc') AS comment
   FROM pg_catalog.pg_proc p JOIN exposed n ON n.oid = p.pronamespace
   WHERE p.prokind = 'f' AND p.prorettype <> 'pg_catalog.trigger'::regtype
@@ -218,6 +225,9 @@ SELECT pg_catalog.json_build_object(
       'return_type', rt.sql_type,
       'return_base_type', rt.base_name,
       'returns_set', f.proretset,
+      'return_category', rt.category,
+      'rows', f.prorows,
+      'arg_relation', f.arg_relation,
       'return_relation', CASE WHEN rt.typrelid <> 0 THEN (
           SELECT pg_catalog.json_build_object('schema', rn.nspname, 'name', rc.relname)
           FROM pg_catalog.pg_class rc JOIN pg_catalog.pg_namespace rn ON rn.oid = rc.relnamespace

@@ -225,6 +225,16 @@ pub struct Function {
     pub comment: Option<String>,
     #[serde(default)]
     pub executable_by: Vec<String>,
+    /// `pg_type.typcategory` of the return type (`S` string, `N` numeric...).
+    #[serde(default)]
+    pub return_category: String,
+    /// `prorows`: a set-returning function declared `ROWS 1` embeds as one object.
+    #[serde(default)]
+    pub rows: Option<serde_json::Number>,
+    /// The relation whose row type is the function's only argument: a computed field
+    /// (scalar result) or a computed relationship (a relation's rows) of that relation.
+    #[serde(default)]
+    pub arg_relation: Option<QualifiedName>,
 }
 
 /// What a call produces, which decides the response shape.
@@ -251,6 +261,16 @@ impl Function {
         } else {
             ReturnShape::Scalar
         }
+    }
+
+    /// A computed field of `table`: `f(table)` returning a non-set scalar, in the table's schema.
+    pub fn is_computed_field_of(&self, table: &QualifiedName) -> bool {
+        self.arg_relation.as_ref() == Some(table)
+            && self.schema == table.schema
+            && !self.returns_set
+            && self.return_relation.is_none()
+            && self.return_base_type != "void"
+            && self.inputs().count() == 1
     }
 
     /// Columns of a `TABLE(...)`/OUT-parameter result.
@@ -391,6 +411,13 @@ impl SchemaCache {
         self.functions
             .iter()
             .filter(move |f| f.schema == schema && f.name == name)
+    }
+
+    /// The computed field `name` of `table` (a function `name(table)`), if any.
+    pub fn computed_field(&self, table: &QualifiedName, name: &str) -> Option<&Function> {
+        self.functions
+            .iter()
+            .find(|f| f.name == name && f.is_computed_field_of(table))
     }
 
     /// Unique keys (PK first) of any user table, exposed or not.

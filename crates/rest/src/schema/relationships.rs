@@ -17,6 +17,12 @@ pub enum Cardinality {
         /// (junction column, target column)
         target_columns: Vec<(String, String)>,
     },
+    /// A computed relationship: `function(source) RETURNS [SETOF] target`, embedded by the
+    /// function's name. One object when it returns a single row (or is declared `ROWS 1`).
+    Computed {
+        function: QualifiedName,
+        single_row: bool,
+    },
 }
 
 impl Cardinality {
@@ -26,6 +32,10 @@ impl Cardinality {
             Cardinality::OneToMany => "one-to-many",
             Cardinality::OneToOne => "one-to-one",
             Cardinality::ManyToMany { .. } => "many-to-many",
+            Cardinality::Computed {
+                single_row: true, ..
+            } => "many-to-one",
+            Cardinality::Computed { .. } => "one-to-many",
         }
     }
 }
@@ -46,16 +56,43 @@ impl Relationship {
     pub fn is_to_one(&self) -> bool {
         matches!(
             self.cardinality,
-            Cardinality::ManyToOne | Cardinality::OneToOne
+            Cardinality::ManyToOne
+                | Cardinality::OneToOne
+                | Cardinality::Computed {
+                    single_row: true,
+                    ..
+                }
         )
     }
 
-    /// Whether a hint (`rel!hint`) selects this relationship.
+    pub fn is_computed(&self) -> bool {
+        matches!(self.cardinality, Cardinality::Computed { .. })
+    }
+
+    /// The single column on the source side of a one-column foreign key.
+    pub fn single_source_column(&self) -> Option<&str> {
+        match self.columns.as_slice() {
+            [(s, _)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The single column on the target side of a one-column foreign key.
+    pub fn single_target_column(&self) -> Option<&str> {
+        match self.columns.as_slice() {
+            [(_, t)] => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether a hint (`rel!hint`) selects this relationship: the foreign key's name, its
+    /// single column on either side, or (many-to-many) the junction table.
     pub fn matches_hint(&self, hint: &str) -> bool {
-        if self.constraint == hint {
+        if self.constraint == hint && !self.is_computed() {
             return true;
         }
         match &self.cardinality {
+            Cardinality::Computed { .. } => false,
             Cardinality::ManyToMany {
                 junction,
                 source_constraint,
@@ -76,24 +113,25 @@ impl Relationship {
                 junction,
                 source_columns,
                 target_columns,
-                ..
+                source_constraint,
+                target_constraint,
             } => format!(
-                "{}.{} using {}({}) and {}({})",
-                junction.schema,
+                "{} using {}({}) and {}({})",
                 junction.name,
-                self.constraint,
+                source_constraint,
                 source_columns
                     .iter()
                     .map(|(_, j)| j.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                self.constraint,
+                target_constraint,
                 target_columns
                     .iter()
                     .map(|(j, _)| j.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
             ),
+            Cardinality::Computed { function, .. } => format!("{function}"),
             _ => format!(
                 "{} using {}({}) and {}({})",
                 self.constraint,
@@ -258,6 +296,27 @@ pub(super) fn derive(cache: &SchemaCache) -> Vec<Relationship> {
                 }
             }
         }
+    }
+    for f in &cache.functions {
+        let (Some(source), Some(target)) = (&f.arg_relation, &f.return_relation) else {
+            continue;
+        };
+        if f.inputs().count() != 1
+            || cache.table_by_name(source).is_none()
+            || cache.table_by_name(target).is_none()
+        {
+            continue;
+        }
+        rels.push(Relationship {
+            source: source.clone(),
+            target: target.clone(),
+            cardinality: Cardinality::Computed {
+                function: QualifiedName::new(&f.schema, &f.name),
+                single_row: !f.returns_set || f.rows.as_ref().and_then(|n| n.as_f64()) == Some(1.0),
+            },
+            constraint: f.name.clone(),
+            columns: Vec::new(),
+        });
     }
     rels
 }

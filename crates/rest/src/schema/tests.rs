@@ -27,15 +27,14 @@ fn loads_tables_views_and_columns() {
         clients.column("notes").unwrap().data_type,
         "character varying(200)"
     );
-    assert_eq!(
-        clients.column("notes").unwrap().pg_type,
-        "character varying"
-    );
+    // Writes cast to the type with its modifier, filters to the type without it.
+    let notes = clients.column("notes").unwrap();
+    assert_eq!(notes.pg_type, "character varying(200)");
+    assert_eq!(notes.filter_type(), "character varying");
     let docs = c.table("public", "documents").unwrap();
-    assert_eq!(
-        docs.column("embedding").unwrap().pg_type,
-        "extensions.vector"
-    );
+    let embedding = docs.column("embedding").unwrap();
+    assert_eq!(embedding.pg_type, "extensions.vector(3)");
+    assert_eq!(embedding.filter_type(), "extensions.vector");
     assert!(docs.column("fts").unwrap().is_tsvector());
     assert!(docs.column("fts").unwrap().generated);
     let view = c.table("public", "active_clients").unwrap();

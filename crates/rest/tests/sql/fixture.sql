@@ -41,3 +41,13 @@ create function public.take_payload(payload jsonb) returns jsonb language sql im
 grant select on all tables in schema public to anon;
 grant all on all tables in schema public to authenticated, service_role;
 revoke all on public.invoices from anon;
+create function public.display_name(public.clients) returns text language sql stable as $$ select $1.name || ' (' || $1.status || ')' $$;
+create function public.open_tasks(public.projects) returns setof public.tasks language sql stable as $$ select * from public.tasks where project_id = $1.id and not done $$;
+create function public.top_task(public.projects) returns setof public.tasks rows 1 language sql stable as $$ select * from public.tasks where project_id = $1.id order by id limit 1 $$;
+create function public.organization(public.clients) returns public.organizations language sql stable as $$ select * from public.organizations where id = $1.org_id $$;
+create function public.active_clients_of(p_org uuid) returns setof public.active_clients language sql stable as $$ select * from public.active_clients where org_id = p_org $$;
+create function public.echo_text(text) returns text language sql immutable as $$ select $1 $$;
+create function public.echo_xml(xml) returns xml language sql immutable as $$ select $1 $$;
+create function public.echo_bytes(bytea) returns bytea language sql immutable as $$ select $1 $$;
+create function public.greet(name text) returns text language sql immutable as $$ select 'hi ' || name $$;
+create function public.greet(name text, greeting text default 'hello') returns text language sql immutable as $$ select greeting || ' ' || name $$;

@@ -6,6 +6,7 @@ mod functions;
 mod functions_security;
 mod local_model;
 mod rest;
+mod rest_dialect;
 mod rest_types;
 mod schema_behaviour;
 mod schema_catalog;

@@ -175,6 +175,11 @@ impl<'a> Call<'a> {
     pub fn prefer(self, v: &str) -> Self {
         self.h("Prefer", v)
     }
+    /// A body sent as is (set the Content-Type with [`Call::h`]).
+    pub fn body_raw(mut self, v: impl Into<reqwest::Body>) -> Self {
+        self.rb = self.rb.body(v);
+        self
+    }
     pub fn body(mut self, v: Value) -> Self {
         self.rb = self
             .rb

@@ -1,0 +1,667 @@
+//! The rest of the PostgREST dialect over HTTP (issue #15 part 3): functions in `select`
+//! (computed fields and relationships, calls whose rows embed), overloads and whole-body
+//! arguments, counts and max-affected on calls, write edge cases, embedding forms, output
+//! formats. Each test creates the SQL objects it needs in its own database, then reloads
+//! the schema cache.
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::rest::{fixture, Fx, Resp};
+
+/// Runs `sql` as the superuser, reloads the schema cache and waits (10 s at most) until
+/// `probe` answers 200 to the service role.
+async fn setup(fx: &Fx, sql: &str, probe: &str) {
+    setup_until(fx, sql, probe, |r| r.status == 200).await
+}
+
+/// As [`setup`], waiting until `ready` holds for the probe's response.
+async fn setup_until(fx: &Fx, sql: &str, probe: &str, ready: impl Fn(&Resp) -> bool) {
+    fx.su.batch_execute(sql).await.expect("setup sql");
+    fx.su
+        .batch_execute("notify pgrst, 'reload schema'")
+        .await
+        .expect("notify");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = fx.get(probe, fx.service()).await;
+        if ready(&r) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{probe} never served after the reload: {} {}",
+            r.status,
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn names(r: &Resp) -> Vec<String> {
+    r.names()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+const COMPUTED: &str = r#"
+create function public.client_label(public.clients) returns text language sql stable
+  as $$ select $1.name || ' (' || $1.status || ')' $$;
+create function public.open_projects(public.clients) returns setof public.projects language sql stable
+  as $$ select * from public.projects p where p.org_id = $1.org_id and p.client_id = $1.id and p.status <> 'completed' $$;
+create function public.latest_project(public.clients) returns setof public.projects rows 1 language sql stable
+  as $$ select * from public.projects p where p.org_id = $1.org_id and p.client_id = $1.id order by p.name desc limit 1 $$;
+create function public.main_client(public.projects) returns setof public.clients rows 1 language sql stable
+  as $$ select * from public.clients c where c.org_id = $1.org_id and c.id = $1.client_id $$;
+create function public.clients_named(q text) returns setof public.clients language sql stable
+  as $$ select * from public.clients where name ilike '%' || q || '%' $$;
+create function public.crm_board() returns setof public.client_crm_status language sql stable
+  as $$ select * from public.client_crm_status $$;
+"#;
+
+#[tokio::test]
+async fn rest_computed_fields_are_selected_filtered_and_ordered_by_name_only() {
+    let fx = fixture().await;
+    setup(&fx, COMPUTED, "/clients?select=client_label&limit=1").await;
+    let r = fx
+        .get("/clients?select=name,client_label&order=name", fx.a())
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "client_label": "Acme (client)"},
+            {"name": "Beta Co", "client_label": "Beta Co (prospect)"},
+            {"name": "Gamma", "client_label": "Gamma (lead)"},
+        ])
+    );
+    // filtered and ordered like a column, aliased and cast
+    let r = fx
+        .get("/clients?select=name&client_label=like.*prospect*", fx.a())
+        .await;
+    assert_eq!(names(r.expect(200)), s(&["Beta Co"]));
+    let r = fx
+        .get("/clients?select=name&order=client_label.desc", fx.a())
+        .await;
+    assert_eq!(names(r.expect(200)), s(&["Gamma", "Beta Co", "Acme"]));
+    let r = fx
+        .get("/clients?select=l:client_label&name=eq.Acme", fx.a())
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"l": "Acme (client)"}]));
+    let r = fx
+        .get(
+            "/clients?select=name&or=(client_label.eq.\"Gamma (lead)\",name.eq.Acme)&order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(names(r.expect(200)), s(&["Acme", "Gamma"]));
+    // `*` never includes a computed field
+    let r = fx.get("/clients?select=*&name=eq.Acme", fx.a()).await;
+    let row = &r.expect(200).json()[0];
+    assert!(row.get("client_label").is_none(), "{row}");
+    assert_eq!(row["name"], "Acme");
+    // an embedded table's computed field
+    let r = fx
+        .get(
+            "/projects?select=name,clients(client_label)&name=eq.Beta Pitch",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Beta Pitch", "clients": {"client_label": "Beta Co (prospect)"}}])
+    );
+    // on the rows a write returns
+    let r = fx
+        .call(Method::POST, "/clients?select=name,client_label", fx.a())
+        .prefer("return=representation")
+        .body(json!({"org_id": fx.org_a, "name": "Delta", "status": "lead"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(201).json(),
+        json!([{"name": "Delta", "client_label": "Delta (lead)"}])
+    );
+    let r = fx
+        .call(
+            Method::PATCH,
+            "/clients?client_label=eq.Delta (lead)&select=client_label",
+            fx.a(),
+        )
+        .prefer("return=representation")
+        .body(json!({"status": "prospect"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"client_label": "Delta (prospect)"}])
+    );
+    // on a call's rows
+    let r = fx
+        .get(
+            "/rpc/clients_named?q=a&select=client_label&order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"client_label": "Acme (client)"},
+            {"client_label": "Beta Co (prospect)"},
+            {"client_label": "Delta (prospect)"},
+            {"client_label": "Gamma (lead)"},
+        ])
+    );
+    // an unknown name is still PostgreSQL's 42703
+    let j = fx
+        .get("/clients?select=client_labl", fx.a())
+        .await
+        .error(400, "42703");
+    assert_eq!(j["message"], "column clients.client_labl does not exist");
+    // a function of another table's row is no field of this one
+    fx.get("/projects?select=client_label", fx.a())
+        .await
+        .error(400, "42703");
+}
+
+#[tokio::test]
+async fn rest_computed_relationships_embed_like_foreign_keys() {
+    let fx = fixture().await;
+    setup(&fx, COMPUTED, "/clients?select=open_projects(name)&limit=1").await;
+    // to-many: arrays, ordered and limited inside
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects(name)&order=name&open_projects.order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "open_projects": [{"name": "Acme App"}, {"name": "Acme Site"}]},
+            {"name": "Beta Co", "open_projects": [{"name": "Beta Pitch"}]},
+            {"name": "Gamma", "open_projects": []},
+        ])
+    );
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects(name)&name=eq.Acme&open_projects.order=name.desc&open_projects.limit=1",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Acme", "open_projects": [{"name": "Acme Site"}]}])
+    );
+    // !inner with a filter on the embed, and the null filters
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects!inner(name)&open_projects.status=eq.discovery",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Beta Co", "open_projects": [{"name": "Beta Pitch"}]}])
+    );
+    let r = fx
+        .get(
+            "/clients?select=name,open_projects()&open_projects=is.null",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"name": "Gamma"}]));
+    // to-one: a single composite, or SETOF ... ROWS 1
+    let r = fx
+        .get("/projects?select=name,main_client(name)&order=name", fx.a())
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme App", "main_client": {"name": "Acme"}},
+            {"name": "Acme Site", "main_client": {"name": "Acme"}},
+            {"name": "Beta Pitch", "main_client": {"name": "Beta Co"}},
+            {"name": "Orphan", "main_client": null},
+        ])
+    );
+    let r = fx
+        .get(
+            "/clients?select=name,latest_project(name)&order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "latest_project": {"name": "Acme Site"}},
+            {"name": "Beta Co", "latest_project": {"name": "Beta Pitch"}},
+            {"name": "Gamma", "latest_project": null},
+        ])
+    );
+    // ordered by a to-one computed relationship, spread
+    let r = fx
+        .get(
+            "/projects?select=name,main_client(name)&order=main_client(name).desc.nullslast,name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        names(r.expect(200)),
+        s(&["Beta Pitch", "Acme App", "Acme Site", "Orphan"])
+    );
+    let r = fx
+        .get(
+            "/projects?select=name,...main_client(client:name)&name=eq.Acme App",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Acme App", "client": "Acme"}])
+    );
+    // a related order on a to-many computed relationship is PGRST118
+    let j = fx
+        .get(
+            "/clients?select=name,open_projects(name)&order=open_projects(name)",
+            fx.a(),
+        )
+        .await
+        .error(400, "PGRST118");
+    assert_eq!(
+        j["message"],
+        "A related order on 'open_projects' is not possible"
+    );
+    // RLS still decides: bob's embed never shows alice's projects
+    let r = fx
+        .get("/clients?select=name,open_projects(name)", Some(&fx.bob))
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Bravo Secret", "open_projects": [{"name": "B Project"}]}])
+    );
+
+    // A function named like a table replaces the foreign key to that table.
+    setup_until(
+        &fx,
+        "create function public.clients(public.projects) returns setof public.clients rows 1 language sql stable
+           as $$ select * from public.clients c where c.org_id = $1.org_id and c.id = $1.client_id and c.health_score > 70 $$;",
+        "/projects?select=clients(name)&name=eq.Beta Pitch",
+        |r| r.status == 200 && r.json()[0]["clients"].is_null(),
+    )
+    .await;
+    let r = fx
+        .get(
+            "/projects?select=name,clients(name)&order=name&name=neq.Orphan",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme App", "clients": {"name": "Acme"}},
+            {"name": "Acme Site", "clients": {"name": "Acme"}},
+            {"name": "Beta Pitch", "clients": null},
+        ])
+    );
+}
+
+#[tokio::test]
+async fn rest_rpc_rows_embed_their_relationships_including_a_view() {
+    let fx = fixture().await;
+    setup(&fx, COMPUTED, "/rpc/crm_board?select=name&limit=1").await;
+    // a function returning a table's rows: FK and computed relationships, filters, order
+    let r = fx
+        .get(
+            "/rpc/clients_named?q=a&select=name,projects(name),open_projects(name),crm_contacts(first_name)&order=name&projects.order=name&open_projects.order=name&name=neq.Gamma",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Acme", "projects": [{"name": "Acme App"}, {"name": "Acme Site"}],
+             "open_projects": [{"name": "Acme App"}, {"name": "Acme Site"}],
+             "crm_contacts": [{"first_name": "Ann"}]},
+            {"name": "Beta Co", "projects": [{"name": "Beta Pitch"}],
+             "open_projects": [{"name": "Beta Pitch"}],
+             "crm_contacts": [{"first_name": "Ben"}]},
+        ])
+    );
+    // by POST, with !inner on the call's rows
+    let r = fx
+        .call(
+            Method::POST,
+            "/rpc/clients_named?select=name,projects!inner(name)&projects.status=eq.active",
+            fx.a(),
+        )
+        .body(json!({"q": "c"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Acme", "projects": [{"name": "Acme Site"}]}])
+    );
+    // a function returning a view's rows embeds through the view's base table
+    let r = fx
+        .get(
+            "/rpc/crm_board?select=name,crm_contacts(first_name),projects(name)&order=name&projects.order=name",
+            fx.a(),
+        )
+        .await;
+    let j = r.expect(200).json();
+    let rows = j.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{j}");
+    assert_eq!(
+        rows[0],
+        json!({"name": "Acme", "crm_contacts": [{"first_name": "Ann"}], "projects": [{"name": "Acme App"}, {"name": "Acme Site"}]})
+    );
+    assert_eq!(rows[2]["crm_contacts"], json!([]));
+    // an unknown embed on a call's rows: PGRST200 naming the function's relation
+    let j = fx
+        .get("/rpc/clients_named?q=a&select=name,nope(*)", fx.a())
+        .await
+        .error(400, "PGRST200");
+    assert_eq!(
+        j["message"],
+        "Could not find a relationship between 'clients' and 'nope' in the schema cache"
+    );
+}
+
+#[tokio::test]
+async fn rest_overloads_are_chosen_by_named_arguments_and_whole_bodies_by_media_type() {
+    let fx = fixture().await;
+    setup(
+        &fx,
+        r#"
+create function public.pick(a int) returns text language sql immutable as $$ select 'a=' || a $$;
+create function public.pick(b text) returns text language sql immutable as $$ select 'b=' || b $$;
+create function public.pick(a int, b text) returns text language sql immutable as $$ select 'a=' || a || ',b=' || b $$;
+create function public.twin(x int) returns text language sql immutable as $$ select 'int' $$;
+create function public.twin(x text) returns text language sql immutable as $$ select 'text' $$;
+create function public.fee(amount int, rate numeric default 0.1, flat int default 0) returns numeric language sql immutable as $$ select amount * rate + flat $$;
+create function public.shout(text) returns text language sql immutable as $$ select upper($1) $$;
+create function public.xml_root(xml) returns text language sql immutable as $$ select (xpath('name(/*)', $1))[1]::text $$;
+create function public.byte_len(bytea) returns int language sql immutable as $$ select length($1) $$;
+create function public.body_keys(jsonb) returns text language sql immutable as $$ select string_agg(k, ',' order by k) from jsonb_object_keys($1) k $$;
+"#,
+        "/rpc/fee?amount=10",
+    )
+    .await;
+    // by the names given, GET and POST
+    for (path, want) in [
+        ("/rpc/pick?a=1", "a=1"),
+        ("/rpc/pick?b=x", "b=x"),
+        ("/rpc/pick?a=1&b=x", "a=1,b=x"),
+    ] {
+        let r = fx.get(path, fx.a()).await;
+        assert_eq!(r.expect(200).json(), json!(want), "{path}");
+    }
+    let r = fx
+        .call(Method::POST, "/rpc/pick", fx.a())
+        .body(json!({"a": 2, "b": "y"}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("a=2,b=y"));
+    // defaults may be omitted
+    let r = fx.get("/rpc/fee?amount=10", fx.a()).await;
+    assert_eq!(r.expect(200).json(), json!(1.0));
+    let r = fx
+        .call(Method::POST, "/rpc/fee", fx.a())
+        .body(json!({"amount": 10, "flat": 5}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!(6.0));
+    // ambiguous: 300 PGRST203 listing the candidates
+    let j = fx.get("/rpc/twin?x=1", fx.a()).await.error(300, "PGRST203");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST203",
+            "message": "Could not choose the best candidate function between: public.twin(x => integer), public.twin(x => text)",
+            "details": null,
+            "hint": "Try renaming the parameters or the function itself in the database so function overloading can be resolved",
+        })
+    );
+    // no overload takes these names: 404 PGRST202 suggesting the closest parameters
+    let j = fx.get("/rpc/pick?c=1", fx.a()).await.error(404, "PGRST202");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST202",
+            "message": "Could not find the function public.pick(c) in the schema cache",
+            "details": "Searched for the function public.pick with parameter c, but no matches were found in the schema cache.",
+            "hint": null,
+        })
+    );
+    let j = fx
+        .call(Method::POST, "/rpc/fee", fx.a())
+        .body(json!({"amout": 10}))
+        .send()
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j["details"],
+        "Searched for the function public.fee with parameter amout or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+    );
+    assert_eq!(
+        j["hint"],
+        "Perhaps you meant to call the function public.fee(amount, flat, rate)"
+    );
+    let j = fx
+        .get("/rpc/nothing_here", fx.a())
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j["message"],
+        "Could not find the function public.nothing_here without parameters in the schema cache"
+    );
+
+    // a single unnamed parameter takes the whole body, by media type
+    let r = fx
+        .call(Method::POST, "/rpc/shout", fx.a())
+        .h("Content-Type", "text/plain")
+        .body_raw("hello, world")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("HELLO, WORLD"));
+    let r = fx
+        .call(Method::POST, "/rpc/xml_root", fx.a())
+        .h("Content-Type", "text/xml")
+        .body_raw("<invoice><id>1</id></invoice>")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("invoice"));
+    let r = fx
+        .call(Method::POST, "/rpc/byte_len", fx.a())
+        .h("Content-Type", "application/octet-stream")
+        .body_raw(vec![0u8, 159, 146, 150, 255])
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!(5));
+    let r = fx
+        .call(Method::POST, "/rpc/body_keys", fx.a())
+        .body(json!({"b": 1, "a": [2]}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("a,b"));
+    // the wrong media type for the only parameter: PGRST202 without a hint
+    let j = fx
+        .call(Method::POST, "/rpc/byte_len", fx.a())
+        .h("Content-Type", "text/plain")
+        .body_raw("abc")
+        .send()
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST202",
+            "message": "Could not find the function public.byte_len in the schema cache",
+            "details": "Searched for the function public.byte_len with a single unnamed text parameter, but no matches were found in the schema cache.",
+            "hint": null,
+        })
+    );
+    let j = fx
+        .call(Method::POST, "/rpc/shout", fx.a())
+        .h("Content-Type", "application/octet-stream")
+        .body_raw(vec![1u8])
+        .send()
+        .await
+        .error(404, "PGRST202");
+    assert_eq!(
+        j["details"],
+        "Searched for the function public.shout with a single unnamed bytea parameter, but no matches were found in the schema cache."
+    );
+    // JSON sent as text/plain still reaches named parameters
+    let r = fx
+        .call(Method::POST, "/rpc/pick", fx.a())
+        .h("Content-Type", "text/plain;charset=UTF-8")
+        .body_raw(r#"{"a": 3}"#)
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!("a=3"));
+}
+
+#[tokio::test]
+async fn rest_rpc_counts_and_max_affected() {
+    let fx = fixture().await;
+    let sql = format!(
+        "{COMPUTED}
+create function public.numbers(n int) returns setof int language sql stable as $$ select generate_series(1, n) $$;
+create function public.answer() returns int language sql immutable as $$ select 42 $$;
+create function public.bump_status(p_status text) returns setof public.clients language sql volatile
+  as $$ update public.clients set health_score = health_score + 1 where status = p_status returning * $$;"
+    );
+    setup(&fx, &sql, "/rpc/numbers?n=1").await;
+    let range = |r: &Resp| r.header("content-range").unwrap_or_default();
+    // exact, by GET, POST and HEAD: Content-Range and 206 for a partial page
+    let r = fx
+        .call(
+            Method::GET,
+            "/rpc/clients_named?q=a&select=name&order=name&limit=2",
+            fx.a(),
+        )
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(names(r.expect(206)), s(&["Acme", "Beta Co"]));
+    assert_eq!(range(&r), "0-1/3");
+    assert_eq!(
+        r.header("preference-applied").as_deref(),
+        Some("count=exact")
+    );
+    let r = fx
+        .call(
+            Method::POST,
+            "/rpc/clients_named?select=name&order=name&offset=1",
+            fx.a(),
+        )
+        .prefer("count=exact")
+        .body(json!({"q": "a"}))
+        .send()
+        .await;
+    assert_eq!(names(r.expect(206)), s(&["Beta Co", "Gamma"]));
+    assert_eq!(range(&r), "1-2/3");
+    let r = fx
+        .call(Method::HEAD, "/rpc/numbers?n=5&limit=2", fx.a())
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(
+        (r.status, range(&r), r.text.as_str()),
+        (206, "0-1/5".into(), "")
+    );
+    let r = fx
+        .call(Method::GET, "/rpc/numbers?n=5", fx.a())
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!([1, 2, 3, 4, 5]));
+    assert_eq!(range(&r), "0-4/5");
+    // a scalar counts as one row
+    let r = fx
+        .call(Method::GET, "/rpc/answer", fx.a())
+        .prefer("count=exact")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!(42));
+    assert_eq!(range(&r), "0-0/1");
+    // planned: the planner's estimate; estimated: exact under db-max-rows
+    let r = fx
+        .call(Method::GET, "/rpc/numbers?n=5&limit=2", fx.a())
+        .prefer("count=planned")
+        .send()
+        .await;
+    r.expect(if range(&r) == "0-1/2" { 200 } else { 206 });
+    let total = range(&r);
+    assert!(
+        total.starts_with("0-1/") && total[4..].parse::<i64>().is_ok(),
+        "{total}"
+    );
+    let r = fx
+        .call(Method::POST, "/rpc/clients_named?select=name", fx.a())
+        .prefer("count=estimated")
+        .body(json!({"q": "a"}))
+        .send()
+        .await;
+    assert_eq!(range(r.expect(200)), "0-2/3");
+
+    // max-affected (with handling=strict) counts the rows a function returns; over it the
+    // call is rolled back
+    let before = gamma_health(&fx).await;
+    let j = fx
+        .call(Method::POST, "/rpc/bump_status", fx.a())
+        .prefer("handling=strict, max-affected=0")
+        .body(json!({"p_status": "lead"}))
+        .send()
+        .await
+        .error(400, "PGRST124");
+    assert_eq!(
+        j,
+        json!({"code": "PGRST124", "message": "Query result exceeds max-affected preference constraint", "details": "The query affects 1 rows", "hint": null})
+    );
+    assert_eq!(gamma_health(&fx).await, before);
+    let r = fx
+        .call(Method::POST, "/rpc/bump_status?select=name", fx.a())
+        .prefer("handling=strict, max-affected=1")
+        .body(json!({"p_status": "lead"}))
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"name": "Gamma"}]));
+    assert_eq!(
+        r.header("preference-applied").as_deref(),
+        Some("handling=strict, max-affected=1")
+    );
+    assert_eq!(gamma_health(&fx).await, before + 1);
+    // without handling=strict the preference is ignored
+    fx.call(Method::POST, "/rpc/bump_status", fx.a())
+        .prefer("max-affected=0")
+        .body(json!({"p_status": "lead"}))
+        .send()
+        .await
+        .expect(200);
+    // a function that does not return a set: PGRST128 (PostgREST 13)
+    let j = fx
+        .call(Method::GET, "/rpc/answer", fx.a())
+        .prefer("handling=strict, max-affected=1")
+        .send()
+        .await
+        .error(400, "PGRST128");
+    assert_eq!(
+        j,
+        json!({"code": "PGRST128", "message": "Function must return SETOF or TABLE when max-affected preference is used with handling=strict", "details": null, "hint": null})
+    );
+}
+
+async fn gamma_health(fx: &Fx) -> i32 {
+    fx.su
+        .query_one(
+            "select health_score from public.clients where name = 'Gamma'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
