@@ -110,13 +110,13 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
             let a = inputs[0];
             if a.name.is_empty() {
                 args.push(CallArg::Positional {
-                    pg_type: a.pg_type.clone(),
+                    pg_type: a.call_type().to_string(),
                     value: body.to_string(),
                 });
             } else {
                 args.push(CallArg::Named {
                     name: a.name.clone(),
-                    pg_type: a.pg_type.clone(),
+                    pg_type: a.call_type().to_string(),
                     value: Some(body.to_string()),
                     variadic: false,
                 });
@@ -127,7 +127,7 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
                 if let Some(v) = o.get(&a.name) {
                     args.push(CallArg::Named {
                         name: a.name.clone(),
-                        pg_type: a.pg_type.clone(),
+                        pg_type: a.call_type().to_string(),
                         value: json_to_param(v, a.category == "A"),
                         variadic: a.mode == ArgMode::Variadic,
                     });
@@ -159,7 +159,7 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
                 };
                 args.push(CallArg::Named {
                     name: a.name.clone(),
-                    pg_type: a.pg_type.clone(),
+                    pg_type: a.call_type().to_string(),
                     value: Some(value),
                     variadic: a.mode == ArgMode::Variadic,
                 });
@@ -261,7 +261,7 @@ fn result_table(f: &Function) -> Table {
             .map(|(i, a)| Column {
                 name: a.name.clone(),
                 pg_type: a.pg_type.clone(),
-                cast_type: a.pg_type.clone(),
+                cast_type: a.call_type().to_string(),
                 data_type: a.pg_type.clone(),
                 base_type: a.base_type.clone(),
                 category: a.category.clone(),
