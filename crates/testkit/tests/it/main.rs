@@ -5,6 +5,7 @@ mod foundation;
 mod functions;
 mod local_model;
 mod rest;
+mod rest_roundtrip;
 mod rest_types;
 mod schema_behaviour;
 mod schema_catalog;
