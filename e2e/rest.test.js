@@ -278,6 +278,63 @@ describe('writes', () => {
     assert.equal(row.why_it_matters, 'again');
   });
 
+  test('invoice, payment and deal keep their char(3) currency', async () => {
+    const inv = ok(
+      await alice
+        .from('invoices')
+        .insert({ org_id: ORG_A, client_id: ACME, invoice_number: 'E2E-CUR-1', amount_cents: 25000, currency: 'EUR', status: 'sent' })
+        .select('id, currency, status')
+        .single(),
+      201,
+    );
+    assert.equal(inv.currency, 'EUR');
+    const pay = ok(
+      await alice
+        .from('payments')
+        .insert({ org_id: ORG_A, invoice_id: inv.id, amount_cents: 25000, currency: 'EUR', status: 'completed' })
+        .select('currency, status')
+        .single(),
+      201,
+    );
+    assert.deepEqual(pay, { currency: 'EUR', status: 'completed' });
+    // the payment covers the invoice (handle_payment_change)
+    assert.deepEqual(ok(await alice.from('invoices').select('status, currency').eq('id', inv.id).single()), { status: 'paid', currency: 'EUR' });
+    // a payment in another currency than its invoice's is refused
+    const other = await alice.from('payments').insert({ org_id: ORG_A, invoice_id: inv.id, amount_cents: 1, currency: 'USD' });
+    assert.equal(other.status, 400);
+    assert.equal(other.error.code, '23514');
+
+    const deal = ok(
+      await alice
+        .from('crm_deals')
+        .insert({ org_id: ORG_A, client_id: ACME, title: 'E2E retainer', amount_cents: 900000, currency: 'GBP' })
+        .select('id, currency')
+        .single(),
+      201,
+    );
+    assert.equal(deal.currency, 'GBP');
+    // filters compare the whole value
+    assert.deepEqual(ok(await alice.from('crm_deals').select('title').eq('currency', 'GBP')), [{ title: 'E2E retainer' }]);
+    assert.deepEqual(ok(await alice.from('crm_deals').select('title').in('currency', ['GBP', 'CHF'])), [{ title: 'E2E retainer' }]);
+    assert.deepEqual(ok(await alice.from('crm_deals').select('title').eq('currency', 'GBPX')), []);
+    // update and upsert
+    const upd = ok(await alice.from('crm_deals').update({ currency: 'CHF' }).eq('id', deal.id).select('currency').single());
+    assert.equal(upd.currency, 'CHF');
+    const ups = ok(
+      await alice
+        .from('crm_deals')
+        .upsert({ id: deal.id, org_id: ORG_A, client_id: ACME, title: 'E2E retainer', currency: 'JPY' })
+        .select('currency')
+        .single(),
+    );
+    assert.equal(ups.currency, 'JPY');
+    // an over-long currency is refused, never truncated
+    const long = await alice.from('crm_deals').update({ currency: 'EURO' }).eq('id', deal.id);
+    assert.equal(long.status, 400);
+    assert.equal(long.error.code, '22001');
+    assert.deepEqual(ok(await alice.from('crm_deals').select('currency').eq('id', deal.id).single()), { currency: 'JPY' });
+  });
+
   test('update and delete with filters and select()', async () => {
     const upd = ok(await alice.from('clients').update({ status: 'churned' }).gte('health_score', 60).select('name, status').order('name'));
     assert.deepEqual(upd, [{ name: 'Acme', status: 'churned' }, { name: 'Gamma', status: 'churned' }]);

@@ -216,13 +216,13 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
         };
         args.push(if a.name.is_empty() {
             CallArg::Positional {
-                pg_type: a.pg_type.clone(),
+                pg_type: a.call_type().to_string(),
                 value,
             }
         } else {
             CallArg::Named {
                 name: a.name.clone(),
-                pg_type: a.pg_type.clone(),
+                pg_type: a.call_type().to_string(),
                 value: Some(value),
                 variadic: false,
             }
@@ -250,7 +250,7 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
             };
             args.push(CallArg::Named {
                 name: a.name.clone(),
-                pg_type: a.pg_type.clone(),
+                pg_type: a.call_type().to_string(),
                 value: Some(value),
                 variadic: a.mode == ArgMode::Variadic,
             });
@@ -264,7 +264,7 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
             let v = o.get(&a.name).unwrap_or(&Value::Null);
             args.push(CallArg::Named {
                 name: a.name.clone(),
-                pg_type: a.pg_type.clone(),
+                pg_type: a.call_type().to_string(),
                 value: json_to_param(v, a.category == "A"),
                 variadic: a.mode == ArgMode::Variadic,
             });
@@ -360,7 +360,7 @@ fn result_table(f: &Function) -> Table {
             .map(|(i, a)| Column {
                 name: a.name.clone(),
                 pg_type: a.pg_type.clone(),
-                cast_type: a.pg_type.clone(),
+                cast_type: a.call_type().to_string(),
                 data_type: a.pg_type.clone(),
                 base_type: a.base_type.clone(),
                 category: a.category.clone(),

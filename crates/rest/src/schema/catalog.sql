@@ -11,6 +11,16 @@ user_ns AS (
 api_roles AS (
   SELECT r.oid, r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname IN ('anon', 'authenticated', 'service_role')
 ),
+-- A domain's underlying type, through domains over domains.
+domain_base AS (
+  WITH RECURSIVE walk(oid, base) AS (
+    SELECT t.oid, t.typbasetype FROM pg_catalog.pg_type t WHERE t.typtype = 'd'
+    UNION ALL
+    SELECT w.oid, b.typbasetype FROM walk w JOIN pg_catalog.pg_type b ON b.oid = w.base AND b.typtype = 'd'
+  )
+  SELECT w.oid, w.base FROM walk w
+  JOIN pg_catalog.pg_type b ON b.oid = w.base AND b.typtype <> 'd'
+),
 -- Types as SQL that casts a text parameter: no typmod, schema-qualified outside pg_catalog.
 -- format_type(oid, -1), not (oid, NULL): with -1 it names the type so that it reparses
 -- WITHOUT a default modifier (`bpchar`, `"bit"`), where NULL gives `character` = char(1).
@@ -30,6 +40,11 @@ types AS (
          ELSE pg_catalog.quote_ident(coalesce(etn.nspname, tn.nspname)) || '.'
               || pg_catalog.quote_ident(coalesce(et.typname, t.typname)) END AS elem_qualified,
     et.oid IS NOT NULL AS is_array,
+    -- What filter values and RPC arguments are cast to: a domain's base type, because an
+    -- explicit cast to a domain applies the domain's modifier by truncating
+    -- ('GBPX'::currency_code = 'GBP' for a char(3) domain). Arrays of a domain keep their
+    -- type: their text input checks each item whole, and `=` needs the same array type.
+    coalesce(db.base, t.oid) AS cast_oid,
     coalesce(bt.typname, t.typname)::text AS base_name,
     t.typcategory::text AS category,
     t.typrelid
@@ -38,6 +53,7 @@ types AS (
   LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
   LEFT JOIN pg_catalog.pg_namespace etn ON etn.oid = et.typnamespace
   LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd'
+  LEFT JOIN domain_base db ON db.oid = t.oid
 ),
 rels AS (
   SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind,
@@ -61,7 +77,7 @@ columns AS (
              || CASE WHEN ty.is_array THEN '[]' ELSE '' END
       END,
       -- Filters cast to the type without modifier: `varchar(2) = 'abc'` must not match 'ab'.
-      'cast_type', ty.sql_type,
+      'cast_type', ct.sql_type,
       'data_type', pg_catalog.format_type(a.atttypid, a.atttypmod),
       'base_type', ty.base_name,
       'category', ty.category,
@@ -76,6 +92,7 @@ columns AS (
   FROM pg_catalog.pg_attribute a
   JOIN rels r ON r.oid = a.attrelid
   JOIN types ty ON ty.oid = a.atttypid
+  JOIN types ct ON ct.oid = ty.cast_oid
   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
   WHERE a.attnum > 0 AND NOT a.attisdropped
   GROUP BY a.attrelid
@@ -157,6 +174,7 @@ func_args AS (
     pg_catalog.json_agg(pg_catalog.json_build_object(
       'name', coalesce(f.names[a.idx], ''),
       'type', ty.sql_type,
+      'cast_type', ct.sql_type,
       'base_type', ty.base_name,
       'category', ty.category,
       'mode', coalesce(f.modes[a.idx], 'i'),
@@ -170,6 +188,7 @@ func_args AS (
         FROM funcs fu JOIN pg_catalog.pg_proc p ON p.oid = fu.oid) f
   CROSS JOIN LATERAL pg_catalog.unnest(f.types) WITH ORDINALITY a(type_oid, idx)
   JOIN types ty ON ty.oid = a.type_oid
+  JOIN types ct ON ct.oid = ty.cast_oid
   GROUP BY f.oid
 )
 SELECT pg_catalog.json_build_object(

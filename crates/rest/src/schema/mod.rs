@@ -52,8 +52,9 @@ pub struct Column {
     /// `numeric(12,2)`, `public.status`, `text[]`): what written values are cast to.
     #[serde(rename = "type")]
     pub pg_type: String,
-    /// The same type without modifier (`bpchar`, `numeric`): what filter values are cast
-    /// to, so a comparison never truncates the value it compares. Empty: `pg_type`.
+    /// The same type without modifier (`bpchar`, `numeric`; a domain's base type): what
+    /// filter values are cast to, so a comparison never truncates the value it compares.
+    /// Empty: `pg_type`.
     #[serde(default)]
     pub cast_type: String,
     /// The declared type with its modifier, for documentation (`character varying(200)`).
@@ -184,8 +185,14 @@ pub enum ArgMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionArg {
     pub name: String,
+    /// SQL naming the argument's type (a domain by its name): what it is shown as.
     #[serde(rename = "type")]
     pub pg_type: String,
+    /// What the argument's value is cast to: a domain's base type, whose cast never applies
+    /// the domain's modifier by truncating (the call then coerces to the domain, refusing an
+    /// over-long value). Empty: `pg_type`.
+    #[serde(default)]
+    pub cast_type: String,
     pub base_type: String,
     pub category: String,
     pub mode: ArgMode,
@@ -199,6 +206,15 @@ impl FunctionArg {
 
     pub fn is_output(&self) -> bool {
         matches!(self.mode, ArgMode::Out | ArgMode::InOut | ArgMode::Table)
+    }
+
+    /// The type the argument's value is cast to (see `cast_type`).
+    pub fn call_type(&self) -> &str {
+        if self.cast_type.is_empty() {
+            &self.pg_type
+        } else {
+            &self.cast_type
+        }
     }
 }
 

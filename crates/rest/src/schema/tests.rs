@@ -225,3 +225,85 @@ fn sql_is_one_parameterised_statement() {
     assert!(!SCHEMA_CACHE_SQL.contains("$2"));
     assert!(!SCHEMA_CACHE_SQL.trim_end().ends_with(';'));
 }
+
+/// Runs one request through parse → plan → render against `cache`.
+fn render_with(
+    cache: &SchemaCache,
+    method: http::Method,
+    path: &str,
+    query: &str,
+    body: &str,
+) -> crate::render::Statement {
+    let config = crate::RestConfig::default();
+    let headers = http::HeaderMap::new();
+    let parts = crate::parse::RequestParts {
+        method: &method,
+        path,
+        query,
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let api = crate::parse::parse_request(parts, &config).expect("parse");
+    let plan = crate::plan::plan(&api, cache, &config).expect("plan");
+    crate::render::render(&plan)
+}
+
+/// A domain over char(3), as `SCHEMA_CACHE_SQL` describes it: written values cast to the
+/// domain (whose modifier refuses 'GBPX'), filter values and RPC arguments to its base type
+/// (`cast_type`), because an explicit cast to the domain truncates 'GBPX' to 'GBP'.
+#[test]
+fn domains_are_written_as_themselves_but_filtered_and_called_as_their_base_type() {
+    use http::Method;
+    let cur = |cast: &str| {
+        serde_json::json!({"name": "cur", "type": "public.currency_code", "cast_type": cast,
+            "data_type": "public.currency_code", "base_type": "bpchar", "category": "S",
+            "nullable": true, "position": 2})
+    };
+    let cache = SchemaCache::from_json(serde_json::json!({
+        "tables": [{"schema": "public", "name": "deals", "kind": "table",
+            "insertable": true, "updatable": true, "deletable": true,
+            "columns": [
+                {"name": "id", "type": "integer", "cast_type": "integer", "data_type": "integer",
+                 "base_type": "int4", "category": "N", "nullable": false, "position": 1},
+                cur("bpchar")]}],
+        "keys": [{"schema": "public", "name": "deals", "primary": true, "columns": ["id"]}],
+        "functions": [{"schema": "public", "name": "fx", "return_type": "text",
+            "return_base_type": "text", "returns_set": false, "return_relation": null,
+            "volatility": "stable", "executable_by": ["anon"],
+            "args": [{"name": "cur", "type": "public.currency_code", "cast_type": "bpchar",
+                      "base_type": "bpchar", "category": "S", "mode": "i", "has_default": false}]}]
+    }))
+    .unwrap();
+
+    let s = render_with(&cache, Method::GET, "/deals", "cur=eq.GBPX", "");
+    assert!(s.sql.contains("\"cur\" = $1::bpchar"), "{}", s.sql);
+    let s = render_with(&cache, Method::GET, "/deals", "cur=in.(GBP,USD)", "");
+    assert!(s.sql.contains("= ANY($1::bpchar[])"), "{}", s.sql);
+    let s = render_with(
+        &cache,
+        Method::POST,
+        "/deals",
+        "",
+        r#"{"id": 1, "cur": "GBP"}"#,
+    );
+    assert!(s.sql.contains("\"cur\" public.currency_code"), "{}", s.sql);
+    let s = render_with(
+        &cache,
+        Method::PATCH,
+        "/deals",
+        "id=eq.1",
+        r#"{"cur": "GBP"}"#,
+    );
+    assert!(s.sql.contains("\"cur\" public.currency_code"), "{}", s.sql);
+    let s = render_with(&cache, Method::POST, "/rpc/fx", "", r#"{"cur": "GBPX"}"#);
+    assert!(s.sql.contains("\"cur\" := $1::bpchar"), "{}", s.sql);
+    let s = render_with(&cache, Method::GET, "/rpc/fx", "cur=GBPX", "");
+    assert!(s.sql.contains("\"cur\" := $1::bpchar"), "{}", s.sql);
+
+    // A cache without `cast_type` (older output) casts to the declared type, as before.
+    let f = &cache.functions[0].args[0];
+    assert_eq!(f.call_type(), "bpchar");
+    let mut old = f.clone();
+    old.cast_type.clear();
+    assert_eq!(old.call_type(), "public.currency_code");
+}

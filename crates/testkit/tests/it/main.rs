@@ -7,6 +7,7 @@ mod functions_security;
 mod local_model;
 mod rest;
 mod rest_dialect;
+mod rest_roundtrip;
 mod rest_types;
 mod schema_behaviour;
 mod schema_catalog;
