@@ -1237,7 +1237,7 @@ pub async fn verify(
     match consume(&state, &info, &kind, &presented).await? {
         Verified::Session(session) => Ok(Json(session).into_response()),
         Verified::AwaitingOther => {
-            Ok(Json(json!({ "msg": SINGLE_CONFIRMATION_ACCEPTED, "code": 200 })).into_response())
+            Ok(Json(json!({ "msg": SINGLE_CONFIRMATION_ACCEPTED, "code": "200" })).into_response())
         }
     }
 }
@@ -1278,7 +1278,10 @@ pub async fn verify_link(
             .join("&")
     };
     let fragment = match &result {
-        Ok(Verified::AwaitingOther) => form(&[("message", SINGLE_CONFIRMATION_ACCEPTED.into())]),
+        // Go's url.QueryEscape, as GoTrue writes it: spaces as `+`.
+        Ok(Verified::AwaitingOther) => {
+            form(&[("message", SINGLE_CONFIRMATION_ACCEPTED.into())]).replace("%20", "+")
+        }
         Ok(Verified::Session(s)) => form(&[
             (
                 "access_token",
@@ -1315,7 +1318,7 @@ pub async fn verify_link(
         return match result {
             Ok(Verified::Session(s)) => Json(s).into_response(),
             Ok(Verified::AwaitingOther) => {
-                Json(json!({ "msg": SINGLE_CONFIRMATION_ACCEPTED, "code": 200 })).into_response()
+                Json(json!({ "msg": SINGLE_CONFIRMATION_ACCEPTED, "code": "200" })).into_response()
             }
             Err(e) => e.into_response(),
         };

@@ -329,7 +329,7 @@ async fn auth_mail_email_change_needs_both_addresses() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(
         loc,
-        "http://app.test/settings#message=Confirmation%20link%20accepted.%20Please%20proceed%20to%20confirm%20link%20sent%20to%20the%20other%20email"
+        "http://app.test/settings#message=Confirmation+link+accepted.+Please+proceed+to+confirm+link+sent+to+the+other+email"
     );
     let me = call(&app, Method::GET, "/user", Some(&at), None).await;
     assert_eq!(me.body["email"], old);
@@ -393,7 +393,7 @@ async fn auth_mail_email_change_needs_both_addresses() {
     assert_eq!(first.status, 200, "{}", first.body);
     assert_eq!(
         first.body,
-        json!({"msg": "Confirmation link accepted. Please proceed to confirm link sent to the other email", "code": 200})
+        json!({"msg": "Confirmation link accepted. Please proceed to confirm link sent to the other email", "code": "200"})
     );
     let second = call(
         &app,
