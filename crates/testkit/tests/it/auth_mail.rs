@@ -547,3 +547,54 @@ async fn auth_mail_failing_smtp_server_is_retried_until_the_message_arrives() {
     .await;
     assert_eq!(s.status, 200, "{}", s.body);
 }
+
+/// supabase-js signs up, the e-mails arrive at the sink, and supabase-js confirms with what
+/// they carry (the link's `token_hash`, and the code).
+#[tokio::test]
+async fn auth_mail_supabase_js_e2e() {
+    let sink = SmtpSink::start().await;
+    let t = TestDb::new().await;
+    let app = mail_app(&t, &sink, &[]).await;
+    let (by_link, by_code) = (email("js-link"), email("js-code"));
+    app.run_node_test_with_env(
+        "mail.test.js",
+        &[
+            ("MAIL_STEP", "signup"),
+            ("MAIL_LINK_ADDR", &by_link),
+            ("MAIL_CODE_ADDR", &by_code),
+        ],
+    )
+    .await;
+    let m = sink
+        .wait_for_mail_to(&by_link, "Confirm your email address")
+        .await;
+    let link = assert_link(&m, &app, "signup");
+    assert!(
+        link.ends_with("&redirect_to=http%3A%2F%2Fapp.test%2Fwelcome"),
+        "{link}"
+    );
+    let token_hash = link
+        .split("token=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
+    let code = sink
+        .wait_for_mail_to(&by_code, "Confirm your email address")
+        .await
+        .code()
+        .unwrap();
+    app.run_node_test_with_env(
+        "mail.test.js",
+        &[
+            ("MAIL_STEP", "confirm"),
+            ("MAIL_LINK_ADDR", &by_link),
+            ("MAIL_CODE_ADDR", &by_code),
+            ("MAIL_TOKEN_HASH", &token_hash),
+            ("MAIL_CODE", &code),
+        ],
+    )
+    .await;
+}
