@@ -321,7 +321,7 @@ pub async fn signup(
         .ok_or_else(|| AuthError::internal("inserted user not found"))?;
     tx.commit().await?;
     if let Some(issued) = confirmation {
-        crate::otp::send_signup_confirmation(&state, &info, q.get("redirect_to"), &email, &issued);
+        crate::otp::send_signup_confirmation(&state, &info, q.get("redirect_to"), &user, &issued);
     }
     match session {
         Some((sid, refresh, amr)) => Ok(Json(model::session_json(
@@ -837,7 +837,7 @@ pub async fn update_user(
     }
     // The code for the new address (refused within GOTRUE_SMTP_MAX_FREQUENCY of the last).
     let email_change = match &pending_email {
-        Some(e) => Some(crate::otp::issue_email_change(&state, &mut tx, user.id, e).await?),
+        Some(e) => Some(crate::otp::issue_email_change(&state, &mut tx, &user, e).await?),
         None => None,
     };
     let updated = tx
@@ -883,7 +883,7 @@ pub async fn update_user(
         .ok_or(ErrorCode::UserNotFoundFromJwt)?;
     tx.commit().await?;
     if let (Some(e), Some(issued)) = (&pending_email, &email_change) {
-        crate::otp::send_email_change(&state, &info, q.get("redirect_to"), e, issued);
+        crate::otp::send_email_change(&state, &info, q.get("redirect_to"), &user, e, issued);
     }
     Ok(Json(user.to_json()).into_response())
 }

@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod error;
 mod handlers;
+pub mod mailer;
+pub mod mfa;
 mod model;
 mod otp;
 pub mod password;
@@ -179,6 +181,10 @@ pub struct AuthArgs {
     /// otherwise pick a fresh "IP" per request and never be limited).
     #[arg(long = "rate-limit-header", env = "GOTRUE_RATE_LIMIT_HEADER")]
     pub rate_limit_header: Option<String>,
+    #[command(flatten)]
+    pub smtp: mailer::SmtpArgs,
+    #[command(flatten)]
+    pub mfa: mfa::MfaArgs,
 }
 
 /// The longest lifetime a setting in seconds may have (10 years): anything longer is a
@@ -192,6 +198,12 @@ impl AuthArgs {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect()
+    }
+
+    /// Checks the settings that can be wrong in ways clap cannot see (the SMTP From address,
+    /// template files), naming the setting at fault.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        self.smtp.check()
     }
 
     /// Applies the auth settings that every surface's verification shares (the accepted
@@ -218,6 +230,7 @@ struct Inner {
     limiter: RateLimiter,
     refresh: RefreshTokens,
     otp: otp::OtpKey,
+    mailer: mailer::Mailer,
 }
 
 impl AuthState {
@@ -281,6 +294,27 @@ impl AuthState {
                 },
             ),
             (
+                Limit::MfaChallengePerIp,
+                Rate {
+                    capacity: args.mfa.rate_limit_challenge_and_verify,
+                    period: Duration::from_secs(60),
+                },
+            ),
+            (
+                Limit::MfaVerifyPerIp,
+                Rate {
+                    capacity: args.mfa.rate_limit_challenge_and_verify,
+                    period: Duration::from_secs(60),
+                },
+            ),
+            (
+                Limit::MfaVerifyPerFactor,
+                Rate {
+                    capacity: args.mfa.rate_limit_challenge_and_verify,
+                    period: Duration::from_secs(60),
+                },
+            ),
+            (
                 Limit::EmailSendPerAddress,
                 Rate {
                     capacity: 1.0,
@@ -296,6 +330,7 @@ impl AuthState {
         password::warm_up();
         log_address_policy(&args);
         let otp = otp::OtpKey::new(&keys);
+        let mailer = mailer::Mailer::new(&args.smtp);
         AuthState {
             db,
             keys,
@@ -304,8 +339,13 @@ impl AuthState {
                 limiter,
                 refresh: RefreshTokens::new(material.as_bytes()),
                 otp,
+                mailer,
             }),
         }
+    }
+
+    pub(crate) fn mailer(&self) -> &mailer::Mailer {
+        &self.inner.mailer
     }
 
     pub(crate) fn otp_key(&self) -> &otp::OtpKey {
@@ -339,11 +379,17 @@ fn log_address_policy(args: &AuthArgs) {
             "GOTRUE_MAILER_AUTOCONFIRM=true: sign-up email addresses are marked confirmed without \
              proof that they belong to the user who gave them"
         );
-    } else {
+    } else if args.smtp.enabled() {
         tracing::info!(
-            "no SMTP mailer: new email addresses stay unconfirmed until their link or code is used \
-             (links and codes come from POST /auth/v1/admin/generate_link{})",
-            if args.mailer_log_links { ", or the log (AGENCYFLOW_MAILER_LOG_LINKS)" } else { "" }
+            smtp_host = args.smtp.smtp_host.as_deref().unwrap_or_default(),
+            "email addresses are confirmed by the link or code mailed to them"
+        );
+    } else {
+        tracing::warn!(
+            "no SMTP mailer (GOTRUE_SMTP_HOST): email addresses are not verified by mail; they stay \
+             unconfirmed until their link or code is used, and links and codes come only from \
+             POST /auth/v1/admin/generate_link{}",
+            if args.mailer_log_links { " or the log (AGENCYFLOW_MAILER_LOG_LINKS)" } else { "" }
         );
     }
     if args
@@ -375,6 +421,15 @@ pub fn router(state: AuthState) -> Router {
         .route("/verify", get(otp::verify_link).post(otp::verify))
         .route("/admin/generate_link", post(otp::generate_link))
         .route("/invite", post(otp::invite))
+        .route("/factors", post(mfa::enroll))
+        .route("/factors/{id}", axum::routing::delete(mfa::unenroll))
+        .route("/factors/{id}/challenge", post(mfa::challenge))
+        .route("/factors/{id}/verify", post(mfa::verify))
+        .route("/admin/users/{id}/factors", get(mfa::admin_list_factors))
+        .route(
+            "/admin/users/{id}/factors/{factor_id}",
+            axum::routing::delete(mfa::admin_delete_factor),
+        )
         .route("/reauthenticate", get(otp::reauthenticate))
         .route(
             "/admin/users",

@@ -31,8 +31,34 @@ pub fn user_select_columns() -> String {
                     'created_at', to_char(i.created_at at time zone 'UTC', {TS_SQL}),
                     'updated_at', to_char(i.updated_at at time zone 'UTC', {TS_SQL}),
                     'email', i.email) order by i.created_at, i.id)
-                  from auth.identities i where i.user_id = u.id), '[]'::jsonb) as identities"
+                  from auth.identities i where i.user_id = u.id), '[]'::jsonb) as identities,
+                (select jsonb_agg({factor} order by f.created_at, f.id)
+                  from auth.mfa_factors f where f.user_id = u.id) as factors",
+        factor = factor_json_sql("f")
     )
+}
+
+/// A factor `alias` of `auth.mfa_factors` as GoTrue's Factor JSON (SQL).
+pub fn factor_json_sql(alias: &str) -> String {
+    format!(
+        "jsonb_build_object('id', {alias}.id, 'friendly_name', {alias}.friendly_name,
+            'factor_type', {alias}.factor_type, 'status', {alias}.status,
+            'created_at', to_char({alias}.created_at at time zone 'UTC', {TS_SQL}),
+            'updated_at', to_char({alias}.updated_at at time zone 'UTC', {TS_SQL}),
+            'last_challenged_at', to_char({alias}.last_challenged_at at time zone 'UTC', {TS_SQL}))"
+    )
+}
+
+/// GoTrue's Factor JSON from [`factor_json_sql`]: an empty friendly name is omitted.
+pub fn factor_json(mut f: Value) -> Value {
+    if let Some(o) = f.as_object_mut() {
+        if o.get("friendly_name")
+            .is_some_and(|n| n.as_str().is_none_or(str::is_empty))
+        {
+            o.remove("friendly_name");
+        }
+    }
+    f
 }
 
 fn user_select() -> String {
@@ -65,6 +91,8 @@ pub struct User {
     pub deleted_at: Option<DateTime<Utc>>,
     pub is_anonymous: bool,
     pub identities: Value,
+    /// The MFA factors (null when none).
+    pub factors: Value,
 }
 
 impl User {
@@ -93,6 +121,11 @@ impl User {
             deleted_at: r.get("deleted_at"),
             is_anonymous: r.get("is_anonymous"),
             identities: r.get("identities"),
+            factors: r
+                .try_get::<_, Option<Value>>("factors")
+                .ok()
+                .flatten()
+                .unwrap_or(Value::Null),
         }
     }
 
@@ -149,6 +182,12 @@ impl User {
             })
             .unwrap_or_default();
         m.insert("identities".into(), Value::Array(identities));
+        if let Some(factors) = self.factors.as_array().filter(|f| !f.is_empty()) {
+            m.insert(
+                "factors".into(),
+                Value::Array(factors.iter().cloned().map(factor_json).collect()),
+            );
+        }
         m.insert("created_at".into(), json!(ts(self.created_at)));
         m.insert("updated_at".into(), json!(ts(self.updated_at)));
         opt_ts(&mut m, "banned_until", self.banned_until);
@@ -257,12 +296,30 @@ pub fn access_claims(
         "app_metadata": user.app_metadata,
         "user_metadata": user.user_metadata,
         "role": user.role,
-        "aal": "aal1",
+        "aal": aal_of(amr),
         "amr": amr,
         "session_id": session_id,
         "is_anonymous": user.is_anonymous,
     });
     (claims, exp)
+}
+
+/// The assurance level a session's authentication methods give: `aal2` once a second factor
+/// (TOTP) was verified in it, else `aal1` (GoTrue's rule).
+pub fn aal_of(amr: &Value) -> &'static str {
+    let second = amr.as_array().is_some_and(|a| {
+        a.iter().any(|e| {
+            matches!(
+                e.get("method").and_then(Value::as_str),
+                Some("totp" | "mfa/phone" | "mfa/webauthn")
+            )
+        })
+    });
+    if second {
+        "aal2"
+    } else {
+        "aal1"
+    }
 }
 
 /// The Session JSON: a fresh access token plus the given refresh token and the user.

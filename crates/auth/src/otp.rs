@@ -56,6 +56,8 @@ enum Purpose {
     Reauthentication,
     /// The new address of an email change (`relates_to`), confirmed by `type=email_change`.
     EmailChange,
+    /// The current address of an email change (secure email change: both must be proved).
+    EmailChangeCurrent,
 }
 
 impl Purpose {
@@ -67,6 +69,28 @@ impl Purpose {
             Purpose::Invite => "invite",
             Purpose::Reauthentication => "reauthentication",
             Purpose::EmailChange => "email_change",
+            Purpose::EmailChangeCurrent => "email_change_current",
+        }
+    }
+
+    /// The `type` of its `/verify` link.
+    fn verify_type(self) -> &'static str {
+        match self {
+            Purpose::EmailChangeCurrent => "email_change",
+            p => p.as_str(),
+        }
+    }
+
+    /// The template of its e-mail.
+    fn mail_kind(self) -> crate::mailer::Kind {
+        use crate::mailer::Kind;
+        match self {
+            Purpose::MagicLink => Kind::MagicLink,
+            Purpose::Recovery => Kind::Recovery,
+            Purpose::Signup => Kind::Confirmation,
+            Purpose::Invite => Kind::Invite,
+            Purpose::Reauthentication => Kind::Reauthentication,
+            Purpose::EmailChange | Purpose::EmailChangeCurrent => Kind::EmailChange,
         }
     }
 
@@ -78,7 +102,7 @@ impl Purpose {
             "signup" => &["signup"],
             "recovery" => &["recovery"],
             "invite" => &["invite"],
-            "email_change" => &["email_change"],
+            "email_change" => &["email_change", "email_change_current"],
             _ => return None,
         })
     }
@@ -173,7 +197,7 @@ async fn issue(
         Purpose::Signup => "confirmation_sent_at",
         Purpose::MagicLink => "confirmation_sent_at",
         Purpose::Reauthentication => "reauthentication_sent_at",
-        Purpose::EmailChange => "email_change_sent_at",
+        Purpose::EmailChange | Purpose::EmailChangeCurrent => "email_change_sent_at",
     };
     tx.execute(
         &format!("update auth.users set {sent_column} = now(), updated_at = now() where id = $1"),
@@ -210,14 +234,58 @@ fn action_link(base: &str, hash: &str, purpose: Purpose, redirect_to: &str) -> S
     format!(
         "{}/verify?token={hash}&type={}&redirect_to={}",
         base.trim_end_matches('/'),
-        purpose.as_str(),
+        purpose.verify_type(),
         enc(redirect_to)
     )
 }
 
-/// "Sends" the email: there is no SMTP mailer, so it is logged (with its secret only when
-/// `AGENCYFLOW_MAILER_LOG_LINKS` is on).
-fn deliver(state: &AuthState, email: &str, purpose: Purpose, link: Option<&str>, code: &str) {
+/// Who an e-mail is about: the user's current address, a pending new one, the user metadata
+/// (the templates' `{{ .Email }}`, `{{ .NewEmail }}`, `{{ .Data }}`).
+#[derive(Default)]
+pub(crate) struct MailCtx {
+    pub email: String,
+    pub new_email: String,
+    pub data: Value,
+}
+
+impl MailCtx {
+    pub(crate) fn of(user: &User) -> MailCtx {
+        MailCtx {
+            email: user.email.clone().unwrap_or_default(),
+            new_email: user.email_change.clone().unwrap_or_default(),
+            data: user.user_metadata.clone(),
+        }
+    }
+}
+
+/// Sends the email to `to` through the SMTP queue; without SMTP it is logged (with its
+/// secret only when `AGENCYFLOW_MAILER_LOG_LINKS` is on).
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    state: &AuthState,
+    to: &str,
+    purpose: Purpose,
+    link: Option<&str>,
+    code: &str,
+    token_hash: &str,
+    redirect_to: &str,
+    ctx: &MailCtx,
+) {
+    let vars = crate::mailer::Vars {
+        confirmation_url: link.unwrap_or_default().to_string(),
+        token: code.to_string(),
+        token_hash: token_hash.to_string(),
+        site_url: state.args.site_url.clone().unwrap_or_default(),
+        email: ctx.email.clone(),
+        new_email: ctx.new_email.clone(),
+        sending_to: to.to_string(),
+        redirect_to: redirect_to.to_string(),
+        data: ctx.data.clone(),
+    };
+    if state.mailer().send(purpose.mail_kind(), to, &vars) {
+        return;
+    }
+    let email = to;
     if state.args.mailer_log_links {
         tracing::info!(to = %email, kind = purpose.as_str(), link = link.unwrap_or(""), code = %code, "email (not sent: no SMTP mailer; AGENCYFLOW_MAILER_LOG_LINKS)");
     } else {
@@ -235,56 +303,111 @@ pub(crate) async fn issue_signup_confirmation(
     issue(state, tx, user_id, email, Purpose::Signup, false).await
 }
 
-/// "Sends" a sign-up's confirmation (after its transaction committed).
+/// Sends a sign-up's confirmation (after its transaction committed).
 pub(crate) fn send_signup_confirmation(
     state: &AuthState,
     info: &ReqInfo,
     redirect_to: Option<&String>,
-    email: &str,
+    user: &User,
     issued: &Issued,
 ) {
     send_link(
         state,
         info,
         redirect_to,
-        email,
+        user.email.as_deref().unwrap_or_default(),
         Purpose::Signup,
         &issued.hash,
         &issued.code,
+        &MailCtx::of(user),
     );
 }
 
-/// The code that proves `new_email` for an email change (refused within
-/// `GOTRUE_SMTP_MAX_FREQUENCY` of the previous one, as GoTrue does).
+/// The tokens of an email change: the new address's, and (secure email change, a user with an
+/// address) the current address's.
+pub(crate) struct EmailChangeIssued {
+    new: Issued,
+    current: Option<(String, Issued)>,
+}
+
+/// Issues the codes that prove an email change to `new_email` (the new address's is refused
+/// within `GOTRUE_SMTP_MAX_FREQUENCY` of the previous one, as GoTrue does); the change starts
+/// over unconfirmed.
 pub(crate) async fn issue_email_change(
     state: &AuthState,
     tx: &mut agencyflow_db::ClaimsTxn,
-    user_id: Uuid,
+    user: &User,
     new_email: &str,
-) -> Result<Issued, AuthError> {
-    issue(state, tx, user_id, new_email, Purpose::EmailChange, true).await
+) -> Result<EmailChangeIssued, AuthError> {
+    let new = issue(state, tx, user.id, new_email, Purpose::EmailChange, true).await?;
+    let current = match user.email.as_deref().filter(|e| !e.is_empty()) {
+        Some(current) if state.args.smtp.secure_email_change_enabled => {
+            let issued = issue(
+                state,
+                tx,
+                user.id,
+                current,
+                Purpose::EmailChangeCurrent,
+                false,
+            )
+            .await?;
+            Some((current.to_string(), issued))
+        }
+        _ => {
+            tx.execute(
+                "delete from auth.one_time_tokens where user_id = $1 and token_type = 'email_change_current'",
+                &[&user.id],
+            )
+            .await?;
+            None
+        }
+    };
+    tx.execute(
+        "update auth.users set email_change_confirm_status = 0 where id = $1",
+        &[&user.id],
+    )
+    .await?;
+    Ok(EmailChangeIssued { new, current })
 }
 
-/// "Sends" an email change's link and code to the new address.
+/// Sends an email change's link and code to the new address, and (secure email change) the
+/// other one to the current address. `user` is the user with the change pending.
 pub(crate) fn send_email_change(
     state: &AuthState,
     info: &ReqInfo,
     redirect_to: Option<&String>,
+    user: &User,
     new_email: &str,
-    issued: &Issued,
+    issued: &EmailChangeIssued,
 ) {
+    let mut ctx = MailCtx::of(user);
+    ctx.new_email = new_email.to_string();
     send_link(
         state,
         info,
         redirect_to,
         new_email,
         Purpose::EmailChange,
-        &issued.hash,
-        &issued.code,
+        &issued.new.hash,
+        &issued.new.code,
+        &ctx,
     );
+    if let Some((current, c)) = &issued.current {
+        send_link(
+            state,
+            info,
+            redirect_to,
+            current,
+            Purpose::EmailChangeCurrent,
+            &c.hash,
+            &c.code,
+            &ctx,
+        );
+    }
 }
 
-/// Builds the email's link (to the allowed `redirect_to`) and "sends" it.
+/// Builds the email's link (to the allowed `redirect_to`) and sends it.
+#[allow(clippy::too_many_arguments)]
 fn send_link(
     state: &AuthState,
     info: &ReqInfo,
@@ -293,10 +416,20 @@ fn send_link(
     purpose: Purpose,
     link_token: &str,
     code: &str,
+    ctx: &MailCtx,
 ) {
     let target = redirect_target(state, redirect_to.map(String::as_str));
     let link = action_link(&info.auth_base, link_token, purpose, &target);
-    deliver(state, email, purpose, Some(&link), code);
+    deliver(
+        state,
+        email,
+        purpose,
+        Some(&link),
+        code,
+        link_token,
+        &target,
+        ctx,
+    );
 }
 
 /// Where email links may send the browser: the site URL, or a prefix of the allow list;
@@ -393,7 +526,7 @@ pub async fn otp(
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
     let mut tx = state.tx().await?;
-    let (user_id, purpose) = match model::find_user_by_email(&mut tx, &email).await? {
+    let (user_id, purpose, data) = match model::find_user_by_email(&mut tx, &email).await? {
         Some(u) if u.is_banned() => return Err(ErrorCode::UserBanned.into()),
         Some(u) => {
             let purpose = if u.email_confirmed_at.is_some() {
@@ -401,20 +534,14 @@ pub async fn otp(
             } else {
                 Purpose::Signup
             };
-            (u.id, purpose)
+            (u.id, purpose, u.user_metadata)
         }
         None if !body.create_user.unwrap_or(true) => return Err(ErrorCode::OtpDisabled.into()),
         None if state.args.disable_signup => return Err(ErrorCode::SignupDisabled.into()),
         None => {
-            let id = create_passwordless_user(
-                &state,
-                &mut tx,
-                &email,
-                body.data.unwrap_or_default(),
-                None,
-            )
-            .await?;
-            (id, Purpose::Signup)
+            let data = body.data.unwrap_or_default();
+            let id = create_passwordless_user(&state, &mut tx, &email, data.clone(), None).await?;
+            (id, Purpose::Signup, Value::Object(data))
         }
     };
     let issued = issue(&state, &mut tx, user_id, &email, purpose, true).await?;
@@ -423,6 +550,11 @@ pub async fn otp(
         None => issued.hash.clone(),
     };
     tx.commit().await?;
+    let ctx = MailCtx {
+        email: email.clone(),
+        data,
+        ..MailCtx::default()
+    };
     send_link(
         &state,
         &info,
@@ -431,6 +563,7 @@ pub async fn otp(
         purpose,
         &link_token,
         &issued.code,
+        &ctx,
     );
     Ok(Json(json!({})).into_response())
 }
@@ -639,6 +772,7 @@ pub async fn recover(
             Purpose::Recovery,
             &link_token,
             &issued.code,
+            &MailCtx::of(&user),
         );
     }
     Ok(Json(json!({})).into_response())
@@ -671,23 +805,36 @@ pub async fn resend(
     let Some(user) = model::find_user_by_email(&mut tx, &email).await? else {
         return Ok(Json(json!({})).into_response());
     };
-    let to = match purpose {
-        Purpose::Signup if user.email_confirmed_at.is_none() => Some(email.clone()),
-        Purpose::EmailChange => user.email_change.clone().filter(|e| !e.is_empty()),
-        _ => None,
-    };
-    if let Some(to) = to {
-        let issued = issue(&state, &mut tx, user.id, &to, purpose, true).await?;
-        tx.commit().await?;
-        send_link(
-            &state,
-            &info,
-            q.get("redirect_to"),
-            &to,
-            purpose,
-            &issued.hash,
-            &issued.code,
-        );
+    match purpose {
+        Purpose::Signup if user.email_confirmed_at.is_none() => {
+            let issued = issue(&state, &mut tx, user.id, &email, purpose, true).await?;
+            tx.commit().await?;
+            send_link(
+                &state,
+                &info,
+                q.get("redirect_to"),
+                &email,
+                purpose,
+                &issued.hash,
+                &issued.code,
+                &MailCtx::of(&user),
+            );
+        }
+        Purpose::EmailChange => {
+            if let Some(new_email) = user.email_change.clone().filter(|e| !e.is_empty()) {
+                let issued = issue_email_change(&state, &mut tx, &user, &new_email).await?;
+                tx.commit().await?;
+                send_email_change(
+                    &state,
+                    &info,
+                    q.get("redirect_to"),
+                    &user,
+                    &new_email,
+                    &issued,
+                );
+            }
+        }
+        _ => {}
     }
     Ok(Json(json!({})).into_response())
 }
@@ -750,7 +897,14 @@ struct Taken {
     tx: agencyflow_db::ClaimsTxn,
     user: User,
     purpose: String,
+    /// A secure email change's first confirmation: nothing changed yet, the other address's
+    /// link or code is still needed.
+    awaiting_other: bool,
 }
+
+/// GoTrue's answer to the first of the two confirmations of a secure email change.
+pub const SINGLE_CONFIRMATION_ACCEPTED: &str =
+    "Confirmation link accepted. Please proceed to confirm link sent to the other email";
 
 /// Takes a token: deletes it and, when it was live, applies what it proves (the user's
 /// address is confirmed; an email change is made). `Err(OtpExpired)` for an unknown, used or
@@ -829,8 +983,50 @@ async fn take_token(
     if user.is_banned() {
         return Err(ErrorCode::UserBanned.into());
     }
-    if purpose == Purpose::EmailChange.as_str() {
-        apply_email_change(&mut tx, &user, &relates_to).await?;
+    if purpose == Purpose::EmailChange.as_str() || purpose == Purpose::EmailChangeCurrent.as_str() {
+        let pending = user.email_change.clone().filter(|e| !e.is_empty());
+        let new_email = if purpose == Purpose::EmailChange.as_str() {
+            // The new address's token must be for the change that is pending.
+            if pending
+                .as_deref()
+                .is_some_and(|p| !p.eq_ignore_ascii_case(&relates_to))
+            {
+                tx.commit().await?;
+                return Err(ErrorCode::OtpExpired.into());
+            }
+            relates_to
+        } else {
+            match pending {
+                Some(p) => p,
+                None => {
+                    tx.commit().await?;
+                    return Err(ErrorCode::OtpExpired.into());
+                }
+            }
+        };
+        // Secure email change: a user with an address proves both the current and the new
+        // one; the first proof is only counted (under the user's row lock).
+        let secure = state.args.smtp.secure_email_change_enabled
+            && user.email.as_deref().is_some_and(|e| !e.is_empty());
+        if secure {
+            let confirmations: i16 = tx
+                .query_one(
+                    "update auth.users set email_change_confirm_status = email_change_confirm_status + 1,
+                       updated_at = now() where id = $1 returning email_change_confirm_status",
+                    &[&user_id],
+                )
+                .await?
+                .get(0);
+            if confirmations < 2 {
+                return Ok(Taken {
+                    tx,
+                    user,
+                    purpose,
+                    awaiting_other: true,
+                });
+            }
+        }
+        apply_email_change(&mut tx, &user, &new_email).await?;
     } else {
         tx.execute(
             "update auth.users set email_confirmed_at = coalesce(email_confirmed_at, now()),
@@ -842,7 +1038,12 @@ async fn take_token(
             model::upsert_email_identity(&mut tx, user_id, email, true, true).await?;
         }
     }
-    Ok(Taken { tx, user, purpose })
+    Ok(Taken {
+        tx,
+        user,
+        purpose,
+        awaiting_other: false,
+    })
 }
 
 /// A wrong code against the tokens `ids`: each counts it, and those that reached
@@ -887,7 +1088,8 @@ async fn apply_email_change(
     let updated = tx
         .execute(
             "update auth.users set email = $2, email_confirmed_at = now(), email_change = null,
-               email_change_sent_at = null, is_anonymous = false, raw_user_meta_data = $3,
+               email_change_sent_at = null, email_change_confirm_status = 0,
+               is_anonymous = false, raw_user_meta_data = $3,
                raw_app_meta_data = $4, last_sign_in_at = now(), updated_at = now()
              where id = $1",
             &[&user.id, &new_email, &user_metadata, &app_metadata],
@@ -900,7 +1102,20 @@ async fn apply_email_change(
         r => r?,
     };
     model::upsert_email_identity(tx, user.id, new_email, true, true).await?;
+    tx.execute(
+        "delete from auth.one_time_tokens where user_id = $1
+           and token_type in ('email_change', 'email_change_current')",
+        &[&user.id],
+    )
+    .await?;
     Ok(())
+}
+
+/// What a used token gave.
+enum Verified {
+    Session(Value),
+    /// The first of a secure email change's two confirmations.
+    AwaitingOther,
 }
 
 /// Uses a token and opens a session.
@@ -909,12 +1124,17 @@ async fn consume(
     info: &ReqInfo,
     verify_type: &str,
     presented: &Presented,
-) -> Result<Value, AuthError> {
+) -> Result<Verified, AuthError> {
     let Taken {
         mut tx,
         user,
         purpose,
+        awaiting_other,
     } = take_token(state, verify_type, presented).await?;
+    if awaiting_other {
+        tx.commit().await?;
+        return Ok(Verified::AwaitingOther);
+    }
     let via_code = matches!(presented, Presented::Code { .. });
     let method = match (purpose.as_str(), via_code) {
         ("recovery", _) => "recovery",
@@ -930,7 +1150,7 @@ async fn consume(
         .await?
         .ok_or_else(|| AuthError::internal("user vanished during verification"))?;
     tx.commit().await?;
-    model::session_json(state, &user, sid, &amr, &refresh, &info.issuer)
+    model::session_json(state, &user, sid, &amr, &refresh, &info.issuer).map(Verified::Session)
 }
 
 /// Uses the token of a PKCE flow's link: no session, the flow's auth code instead (the
@@ -948,7 +1168,12 @@ async fn consume_pkce(
         mut tx,
         user,
         purpose,
+        awaiting_other,
     } = take_token(state, verify_type, &presented).await?;
+    if awaiting_other {
+        // No PKCE flow starts an email change; a link that claims one gives nothing.
+        return Err(ErrorCode::FlowStateNotFound.into());
+    }
     let method = if purpose == "signup" {
         "magiclink"
     } else {
@@ -1009,8 +1234,12 @@ pub async fn verify(
         let code = consume_pkce(&state, &kind, hash).await?;
         return Ok(Json(json!({ "code": code })).into_response());
     }
-    let session = consume(&state, &info, &kind, &presented).await?;
-    Ok(Json(session).into_response())
+    match consume(&state, &info, &kind, &presented).await? {
+        Verified::Session(session) => Ok(Json(session).into_response()),
+        Verified::AwaitingOther => {
+            Ok(Json(json!({ "msg": SINGLE_CONFIRMATION_ACCEPTED, "code": "200" })).into_response())
+        }
+    }
 }
 
 /// `GET /verify?token&type&redirect_to` (the email link): 303 to the redirect target with
@@ -1049,7 +1278,11 @@ pub async fn verify_link(
             .join("&")
     };
     let fragment = match &result {
-        Ok(s) => form(&[
+        // Go's url.QueryEscape, as GoTrue writes it: spaces as `+`.
+        Ok(Verified::AwaitingOther) => {
+            form(&[("message", SINGLE_CONFIRMATION_ACCEPTED.into())]).replace("%20", "+")
+        }
+        Ok(Verified::Session(s)) => form(&[
             (
                 "access_token",
                 s["access_token"].as_str().unwrap_or_default().to_string(),
@@ -1083,7 +1316,10 @@ pub async fn verify_link(
     if target.is_empty() {
         // No site URL to send the browser to: answer as POST /verify would.
         return match result {
-            Ok(s) => Json(s).into_response(),
+            Ok(Verified::Session(s)) => Json(s).into_response(),
+            Ok(Verified::AwaitingOther) => {
+                Json(json!({ "msg": SINGLE_CONFIRMATION_ACCEPTED, "code": "200" })).into_response()
+            }
             Err(e) => e.into_response(),
         };
     }
@@ -1157,6 +1393,9 @@ pub async fn generate_link(
         Some("signup") => Purpose::Signup,
         Some("invite") => Purpose::Invite,
         Some("email_change_new") => Purpose::EmailChange,
+        Some("email_change_current") if state.args.smtp.secure_email_change_enabled => {
+            Purpose::EmailChangeCurrent
+        }
         Some("email_change_current") => {
             return Err(AuthError::new(
                 ErrorCode::ValidationFailed,
@@ -1166,13 +1405,15 @@ pub async fn generate_link(
         _ => {
             return Err(AuthError::new(
                 ErrorCode::ValidationFailed,
-                "Invalid link type: signup, magiclink, recovery, invite or email_change_new",
+                "Invalid link type: signup, magiclink, recovery, invite, email_change_current or email_change_new",
             ))
         }
     };
     let email = valid_email_or_error(body.email)?;
     let new_email = match purpose {
-        Purpose::EmailChange => Some(valid_email_or_error(body.new_email)?),
+        Purpose::EmailChange | Purpose::EmailChangeCurrent => {
+            Some(valid_email_or_error(body.new_email)?)
+        }
         _ => None,
     };
     // A new sign-up's password is hashed before the transaction: the hash may wait for a
@@ -1190,11 +1431,15 @@ pub async fn generate_link(
     let existing = model::find_user_by_email(&mut tx, &email).await?;
     let user_id = match (purpose, existing) {
         (Purpose::Reauthentication, _) => unreachable!("not a generate_link type (matched above)"),
-        (Purpose::MagicLink | Purpose::Recovery | Purpose::EmailChange, None) => {
-            return Err(ErrorCode::UserNotFound.into())
-        }
+        (
+            Purpose::MagicLink
+            | Purpose::Recovery
+            | Purpose::EmailChange
+            | Purpose::EmailChangeCurrent,
+            None,
+        ) => return Err(ErrorCode::UserNotFound.into()),
         (Purpose::MagicLink | Purpose::Recovery, Some(u)) => u.id,
-        (Purpose::EmailChange, Some(u)) => {
+        (Purpose::EmailChange | Purpose::EmailChangeCurrent, Some(u)) => {
             let new_email = new_email.as_deref().unwrap_or_default();
             let taken: bool = tx
                 .query_one(
@@ -1206,8 +1451,21 @@ pub async fn generate_link(
             if taken {
                 return Err(ErrorCode::EmailExists.into());
             }
+            // Another pending change's tokens prove nothing about this one.
+            if u.email_change
+                .as_deref()
+                .is_some_and(|p| !p.eq_ignore_ascii_case(new_email))
+            {
+                tx.execute(
+                    "delete from auth.one_time_tokens where user_id = $1
+                       and token_type in ('email_change', 'email_change_current')",
+                    &[&u.id],
+                )
+                .await?;
+            }
             tx.execute(
-                "update auth.users set email_change = $2, updated_at = now() where id = $1",
+                "update auth.users set email_change = $2, email_change_confirm_status = 0,
+                   updated_at = now() where id = $1",
                 &[&u.id, &new_email],
             )
             .await?;
@@ -1244,7 +1502,10 @@ pub async fn generate_link(
             .await?
         }
     };
-    let sent_to = new_email.as_deref().unwrap_or(&email);
+    let sent_to = match purpose {
+        Purpose::EmailChange => new_email.as_deref().unwrap_or(&email),
+        _ => &email,
+    };
     let issued = issue(&state, &mut tx, user_id, sent_to, purpose, false).await?;
     let user = model::find_user(&mut tx, user_id)
         .await?
@@ -1299,6 +1560,9 @@ pub async fn reauthenticate(
         Purpose::Reauthentication,
         None,
         &issued.code,
+        &issued.hash,
+        "",
+        &MailCtx::of(&user),
     );
     Ok(Json(json!({})).into_response())
 }
@@ -1403,6 +1667,7 @@ pub async fn invite(
         Purpose::Invite,
         &issued.hash,
         &issued.code,
+        &MailCtx::of(&user),
     );
     Ok(Json(user.to_json()).into_response())
 }

@@ -26,6 +26,12 @@ pub enum Limit {
     /// One email of a kind per address per GOTRUE_SMTP_MAX_FREQUENCY, whether or not the
     /// address has an account (so the throttle does not tell which ones do).
     EmailSendPerAddress,
+    /// MFA challenges per IP (GOTRUE_MFA_RATE_LIMIT_CHALLENGE_AND_VERIFY, per minute).
+    MfaChallengePerIp,
+    /// MFA verifications per IP (the same rate).
+    MfaVerifyPerIp,
+    /// MFA verifications per factor (the same rate, whatever IPs they come from).
+    MfaVerifyPerFactor,
 }
 
 #[derive(Debug, Clone, Copy)]

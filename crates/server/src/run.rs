@@ -289,6 +289,9 @@ pub async fn build_state(
     args.storage
         .check()
         .map_err(|e| ConfigError::new("STORAGE_BACKEND", e))?;
+    args.auth
+        .check()
+        .map_err(|(setting, e)| ConfigError::new(setting, e))?;
     // Every surface verifies with the auth settings: the accepted `aud`, the ES256 keys.
     let keys = args
         .auth

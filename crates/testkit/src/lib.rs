@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub use agencyflow_db;
 pub use agencyflow_server;
 
+pub mod smtp;
+
 /// The JWT secret test servers sign with.
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 

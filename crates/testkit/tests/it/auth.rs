@@ -89,7 +89,7 @@ pub(crate) async fn signup(app: &TestApp, email: &str) -> Value {
     r.body
 }
 
-async fn refresh(app: &TestApp, token: &str) -> Res {
+pub(crate) async fn refresh(app: &TestApp, token: &str) -> Res {
     call(
         app,
         Method::POST,
@@ -689,18 +689,38 @@ async fn auth_update_user_and_logout_scopes() {
     assert_eq!(ch.status, 200, "{}", ch.body);
     assert_eq!(ch.body["email"], e);
     assert_eq!(ch.body["new_email"], e2);
+    // Secure email change (the default): the current address and the new one are both
+    // proved; the first proof alone changes nothing.
+    let current = generate_link(
+        &app,
+        json!({"type": "email_change_current", "email": e, "new_email": e2}),
+    )
+    .await;
+    assert_eq!(current.status, 200, "{}", current.body);
     let link = generate_link(
         &app,
         json!({"type": "email_change_new", "email": e, "new_email": e2}),
     )
     .await;
     assert_eq!(link.status, 200, "{}", link.body);
-    let ch = call(
+    let first = call(
         &app,
         Method::POST,
         "/verify",
         None,
         Some(json!({"type": "email_change", "token_hash": link.body["hashed_token"]})),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(first.body.get("access_token").is_none(), "{}", first.body);
+    let me = call(&app, Method::GET, "/user", Some(&at1), None).await;
+    assert_eq!(me.body["email"], e);
+    let ch = call(
+        &app,
+        Method::POST,
+        "/verify",
+        None,
+        Some(json!({"type": "email_change", "token_hash": current.body["hashed_token"]})),
     )
     .await;
     assert_eq!(ch.status, 200, "{}", ch.body);

@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one PostgreSQL cluster per run, a database per test.
 mod auth;
+mod auth_mail;
+mod auth_mfa;
 mod auth_security;
 mod foundation;
 mod functions;
