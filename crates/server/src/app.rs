@@ -114,16 +114,21 @@ pub fn router(state: AppState) -> Router {
     )
     .expect("storage settings are checked when the state is built");
     // Uploads (storage, the `documents` function) stream under the storage limits, not the
-    // JSON body limit: merged after that layer.
+    // JSON body limit: merged after that layer. Outside the key gate, a body a handler (or the
+    // gate) refused unread is drained within the route's limit, so the client reads its 4xx.
     let storage = Router::new()
         .nest(
             "/functions/v1",
             agencyflow_functions::documents::router(functions_state, storage.clone()),
         )
-        .nest("/storage/v1", agencyflow_storage::router(storage))
+        .nest("/storage/v1", agencyflow_storage::router(storage.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::gateway::require_apikey,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            storage,
+            agencyflow_storage::drain_unread_bodies,
         ));
     let gated = Router::new()
         .nest("/auth/v1", auth)
