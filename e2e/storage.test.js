@@ -1,9 +1,12 @@
 // supabase-js storage against agencyflow's /storage/v1: upload, list, download, signed URLs,
 // move, copy, remove, on the RLS-guarded documents bucket; bucket admin with the service role;
-// storage-js's StorageClient with only an Authorization header, listV2, custom metadata.
+// storage-js's StorageClient with only an Authorization header, listV2, custom metadata;
+// resumable uploads with tus-js-client.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { StorageClient } from '@supabase/storage-js';
+import tus from 'tus-js-client';
 import { client, adminClient, url } from './client.js';
 
 const tokenA = process.env.STORAGE_USER_A_TOKEN;
@@ -292,4 +295,72 @@ test('vector and analytics buckets: not available, in Storage\'s words', async (
   assert.ok(aErr);
   assert.equal(aErr.status, 403);
   assert.match(aErr.message, /analytics buckets are not available/);
+});
+
+test('resumable upload with tus-js-client: 20 MiB interrupted halfway, resumed, bytes identical', async () => {
+  const data = randomBytes(20 * 1024 * 1024);
+  const objectName = `${orgA}/resumable/big.bin`;
+  const headers = { authorization: `Bearer ${tokenA}`, 'x-upsert': 'true' };
+  const options = {
+    endpoint: `${url}/storage/v1/upload/resumable`,
+    headers,
+    retryDelays: [],
+    uploadDataDuringCreation: false,
+    removeFingerprintOnSuccess: true,
+    // Supabase's chunk size.
+    chunkSize: 6 * 1024 * 1024,
+    metadata: {
+      bucketName: 'documents',
+      objectName,
+      contentType: 'application/octet-stream',
+      cacheControl: '3600',
+      metadata: JSON.stringify({ via: 'tus' }),
+    },
+  };
+  // First attempt: the connection is dropped once more than half has been sent.
+  const uploadUrl = await new Promise((resolve, reject) => {
+    let aborted = false;
+    const upload = new tus.Upload(data, {
+      ...options,
+      onProgress(sent) {
+        if (!aborted && sent > data.length / 2) {
+          aborted = true;
+          upload.abort().then(() => resolve(upload.url), reject);
+        }
+      },
+      onError: reject,
+      onSuccess: () => reject(new Error('finished before it could be interrupted')),
+    });
+    upload.start();
+  });
+  assert.match(uploadUrl, /\/storage\/v1\/upload\/resumable\/[A-Za-z0-9_-]+$/);
+  const docs = new StorageClient(`${url}/storage/v1`, { Authorization: `Bearer ${tokenA}` }).from('documents');
+  // Nothing is visible until the last byte.
+  assert.deepEqual((await docs.list(`${orgA}/resumable`)).data, []);
+  const head = await fetch(uploadUrl, { method: 'HEAD', headers: { ...headers, 'tus-resumable': '1.0.0' } });
+  const kept = Number(head.headers.get('upload-offset'));
+  assert.ok(kept > 0 && kept < data.length, `kept ${kept}`);
+
+  // Resumed from the server's offset.
+  let resumedFrom = -1;
+  await new Promise((resolve, reject) => {
+    const upload = new tus.Upload(data, {
+      ...options,
+      uploadUrl,
+      onProgress(sent) {
+        if (resumedFrom < 0) resumedFrom = sent;
+      },
+      onError: reject,
+      onSuccess: resolve,
+    });
+    upload.start();
+  });
+  assert.ok(resumedFrom >= kept, `resumed from ${resumedFrom}, kept ${kept}`);
+  const { data: blob, error } = await docs.download(objectName);
+  assert.equal(error, null);
+  const back = Buffer.from(await blob.arrayBuffer());
+  assert.equal(back.length, data.length);
+  assert.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(data).digest('hex'));
+  assert.deepEqual((await docs.info(objectName)).data.metadata, { via: 'tus' });
+  assert.equal((await docs.remove([objectName])).error, null);
 });

@@ -52,8 +52,9 @@ impl AppState {
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers browsers may read, as Supabase's gateway exposes them.
-const EXPOSED: [&str; 9] = [
+/// Headers browsers may read, as Supabase's gateway exposes them (and the TUS headers a
+/// browser's tus-js-client or Uppy reads on `/storage/v1/upload/resumable`).
+const EXPOSED: [&str; 18] = [
     "content-range",
     "content-location",
     "location",
@@ -63,6 +64,15 @@ const EXPOSED: [&str; 9] = [
     "link",
     "x-supabase-api-version",
     "x-request-id",
+    "tus-resumable",
+    "tus-version",
+    "tus-extension",
+    "tus-max-size",
+    "tus-complete",
+    "upload-offset",
+    "upload-length",
+    "upload-expires",
+    "upload-metadata",
 ];
 
 fn cors() -> CorsLayer {

@@ -20,6 +20,7 @@ pub mod drain;
 pub mod error;
 pub mod list_v2;
 pub mod objects;
+pub mod resumable;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,11 +81,23 @@ pub struct StorageArgs {
     /// custom endpoint, virtual-hosted on AWS.
     #[arg(long = "storage-s3-force-path-style", env = "STORAGE_S3_FORCE_PATH_STYLE", action = clap::ArgAction::Set)]
     pub storage_s3_force_path_style: Option<bool>,
+    /// How long an unfinished resumable (TUS) upload may be resumed, in milliseconds, counted
+    /// from its creation (Storage's `TUS_URL_EXPIRY_MS`; one hour by default). Its parts
+    /// are removed after that.
+    #[arg(
+        long = "storage-tus-url-expiry-ms",
+        env = "TUS_URL_EXPIRY_MS",
+        default_value_t = resumable::DEFAULT_EXPIRY_MS
+    )]
+    pub storage_tus_url_expiry_ms: u64,
 }
 
 impl StorageArgs {
     /// Checks the settings at start-up.
     pub fn check(&self) -> Result<(), String> {
+        if self.storage_tus_url_expiry_ms == 0 {
+            return Err("TUS_URL_EXPIRY_MS must be more than 0".into());
+        }
         match self.storage_backend.as_str() {
             "local" | "file" => Ok(()),
             "s3" if !cfg!(feature = "s3") => Err(
@@ -99,8 +112,8 @@ impl StorageArgs {
         }
     }
 
-    /// The configured backend (building it does no I/O).
-    fn backend_with(&self, data_dir: impl FnOnce() -> PathBuf) -> Result<Arc<dyn Backend>, String> {
+    /// The configured backend (building it does no I/O); `dir` is the local backend's.
+    fn backend_in(&self, dir: PathBuf) -> Result<Arc<dyn Backend>, String> {
         match self.storage_backend.as_str() {
             #[cfg(feature = "s3")]
             "s3" => Ok(Arc::new(backend::ObjectStoreBackend::s3(
@@ -113,12 +126,12 @@ impl StorageArgs {
                     force_path_style: self.storage_s3_force_path_style,
                 },
             )?)),
-            _ => Ok(Arc::new(LocalBackend::new(self.dir_or(data_dir)))),
+            _ => Ok(Arc::new(LocalBackend::new(dir))),
         }
     }
 
     fn backend(&self) -> Result<Arc<dyn Backend>, String> {
-        self.backend_with(|| PathBuf::from("."))
+        self.backend_in(self.dir_or(|| PathBuf::from(".")))
     }
 
     /// The local backend's directory when none was given: `<default data dir>/storage`.
@@ -136,20 +149,25 @@ pub struct StorageState {
     pub keys: Arc<JwtKeys>,
     pub backend: Arc<dyn Backend>,
     pub file_size_limit: u64,
+    /// Unfinished resumable uploads ([`resumable`]).
+    pub resumable: resumable::Resumable,
 }
 
 impl StorageState {
+    /// `resumable` holds the parts of unfinished resumable uploads.
     pub fn new(
         db: Db,
         keys: Arc<JwtKeys>,
         backend: Arc<dyn Backend>,
         file_size_limit: u64,
+        resumable: resumable::Resumable,
     ) -> Self {
         StorageState {
             db,
             keys,
             backend,
             file_size_limit,
+            resumable,
         }
     }
 
@@ -161,8 +179,19 @@ impl StorageState {
         data_dir: impl FnOnce() -> PathBuf,
     ) -> Result<Self, String> {
         args.check()?;
-        let backend = args.backend_with(data_dir)?;
-        Ok(Self::new(db, keys, backend, args.storage_file_size_limit))
+        let dir = args.dir_or(data_dir);
+        let resumable = resumable::Resumable::new(
+            dir.join(".resumable"),
+            std::time::Duration::from_millis(args.storage_tus_url_expiry_ms),
+        );
+        let backend = args.backend_in(dir)?;
+        Ok(Self::new(
+            db,
+            keys,
+            backend,
+            args.storage_file_size_limit,
+            resumable,
+        ))
     }
 }
 
@@ -241,19 +270,24 @@ impl Caller {
 /// to its bucket's own limit as it streams).
 pub fn body_limit(file_size_limit: u64, method: &Method, path: &str) -> u64 {
     let path = path.strip_prefix("/storage/v1").unwrap_or(path);
-    let upload = path.strip_prefix("/object/").is_some_and(|rest| {
-        let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let first = percent_encoding::percent_decode_str(first).decode_utf8_lossy();
-        match *method {
-            Method::PUT => true,
-            Method::POST => {
-                let json_route = matches!(&*first, "list" | "list-v2" | "move" | "copy" | "sign")
-                    || (first == "upload" && tail.starts_with("sign/"));
-                !json_route
+    // Resumable uploads: the creation (which may carry a first chunk) and the chunks.
+    let resumable =
+        path.starts_with("/upload/resumable") && matches!(*method, Method::POST | Method::PATCH);
+    let upload = resumable
+        || path.strip_prefix("/object/").is_some_and(|rest| {
+            let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let first = percent_encoding::percent_decode_str(first).decode_utf8_lossy();
+            match *method {
+                Method::PUT => true,
+                Method::POST => {
+                    let json_route =
+                        matches!(&*first, "list" | "list-v2" | "move" | "copy" | "sign")
+                            || (first == "upload" && tail.starts_with("sign/"));
+                    !json_route
+                }
+                _ => false,
             }
-            _ => false,
-        }
-    });
+        });
     if upload {
         file_size_limit.saturating_add(objects::FORM_OVERHEAD)
     } else {
@@ -298,6 +332,27 @@ pub async fn drain_unread_bodies(
     next.run(req).await
 }
 
+/// `/upload/resumable`: TUS creation (and discovery).
+async fn resumable_create(
+    State(s): State<StorageState>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    resumable::handle(&s, method, None, &headers, body).await
+}
+
+/// `/upload/resumable/<id>`: TUS `HEAD`, `PATCH`, `DELETE`.
+async fn resumable_upload(
+    State(s): State<StorageState>,
+    method: Method,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    resumable::handle(&s, method, Some(&id), &headers, body).await
+}
+
 /// `/vector/...` (storage-js's `storage.vectors`): vector buckets are not implemented.
 async fn vector_buckets() -> StorageError {
     StorageError::feature_not_enabled("vector buckets")
@@ -309,8 +364,9 @@ async fn analytics_buckets() -> StorageError {
     StorageError::feature_not_enabled("analytics buckets")
 }
 
-/// The `/storage/v1` router.
+/// The `/storage/v1` router (and the sweeper of expired resumable uploads).
 pub fn router(state: StorageState) -> Router {
+    state.resumable.start_sweeper();
     Router::new()
         .route("/bucket", get(buckets::list).post(buckets::create))
         .route("/bucket/", get(buckets::list).post(buckets::create))
@@ -322,6 +378,9 @@ pub fn router(state: StorageState) -> Router {
         )
         .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/{*rest}", any(objects::dispatch))
+        .route("/upload/resumable", any(resumable_create))
+        .route("/upload/resumable/", any(resumable_create))
+        .route("/upload/resumable/{id}", any(resumable_upload))
         // Not implemented (docs/storage.md): Storage's own "feature not enabled" answer.
         .route("/vector", any(vector_buckets))
         .route("/vector/{*rest}", any(vector_buckets))

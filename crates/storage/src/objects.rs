@@ -245,13 +245,13 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// A bucket's limits, read as the service role (like Supabase Storage, which reads bucket
 /// metadata as superuser: the caller's RLS on buckets does not hide a bucket's limits).
-struct BucketMeta {
-    public: bool,
-    file_size_limit: Option<i64>,
-    allowed_mime_types: Option<Vec<String>>,
+pub(crate) struct BucketMeta {
+    pub(crate) public: bool,
+    pub(crate) file_size_limit: Option<i64>,
+    pub(crate) allowed_mime_types: Option<Vec<String>>,
 }
 
-async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
+pub(crate) async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
     let tx = s.db.begin(&Caller::service().tx().read_only(true)).await?;
     let rows = tx
         .query_typed_and_commit(
@@ -270,7 +270,7 @@ async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
     })
 }
 
-fn mime_allowed(allowed: &[String], mime: &str) -> bool {
+pub(crate) fn mime_allowed(allowed: &[String], mime: &str) -> bool {
     let base = mime
         .split(';')
         .next()
@@ -543,7 +543,7 @@ impl StorageState {
             .await
     }
 
-    async fn stage_in(
+    pub(crate) async fn stage_in(
         &self,
         meta: &BucketMeta,
         bucket: &str,
@@ -654,7 +654,7 @@ impl StorageState {
 
 impl BucketMeta {
     /// The bucket's own limit, never above the server's.
-    fn size_limit(&self, s: &StorageState) -> u64 {
+    pub(crate) fn size_limit(&self, s: &StorageState) -> u64 {
         self.file_size_limit.map_or(s.file_size_limit, |l| {
             (l.max(0) as u64).min(s.file_size_limit)
         })
@@ -750,7 +750,7 @@ async fn store(
 /// Refuses (403 under RLS, 409 for an existing name without upsert) unless `caller` could
 /// write the row now: the insert runs and is rolled back, as Supabase Storage's
 /// `testPermission` does, so an upload is judged before its body is read.
-async fn probe_write(
+pub(crate) async fn probe_write(
     s: &StorageState,
     caller: &Caller,
     owner: Option<Uuid>,

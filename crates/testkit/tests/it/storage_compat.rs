@@ -1113,3 +1113,419 @@ async fn storage_vector_and_analytics_buckets_answer_feature_not_enabled() {
         404
     );
 }
+
+// ---- 6. resumable uploads (TUS 1.0) ----
+
+const TUS: &str = "/storage/v1/upload/resumable";
+
+/// A TUS request (`Tus-Resumable: 1.0.0`) to `path` (absolute, from `Location`).
+fn tus(e: &Env, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+    let r = e
+        .app
+        .http
+        .request(method, e.app.url(path))
+        .header("tus-resumable", "1.0.0");
+    match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    }
+}
+
+fn tus_metadata(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k} {}",
+                base64::engine::general_purpose::STANDARD.encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {:?}", r.headers()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Files staged for unfinished resumable uploads.
+fn staged(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join(".resumable"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn object_count(e: &Env, name: &str) -> i64 {
+    let su = e.t.superuser().await;
+    su.query_one(
+        "select count(*) from storage.objects where name = $1",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Polls until `f` is true (a minute at most): the server finishes what a client dropped on
+/// its own schedule.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn storage_resumable_upload_creates_patches_resumes_after_a_drop_and_writes_the_object_at_the_end(
+) {
+    let e = setup().await;
+    let (ta, tb) = (e.app.user_token(e.a), e.app.user_token(e.b));
+    let dir = e._dir.path().to_path_buf();
+    let name = format!("{}/tus/report.bin", e.a_org);
+    let data: Vec<u8> = (0..(3 * 1024 * 1024 + 12_345u32))
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let len = data.len();
+    let meta = tus_metadata(&[
+        ("bucketName", "documents"),
+        ("objectName", &name),
+        ("contentType", "application/pdf"),
+        ("cacheControl", "60"),
+        ("metadata", r#"{"client":"Acme"}"#),
+    ]);
+    // Refused at creation, before anything is stored.
+    for (what, token, length, metadata, want) in [
+        ("another org", Some(tb.as_str()), len, meta.clone(), 403),
+        ("no credential", None, len, meta.clone(), 403),
+        (
+            "past the server's limit",
+            Some(ta.as_str()),
+            51 * 1024 * 1024,
+            meta.clone(),
+            413,
+        ),
+        (
+            "no such bucket",
+            Some(ta.as_str()),
+            len,
+            tus_metadata(&[("bucketName", "nope"), ("objectName", "a.bin")]),
+            404,
+        ),
+        (
+            "no object name",
+            Some(ta.as_str()),
+            len,
+            tus_metadata(&[("bucketName", "documents")]),
+            400,
+        ),
+    ] {
+        let r = tus(&e, Method::POST, TUS, token)
+            .header("upload-length", length.to_string())
+            .header("upload-metadata", metadata)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{what}: {}", r.text().await.unwrap());
+    }
+    let r = e
+        .app
+        .http
+        .post(e.app.url(TUS))
+        .bearer_auth(&ta)
+        .header("upload-length", "1")
+        .header("upload-metadata", meta.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412, "Tus-Resumable is required");
+    assert!(staged(&dir).is_empty(), "{:?}", staged(&dir));
+
+    // Created with only the user's bearer token (as storage-js/tus-js-client send it).
+    let r = tus(&e, Method::POST, TUS, Some(&ta))
+        .header("upload-length", len.to_string())
+        .header("upload-metadata", meta.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "tus-resumable"), "1.0.0");
+    let location = header(&r, "location");
+    assert!(
+        location.starts_with("/storage/v1/upload/resumable/"),
+        "{location}"
+    );
+    assert!(header(&r, "upload-expires").ends_with(" GMT"));
+    assert_eq!(
+        object_count(&e, &name).await,
+        0,
+        "no row before the last byte"
+    );
+    let head = |token: &str| tus(&e, Method::HEAD, &location, Some(token)).send();
+    let r = head(&ta).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "upload-offset"), "0");
+    assert_eq!(header(&r, "upload-length"), len.to_string());
+    // Only its creator sees it.
+    assert_eq!(head(&tb).await.unwrap().status(), 404);
+    assert_eq!(
+        tus(&e, Method::HEAD, &location, None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    let patch = |offset: usize, chunk: Vec<u8>, token: &str| {
+        tus(&e, Method::PATCH, &location, Some(token))
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", offset.to_string())
+            .body(chunk)
+            .send()
+    };
+    let mib = 1024 * 1024;
+    let r = patch(0, data[..mib].to_vec(), &ta).await.unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(header(&r, "upload-offset"), mib.to_string());
+    // A stale offset, another user, a wrong type: refused, nothing appended.
+    assert_eq!(
+        patch(0, data[..10].to_vec(), &ta).await.unwrap().status(),
+        409
+    );
+    assert_eq!(
+        patch(mib, data[mib..mib + 10].to_vec(), &tb)
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = tus(&e, Method::PATCH, &location, Some(&ta))
+        .header("content-type", "application/octet-stream")
+        .header("upload-offset", mib.to_string())
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+
+    // The connection drops halfway through a chunk: what arrived is kept.
+    let addr = e.app.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let sent = 300 * 1024;
+    sock.write_all(
+        format!(
+            "PATCH {location} HTTP/1.1\r\nHost: localhost\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {ta}\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: {mib}\r\nContent-Length: {mib}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    sock.write_all(&data[mib..mib + sent]).await.unwrap();
+    sock.shutdown().await.unwrap();
+    drop(sock);
+    let resumed_at = (mib + sent).to_string();
+    eventually("the dropped chunk's bytes are kept", || async {
+        let r = head(&ta).await.unwrap();
+        header(&r, "upload-offset") == resumed_at
+    })
+    .await;
+    assert_eq!(object_count(&e, &name).await, 0);
+
+    // Resumed from there to the end: the object is written, as Alice, with its metadata.
+    let mut offset = mib + sent;
+    while offset < len {
+        let end = (offset + 2 * mib).min(len);
+        let r = patch(offset, data[offset..end].to_vec(), &ta)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        assert_eq!(header(&r, "upload-offset"), end.to_string());
+        if end == len {
+            assert_eq!(header(&r, "tus-complete"), "1");
+        }
+        offset = end;
+    }
+    assert_eq!(object_count(&e, &name).await, 1);
+    let r = e
+        .req(
+            Method::GET,
+            &format!("/object/documents/{name}"),
+            Cred::Bearer(&ta),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    assert_eq!(r.headers()["cache-control"], "max-age=60");
+    assert!(
+        r.bytes().await.unwrap().as_ref() == data.as_slice(),
+        "bytes identical"
+    );
+    let (_, info) = e
+        .send(e.req(
+            Method::GET,
+            &format!("/object/info/documents/{name}"),
+            Cred::Bearer(&ta),
+        ))
+        .await;
+    assert_eq!(info["metadata"], json!({"client": "Acme"}));
+    let su = e.t.superuser().await;
+    let owner: Option<Uuid> = su
+        .query_one(
+            "select owner from storage.objects where name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, Some(e.a));
+    assert!(staged(&dir).is_empty(), "{:?}", staged(&dir));
+    assert_eq!(
+        head(&ta).await.unwrap().status(),
+        404,
+        "finished uploads are gone"
+    );
+
+    // The name is now taken: a new upload needs x-upsert.
+    let r = tus(&e, Method::POST, TUS, Some(&ta))
+        .header("upload-length", "3")
+        .header("upload-metadata", meta.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    // An empty file is written at creation (tus-js-client sends no PATCH for it).
+    let empty = format!("{}/tus/empty.txt", e.a_org);
+    let r = tus(&e, Method::POST, TUS, Some(&ta))
+        .header("upload-length", "0")
+        .header(
+            "upload-metadata",
+            tus_metadata(&[("bucketName", "documents"), ("objectName", &empty)]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(header(&r, "tus-complete"), "1");
+    assert_eq!(object_count(&e, &empty).await, 1);
+    // Termination removes an upload and its parts.
+    let r = tus(&e, Method::POST, TUS, Some(&ta))
+        .header("upload-length", "3")
+        .header("upload-metadata", meta.clone())
+        .header("x-upsert", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let second = header(&r, "location");
+    assert!(!staged(&dir).is_empty());
+    let r = tus(&e, Method::DELETE, &second, Some(&ta))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        tus(&e, Method::HEAD, &second, Some(&ta))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert!(staged(&dir).is_empty(), "{:?}", staged(&dir));
+}
+
+#[tokio::test]
+async fn storage_resumable_uploads_abandoned_past_their_expiry_are_removed() {
+    let t = TestDb::new().await;
+    let su = t.superuser().await;
+    let a = Uuid::new_v4();
+    su.execute(
+        "insert into auth.users (id, email) values ($1, 'a@a.test')",
+        &[&a],
+    )
+    .await
+    .unwrap();
+    let org: Uuid = su
+        .query_one("select org_id from team_members where user_id = $1", &[&a])
+        .await
+        .unwrap()
+        .get(0);
+    let dir = tempfile::tempdir().unwrap();
+    let app = t
+        .spawn_app_with(&[
+            "--storage-dir",
+            dir.path().to_str().unwrap(),
+            "--storage-tus-url-expiry-ms",
+            "1500",
+        ])
+        .await;
+    let ta = app.user_token(a);
+    let name = format!("{org}/abandoned.bin");
+    let r = app
+        .http
+        .post(app.url(TUS))
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth(&ta)
+        .header("upload-length", "1000")
+        .header(
+            "upload-metadata",
+            tus_metadata(&[("bucketName", "documents"), ("objectName", &name)]),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let location = header(&r, "location");
+    let r = app
+        .http
+        .patch(app.url(&location))
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth(&ta)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(vec![1u8; 400])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(staged(dir.path()).len(), 2, "{:?}", staged(dir.path()));
+    // Abandoned: the sweeper removes its parts once it has expired, and it is gone.
+    eventually("the abandoned upload's parts are removed", || async {
+        staged(dir.path()).is_empty()
+    })
+    .await;
+    let r = app
+        .http
+        .head(app.url(&location))
+        .header("tus-resumable", "1.0.0")
+        .bearer_auth(&ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let n: i64 = su
+        .query_one(
+            "select count(*) from storage.objects where name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
