@@ -1,8 +1,13 @@
 // supabase-js storage against agencyflow's /storage/v1: upload, list, download, signed URLs,
-// move, copy, remove, on the RLS-guarded documents bucket; bucket admin with the service role.
+// move, copy, remove, on the RLS-guarded documents bucket; bucket admin with the service role;
+// storage-js's StorageClient with only an Authorization header, listV2, custom metadata;
+// resumable uploads with tus-js-client.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { client, adminClient } from './client.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { StorageClient } from '@supabase/storage-js';
+import tus from 'tus-js-client';
+import { client, adminClient, url } from './client.js';
 
 const tokenA = process.env.STORAGE_USER_A_TOKEN;
 const orgA = process.env.STORAGE_USER_A_ORG;
@@ -138,7 +143,9 @@ test('buckets with the service role; public URLs', async () => {
   assert.equal(created.name, 'js-public');
   const { data: bucket } = await admin.getBucket('js-public');
   assert.equal(bucket.public, true);
-  assert.equal(bucket.file_size_limit, 1024 * 1024);
+  // Storage's units are decimal: 1MB is 1,000,000 bytes.
+  assert.equal(bucket.file_size_limit, 1000 * 1000);
+  assert.match(bucket.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   const { data: buckets } = await admin.listBuckets();
   assert.ok(buckets.some((b) => b.id === 'documents'));
 
@@ -152,6 +159,8 @@ test('buckets with the service role; public URLs', async () => {
   const { error: updErr } = await admin.updateBucket('js-public', { public: false });
   assert.equal(updErr, null);
   assert.equal((await fetch(url.publicUrl)).status, 404);
+  // The update named only `public`: the size limit stays.
+  assert.equal((await admin.getBucket('js-public')).data.file_size_limit, 1000 * 1000);
 
   const { error: delFull } = await admin.deleteBucket('js-public');
   assert.ok(delFull, 'not empty');
@@ -189,4 +198,169 @@ test('functions.invoke("documents") with FormData: file stored, row created, tex
   assert.equal(refused.name, 'FunctionsHttpError');
   assert.equal(refused.context.status, 403);
   assert.equal((await refused.context.json()).code, 'forbidden');
+});
+
+test('StorageClient with only Authorization: upload with metadata, info, listV2 pages, remove', async () => {
+  // Server code often builds the storage client alone, with the user's JWT and no apikey.
+  const storage = new StorageClient(`${url}/storage/v1`, { Authorization: `Bearer ${tokenA}` });
+  const docs = storage.from('documents');
+  const folder = `${orgA}/v2`;
+  const names = ['a.txt', 'b.txt', 'c.txt', 'd.txt', 'e.txt'];
+  for (const n of names) {
+    const { error } = await docs.upload(`${folder}/${n}`, Buffer.from(n), { contentType: 'text/plain' });
+    assert.equal(error, null);
+  }
+  // Metadata as a Blob sends it (the multipart `metadata` field) and as a Buffer sends it
+  // (the base64 `x-metadata` header), then read back by info().
+  const blob = new Blob([JSON.stringify({ ok: true })], { type: 'application/json' });
+  const { error: blobErr } = await docs.upload(`${folder}/sub/brief.json`, blob, {
+    metadata: { client: 'Acme', stage: 2 },
+  });
+  assert.equal(blobErr, null);
+  const { error: rawErr } = await docs.upload(`${folder}/sub/raw.txt`, Buffer.from('raw'), {
+    contentType: 'text/plain',
+    metadata: { via: 'header' },
+  });
+  assert.equal(rawErr, null);
+  const { data: info, error: infoErr } = await docs.info(`${folder}/sub/brief.json`);
+  assert.equal(infoErr, null);
+  assert.deepEqual(info.metadata, { client: 'Acme', stage: 2 });
+  assert.equal(info.contentType, 'application/json');
+  assert.equal(info.bucketId, 'documents');
+  assert.equal(info.name, `${folder}/sub/brief.json`);
+  assert.equal(info.size, 11);
+  assert.match(info.lastModified, /Z$/);
+  assert.equal(info.updatedAt, undefined);
+  assert.deepEqual((await docs.info(`${folder}/sub/raw.txt`)).data.metadata, { via: 'header' });
+  assert.deepEqual((await docs.info(`${folder}/a.txt`)).data.metadata, {});
+
+  // listV2: folders and objects in one order, two per page, by cursor.
+  const seen = { folders: [], objects: [] };
+  let cursor;
+  let pages = 0;
+  do {
+    const { data, error } = await docs.listV2({ prefix: `${folder}/`, with_delimiter: true, limit: 2, cursor });
+    assert.equal(error, null);
+    seen.folders.push(...data.folders.map((f) => f.name));
+    seen.objects.push(...data.objects.map((o) => o.name));
+    cursor = data.hasNext ? data.nextCursor : undefined;
+    if (data.hasNext) assert.equal(data.folders.length + data.objects.length, 2);
+    pages += 1;
+  } while (cursor && pages < 10);
+  assert.equal(pages, 3);
+  assert.deepEqual(seen.folders, [`${folder}/sub/`]);
+  assert.deepEqual(seen.objects, names.map((n) => `${folder}/${n}`));
+  // Flat, newest first: everything under the prefix.
+  const { data: flat } = await docs.listV2({ prefix: `${folder}/`, sortBy: { column: 'created_at', order: 'desc' } });
+  assert.equal(flat.hasNext, false);
+  assert.equal(flat.objects.length, 7);
+  assert.equal(flat.objects[0].name, `${folder}/sub/raw.txt`);
+
+  const { data: removed, error: rmErr } = await docs.remove([
+    ...names.map((n) => `${folder}/${n}`),
+    `${folder}/sub/brief.json`,
+    `${folder}/sub/raw.txt`,
+  ]);
+  assert.equal(rmErr, null);
+  assert.equal(removed.length, 7);
+});
+
+test('without any credential: Storage\'s error, also for a refused 16 MiB upload', async () => {
+  const nobody = new StorageClient(`${url}/storage/v1`, {});
+  const { error: listErr } = await nobody.listBuckets();
+  assert.equal(listErr.status, 403);
+  assert.equal(listErr.message, 'jwt must be provided');
+  // A refused upload is answered as a 4xx the client reads, not a reset connection.
+  const big = new Blob([new Uint8Array(16 * 1024 * 1024)], { type: 'application/octet-stream' });
+  const { data, error } = await nobody.from('documents').upload(`${orgA}/big.bin`, big);
+  assert.equal(data, null);
+  assert.equal(error.name, 'StorageApiError');
+  assert.equal(error.status, 403);
+  assert.equal(error.statusCode, '403');
+  assert.equal(error.message, 'jwt must be provided');
+  const { error: rlsErr } = await new StorageClient(`${url}/storage/v1`, { Authorization: `Bearer ${tokenB}` })
+    .from('documents')
+    .upload(`${orgA}/big.bin`, big);
+  assert.equal(rlsErr.name, 'StorageApiError');
+  assert.equal(rlsErr.status, 403);
+});
+
+test('vector and analytics buckets: not available, in Storage\'s words', async () => {
+  const storage = adminClient().storage;
+  const { error: vErr } = await storage.vectors.createBucket('embeddings');
+  assert.ok(vErr);
+  assert.equal(vErr.status, 403);
+  assert.match(vErr.message, /vector buckets are not available/);
+  const { error: aErr } = await storage.analytics.listBuckets();
+  assert.ok(aErr);
+  assert.equal(aErr.status, 403);
+  assert.match(aErr.message, /analytics buckets are not available/);
+});
+
+test('resumable upload with tus-js-client: 20 MiB interrupted halfway, resumed, bytes identical', async () => {
+  const data = randomBytes(20 * 1024 * 1024);
+  const objectName = `${orgA}/resumable/big.bin`;
+  const headers = { authorization: `Bearer ${tokenA}`, 'x-upsert': 'true' };
+  const options = {
+    endpoint: `${url}/storage/v1/upload/resumable`,
+    headers,
+    retryDelays: [],
+    uploadDataDuringCreation: false,
+    removeFingerprintOnSuccess: true,
+    // Supabase's chunk size.
+    chunkSize: 6 * 1024 * 1024,
+    metadata: {
+      bucketName: 'documents',
+      objectName,
+      contentType: 'application/octet-stream',
+      cacheControl: '3600',
+      metadata: JSON.stringify({ via: 'tus' }),
+    },
+  };
+  // First attempt: the connection is dropped once more than half has been sent.
+  const uploadUrl = await new Promise((resolve, reject) => {
+    let aborted = false;
+    const upload = new tus.Upload(data, {
+      ...options,
+      onProgress(sent) {
+        if (!aborted && sent > data.length / 2) {
+          aborted = true;
+          upload.abort().then(() => resolve(upload.url), reject);
+        }
+      },
+      onError: reject,
+      onSuccess: () => reject(new Error('finished before it could be interrupted')),
+    });
+    upload.start();
+  });
+  assert.match(uploadUrl, /\/storage\/v1\/upload\/resumable\/[A-Za-z0-9_-]+$/);
+  const docs = new StorageClient(`${url}/storage/v1`, { Authorization: `Bearer ${tokenA}` }).from('documents');
+  // Nothing is visible until the last byte.
+  assert.deepEqual((await docs.list(`${orgA}/resumable`)).data, []);
+  const head = await fetch(uploadUrl, { method: 'HEAD', headers: { ...headers, 'tus-resumable': '1.0.0' } });
+  const kept = Number(head.headers.get('upload-offset'));
+  assert.ok(kept > 0 && kept < data.length, `kept ${kept}`);
+
+  // Resumed from the server's offset.
+  let resumedFrom = -1;
+  await new Promise((resolve, reject) => {
+    const upload = new tus.Upload(data, {
+      ...options,
+      uploadUrl,
+      onProgress(sent) {
+        if (resumedFrom < 0) resumedFrom = sent;
+      },
+      onError: reject,
+      onSuccess: resolve,
+    });
+    upload.start();
+  });
+  assert.ok(resumedFrom >= kept, `resumed from ${resumedFrom}, kept ${kept}`);
+  const { data: blob, error } = await docs.download(objectName);
+  assert.equal(error, null);
+  const back = Buffer.from(await blob.arrayBuffer());
+  assert.equal(back.length, data.length);
+  assert.equal(createHash('sha256').update(back).digest('hex'), createHash('sha256').update(data).digest('hex'));
+  assert.deepEqual((await docs.info(objectName)).data.metadata, { via: 'tus' });
+  assert.equal((await docs.remove([objectName])).error, null);
 });

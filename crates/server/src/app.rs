@@ -52,8 +52,9 @@ impl AppState {
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers browsers may read, as Supabase's gateway exposes them.
-const EXPOSED: [&str; 9] = [
+/// Headers browsers may read, as Supabase's gateway exposes them (and the TUS headers a
+/// browser's tus-js-client or Uppy reads on `/storage/v1/upload/resumable`).
+const EXPOSED: [&str; 18] = [
     "content-range",
     "content-location",
     "location",
@@ -63,6 +64,15 @@ const EXPOSED: [&str; 9] = [
     "link",
     "x-supabase-api-version",
     "x-request-id",
+    "tus-resumable",
+    "tus-version",
+    "tus-extension",
+    "tus-max-size",
+    "tus-complete",
+    "upload-offset",
+    "upload-length",
+    "upload-expires",
+    "upload-metadata",
 ];
 
 fn cors() -> CorsLayer {
@@ -114,16 +124,21 @@ pub fn router(state: AppState) -> Router {
     )
     .expect("storage settings are checked when the state is built");
     // Uploads (storage, the `documents` function) stream under the storage limits, not the
-    // JSON body limit: merged after that layer.
+    // JSON body limit: merged after that layer. Outside the key gate, a body a handler (or the
+    // gate) refused unread is drained within the route's limit, so the client reads its 4xx.
     let storage = Router::new()
         .nest(
             "/functions/v1",
             agencyflow_functions::documents::router(functions_state, storage.clone()),
         )
-        .nest("/storage/v1", agencyflow_storage::router(storage))
+        .nest("/storage/v1", agencyflow_storage::router(storage.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::gateway::require_apikey,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            storage,
+            agencyflow_storage::drain_unread_bodies,
         ));
     let gated = Router::new()
         .nest("/auth/v1", auth)

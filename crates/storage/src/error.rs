@@ -48,6 +48,45 @@ impl StorageError {
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "Unauthorized", message)
     }
+    /// A request without any credential (no bearer token, no `apikey`) on a route that needs
+    /// one: Supabase Storage's answer when its JWT check finds no token.
+    pub fn jwt_required() -> Self {
+        Self::unauthorized("jwt must be provided")
+    }
+    /// A parameter Storage's validation refuses (`Invalid Parameter continuation token`).
+    pub fn invalid_parameter(parameter: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            format!("Invalid Parameter {parameter}"),
+        )
+    }
+    /// A bucket `file_size_limit` that is not a number of bytes or `<number><unit>`.
+    pub fn invalid_file_size() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "Invalid file size format, hint: use 20GB / 20MB / 30KB / 3B",
+        )
+    }
+    /// Something past its limit, in Storage's words: `The {entity} exceeded the maximum
+    /// allowed size`.
+    pub fn entity_too_large(entity: &str) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("The {entity} exceeded the maximum allowed size"),
+        )
+    }
+    /// A Supabase Storage feature this server does not implement (vector buckets, analytics
+    /// buckets): the answer Storage gives a project where the feature is off.
+    pub fn feature_not_enabled(what: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "FeatureNotEnabled",
+            format!("feature not enabled for this tenant: {what} are not available on this server"),
+        )
+    }
     pub fn duplicate() -> Self {
         Self::new(
             StatusCode::CONFLICT,

@@ -1,20 +1,26 @@
 //! Supabase Storage compatible `/storage/v1`: buckets and objects as storage-js
-//! (supabase-js `storage`) calls them.
+//! (supabase-js `storage`, or `StorageClient` on its own) calls them; docs/storage.md lists
+//! what is served and where it differs from Storage.
 //!
 //! Every object statement runs in one transaction as the caller (role and claims from the
-//! bearer JWT, anon without one), so `storage.objects`' RLS policies decide who reads and
+//! bearer JWT, else the `apikey`; no credential at all is refused except where Storage serves
+//! public buckets without one), so `storage.objects`' RLS policies decide who reads and
 //! writes what. Bytes live in a [`Backend`]: written in full (temp file, fsync) before the row
 //! is inserted, renamed into place before the commit, removed when anything fails.
 //!
 //! Nothing is read that the caller may not send: every route has a body limit (JSON routes
 //! [`objects::JSON_BODY_LIMIT`]; uploads the object limit plus multipart framing, each part
 //! but the file at most [`objects::MAX_FORM_FIELD`]), and an upload is judged (bucket, length,
-//! a rolled-back insert under RLS) before its body is read. Objects are served with `nosniff`;
+//! a rolled-back insert under RLS) before its body is read, and the unread rest of a refused
+//! body is drained within the route's limit ([`drain`]). Objects are served with `nosniff`;
 //! anything a browser could run as a document is also sandboxed (CSP) and an attachment.
 pub mod backend;
 pub mod buckets;
+pub mod drain;
 pub mod error;
+pub mod list_v2;
 pub mod objects;
+pub mod resumable;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,11 +81,23 @@ pub struct StorageArgs {
     /// custom endpoint, virtual-hosted on AWS.
     #[arg(long = "storage-s3-force-path-style", env = "STORAGE_S3_FORCE_PATH_STYLE", action = clap::ArgAction::Set)]
     pub storage_s3_force_path_style: Option<bool>,
+    /// How long an unfinished resumable (TUS) upload may be resumed, in milliseconds, counted
+    /// from its creation (Storage's `TUS_URL_EXPIRY_MS`; one hour by default). Its parts
+    /// are removed after that.
+    #[arg(
+        long = "storage-tus-url-expiry-ms",
+        env = "TUS_URL_EXPIRY_MS",
+        default_value_t = resumable::DEFAULT_EXPIRY_MS
+    )]
+    pub storage_tus_url_expiry_ms: u64,
 }
 
 impl StorageArgs {
     /// Checks the settings at start-up.
     pub fn check(&self) -> Result<(), String> {
+        if self.storage_tus_url_expiry_ms == 0 {
+            return Err("TUS_URL_EXPIRY_MS must be more than 0".into());
+        }
         match self.storage_backend.as_str() {
             "local" | "file" => Ok(()),
             "s3" if !cfg!(feature = "s3") => Err(
@@ -94,8 +112,8 @@ impl StorageArgs {
         }
     }
 
-    /// The configured backend (building it does no I/O).
-    fn backend_with(&self, data_dir: impl FnOnce() -> PathBuf) -> Result<Arc<dyn Backend>, String> {
+    /// The configured backend (building it does no I/O); `dir` is the local backend's.
+    fn backend_in(&self, dir: PathBuf) -> Result<Arc<dyn Backend>, String> {
         match self.storage_backend.as_str() {
             #[cfg(feature = "s3")]
             "s3" => Ok(Arc::new(backend::ObjectStoreBackend::s3(
@@ -108,12 +126,12 @@ impl StorageArgs {
                     force_path_style: self.storage_s3_force_path_style,
                 },
             )?)),
-            _ => Ok(Arc::new(LocalBackend::new(self.dir_or(data_dir)))),
+            _ => Ok(Arc::new(LocalBackend::new(dir))),
         }
     }
 
     fn backend(&self) -> Result<Arc<dyn Backend>, String> {
-        self.backend_with(|| PathBuf::from("."))
+        self.backend_in(self.dir_or(|| PathBuf::from(".")))
     }
 
     /// The local backend's directory when none was given: `<default data dir>/storage`.
@@ -131,20 +149,25 @@ pub struct StorageState {
     pub keys: Arc<JwtKeys>,
     pub backend: Arc<dyn Backend>,
     pub file_size_limit: u64,
+    /// Unfinished resumable uploads ([`resumable`]).
+    pub resumable: resumable::Resumable,
 }
 
 impl StorageState {
+    /// `resumable` holds the parts of unfinished resumable uploads.
     pub fn new(
         db: Db,
         keys: Arc<JwtKeys>,
         backend: Arc<dyn Backend>,
         file_size_limit: u64,
+        resumable: resumable::Resumable,
     ) -> Self {
         StorageState {
             db,
             keys,
             backend,
             file_size_limit,
+            resumable,
         }
     }
 
@@ -156,8 +179,19 @@ impl StorageState {
         data_dir: impl FnOnce() -> PathBuf,
     ) -> Result<Self, String> {
         args.check()?;
-        let backend = args.backend_with(data_dir)?;
-        Ok(Self::new(db, keys, backend, args.storage_file_size_limit))
+        let dir = args.dir_or(data_dir);
+        let resumable = resumable::Resumable::new(
+            dir.join(".resumable"),
+            std::time::Duration::from_millis(args.storage_tus_url_expiry_ms),
+        );
+        let backend = args.backend_in(dir)?;
+        Ok(Self::new(
+            db,
+            keys,
+            backend,
+            args.storage_file_size_limit,
+            resumable,
+        ))
     }
 }
 
@@ -189,9 +223,19 @@ impl Caller {
     }
 
     /// From `Authorization: Bearer` (else the `apikey` header, which Supabase's gateway
-    /// forwards); no token at all is anon. Verified and role-checked by `agencyflow_keys`
-    /// like every surface: a bad token or a non-API role is a 403.
+    /// forwards). Verified and role-checked by `agencyflow_keys` like every surface: a bad
+    /// token or a non-API role is a 403. A request with neither is refused as Supabase Storage
+    /// refuses it (`jwt must be provided`): the routes that serve public buckets without a
+    /// token use [`Caller::from_headers_opt`].
     pub fn from_headers(keys: &JwtKeys, headers: &HeaderMap) -> Result<Caller, StorageError> {
+        Self::from_headers_opt(keys, headers)?.ok_or_else(StorageError::jwt_required)
+    }
+
+    /// [`Caller::from_headers`], with `None` for a request that carries no credential at all.
+    pub fn from_headers_opt(
+        keys: &JwtKeys,
+        headers: &HeaderMap,
+    ) -> Result<Option<Caller>, StorageError> {
         let refused = |e: agencyflow_keys::AuthnError| match e {
             agencyflow_keys::AuthnError::RoleNotAllowed(_) => {
                 StorageError::unauthorized(e.to_string())
@@ -209,39 +253,41 @@ impl Caller {
                 .and_then(|v| v.to_str().ok())
                 .filter(|t| !t.is_empty())
         });
-        let roles = agencyflow_keys::ApiRoles::default();
         let Some(token) = token else {
-            return Ok(Caller {
-                role: roles.anon().to_string(),
-                claims: json!({ "role": roles.anon() }),
-            });
+            return Ok(None);
         };
+        let roles = agencyflow_keys::ApiRoles::default();
         let c = agencyflow_keys::caller_from_token(keys, &roles, token).map_err(refused)?;
-        Ok(Caller {
+        Ok(Some(Caller {
             role: c.role,
             claims: c.claims.claims.clone(),
-        })
+        }))
     }
 }
 
 /// The most a request to `path` (inside `/storage/v1`) may send: the JSON limit, or for the
 /// upload routes the server's object limit plus multipart framing (each upload is then held
 /// to its bucket's own limit as it streams).
-fn body_limit(file_size_limit: u64, method: &Method, path: &str) -> u64 {
+pub fn body_limit(file_size_limit: u64, method: &Method, path: &str) -> u64 {
     let path = path.strip_prefix("/storage/v1").unwrap_or(path);
-    let upload = path.strip_prefix("/object/").is_some_and(|rest| {
-        let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let first = percent_encoding::percent_decode_str(first).decode_utf8_lossy();
-        match *method {
-            Method::PUT => true,
-            Method::POST => {
-                let json_route = matches!(&*first, "list" | "move" | "copy" | "sign")
-                    || (first == "upload" && tail.starts_with("sign/"));
-                !json_route
+    // Resumable uploads: the creation (which may carry a first chunk) and the chunks.
+    let resumable =
+        path.starts_with("/upload/resumable") && matches!(*method, Method::POST | Method::PATCH);
+    let upload = resumable
+        || path.strip_prefix("/object/").is_some_and(|rest| {
+            let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let first = percent_encoding::percent_decode_str(first).decode_utf8_lossy();
+            match *method {
+                Method::PUT => true,
+                Method::POST => {
+                    let json_route =
+                        matches!(&*first, "list" | "list-v2" | "move" | "copy" | "sign")
+                            || (first == "upload" && tail.starts_with("sign/"));
+                    !json_route
+                }
+                _ => false,
             }
-            _ => false,
-        }
-    });
+        });
     if upload {
         file_size_limit.saturating_add(objects::FORM_OVERHEAD)
     } else {
@@ -272,8 +318,55 @@ async fn limit_body(
     next.run(req).await
 }
 
-/// The `/storage/v1` router.
+/// Drains what a handler left unread of a request's body once it has answered (see
+/// [`drain`]), within the route's body limit: a refused upload ends with its 4xx, not a reset.
+/// The server puts this outside the API-key gate, so the gate's refusals are drained too.
+pub async fn drain_unread_bodies(
+    State(s): State<StorageState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let cap = body_limit(s.file_size_limit, req.method(), req.uri().path());
+    let drainable = drain::drainable(req.headers());
+    let req = req.map(|body| axum::body::Body::new(drain::DrainOnDrop::new(body, cap, drainable)));
+    next.run(req).await
+}
+
+/// `/upload/resumable`: TUS creation (and discovery).
+async fn resumable_create(
+    State(s): State<StorageState>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    resumable::handle(&s, method, None, &headers, body).await
+}
+
+/// `/upload/resumable/<id>`: TUS `HEAD`, `PATCH`, `DELETE`.
+async fn resumable_upload(
+    State(s): State<StorageState>,
+    method: Method,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> axum::response::Response {
+    resumable::handle(&s, method, Some(&id), &headers, body).await
+}
+
+/// `/vector/...` (storage-js's `storage.vectors`): vector buckets are not implemented.
+async fn vector_buckets() -> StorageError {
+    StorageError::feature_not_enabled("vector buckets")
+}
+
+/// `/iceberg/...` (storage-js's `storage.analytics`, the Iceberg REST catalog): analytics
+/// buckets are not implemented.
+async fn analytics_buckets() -> StorageError {
+    StorageError::feature_not_enabled("analytics buckets")
+}
+
+/// The `/storage/v1` router (and the sweeper of expired resumable uploads).
 pub fn router(state: StorageState) -> Router {
+    state.resumable.start_sweeper();
     Router::new()
         .route("/bucket", get(buckets::list).post(buckets::create))
         .route("/bucket/", get(buckets::list).post(buckets::create))
@@ -285,6 +378,14 @@ pub fn router(state: StorageState) -> Router {
         )
         .route("/bucket/{id}/empty", post(buckets::empty))
         .route("/object/{*rest}", any(objects::dispatch))
+        .route("/upload/resumable", any(resumable_create))
+        .route("/upload/resumable/", any(resumable_create))
+        .route("/upload/resumable/{id}", any(resumable_upload))
+        // Not implemented (docs/storage.md): Storage's own "feature not enabled" answer.
+        .route("/vector", any(vector_buckets))
+        .route("/vector/{*rest}", any(vector_buckets))
+        .route("/iceberg", any(analytics_buckets))
+        .route("/iceberg/{*rest}", any(analytics_buckets))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_body,
@@ -320,6 +421,8 @@ mod tests {
             (Method::POST, "/storage/v1/object/docs/a.txt", upload),
             (Method::POST, "/object/upload/sign/docs/a.txt", json),
             (Method::POST, "/object/list/docs", json),
+            (Method::POST, "/object/list-v2/docs", json),
+            (Method::POST, "/vector/CreateVectorBucket", json),
             (Method::POST, "/object/%6Cist/docs", json),
             (Method::POST, "/object/move", json),
             (Method::POST, "/object/copy", json),

@@ -34,6 +34,18 @@ pub const MAX_FORM_PRELUDE: u64 = 1 << 20;
 pub const FORM_OVERHEAD: u64 = MAX_FORM_PRELUDE + 64 * 1024;
 /// The largest JSON body of a storage route (Supabase Storage's server has 1 MiB too).
 pub const JSON_BODY_LIMIT: u64 = 1 << 20;
+/// The largest custom metadata (`x-metadata`, decoded, or the multipart `metadata` part): the
+/// multipart text-part cap, so one limit holds whichever way it is sent.
+pub const MAX_USER_METADATA: usize = MAX_FORM_FIELD;
+/// A `timestamptz` as Supabase Storage renders it (node-postgres' `Date`, then JSON):
+/// `2021-02-17T04:43:32.770Z`. `{}` is the column.
+pub(crate) const ISO_MS: &str =
+    "to_char({} at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+
+/// [`ISO_MS`] for `column`.
+pub(crate) fn iso(column: &str) -> String {
+    ISO_MS.replace("{}", column)
+}
 /// RFC 5987 `attr-char`s stay as they are in `filename*=`.
 const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'!')
@@ -101,7 +113,7 @@ fn object_key(bucket: &str, name: &str, version: &str) -> String {
     format!("{bucket}/{name}/{version}")
 }
 
-fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == key).then(|| {
@@ -132,6 +144,7 @@ pub async fn dispatch(
     let head = method == Method::HEAD;
     let result = match (&method, first) {
         (&Method::POST, "list") => list(&s, &headers, tail, body).await,
+        (&Method::POST, "list-v2") => crate::list_v2::list_v2(&s, &headers, tail, body).await,
         (&Method::POST, "move") if tail.is_empty() => move_or_copy(&s, &headers, body, false).await,
         (&Method::POST, "copy") if tail.is_empty() => move_or_copy(&s, &headers, body, true).await,
         (&Method::POST, "sign") if tail.contains('/') => sign_one(&s, &headers, tail, body).await,
@@ -149,17 +162,28 @@ pub async fn dispatch(
             download_public(&s, tail, q, Want::new(head, &headers)).await
         }
         (&Method::GET | &Method::HEAD, "authenticated") => {
-            download(&s, &headers, tail, q, Want::new(head, &headers)).await
+            download(
+                &s,
+                &headers,
+                tail,
+                q,
+                Want::new(head, &headers),
+                Access::Token,
+            )
+            .await
         }
         (&Method::GET, "info") => {
-            let tail = tail
-                .strip_prefix("public/")
-                .or_else(|| tail.strip_prefix("authenticated/"))
-                .unwrap_or(tail);
-            info(&s, &headers, tail).await
+            if let Some(t) = tail.strip_prefix("public/") {
+                info(&s, &headers, t, Access::Public).await
+            } else if let Some(t) = tail.strip_prefix("authenticated/") {
+                info(&s, &headers, t, Access::Token).await
+            } else {
+                info(&s, &headers, tail, Access::TokenOrPublic).await
+            }
         }
         (&Method::GET | &Method::HEAD, _) => {
-            download(&s, &headers, &rest, q, Want::new(head, &headers)).await
+            let want = Want::new(head, &headers);
+            download(&s, &headers, &rest, q, want, Access::TokenOrPublic).await
         }
         (&Method::POST, _) => {
             let upsert =
@@ -221,13 +245,13 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// A bucket's limits, read as the service role (like Supabase Storage, which reads bucket
 /// metadata as superuser: the caller's RLS on buckets does not hide a bucket's limits).
-struct BucketMeta {
-    public: bool,
-    file_size_limit: Option<i64>,
-    allowed_mime_types: Option<Vec<String>>,
+pub(crate) struct BucketMeta {
+    pub(crate) public: bool,
+    pub(crate) file_size_limit: Option<i64>,
+    pub(crate) allowed_mime_types: Option<Vec<String>>,
 }
 
-async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
+pub(crate) async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
     let tx = s.db.begin(&Caller::service().tx().read_only(true)).await?;
     let rows = tx
         .query_typed_and_commit(
@@ -246,7 +270,7 @@ async fn bucket_meta(s: &StorageState, bucket: &str) -> Result<BucketMeta> {
     })
 }
 
-fn mime_allowed(allowed: &[String], mime: &str) -> bool {
+pub(crate) fn mime_allowed(allowed: &[String], mime: &str) -> bool {
     let base = mime
         .split(';')
         .next()
@@ -342,10 +366,58 @@ async fn small_part(mut field: multer::Field<'static>) -> Result<Vec<u8>> {
     Ok(value)
 }
 
-/// The upload's bytes, content type and cache control: the raw body, or the file part of a
-/// `multipart/form-data` body (storage-js sends Blobs and Files that way). The parts before
-/// the file are read under [`MAX_FORM_FIELD`] each and [`MAX_FORM_PRELUDE`] in all.
-async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String, ByteStream)> {
+/// What an upload sends besides its bytes.
+struct UploadParts {
+    mime: String,
+    cache_control: String,
+    /// The object's custom metadata (`user_metadata`), when the client sent a JSON object.
+    user_metadata: Option<Value>,
+    stream: ByteStream,
+}
+
+/// Custom metadata as Supabase Storage reads it: JSON text of at most [`MAX_USER_METADATA`]
+/// bytes (413 past that); text that is not a JSON object is ignored, as Storage ignores text
+/// it cannot parse.
+fn user_metadata(json: &[u8]) -> Result<Option<Value>> {
+    if json.len() > MAX_USER_METADATA {
+        return Err(StorageError::entity_too_large("user_metadata"));
+    }
+    Ok(serde_json::from_slice::<Value>(json)
+        .ok()
+        .filter(Value::is_object))
+}
+
+/// The `x-metadata` header: base64 of the metadata's JSON (storage-js's `toBase64`).
+fn metadata_header(headers: &HeaderMap) -> Result<Option<Value>> {
+    use base64::Engine;
+    let Some(v) = header_str(headers, "x-metadata") else {
+        return Ok(None);
+    };
+    let v = v.trim();
+    // Base64 is 4 characters for 3 bytes: a longer header cannot decode within the cap.
+    if v.len() > MAX_USER_METADATA / 3 * 4 + 4 {
+        return Err(StorageError::entity_too_large("user_metadata"));
+    }
+    let decoded = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ]
+    .iter()
+    .find_map(|e| e.decode(v).ok());
+    match decoded {
+        Some(json) => user_metadata(&json),
+        None => Ok(None),
+    }
+}
+
+/// The upload's bytes, content type, cache control and custom metadata: the raw body (with
+/// `x-metadata`), or the file part of a `multipart/form-data` body (storage-js sends Blobs and
+/// Files that way, `cacheControl` and `metadata` parts first; a `contentType` part overrides
+/// the file part's type, as in Storage). The parts before the file are read under
+/// [`MAX_FORM_FIELD`] each and [`MAX_FORM_PRELUDE`] in all.
+async fn upload_body(headers: &HeaderMap, body: Body) -> Result<UploadParts> {
     let content_type = header_str(headers, "content-type")
         .unwrap_or("application/octet-stream")
         .to_string();
@@ -356,39 +428,55 @@ async fn upload_body(headers: &HeaderMap, body: Body) -> Result<(String, String,
         let file_started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut mp = capped_multipart(body, boundary, file_started.clone());
         let mut cache = cache_from_header;
+        let mut meta: Option<Option<Value>> = None;
+        let mut mime_field: Option<String> = None;
         while let Some(field) = mp.next_field().await.map_err(form_error)? {
             let is_file = field.file_name().is_some() || matches!(field.name(), None | Some(""));
             if is_file {
                 file_started.store(true, std::sync::atomic::Ordering::Relaxed);
-                let mime = field
-                    .content_type()
-                    .map(|m| m.to_string())
+                let mime = mime_field
+                    .filter(|m| !m.trim().is_empty())
+                    .or_else(|| field.content_type().map(|m| m.to_string()))
                     .unwrap_or_else(|| "application/octet-stream".into());
                 // The file part streams; later parts (none, from storage-js) are not read.
                 let stream = file_part_stream(mp, field);
-                return Ok((mime, cache.unwrap_or_else(|| "max-age=3600".into()), stream));
+                return Ok(UploadParts {
+                    mime,
+                    cache_control: cache.unwrap_or_else(|| "max-age=3600".into()),
+                    user_metadata: meta.flatten(),
+                    stream,
+                });
             }
-            let is_cache = field.name() == Some("cacheControl");
-            // Every other part (storage-js's `metadata`, anything else) is read under the
-            // same cap and dropped.
+            let name = field.name().unwrap_or_default().to_string();
+            // Every part is read under the same cap; the ones Storage knows are kept.
             let value = small_part(field).await?;
-            if is_cache {
-                let secs = String::from_utf8(value)
-                    .map_err(|_| StorageError::bad_request("cacheControl must be UTF-8 text"))?;
-                cache = Some(format!("max-age={}", secs.trim()));
+            match name.as_str() {
+                "cacheControl" => {
+                    let secs = String::from_utf8(value).map_err(|_| {
+                        StorageError::bad_request("cacheControl must be UTF-8 text")
+                    })?;
+                    cache = Some(format!("max-age={}", secs.trim()));
+                }
+                // `metadata` wins over `userMetadata` (Storage reads them in that order).
+                "metadata" => meta = Some(user_metadata(&value)?),
+                "userMetadata" if meta.is_none() => meta = Some(user_metadata(&value)?),
+                "contentType" => mime_field = String::from_utf8(value).ok(),
+                _ => {}
             }
         }
         return Err(StorageError::bad_request("the multipart body has no file"));
     }
+    let user_metadata = metadata_header(headers)?;
     let stream = body
         .into_data_stream()
         .map_err(std::io::Error::other)
         .boxed();
-    Ok((
-        content_type,
-        cache_from_header.unwrap_or_else(|| "no-cache".into()),
+    Ok(UploadParts {
+        mime: content_type,
+        cache_control: cache_from_header.unwrap_or_else(|| "no-cache".into()),
+        user_metadata,
         stream,
-    ))
+    })
 }
 
 /// Who writes: the caller's role and claims, the row's owner.
@@ -432,6 +520,8 @@ pub struct StagedObject {
     pub size: u64,
     pub mime: String,
     pub cache_control: String,
+    /// The object's custom metadata (`user_metadata`), returned by `info` as `metadata`.
+    pub user_metadata: Option<Value>,
     pending: Pending,
 }
 
@@ -453,7 +543,7 @@ impl StorageState {
             .await
     }
 
-    async fn stage_in(
+    pub(crate) async fn stage_in(
         &self,
         meta: &BucketMeta,
         bucket: &str,
@@ -483,6 +573,7 @@ impl StorageState {
             size: pending.size,
             mime: mime.to_string(),
             cache_control: cache_control.to_string(),
+            user_metadata: None,
             pending,
         })
     }
@@ -517,16 +608,28 @@ impl StorageState {
             "contentLength": staged.size,
             "httpStatusCode": 200,
         });
+        // A replaced object is a new object: its custom metadata is what this upload sent.
         let sql = if upsert {
-            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5)
+            "insert into storage.objects (bucket_id, name, owner, metadata, version, user_metadata) values ($1, $2, $3, $4, $5, $6)
              on conflict (bucket_id, name) do update set owner = excluded.owner, metadata = excluded.metadata,
-               version = excluded.version, updated_at = now(), last_accessed_at = now()
+               version = excluded.version, user_metadata = excluded.user_metadata,
+               updated_at = now(), last_accessed_at = now()
              returning id"
         } else {
-            "insert into storage.objects (bucket_id, name, owner, metadata, version) values ($1, $2, $3, $4, $5) returning id"
+            "insert into storage.objects (bucket_id, name, owner, metadata, version, user_metadata) values ($1, $2, $3, $4, $5, $6) returning id"
         };
         let row = tx
-            .query_one(sql, &[bucket, name, &owner, &metadata, version])
+            .query_one(
+                sql,
+                &[
+                    bucket,
+                    name,
+                    &owner,
+                    &metadata,
+                    version,
+                    &staged.user_metadata,
+                ],
+            )
             .await?;
         Ok((row.get(0), old.filter(|o| o != version)))
     }
@@ -551,7 +654,7 @@ impl StorageState {
 
 impl BucketMeta {
     /// The bucket's own limit, never above the server's.
-    fn size_limit(&self, s: &StorageState) -> u64 {
+    pub(crate) fn size_limit(&self, s: &StorageState) -> u64 {
         self.file_size_limit.map_or(s.file_size_limit, |l| {
             (l.max(0) as u64).min(s.file_size_limit)
         })
@@ -608,10 +711,18 @@ async fn store(
         return Err(StorageError::too_large());
     }
     probe_write(s, &w.caller, w.owner, bucket, name, upsert).await?;
-    let (mime, cache_control, stream) = upload_body(headers, body).await?;
+    let parts = upload_body(headers, body).await?;
     let mut staged = s
-        .stage_in(&meta, bucket, name, &mime, &cache_control, stream)
+        .stage_in(
+            &meta,
+            bucket,
+            name,
+            &parts.mime,
+            &parts.cache_control,
+            parts.stream,
+        )
         .await?;
+    staged.user_metadata = parts.user_metadata;
     let committed: Result<(Uuid, Option<String>)> = async {
         let mut tx = s.db.begin(&w.caller.tx()).await?;
         let row = s
@@ -639,7 +750,7 @@ async fn store(
 /// Refuses (403 under RLS, 409 for an existing name without upsert) unless `caller` could
 /// write the row now: the insert runs and is rolled back, as Supabase Storage's
 /// `testPermission` does, so an upload is judged before its body is read.
-async fn probe_write(
+pub(crate) async fn probe_write(
     s: &StorageState,
     caller: &Caller,
     owner: Option<Uuid>,
@@ -917,15 +1028,55 @@ fn served_type(stored: &str) -> (String, bool) {
     (stored.to_string(), !passive)
 }
 
+/// Who may read an object on a route, as Supabase Storage routes them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `/authenticated/...`: a token (or `apikey`) is required; RLS decides as the caller.
+    Token,
+    /// `/object/{bucket}/...`, `/object/info/{bucket}/...`: as [`Access::Token`], and without
+    /// any credential the object of a public bucket (else `Bucket not found`).
+    TokenOrPublic,
+    /// `/public/...`: any object of a public bucket; in a private one, only what the caller's
+    /// RLS shows (never what the service role would, whatever Storage does there).
+    Public,
+}
+
+/// The role that reads `bucket` for this request on a route of `access`.
+async fn reader(
+    s: &StorageState,
+    headers: &HeaderMap,
+    bucket: &str,
+    access: Access,
+) -> Result<Caller> {
+    let public = || async {
+        match bucket_meta(s, bucket).await {
+            Ok(meta) if meta.public => Ok(Caller::service()),
+            _ => Err(StorageError::bucket_not_found()),
+        }
+    };
+    match access {
+        Access::Token => Caller::from_headers(&s.keys, headers),
+        Access::TokenOrPublic => match Caller::from_headers_opt(&s.keys, headers)? {
+            Some(caller) => Ok(caller),
+            None => public().await,
+        },
+        Access::Public => match public().await {
+            Ok(service) => Ok(service),
+            Err(not_public) => Caller::from_headers_opt(&s.keys, headers)?.ok_or(not_public),
+        },
+    }
+}
+
 async fn download(
     s: &StorageState,
     headers: &HeaderMap,
     rest: &str,
     query: Option<&str>,
     want: Want<'_>,
+    access: Access,
 ) -> Result<Response> {
-    let caller = Caller::from_headers(&s.keys, headers)?;
     let (bucket, name) = split_path(rest)?;
+    let caller = reader(s, headers, &bucket, access).await?;
     let found = find(s, &caller, &bucket, &name).await?;
     serve(s, &bucket, &name, found, query, want).await
 }
@@ -947,20 +1098,31 @@ async fn download_public(
     serve(s, &bucket, &name, found, query, want).await
 }
 
-async fn info(s: &StorageState, headers: &HeaderMap, rest: &str) -> Result<Response> {
-    let caller = Caller::from_headers(&s.keys, headers)?;
+/// `info`, in the shape of Storage's info renderer (what storage-js's `info()` camelizes):
+/// `id, name, version, bucket_id, size, content_type, cache_control, etag, metadata (the
+/// custom metadata, `{}` when there is none), last_modified, created_at`. No `updated_at`
+/// (storage-js documents `last_modified` in its place), `owner` or `last_accessed_at`.
+async fn info(
+    s: &StorageState,
+    headers: &HeaderMap,
+    rest: &str,
+    access: Access,
+) -> Result<Response> {
     let (bucket, name) = split_path(rest)?;
+    let caller = reader(s, headers, &bucket, access).await?;
     let tx = s.db.begin(&caller.tx().read_only(true)).await?;
+    let sql = format!(
+        "select json_build_object('id', id, 'name', name, 'version', version, 'bucket_id', bucket_id,
+           'size', (metadata->>'size')::bigint, 'content_type', metadata->>'mimetype',
+           'cache_control', metadata->>'cacheControl', 'etag', metadata->>'eTag',
+           'metadata', coalesce(user_metadata, '{{}}'::jsonb),
+           'last_modified', {}, 'created_at', {})::text
+         from storage.objects where bucket_id = $1 and name = $2",
+        iso("updated_at"),
+        iso("created_at"),
+    );
     let rows = tx
-        .query_typed_and_commit(
-            "select json_build_object('id', id, 'version', version, 'name', name, 'bucket_id', bucket_id,
-               'owner', owner, 'updated_at', updated_at, 'created_at', created_at, 'last_accessed_at', last_accessed_at,
-               'size', (metadata->>'size')::bigint, 'cache_control', metadata->>'cacheControl',
-               'content_type', metadata->>'mimetype', 'etag', metadata->>'eTag', 'last_modified', updated_at,
-               'metadata', user_metadata)::text
-             from storage.objects where bucket_id = $1 and name = $2",
-            &[(&bucket, Type::TEXT), (&name, Type::TEXT)],
-        )
+        .query_typed_and_commit(&sql, &[(&bucket, Type::TEXT), (&name, Type::TEXT)])
         .await?;
     let row = rows
         .into_iter()
@@ -1049,7 +1211,12 @@ async fn list(s: &StorageState, headers: &HeaderMap, bucket: &str, body: Body) -
            order by {column} {order} nulls last, name
            limit $4 offset $5
          )
-         select coalesce(json_agg(page), '[]')::text from page"
+         select coalesce(json_agg(json_build_object('name', name, 'id', id, 'updated_at', {u},
+                  'created_at', {c}, 'last_accessed_at', {l}, 'metadata', metadata)
+                  order by {column} {order} nulls last, name), '[]')::text from page",
+        u = iso("updated_at"),
+        c = iso("created_at"),
+        l = iso("last_accessed_at"),
     );
     let tx = s.db.begin(&caller.tx().read_only(true)).await?;
     let rows = tx
@@ -1171,8 +1338,16 @@ async fn move_or_copy(
     Ok(Json(json!({ "message": "Successfully moved" })).into_response())
 }
 
-const OBJECT_JSON: &str = "jsonb_build_object('name', name, 'bucket_id', bucket_id, 'owner', owner, 'id', id, \
-    'updated_at', updated_at, 'created_at', created_at, 'last_accessed_at', last_accessed_at, 'metadata', metadata)";
+/// A removed object, as Storage's `remove` answers it (timestamps as Storage renders them).
+fn object_json() -> String {
+    format!(
+        "jsonb_build_object('name', name, 'bucket_id', bucket_id, 'owner', owner, 'id', id, \
+         'updated_at', {}, 'created_at', {}, 'last_accessed_at', {}, 'metadata', metadata)",
+        iso("updated_at"),
+        iso("created_at"),
+        iso("last_accessed_at")
+    )
+}
 
 async fn delete_rows(
     s: &StorageState,
@@ -1180,7 +1355,10 @@ async fn delete_rows(
     bucket: &str,
     names: &[String],
 ) -> Result<Vec<Value>> {
-    let sql = format!("delete from storage.objects where bucket_id = $1 and name = any($2) returning version, {OBJECT_JSON}");
+    let sql = format!(
+        "delete from storage.objects where bucket_id = $1 and name = any($2) returning version, {}",
+        object_json()
+    );
     let rows = tx.query(&sql, &[&bucket, &names]).await?;
     tx.commit().await?;
     let mut out = Vec::with_capacity(rows.len());

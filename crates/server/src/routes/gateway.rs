@@ -1,5 +1,10 @@
 //! The API-key gate Supabase's gateway (Kong) puts in front of every surface: a request
 //! needs an `apikey` header (or `?apikey=`) holding the project's anon or service_role key.
+//! Except `/storage/v1`, which Supabase's gateway passes through without one: Storage
+//! verifies the bearer JWT itself (server code builds a `StorageClient` with only
+//! `Authorization`), so a storage request without `apikey` goes on to the storage crate, which
+//! answers a request without any credential in Storage's own words. An `apikey` that is
+//! present is still checked.
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -31,6 +36,11 @@ fn open_storage(method: &axum::http::Method, path: &str) -> bool {
     OPEN_STORAGE
         .iter()
         .any(|(prefix, methods)| path.starts_with(prefix) && methods.contains(&method.as_str()))
+}
+
+/// `/storage/v1` and everything under it.
+fn is_storage(path: &str) -> bool {
+    path == "/storage/v1" || path.starts_with("/storage/v1/")
 }
 
 /// The role of the API key the request carried.
@@ -73,6 +83,9 @@ pub async fn require_apikey(
         .map(str::to_string)
         .or_else(|| query_apikey(req.uri().query()));
     let Some(key) = key.filter(|k| !k.is_empty()) else {
+        if is_storage(req.uri().path()) {
+            return next.run(req).await;
+        }
         return deny("No API key found in request");
     };
     let role = match state.keys.verify(&key) {

@@ -19,4 +19,5 @@ mod security_fuzz;
 mod security_jwt;
 mod security_membership;
 mod storage;
+mod storage_compat;
 mod storage_security;
