@@ -841,3 +841,39 @@ fn calls_plan_counts_and_max_affected() {
     .unwrap();
     assert_eq!(p.max_affected, None);
 }
+
+#[test]
+fn missing_default_fills_identity_and_column_defaults_on_inserts_and_upserts() {
+    let s = sql(&with(
+        Method::POST,
+        "/tasks",
+        "columns=id,project_id,title,status&on_conflict=id",
+        &[("prefer", "missing=default, resolution=merge-duplicates")],
+        r#"[{"title":"a"}]"#,
+    ));
+    assert!(
+        s.sql.contains("CASE WHEN _j.value ? 'id' THEN _r.\"id\" ELSE (nextval('public.tasks_id_seq'::regclass)) END"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("CASE WHEN _j.value ? 'status' THEN _r.\"status\" ELSE ('todo'::text) END"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql.contains("ON CONFLICT (\"id\") DO UPDATE SET"),
+        "{}",
+        s.sql
+    );
+    // without columns= every key is present: nothing to fill
+    let s = sql(&with(
+        Method::POST,
+        "/tasks",
+        "",
+        &[("prefer", "missing=default")],
+        r#"{"title":"a"}"#,
+    ));
+    assert!(!s.sql.contains("CASE WHEN"), "{}", s.sql);
+}

@@ -66,7 +66,10 @@ columns AS (
       'base_type', ty.base_name,
       'category', ty.category,
       'nullable', NOT a.attnotnull,
-      'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+      -- An identity column's default is its sequence (for Prefer: missing=default).
+      'default', coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+        CASE WHEN a.attidentity = 'd' THEN 'nextval(' || pg_catalog.quote_literal(
+          pg_catalog.pg_get_serial_sequence(pg_catalog.quote_ident(r.schema) || '.' || pg_catalog.quote_ident(r.name), a.attname)) || '::regclass)' END),
       'generated', a.attgenerated <> '' OR a.attidentity = 'a',
       'position', a.attnum,
       'comment', pg_catalog.col_description(a.attrelid, a.attnum),
