@@ -56,6 +56,7 @@ error_kinds! {
     AggregatesDisabled => ("PGRST123", 400),
     MaxAffectedViolation => ("PGRST124", 400),
     InvalidPath => ("PGRST125", 404),
+    NotImplemented => ("PGRST127", 400),
     MaxAffectedNotSetReturning => ("PGRST128", 400),
     NoRelationship => ("PGRST200", 400),
     AmbiguousRelationship => ("PGRST201", 300),

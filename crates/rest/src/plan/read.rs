@@ -492,15 +492,13 @@ fn plan_embed(
         .table_by_name(&rel.target)
         .ok_or_else(|| super::relation_not_found(&rel.target.schema, &rel.target.name))?;
     let to_one = rel.is_to_one();
-    if e.spread && !to_one {
+    // A spread of a to-many relationship aggregates its columns into arrays (PostgREST 13):
+    // it needs aggregates enabled, and takes no aggregate of its own.
+    if e.spread && !to_one && !ctx.config.aggregates_enabled {
         return Err(RestError::new(
-            ErrorKind::SpreadNotToOne,
-            format!("A spread operation on '{}' is not possible", e.relation),
-        )
-        .with_details(format!(
-            "'{}' and '{}' do not form a many-to-one or one-to-one relationship",
-            parent.table.name, e.relation
-        )));
+            ErrorKind::AggregatesDisabled,
+            "Use of aggregate functions is not allowed",
+        ));
     }
     let source = match &rel.cardinality {
         Cardinality::Computed { function, .. } => Source::Computed {
@@ -523,6 +521,13 @@ fn plan_embed(
             order: true,
         },
     )?;
+    if e.spread && !to_one && has_aggregate(&node) {
+        return Err(
+            RestError::new(ErrorKind::NotImplemented, "Feature not implemented").with_details(
+                "Aggregates are not implemented for one-to-many or many-to-many spreads.",
+            ),
+        );
+    }
     Ok(EmbedNode {
         label: e.label().to_string(),
         relation: e.relation.clone(),
@@ -532,6 +537,17 @@ fn plan_embed(
         output: !e.select.is_empty() || e.spread,
         spread: e.spread,
     })
+}
+
+/// Whether a node aggregates, itself or through the spreads it holds.
+fn has_aggregate(node: &ReadNode) -> bool {
+    node.fields
+        .iter()
+        .any(|f| matches!(f.expr, FieldExpr::Aggregate { .. }))
+        || node
+            .embeds
+            .iter()
+            .any(|e| e.spread && has_aggregate(&e.node))
 }
 
 /// Finds the relationship `/parent?select=target!hint(...)` names, by PostgREST's rules:

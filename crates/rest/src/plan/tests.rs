@@ -16,7 +16,8 @@ fn planner_errors_table() {
         (get("/clients", "projects.name=eq.x"), 400, "PGRST108", "'projects' is not an embedded resource in this request"),
         (get("/clients", "projects.limit=1"), 400, "PGRST108", "'projects' is not an embedded resource in this request"),
         (get("/clients", "select=id,projects(id)&order=projects(name)"), 400, "PGRST118", "A related order on 'projects' is not possible"),
-        (get("/clients", "select=id,...projects(id)"), 400, "PGRST119", "A spread operation on 'projects' is not possible"),
+        (get("/clients", "select=id,...projects(n:count())"), 400, "PGRST127", "Feature not implemented"),
+        (get("/organizations", "select=id,...clients(name,...projects(progress.sum()))"), 400, "PGRST127", "Feature not implemented"),
         (get("/clients", "select=id,projects(id)&projects=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
         (get("/clients", "select=id,projects(id)&projects=is.true"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
         (get("/clients", "select=id,p:projects(id)&p=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
@@ -90,6 +91,49 @@ fn aggregates_need_config() {
     let cfg = RestConfig::default();
     let e = run_with(&get("/tasks", "select=status,count()"), &cfg).unwrap_err();
     assert_eq!((e.code.as_str(), e.status.as_u16()), ("PGRST123", 400));
+    // so do aggregates inside embeds, and spreads of to-many relationships (PostgREST 13)
+    for q in [
+        "select=name,projects(count())",
+        "select=name,...projects(name)",
+        "select=name,...open_projects_missing(name)",
+    ] {
+        let e = run_with(&get("/clients", q), &cfg).unwrap_err();
+        if q.contains("missing") {
+            assert_eq!(e.code, "PGRST200", "{q}");
+            continue;
+        }
+        assert_eq!(
+            (
+                e.code.as_str(),
+                e.status.as_u16(),
+                e.message.as_str(),
+                e.details.as_deref()
+            ),
+            (
+                "PGRST123",
+                400,
+                "Use of aggregate functions is not allowed",
+                None
+            ),
+            "{q}"
+        );
+    }
+    let e = run_with(
+        &get("/clients", "select=id,...projects(n:count())"),
+        &config(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.details.as_deref(),
+        Some("Aggregates are not implemented for one-to-many or many-to-many spreads.")
+    );
+    assert_eq!(e.hint, None);
+    // to-one spreads need nothing
+    assert!(run_with(
+        &get("/projects", "select=name,...clients(client:name)"),
+        &cfg
+    )
+    .is_ok());
     assert!(run_with(&get("/tasks", "select=status,count()"), &config()).is_ok());
 }
 
@@ -876,4 +920,42 @@ fn missing_default_fills_identity_and_column_defaults_on_inserts_and_upserts() {
         r#"{"title":"a"}"#,
     ));
     assert!(!s.sql.contains("CASE WHEN"), "{}", s.sql);
+}
+
+#[test]
+fn to_many_spreads_aggregate_arrays_and_grouped_embeds_are_jsonb() {
+    let s = sql(&get(
+        "/clients",
+        "select=name,...projects(project:name,status)&projects.order=name",
+    ));
+    assert!(
+        s.sql.contains("LEFT JOIN LATERAL (SELECT coalesce(pg_catalog.json_agg(_e.\"project\"), '[]') AS \"project\", coalesce(pg_catalog.json_agg(_e.\"status\"), '[]') AS \"status\" FROM (SELECT \"t1\".\"name\" AS \"project\", \"t1\".\"status\" AS \"status\" FROM \"public\".\"projects\" AS \"t1\" WHERE"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("ORDER BY \"t1\".\"name\") AS _e) AS \"pgrst_t1\" ON TRUE"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql.contains("\"pgrst_t1\".\"project\" AS \"project\""),
+        "{}",
+        s.sql
+    );
+    // a to-many spread inside a to-many spread joins row by row
+    let s = sql(&get(
+        "/organizations",
+        "select=name,...clients(client:name,...projects(project:name))",
+    ));
+    assert!(s.sql.contains("LEFT JOIN LATERAL (SELECT \"t2\".\"name\" AS \"project\" FROM \"public\".\"projects\" AS \"t2\""), "{}", s.sql);
+    // a grouped node groups by its embeds as jsonb
+    let s = sql(&get("/projects", "select=status,clients(name),count()"));
+    assert!(
+        s.sql.contains("\"pgrst_t1\".body::jsonb AS \"clients\""),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains("GROUP BY 1, 2"), "{}", s.sql);
 }

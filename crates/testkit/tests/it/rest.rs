@@ -50,6 +50,11 @@ fn vector_literal(v: &[f32]) -> String {
 }
 
 pub(crate) async fn fixture() -> Fx {
+    fixture_with(&[]).await
+}
+
+/// The fixture with extra `serve` flags (`--db-aggregates-enabled true`...).
+pub(crate) async fn fixture_with(serve_args: &[&str]) -> Fx {
     let t = TestDb::new().await;
     let su = t.superuser().await;
     su.batch_execute(&format!(
@@ -103,7 +108,7 @@ insert into documents (org_id, project_id, name, summary, content_text, embeddin
     ))
     .await
     .expect("seed");
-    let app = t.spawn_app().await;
+    let app = t.spawn_app_with(serve_args).await;
     let alice = app.user_token(ALICE);
     let bob = app.user_token(BOB);
     Fx {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::rest::{fixture, Fx, Resp};
+use crate::rest::{fixture, fixture_with, Fx, Resp};
 
 /// Runs `sql` as the superuser, reloads the schema cache and waits (10 s at most) until
 /// `probe` answers 200 to the service role.
@@ -860,4 +860,246 @@ async fn all_tickets(fx: &Fx) -> Vec<serde_json::Value> {
                    "status": r.get::<_, String>(2), "priority": r.get::<_, i32>(3)})
         })
         .collect()
+}
+
+const PEOPLE: &str = "
+create table public.people (
+  id int primary key, name text not null,
+  manager_id int references public.people (id),
+  mentor_id int references public.people (id));
+create table public.pets (
+  id int primary key, name text not null,
+  owner_id int references public.people (id),
+  vet_id int references public.people (id));
+grant select on public.people, public.pets to anon, authenticated;
+insert into public.people values (1, 'Ada', null, null), (2, 'Bob', 1, null), (3, 'Cy', 1, 2), (4, 'Di', 2, 1);
+insert into public.pets values (1, 'Rex', 2, 1), (2, 'Tom', 2, 4), (3, 'Zed', 3, 4);
+";
+
+#[tokio::test]
+async fn rest_embed_by_column_constraint_hint_and_self_reference() {
+    let fx = fixture().await;
+    setup(&fx, PEOPLE, "/pets").await;
+    // by the foreign key's column (any alias), or by the constraint's name
+    let r = fx
+        .get(
+            "/pets?select=name,owner:owner_id(name),vet_id(name)&order=id",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Rex", "owner": {"name": "Bob"}, "vet_id": {"name": "Ada"}},
+            {"name": "Tom", "owner": {"name": "Bob"}, "vet_id": {"name": "Di"}},
+            {"name": "Zed", "owner": {"name": "Cy"}, "vet_id": {"name": "Di"}},
+        ])
+    );
+    let r = fx
+        .get("/pets?select=name,pets_vet_id_fkey(name)&id=eq.1", fx.a())
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Rex", "pets_vet_id_fkey": {"name": "Ada"}}])
+    );
+    // two keys to one table: 300 PGRST201 until a hint picks one
+    let j = fx
+        .get("/pets?select=name,people(name)", fx.a())
+        .await
+        .error(300, "PGRST201");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST201",
+            "message": "Could not embed because more than one relationship was found for 'pets' and 'people'",
+            "details": [
+                {"cardinality": "many-to-one", "embedding": "pets with people", "relationship": "pets_owner_id_fkey using pets(owner_id) and people(id)"},
+                {"cardinality": "many-to-one", "embedding": "pets with people", "relationship": "pets_vet_id_fkey using pets(vet_id) and people(id)"},
+            ],
+            "hint": "Try changing 'people' to one of the following: 'people!pets_owner_id_fkey', 'people!pets_vet_id_fkey'. Find the desired relationship in the 'details' key.",
+        })
+    );
+    for (q, want) in [
+        ("people!owner_id(name)", "Bob"),
+        ("people!pets_owner_id_fkey(name)", "Bob"),
+        ("people!pets_vet_id_fkey(name)", "Ada"),
+        ("people!vet_id(name)", "Ada"),
+    ] {
+        let r = fx
+            .get(&format!("/pets?select=name,who:{q}&id=eq.1"), fx.a())
+            .await;
+        assert_eq!(r.expect(200).json()[0]["who"]["name"], want, "{q}");
+    }
+    // the other direction, by hint
+    let r = fx
+        .get(
+            "/people?select=name,pets!owner_id(name)&id=eq.2&pets.order=name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Bob", "pets": [{"name": "Rex"}, {"name": "Tom"}]}])
+    );
+    // a hint that names nothing: PGRST200 with the hint in the details
+    let j = fx
+        .get("/pets?select=name,people!nope(name)", fx.a())
+        .await
+        .error(400, "PGRST200");
+    assert_eq!(
+        j,
+        json!({
+            "code": "PGRST200",
+            "message": "Could not find a relationship between 'pets' and 'people' in the schema cache",
+            "details": "Searched for a foreign key relationship between 'pets' and 'people' using the hint 'nope' in the schema 'public', but no matches were found.",
+            "hint": null,
+        })
+    );
+
+    // self-reference: the column embeds the parent, the table (with a hint) the children
+    let r = fx
+        .get(
+            "/people?select=name,manager:manager_id(name),mentor_id(name),reports:people!manager_id(name),mentees:people!mentor_id(name)&order=id&reports.order=id",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Ada", "manager": null, "mentor_id": null, "reports": [{"name": "Bob"}, {"name": "Cy"}], "mentees": [{"name": "Di"}]},
+            {"name": "Bob", "manager": {"name": "Ada"}, "mentor_id": null, "reports": [{"name": "Di"}], "mentees": [{"name": "Cy"}]},
+            {"name": "Cy", "manager": {"name": "Ada"}, "mentor_id": {"name": "Bob"}, "reports": [], "mentees": []},
+            {"name": "Di", "manager": {"name": "Bob"}, "mentor_id": {"name": "Ada"}, "reports": [], "mentees": []},
+        ])
+    );
+    let j = fx
+        .get("/people?select=name,people(name)", fx.a())
+        .await
+        .error(300, "PGRST201");
+    assert_eq!(
+        j["details"],
+        json!([
+            {"cardinality": "one-to-many", "embedding": "people with people", "relationship": "people_manager_id_fkey using people(id) and people(manager_id)"},
+            {"cardinality": "one-to-many", "embedding": "people with people", "relationship": "people_mentor_id_fkey using people(id) and people(mentor_id)"},
+        ])
+    );
+    // ordered by the to-one parent; !inner on the children
+    let r = fx
+        .get(
+            "/people?select=name,manager:manager_id(name),reports:people!manager_id!inner(name)&order=manager(name).nullsfirst,name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(names(r.expect(200)), s(&["Ada", "Bob"]));
+}
+
+#[tokio::test]
+async fn rest_to_many_spreads_and_aggregates_in_embeds() {
+    let fx = fixture_with(&["--db-aggregates-enabled", "true"]).await;
+    setup(&fx, PEOPLE, "/pets").await;
+    // a to-many spread: every column becomes the array of its values (PostgREST 13)
+    let r = fx
+        .get(
+            "/people?select=name,...pets!owner_id(pet:name,pet_id:id)&order=id&pets.order=name.desc",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Ada", "pet": [], "pet_id": []},
+            {"name": "Bob", "pet": ["Tom", "Rex"], "pet_id": [2, 1]},
+            {"name": "Cy", "pet": ["Zed"], "pet_id": [3]},
+            {"name": "Di", "pet": [], "pet_id": []},
+        ])
+    );
+    // nested: a to-one spread inside is aggregated too, a to-many one flattened
+    let r = fx
+        .get(
+            "/people?select=name,...people!manager_id(report:name,...manager_id(boss:name))&id=eq.1",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Ada", "report": ["Bob", "Cy"], "boss": ["Ada", "Ada"]}])
+    );
+    let r = fx
+        .get(
+            "/people?select=name,...people!manager_id(report:name,...pets!owner_id(pet:name))&id=eq.1&people.order=id&people.pets.order=id",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Ada", "report": ["Bob", "Bob", "Cy"], "pet": ["Rex", "Tom", "Zed"]}])
+    );
+    // no aggregate inside a to-many spread: 400 PGRST127
+    let j = fx
+        .get("/people?select=name,...pets!owner_id(count())", fx.a())
+        .await
+        .error(400, "PGRST127");
+    assert_eq!(
+        j,
+        json!({"code": "PGRST127", "message": "Feature not implemented", "details": "Aggregates are not implemented for one-to-many or many-to-many spreads.", "hint": null})
+    );
+    // aggregates inside an embed, and grouped by an embed
+    let r = fx
+        .get(
+            "/people?select=name,pets!owner_id(count(),max_id:id.max())&order=id",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([
+            {"name": "Ada", "pets": [{"count": 0, "max_id": null}]},
+            {"name": "Bob", "pets": [{"count": 2, "max_id": 2}]},
+            {"name": "Cy", "pets": [{"count": 1, "max_id": 3}]},
+            {"name": "Di", "pets": [{"count": 0, "max_id": null}]},
+        ])
+    );
+    let r = fx
+        .get("/pets?select=owner:owner_id(name),count()", fx.a())
+        .await;
+    let mut rows = r.expect(200).json().as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["owner"]["name"].as_str().unwrap().to_string());
+    assert_eq!(
+        rows,
+        vec![
+            json!({"owner": {"name": "Bob"}, "count": 2}),
+            json!({"owner": {"name": "Cy"}, "count": 1}),
+        ]
+    );
+    let r = fx
+        .get("/pets?select=...owner_id(owner:name),n:count()", fx.a())
+        .await;
+    let mut rows = r.expect(200).json().as_array().unwrap().clone();
+    rows.sort_by_key(|r| r["owner"].as_str().unwrap().to_string());
+    assert_eq!(
+        rows,
+        vec![
+            json!({"owner": "Bob", "n": 2}),
+            json!({"owner": "Cy", "n": 1})
+        ]
+    );
+    // an aggregate PostgreSQL does not have for the type: 42883, 404 as PostgREST maps it
+    fx.get("/pets?select=name.sum()", fx.a())
+        .await
+        .error(404, "42883");
+
+    // aggregates disabled: every form is 400 PGRST123
+    let plain = fixture().await;
+    setup(&plain, PEOPLE, "/pets").await;
+    for q in [
+        "/pets?select=count()",
+        "/people?select=name,pets!owner_id(count())",
+        "/people?select=name,...pets!owner_id(name)",
+    ] {
+        let j = plain.get(q, plain.a()).await.error(400, "PGRST123");
+        assert_eq!(
+            j["message"], "Use of aggregate functions is not allowed",
+            "{q}"
+        );
+    }
 }
