@@ -898,6 +898,22 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
     let call = call_sql(b, &q.call);
     match q.shape {
         CallShape::Void => outer(&format!("SELECT {call}"), "NULL", "''", "NULL", SOURCE_CTE),
+        CallShape::Scalar if plan.raw_media.is_some() => {
+            // A media type handler's value is the body as is (bytea as hex, decoded later).
+            let bytes = plan.raw_media.as_ref().is_some_and(|m| m.bytes);
+            let value = if bytes {
+                "pg_catalog.encode(_postgrest_t.pgrst_scalar::bytea, 'hex')"
+            } else {
+                "_postgrest_t.pgrst_scalar::text"
+            };
+            outer(
+                &format!("SELECT {call} AS pgrst_scalar"),
+                "NULL",
+                &format!("coalesce(pg_catalog.string_agg({value}, ''), '')"),
+                "NULL",
+                SOURCE_CTE,
+            )
+        }
         CallShape::Scalar => outer(
             &format!("SELECT {call} AS pgrst_scalar"),
             if q.count_exact {

@@ -1,6 +1,7 @@
 use http::Method;
 
 use super::*;
+use crate::plan::RawMedia;
 use crate::testutil::*;
 
 #[test]
@@ -958,4 +959,140 @@ fn to_many_spreads_aggregate_arrays_and_grouped_embeds_are_jsonb() {
         s.sql
     );
     assert!(s.sql.contains("GROUP BY 1, 2"), "{}", s.sql);
+}
+
+#[test]
+fn media_type_handlers_and_accept_errors() {
+    let accept = |v: &'static str| [("accept", v)];
+    // a function returning a media type domain answers its type, raw
+    let (p, s) = run(&with(
+        Method::GET,
+        "/rpc/page",
+        "",
+        &accept("text/html"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.raw_media,
+        Some(RawMedia {
+            content_type: "text/html".into(),
+            bytes: false
+        })
+    );
+    assert!(s.sql.contains("coalesce(pg_catalog.string_agg(_postgrest_t.pgrst_scalar::text, ''), '')::text AS body"), "{}", s.sql);
+    let (p, s) = run(&with(
+        Method::GET,
+        "/rpc/blob",
+        "",
+        &accept("application/octet-stream"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(p.raw_media.as_ref().map(|m| m.bytes), Some(true));
+    assert!(
+        s.sql
+            .contains("pg_catalog.encode(_postgrest_t.pgrst_scalar::bytea, 'hex')"),
+        "{}",
+        s.sql
+    );
+    // `*/*` answers anything, as application/octet-stream
+    let (p, _) = run(&with(
+        Method::GET,
+        "/rpc/anything",
+        "",
+        &accept("image/png"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.raw_media.map(|m| m.content_type),
+        Some("application/octet-stream".into())
+    );
+    // the first acceptable type wins; */* and JSON are built in
+    for a in ["application/json, text/html", "*/*", "text/csv"] {
+        let (p, _) = run(&with(Method::GET, "/rpc/page", "", &accept(a), "")).unwrap();
+        assert_eq!(p.raw_media, None, "{a}");
+    }
+    let (p, _) = run(&with(
+        Method::GET,
+        "/rpc/page",
+        "",
+        &accept("image/png, text/html;q=0.5, application/json;q=0.1"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.raw_media.map(|m| m.content_type),
+        Some("text/html".into())
+    );
+    // nothing answers: 406 PGRST107 naming what was asked, after the target resolves
+    for (path, query, a, shown) in [
+        ("/rpc/page", "", "text/plain", "text/plain"),
+        ("/rpc/page", "select=x", "text/html", "text/html"),
+        ("/rpc/ping", "", "text/plain", "text/plain"),
+        (
+            "/clients",
+            "",
+            "text/html, image/png;q=0.2",
+            "text/html, image/png",
+        ),
+        (
+            "/clients",
+            "",
+            "application/vnd.pgrst.plan+json",
+            "application/vnd.pgrst.plan+json",
+        ),
+    ] {
+        let e = err(&with(Method::GET, path, query, &accept(a), ""));
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str(), e.message),
+            (
+                406,
+                "PGRST107",
+                format!("None of these media types are available: {shown}")
+            ),
+            "{path} {a}"
+        );
+    }
+    let e = err(&with(Method::GET, "/nope", "", &accept("text/html"), ""));
+    assert_eq!(e.code, "42P01");
+}
+
+#[test]
+fn plan_media_type_needs_db_plan_enabled() {
+    let cfg = RestConfig {
+        plan_enabled: true,
+        ..config()
+    };
+    let req = |a: &'static str| with(Method::GET, "/clients", "name=eq.x", &[("accept", a)], "");
+    let (p, _) = run_with(&req("application/vnd.pgrst.plan"), &cfg).unwrap();
+    let e = p.explain.expect("explain");
+    assert_eq!(
+        e.content_type(),
+        "application/vnd.pgrst.plan+text; charset=utf-8"
+    );
+    assert_eq!(e.explain_options(), "FORMAT TEXT");
+    let (p, _) = run_with(
+        &req("application/vnd.pgrst.plan+json; for=\"application/vnd.pgrst.object\"; options=analyze|verbose"),
+        &cfg,
+    )
+    .unwrap();
+    let e = p.explain.expect("explain");
+    assert_eq!(
+        e.content_type(),
+        "application/vnd.pgrst.plan+json; for=\"application/vnd.pgrst.object+json\"; options=analyze|verbose; charset=utf-8"
+    );
+    assert_eq!(e.explain_options(), "FORMAT JSON, ANALYZE, VERBOSE");
+    assert!(
+        p.media.is_singular(),
+        "the statement explained is the object one"
+    );
+    for bad in [
+        "application/vnd.pgrst.plan; options=nope",
+        "application/vnd.pgrst.plan; for=\"text/html\"",
+    ] {
+        let e = run_with(&req(bad), &cfg).unwrap_err();
+        assert_eq!(e.code, "PGRST107", "{bad}");
+    }
 }

@@ -32,7 +32,11 @@ types AS (
     et.oid IS NOT NULL AS is_array,
     coalesce(bt.typname, t.typname)::text AS base_name,
     t.typcategory::text AS category,
-    t.typrelid
+    t.typrelid,
+    -- A domain named like a media type (`text/html`, `*/*`): its functions are media type
+    -- handlers (PostgREST 12).
+    CASE WHEN t.typtype = 'd' AND (t.typname ~* '^[A-Za-z0-9.-]+/[A-Za-z0-9.\+-]+$' OR t.typname = '*/*')
+         THEN t.typname::text END AS media_type
   FROM pg_catalog.pg_type t
   JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
   LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
@@ -229,6 +233,7 @@ SELECT pg_catalog.json_build_object(
       'return_base_type', rt.base_name,
       'returns_set', f.proretset,
       'return_category', rt.category,
+      'return_media_type', rt.media_type,
       'rows', f.prorows,
       'arg_relation', f.arg_relation,
       'return_relation', CASE WHEN rt.typrelid <> 0 THEN (

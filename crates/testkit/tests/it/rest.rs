@@ -126,6 +126,8 @@ pub(crate) struct Resp {
     pub status: u16,
     pub headers: HeaderMap,
     pub text: String,
+    /// The body as received (binary responses).
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -197,11 +199,13 @@ impl<'a> Call<'a> {
         let r = self.rb.send().await.expect("request");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
-        let text = r.text().await.expect("body");
+        let bytes = r.bytes().await.expect("body").to_vec();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         Resp {
             status,
             headers,
             text,
+            bytes,
         }
     }
 }

@@ -1103,3 +1103,211 @@ async fn rest_to_many_spreads_and_aggregates_in_embeds() {
         );
     }
 }
+
+const FORMATS: &str = r#"
+create table public.samples (id int primary key, txt text, n int, tags text[], data jsonb);
+grant select, insert on public.samples to authenticated;
+insert into public.samples values
+  (1, 'plain', 1, '{a,b}', '{"k": 1}'),
+  (2, 'with, comma', null, null, null),
+  (3, 'say "hi"', 3, '{}', '{"k": 3}'),
+  (4, E'line\nbreak', 4, null, '{"k": 2}'),
+  (5, '', 5, null, null);
+create domain public."text/html" as text;
+create domain public."application/octet-stream" as bytea;
+create domain public."*/*" as bytea;
+create function public.hello_page(name text) returns public."text/html" language sql immutable
+  as $$ select ('<h1>Hello ' || name || '</h1>')::public."text/html" $$;
+create function public.png_bytes() returns public."application/octet-stream" language sql immutable
+  as $$ select '\x89504e470d0a'::bytea::public."application/octet-stream" $$;
+create function public.whatever() returns public."*/*" language sql immutable
+  as $$ select 'any bytes'::bytea::public."*/*" $$;
+"#;
+
+#[tokio::test]
+async fn rest_output_formats_csv_media_handlers_plan_and_ordering() {
+    let fx = fixture_with(&["--db-plan-enabled", "true"]).await;
+    setup(&fx, FORMATS, "/samples").await;
+    // CSV: a header from the keys, PostgreSQL's record quoting, NULL as an empty field
+    let r = fx
+        .call(Method::GET, "/samples?order=id", fx.a())
+        .h("Accept", "text/csv")
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/csv; charset=utf-8")
+    );
+    assert_eq!(
+        r.text,
+        "id,txt,n,tags,data\n1,plain,1,\"{a,b}\",\"{\"\"k\"\": 1}\"\n2,\"with, comma\",,,\n3,\"say \"\"hi\"\"\",3,{},\"{\"\"k\"\": 3}\"\n4,\"line\nbreak\",4,,\"{\"\"k\"\": 2}\"\n5,\"\",5,,"
+    );
+    let r = fx
+        .call(Method::GET, "/samples?select=id&id=gt.100", fx.a())
+        .h("Accept", "text/csv")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).text, "\n");
+    // text/plain before application/json: JSON (PostgREST #2170)
+    let r = fx
+        .call(Method::GET, "/samples?select=id&id=eq.1", fx.a())
+        .h("Accept", "text/plain, application/json")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"id": 1}]));
+    // nothing producible: 406 PGRST107
+    let j = fx
+        .call(Method::GET, "/samples", fx.a())
+        .h("Accept", "text/html, image/png;q=0.5")
+        .send()
+        .await
+        .error(406, "PGRST107");
+    assert_eq!(
+        j,
+        json!({"code": "PGRST107", "message": "None of these media types are available: text/html, image/png", "details": null, "hint": null})
+    );
+
+    // ordering: JSON paths, embedded columns, a related to-one column
+    let r = fx
+        .get("/samples?select=id&order=data->k.desc.nullslast,id", fx.a())
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"id": 3}, {"id": 4}, {"id": 1}, {"id": 2}, {"id": 5}])
+    );
+    let r = fx
+        .get(
+            "/samples?select=id,k:data->>k&order=data->>k.asc.nullsfirst,id&limit=3",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"id": 2, "k": null}, {"id": 5, "k": null}, {"id": 1, "k": "1"}])
+    );
+    let r = fx
+        .get(
+            "/projects?select=name,clients(name)&order=clients(name).desc,name",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        names(r.expect(200)),
+        s(&["Orphan", "Beta Pitch", "Acme App", "Acme Site"])
+    );
+    let r = fx
+        .get(
+            "/clients?select=name,projects(name)&name=eq.Acme&projects.order=progress.desc",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"name": "Acme", "projects": [{"name": "Acme Site"}, {"name": "Acme App"}]}])
+    );
+
+    // media type handlers: a function returning a domain named like a media type
+    let r = fx
+        .call(Method::GET, "/rpc/hello_page?name=Ann", fx.a())
+        .h(
+            "Accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )
+        .send()
+        .await;
+    assert_eq!(r.expect(200).text, "<h1>Hello Ann</h1>");
+    assert_eq!(r.header("content-type").as_deref(), Some("text/html"));
+    let r = fx.get("/rpc/hello_page?name=Ann", fx.a()).await;
+    assert_eq!(r.expect(200).json(), json!("<h1>Hello Ann</h1>"));
+    let r = fx
+        .call(Method::GET, "/rpc/png_bytes", fx.a())
+        .h("Accept", "application/octet-stream")
+        .send()
+        .await;
+    r.expect(200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(r.bytes, vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a]);
+    let j = fx
+        .call(Method::GET, "/rpc/png_bytes", fx.a())
+        .h("Accept", "image/png")
+        .send()
+        .await
+        .error(406, "PGRST107");
+    assert_eq!(
+        j["message"],
+        "None of these media types are available: image/png"
+    );
+    let r = fx
+        .call(Method::GET, "/rpc/whatever", fx.a())
+        .h("Accept", "image/png")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).text, "any bytes");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+
+    // application/vnd.pgrst.plan (db-plan-enabled): the statement's EXPLAIN
+    let r = fx
+        .call(Method::GET, "/samples?id=eq.1", fx.a())
+        .h("Accept", "application/vnd.pgrst.plan+json")
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).header("content-type").as_deref(),
+        Some("application/vnd.pgrst.plan+json; charset=utf-8")
+    );
+    assert!(r.json()[0]["Plan"]["Total Cost"].is_number(), "{}", r.text);
+    let r = fx
+        .call(Method::GET, "/samples?id=eq.1", fx.a())
+        .h("Accept", "application/vnd.pgrst.plan")
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).header("content-type").as_deref(),
+        Some("application/vnd.pgrst.plan+text; charset=utf-8")
+    );
+    assert!(r.text.starts_with("Aggregate"), "{}", r.text);
+    // a write with options=analyze runs, and is rolled back
+    let r = fx
+        .call(Method::POST, "/samples", fx.a())
+        .h(
+            "Accept",
+            "application/vnd.pgrst.plan+json; for=\"application/json\"; options=analyze|verbose",
+        )
+        .body(json!({"id": 9, "txt": "planned"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).header("content-type").as_deref(),
+        Some("application/vnd.pgrst.plan+json; for=\"application/json\"; options=analyze|verbose; charset=utf-8")
+    );
+    assert!(r.json()[0]["Plan"]["Actual Rows"].is_number(), "{}", r.text);
+    let n: i64 = fx
+        .su
+        .query_one("select count(*) from public.samples where id = 9", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the explained insert was rolled back");
+    let r = fx
+        .call(Method::GET, "/rpc/hello_page?name=x", fx.a())
+        .h("Accept", "application/vnd.pgrst.plan+json")
+        .send()
+        .await;
+    assert!(r.expect(200).json()[0]["Plan"].is_object(), "{}", r.text);
+
+    // without db-plan-enabled the plan media type is not available
+    let plain = fixture().await;
+    plain
+        .call(Method::GET, "/clients", plain.a())
+        .h("Accept", "application/vnd.pgrst.plan")
+        .send()
+        .await
+        .error(406, "PGRST107");
+}
