@@ -298,6 +298,7 @@ fn render_fields(b: &mut Builder, node: &ReadNode, flatten: bool) -> String {
                 "coalesce({}.body, '[]'::json)",
                 lateral_alias(&node.embeds[*embed])
             ),
+            FieldExpr::RowMarker => "1".to_string(),
             FieldExpr::SpreadColumn { embed, name } => {
                 format!("{}.{}", lateral_alias(&node.embeds[*embed]), ident(name))
             }

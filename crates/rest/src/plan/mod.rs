@@ -178,6 +178,8 @@ pub(crate) enum FieldExpr {
     EmbedArray { embed: usize },
     /// A field of a spread embed (`...rel(col)`), read from the lateral.
     SpreadColumn { embed: usize, name: String },
+    /// `1` for each related row: what a `count()` hoisted out of a spread counts.
+    RowMarker,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +249,8 @@ pub(crate) struct EmbedNode {
     /// `rel()`: used for filtering only, no output and no lateral join.
     pub output: bool,
     pub spread: bool,
+    /// A to-one spread's aggregates, hoisted to the parent: (field index, function, cast).
+    pub hoisted: Vec<(usize, AggregateFn, Option<String>)>,
 }
 
 #[derive(Debug, Clone)]

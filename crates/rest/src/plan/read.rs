@@ -343,13 +343,34 @@ pub(crate) fn build_node(
                     });
                 }
                 if e.spread {
-                    for f in &child.node.fields {
-                        node.fields.push(OutputField {
-                            name: f.name.clone(),
-                            expr: FieldExpr::SpreadColumn {
+                    let lateral = format!("pgrst_{}", child.node.alias);
+                    for (i, f) in child.node.fields.iter().enumerate() {
+                        // An aggregate in a to-one spread is hoisted: it aggregates here.
+                        let expr = match child.hoisted.iter().find(|h| h.0 == i) {
+                            Some((_, func, cast)) => {
+                                has_aggregate = true;
+                                FieldExpr::Aggregate {
+                                    func: *func,
+                                    arg: Some((
+                                        ColumnRef {
+                                            alias: lateral.clone(),
+                                            column: f.name.clone(),
+                                            json_path: Vec::new(),
+                                            computed: None,
+                                        },
+                                        None,
+                                    )),
+                                    cast: cast.clone(),
+                                }
+                            }
+                            None => FieldExpr::SpreadColumn {
                                 embed: embed_index,
                                 name: f.name.clone(),
                             },
+                        };
+                        node.fields.push(OutputField {
+                            name: f.name.clone(),
+                            expr,
                         });
                     }
                 } else if child.output {
@@ -528,7 +549,29 @@ fn plan_embed(
             ),
         );
     }
+    // The aggregates of a to-one spread are hoisted to the parent (PostgREST's
+    // hoistSpreadAggFunctions): the spread reads the values, the parent aggregates them.
+    let mut node = node;
+    let mut hoisted = Vec::new();
+    if e.spread && to_one {
+        for (i, f) in node.fields.iter_mut().enumerate() {
+            if let FieldExpr::Aggregate { func, arg, cast } = &f.expr {
+                hoisted.push((i, *func, cast.clone()));
+                f.expr = match arg {
+                    Some((col, c)) => FieldExpr::Column {
+                        col: col.clone(),
+                        cast: c.clone(),
+                    },
+                    None => FieldExpr::RowMarker,
+                };
+            }
+        }
+        if !hoisted.is_empty() {
+            node.group_by.clear();
+        }
+    }
     Ok(EmbedNode {
+        hoisted,
         label: e.label().to_string(),
         relation: e.relation.clone(),
         relationship: rel,

@@ -1096,3 +1096,27 @@ fn plan_media_type_needs_db_plan_enabled() {
         assert_eq!(e.code, "PGRST107", "{bad}");
     }
 }
+
+#[test]
+fn aggregates_in_to_one_spreads_are_hoisted_to_the_parent() {
+    let s = sql(&get(
+        "/projects",
+        "select=status,...clients(n:name.count(),best:health_score.max()::text)",
+    ));
+    assert!(s.sql.contains("SELECT \"t0\".\"status\" AS \"status\", pg_catalog.count(\"pgrst_t1\".\"n\") AS \"n\", (pg_catalog.max(\"pgrst_t1\".\"best\"))::text AS \"best\" FROM"), "{}", s.sql);
+    assert!(s.sql.contains("SELECT \"t1\".\"name\" AS \"n\", \"t1\".\"health_score\" AS \"best\" FROM \"public\".\"clients\" AS \"t1\""), "{}", s.sql);
+    assert!(s.sql.contains("GROUP BY 1"), "{}", s.sql);
+    let s = sql(&get("/projects", "select=...clients(count())"));
+    assert!(
+        s.sql
+            .contains("pg_catalog.count(\"pgrst_t1\".\"count\") AS \"count\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("SELECT 1 AS \"count\" FROM \"public\".\"clients\""),
+        "{}",
+        s.sql
+    );
+}

@@ -121,6 +121,10 @@ pub(crate) fn corpus() -> Vec<Req<'static>> {
         get("/projects", "select=status,clients(name),count()"),
         get("/projects", "select=status,...clients(name),count()"),
         get("/clients", "select=status,projects!inner(),count()&projects.status=eq.active"),
+        // aggregates hoisted out of to-one spreads
+        get("/projects", "select=status,...clients(n:name.count(),best:health_score.max())"),
+        get("/projects", "select=...clients(count())"),
+        get("/tasks", "select=...projects(status,...clients(clients:name.count()))"),
         // to-many spreads
         get("/clients", "select=name,...projects(project_names:name,status)&projects.order=name"),
         get("/organizations", "select=name,...clients(client:name,...projects(project:name))"),

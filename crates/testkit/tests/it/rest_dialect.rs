@@ -1083,6 +1083,17 @@ async fn rest_to_many_spreads_and_aggregates_in_embeds() {
             json!({"owner": "Cy", "n": 1})
         ]
     );
+    // an aggregate inside a to-one spread is hoisted: the parent aggregates (and groups)
+    let r = fx
+        .get(
+            "/pets?select=owner_id,...vet_id(top_vet:id.max(),vets:count())&order=owner_id",
+            fx.a(),
+        )
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"owner_id": 2, "top_vet": 4, "vets": 2}, {"owner_id": 3, "top_vet": 4, "vets": 1}])
+    );
     // an aggregate PostgreSQL does not have for the type: 42883, 404 as PostgREST maps it
     fx.get("/pets?select=name.sum()", fx.a())
         .await
