@@ -132,6 +132,8 @@ fn parse_errors() {
         "a->=eq.1",
         "columns=a,,b",
         "on_conflict=",
+        // the `..` spread alias of later PostgREST versions
+        "select=id,..clients(name)",
     ];
     for q in cases {
         let e = req_with(M::GET, "/t", q, &[], "").unwrap_err();
@@ -139,6 +141,18 @@ fn parse_errors() {
             (e.code.as_str(), e.status.as_u16()),
             ("PGRST100", 400),
             "{q}"
+        );
+    }
+}
+
+#[test]
+fn invalid_paths_are_404_pgrst125() {
+    for path in ["/a/b", "/rpc/f/g"] {
+        let e = req_with(M::GET, path, "", &[], "").unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.status.as_u16(), e.message.as_str()),
+            ("PGRST125", 404, "Invalid path specified in request URL"),
+            "{path}"
         );
     }
 }
