@@ -104,7 +104,8 @@ pub struct ApiRequest {
     /// `Accept: application/vnd.pgrst.plan…` (db-plan-enabled): answer with the EXPLAIN of
     /// the statement that would answer `accept`.
     pub explain: Option<media::PlanMedia>,
-    /// The `Accept` media types (essence, as shown in errors), most preferred first.
+    /// The `Accept` media types (essence, as shown in errors), most preferred first; for calls
+    /// only (what a media type handler is chosen from).
     pub accept_types: Vec<(String, String)>,
     /// PGRST107 when no built-in media type answers the `Accept` header: raised by the
     /// planner unless the function called has a media type handler that does.
@@ -206,7 +207,12 @@ pub fn parse_request(
         Ok((m, plan)) => (m, plan, None),
         Err(e) => (ResponseMedia::Json { strip_nulls: false }, None, Some(e)),
     };
-    let accept_types = media::accept_list(accept_header);
+    // Only a call can have a media type handler: reads skip the list (the hot path).
+    let accept_types = if matches!(target, Target::Rpc(_)) {
+        media::accept_list(accept_header)
+    } else {
+        Vec::new()
+    };
     let content_type = media::parse_content_type(header(parts.headers, "content-type"));
     let range = if method == Method::Get {
         parse_range(header(parts.headers, "range"))?

@@ -349,7 +349,7 @@ fn accept_header() {
     // An Accept nothing built-in answers is decided by the planner (a function may).
     let r = req_with(
         M::GET,
-        "/t",
+        "/rpc/t",
         "",
         &[(
             "accept",
