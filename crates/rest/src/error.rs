@@ -56,6 +56,7 @@ error_kinds! {
     AggregatesDisabled => ("PGRST123", 400),
     MaxAffectedViolation => ("PGRST124", 400),
     InvalidPath => ("PGRST125", 404),
+    NotImplemented => ("PGRST127", 400),
     MaxAffectedNotSetReturning => ("PGRST128", 400),
     NoRelationship => ("PGRST200", 400),
     AmbiguousRelationship => ("PGRST201", 300),
@@ -252,8 +253,10 @@ pub fn sqlstate_status(sqlstate: &str, role_is_anon: bool) -> StatusCode {
     match class {
         "08" | "53" => code(503),
         "0L" | "0P" | "28" => code(403),
-        "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "56" | "57" | "58"
-        | "F0" | "HV" | "XX" | "P0" => code(500),
+        // 54: program limit exceeded ("too complex"), 413 as PostgREST answers it.
+        "54" => code(413),
+        "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "55" | "56" | "57" | "58" | "F0"
+        | "HV" | "XX" | "P0" => code(500),
         _ => code(400),
     }
 }
@@ -329,7 +332,8 @@ mod tests {
             ("40001", false, 500),
             ("40P01", false, 500),
             ("42P17", false, 500),
-            ("54000", false, 500),
+            ("54000", false, 413),
+            ("54001", false, 413),
             ("55P03", false, 500),
             ("58030", false, 500),
             ("F0000", false, 500),

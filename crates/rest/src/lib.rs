@@ -36,6 +36,8 @@ pub struct RestConfig {
     pub tx_end_allow_override: bool,
     /// `db-anon-role`.
     pub anon_role: String,
+    /// `db-plan-enabled`: `Accept: application/vnd.pgrst.plan` answers with the EXPLAIN.
+    pub plan_enabled: bool,
 }
 
 impl Default for RestConfig {
@@ -46,6 +48,7 @@ impl Default for RestConfig {
             aggregates_enabled: false,
             tx_end_allow_override: false,
             anon_role: "anon".to_string(),
+            plan_enabled: false,
         }
     }
 }

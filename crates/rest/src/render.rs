@@ -172,7 +172,7 @@ fn outer_read(cte: &str, total: &str, body: &str) -> String {
 // ----- reads -----
 
 fn render_read(b: &mut Builder, plan: &Plan, root: &ReadNode) -> String {
-    let cte = render_node(b, root, None);
+    let cte = render_node(b, root, None, false);
     let total = if root.count_exact {
         count_subquery(b, root)
     } else {
@@ -190,7 +190,7 @@ fn count_subquery(b: &mut Builder, root: &ReadNode) -> String {
             where_clause(b, root, &root.conds, None)
         )
     } else {
-        let fields = render_fields(b, root);
+        let fields = render_fields(b, root, false);
         format!(
             "SELECT {fields} FROM {from} AS {}{}{}",
             ident(&root.alias),
@@ -259,7 +259,7 @@ fn lateral_alias(embed: &EmbedNode) -> String {
     ident(&format!("pgrst_{}", embed.node.alias))
 }
 
-fn render_fields(b: &mut Builder, node: &ReadNode) -> String {
+fn render_fields(b: &mut Builder, node: &ReadNode, flatten: bool) -> String {
     let mut out = Vec::new();
     for f in &node.fields {
         let expr = match &f.expr {
@@ -279,13 +279,26 @@ fn render_fields(b: &mut Builder, node: &ReadNode) -> String {
                     None => agg,
                 }
             }
+            // A grouped node groups by its embeds too: jsonb, which has equality.
+            FieldExpr::EmbedObject { embed } if !node.group_by.is_empty() => {
+                format!("{}.body::jsonb", lateral_alias(&node.embeds[*embed]))
+            }
             FieldExpr::EmbedObject { embed } => {
                 format!("{}.body", lateral_alias(&node.embeds[*embed]))
             }
+            // Inside a to-many spread a to-many embed joins row by row: one object each.
+            FieldExpr::EmbedArray { embed } if flatten => {
+                format!("{}.body", lateral_alias(&node.embeds[*embed]))
+            }
+            FieldExpr::EmbedArray { embed } if !node.group_by.is_empty() => format!(
+                "coalesce({}.body::jsonb, '[]'::jsonb)",
+                lateral_alias(&node.embeds[*embed])
+            ),
             FieldExpr::EmbedArray { embed } => format!(
                 "coalesce({}.body, '[]'::json)",
                 lateral_alias(&node.embeds[*embed])
             ),
+            FieldExpr::RowMarker => "1".to_string(),
             FieldExpr::SpreadColumn { embed, name } => {
                 format!("{}.{}", lateral_alias(&node.embeds[*embed]), ident(name))
             }
@@ -311,9 +324,11 @@ fn group_by(node: &ReadNode) -> String {
 }
 
 /// `SELECT fields FROM source AS alias <laterals> WHERE ... ORDER BY ... LIMIT ...`.
-/// `join` is the condition tying an embedded node to its parent.
-fn render_node(b: &mut Builder, node: &ReadNode, join: Option<String>) -> String {
-    let fields = render_fields(b, node);
+/// `join` is the condition tying an embedded node to its parent. `flatten`: the node is the
+/// inside of a to-many spread, whose nested to-many spreads join row by row (the outer
+/// spread aggregates them all into flat arrays, as PostgREST 13 does).
+fn render_node(b: &mut Builder, node: &ReadNode, join: Option<String>, flatten: bool) -> String {
+    let fields = render_fields(b, node, flatten);
     let from = source_sql(b, &node.source);
     let mut sql = format!("SELECT {fields} FROM {from} AS {}", ident(&node.alias));
     for embed in &node.embeds {
@@ -321,11 +336,27 @@ fn render_node(b: &mut Builder, node: &ReadNode, join: Option<String>) -> String
             continue;
         }
         let join_cond = join_condition(embed, &node.alias);
-        let child = render_node(b, &embed.node, join_cond);
+        let to_many_spread = embed.spread && !embed.to_one;
+        let child = render_node(b, &embed.node, join_cond, flatten || to_many_spread);
         let lat = lateral_alias(embed);
-        if embed.spread {
+        if embed.spread && (embed.to_one || flatten) {
             sql.push_str(&format!(" LEFT JOIN LATERAL ({child}) AS {lat} ON TRUE"));
-        } else if embed.to_one {
+        } else if to_many_spread {
+            // Each spread column becomes the array of its values over the related rows.
+            let arrays: Vec<String> = embed
+                .node
+                .fields
+                .iter()
+                .map(|f| {
+                    let name = ident(&f.name);
+                    format!("coalesce(pg_catalog.json_agg(_e.{name}), '[]') AS {name}")
+                })
+                .collect();
+            sql.push_str(&format!(
+                " LEFT JOIN LATERAL (SELECT {} FROM ({child}) AS _e) AS {lat} ON TRUE",
+                arrays.join(", ")
+            ));
+        } else if embed.to_one || flatten {
             sql.push_str(&format!(" LEFT JOIN LATERAL (SELECT pg_catalog.row_to_json(_e) AS body FROM ({child}) AS _e) AS {lat} ON TRUE"));
         } else {
             sql.push_str(&format!(" LEFT JOIN LATERAL (SELECT pg_catalog.json_agg(_e) AS body FROM ({child}) AS _e) AS {lat} ON TRUE"));
@@ -649,7 +680,7 @@ fn mutation_outer(
     };
     match returning {
         Returning::Representation => {
-            let shaped = render_node(b, root, None);
+            let shaped = render_node(b, root, None, false);
             outer(
                 cte,
                 total,
@@ -868,6 +899,22 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
     let call = call_sql(b, &q.call);
     match q.shape {
         CallShape::Void => outer(&format!("SELECT {call}"), "NULL", "''", "NULL", SOURCE_CTE),
+        CallShape::Scalar if plan.raw_media.is_some() => {
+            // A media type handler's value is the body as is (bytea as hex, decoded later).
+            let bytes = plan.raw_media.as_ref().is_some_and(|m| m.bytes);
+            let value = if bytes {
+                "pg_catalog.encode(_postgrest_t.pgrst_scalar::bytea, 'hex')"
+            } else {
+                "_postgrest_t.pgrst_scalar::text"
+            };
+            outer(
+                &format!("SELECT {call} AS pgrst_scalar"),
+                "NULL",
+                &format!("coalesce(pg_catalog.string_agg({value}, ''), '')"),
+                "NULL",
+                SOURCE_CTE,
+            )
+        }
         CallShape::Scalar => outer(
             &format!("SELECT {call} AS pgrst_scalar"),
             if q.count_exact {
@@ -911,7 +958,7 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
             // The root reads the CTE so the function runs once, even with a count.
             let mut root = root.clone();
             root.source = Source::MutationResult;
-            let shaped = render_node(b, &root, None);
+            let shaped = render_node(b, &root, None, false);
             let total = match q.shape {
                 CallShape::Rows if root.count_exact => count_subquery(b, &root),
                 CallShape::SingleRow if root.count_exact => {

@@ -43,6 +43,8 @@ pub struct RestResponse {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: String,
+    /// A binary body (a media type handler returning bytea), sent instead of `body`.
+    pub bytes: Option<Vec<u8>>,
     /// Roll the transaction back instead of committing.
     pub rollback: bool,
 }
@@ -72,6 +74,7 @@ pub fn error_response(err: &RestError) -> RestResponse {
         status: err.status,
         headers,
         body: err.to_json().to_string(),
+        bytes: None,
         rollback: true,
     }
 }
@@ -219,6 +222,9 @@ pub fn respond(plan: &Plan, row: ResultRow) -> RestResponse {
             }
         }
     }
+    if let Some(raw) = &plan.raw_media {
+        return with_common(plan, raw_response(plan, raw, row));
+    }
     let total = total(plan, &row);
     let content_type = (
         CONTENT_TYPE,
@@ -234,6 +240,7 @@ pub fn respond(plan: &Plan, row: ResultRow) -> RestResponse {
                         status: StatusCode::NO_CONTENT,
                         headers,
                         body: String::new(),
+                        bytes: None,
                         rollback,
                     },
                 );
@@ -312,9 +319,65 @@ pub fn respond(plan: &Plan, row: ResultRow) -> RestResponse {
             status,
             headers,
             body,
+            bytes: None,
             rollback,
         },
     )
+}
+
+/// The response to `Accept: application/vnd.pgrst.plan…`: `explain` is the EXPLAIN output
+/// (JSON, or the text lines joined). Always rolled back.
+pub fn respond_explain(plan: &Plan, explain: String) -> RestResponse {
+    let content_type = plan
+        .explain
+        .map(|p| p.content_type())
+        .unwrap_or_else(|| "application/vnd.pgrst.plan+text; charset=utf-8".to_string());
+    with_common(
+        plan,
+        RestResponse {
+            status: StatusCode::OK,
+            headers: header(CONTENT_TYPE.as_str(), &content_type)
+                .into_iter()
+                .collect(),
+            body: explain,
+            bytes: None,
+            rollback: true,
+        },
+    )
+}
+
+/// A media type handler's response: the value as the body (bytea decoded from hex), with
+/// the handler's Content-Type.
+fn raw_response(plan: &Plan, raw: &crate::plan::RawMedia, row: ResultRow) -> RestResponse {
+    let mut headers: Vec<(HeaderName, HeaderValue)> =
+        header(CONTENT_TYPE.as_str(), &raw.content_type)
+            .into_iter()
+            .collect();
+    if plan.count.is_some() || plan.offset > 0 {
+        headers.extend(header(
+            CONTENT_RANGE.as_str(),
+            &range(plan.offset, row.page_total, row.total_result_set),
+        ));
+    }
+    let bytes = raw.bytes.then(|| hex_decode(&row.body));
+    RestResponse {
+        status: StatusCode::OK,
+        headers,
+        body: if raw.bytes { String::new() } else { row.body },
+        bytes,
+        rollback: plan.rollback_requested,
+    }
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    let digits: Vec<u8> = hex
+        .bytes()
+        .filter_map(|c| (c as char).to_digit(16).map(|d| d as u8))
+        .collect();
+    digits
+        .chunks(2)
+        .map(|p| p[0] << 4 | p.get(1).copied().unwrap_or(0))
+        .collect()
 }
 
 /// The query of a `Location` header from the renderer's `[[column, value], …]`:

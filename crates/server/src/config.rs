@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// Allow aggregate functions in select=.
     #[arg(long, env = "PGRST_DB_AGGREGATES_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub db_aggregates_enabled: bool,
+    /// Answer `Accept: application/vnd.pgrst.plan` with the request statement's EXPLAIN
+    /// (development only: it shows the SQL's plan to any caller).
+    #[arg(long, env = "PGRST_DB_PLAN_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub db_plan_enabled: bool,
     /// Transaction end: `commit` or `commit-allow-override` (honours Prefer: tx=rollback).
     #[arg(long, env = "PGRST_DB_TX_END", default_value = "commit")]
     pub db_tx_end: String,
@@ -245,6 +249,7 @@ pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {
         aggregates_enabled: a.db_aggregates_enabled,
         tx_end_allow_override,
         anon_role: a.db_anon_role.clone(),
+        plan_enabled: a.db_plan_enabled,
     })
 }
 

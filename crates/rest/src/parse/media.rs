@@ -34,6 +34,113 @@ impl ResponseMedia {
     }
 }
 
+/// `Accept: application/vnd.pgrst.plan[+text|+json]; for="…"; options=analyze|verbose|…`
+/// (with `db-plan-enabled`): the response is the statement's `EXPLAIN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlanMedia {
+    pub json: bool,
+    /// The `for` media type, when given: the statement explained is the one answering it.
+    pub for_media: Option<ResponseMedia>,
+    pub analyze: bool,
+    pub verbose: bool,
+    pub settings: bool,
+    pub buffers: bool,
+    pub wal: bool,
+}
+
+impl PlanMedia {
+    fn options(&self) -> Vec<&'static str> {
+        [
+            (self.analyze, "analyze"),
+            (self.verbose, "verbose"),
+            (self.settings, "settings"),
+            (self.buffers, "buffers"),
+            (self.wal, "wal"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| name)
+        .collect()
+    }
+
+    /// `application/vnd.pgrst.plan+json; for="application/json"; options=verbose; charset=utf-8`.
+    pub fn content_type(&self) -> String {
+        let mut ct = format!(
+            "application/vnd.pgrst.plan+{}",
+            if self.json { "json" } else { "text" }
+        );
+        if let Some(m) = self.for_media {
+            let name = match m {
+                ResponseMedia::SingleObject { .. } => "application/vnd.pgrst.object+json",
+                ResponseMedia::Json { strip_nulls: true } => "application/vnd.pgrst.array+json",
+                ResponseMedia::Csv => "text/csv",
+                _ => "application/json",
+            };
+            ct.push_str(&format!("; for=\"{name}\""));
+        }
+        let options = self.options();
+        if !options.is_empty() {
+            ct.push_str(&format!("; options={}", options.join("|")));
+        }
+        ct.push_str("; charset=utf-8");
+        ct
+    }
+
+    /// The EXPLAIN options: `FORMAT JSON, ANALYZE, VERBOSE`.
+    pub fn explain_options(&self) -> String {
+        let mut out = vec![if self.json {
+            "FORMAT JSON"
+        } else {
+            "FORMAT TEXT"
+        }
+        .to_string()];
+        out.extend(self.options().iter().map(|o| o.to_ascii_uppercase()));
+        out.join(", ")
+    }
+}
+
+fn parse_plan_media(essence: &str, params: &[(String, String)]) -> Option<PlanMedia> {
+    let json = match essence {
+        "application/vnd.pgrst.plan" | "application/vnd.pgrst.plan+text" => false,
+        "application/vnd.pgrst.plan+json" => true,
+        _ => return None,
+    };
+    let mut plan = PlanMedia {
+        json,
+        ..PlanMedia::default()
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "for" => {
+                let target = v.trim_matches('"').to_ascii_lowercase();
+                plan.for_media = Some(match target.as_str() {
+                    "application/json" => ResponseMedia::Json { strip_nulls: false },
+                    "application/vnd.pgrst.object" | "application/vnd.pgrst.object+json" => {
+                        ResponseMedia::SingleObject { strip_nulls: false }
+                    }
+                    "application/vnd.pgrst.array+json" => ResponseMedia::Json { strip_nulls: true },
+                    "text/csv" => ResponseMedia::Csv,
+                    _ => return None,
+                });
+            }
+            "options" => {
+                for o in v.trim_matches('"').split('|') {
+                    match o.trim() {
+                        "analyze" => plan.analyze = true,
+                        "verbose" => plan.verbose = true,
+                        "settings" => plan.settings = true,
+                        "buffers" => plan.buffers = true,
+                        "wal" => plan.wal = true,
+                        _ => return None,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(plan)
+}
+
 /// What a write body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestMedia {
@@ -69,31 +176,105 @@ pub fn parse_content_type(value: Option<&str>) -> RequestMedia {
     }
 }
 
+/// The `Accept` header's media types, most preferred first (by `q`, then order), each as
+/// PostgREST names them in PGRST107: parameters kept, `q` dropped. `q=0` ones are left out.
+pub fn accept_list(value: Option<&str>) -> Vec<(String, String)> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return vec![("*/*".to_string(), "*/*".to_string())];
+    };
+    let mut items: Vec<(f32, usize, String, String)> = Vec::new();
+    for (i, item) in v.split(',').enumerate() {
+        let mut parts = item.split(';').map(str::trim);
+        let essence = parts.next().unwrap_or("").to_ascii_lowercase();
+        if essence.is_empty() {
+            continue;
+        }
+        let mut q = 1.0f32;
+        let mut shown = vec![essence.clone()];
+        for param in parts.filter(|p| !p.is_empty()) {
+            let (k, val) = param.split_once('=').unwrap_or((param, ""));
+            if k.trim().eq_ignore_ascii_case("q") {
+                q = val.trim().parse().unwrap_or(1.0);
+            } else {
+                shown.push(param.to_string());
+            }
+        }
+        items.push((q, i, essence, shown.join(";")));
+    }
+    items.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+    });
+    items
+        .into_iter()
+        .filter(|(q, ..)| *q > 0.0)
+        .map(|(_, _, essence, shown)| (essence, shown))
+        .collect()
+}
+
+/// PGRST107 for an `Accept` list nothing can answer.
+pub fn media_type_error(value: Option<&str>) -> RestError {
+    let shown: Vec<String> = accept_list(value).into_iter().map(|(_, s)| s).collect();
+    RestError::new(
+        ErrorKind::MediaTypeNotAvailable,
+        format!(
+            "None of these media types are available: {}",
+            shown.join(", ")
+        ),
+    )
+}
+
 /// Picks the first producible media type of the `Accept` list, honouring `q=0`.
 pub fn negotiate_accept(value: Option<&str>, root: bool) -> Result<ResponseMedia, RestError> {
+    negotiate(value, root, false).map(|(m, _)| m)
+}
+
+/// As [`negotiate_accept`]; with `plan_enabled`, `application/vnd.pgrst.plan` is producible
+/// too: the media is then the one the plan is for.
+pub fn negotiate(
+    value: Option<&str>,
+    root: bool,
+    plan_enabled: bool,
+) -> Result<(ResponseMedia, Option<PlanMedia>), RestError> {
     let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(if root {
-            ResponseMedia::OpenApi
-        } else {
-            ResponseMedia::Json { strip_nulls: false }
-        });
+        return Ok((
+            if root {
+                ResponseMedia::OpenApi
+            } else {
+                ResponseMedia::Json { strip_nulls: false }
+            },
+            None,
+        ));
     };
-    let mut candidates: Vec<(f32, usize, ResponseMedia)> = Vec::new();
+    let mut candidates: Vec<(f32, usize, ResponseMedia, Option<PlanMedia>)> = Vec::new();
     for (i, item) in v.split(',').enumerate() {
         let mut parts = item.split(';').map(str::trim);
         let essence = parts.next().unwrap_or("").to_ascii_lowercase();
         let mut q = 1.0f32;
         let mut strip_nulls = false;
+        let mut params = Vec::new();
         for param in parts {
             let (k, val) = param.split_once('=').unwrap_or((param, ""));
-            match k.trim().to_ascii_lowercase().as_str() {
+            let k = k.trim().to_ascii_lowercase();
+            match k.as_str() {
                 "q" => q = val.trim().parse().unwrap_or(1.0),
                 "nulls" => strip_nulls = val.trim().eq_ignore_ascii_case("stripped"),
                 _ => {}
             }
+            params.push((k, val.trim().to_string()));
         }
         if q <= 0.0 {
             continue;
+        }
+        if !root && plan_enabled {
+            if let Some(plan) = parse_plan_media(&essence, &params) {
+                let media = plan
+                    .for_media
+                    .unwrap_or(ResponseMedia::Json { strip_nulls: false });
+                candidates.push((q, i, media, Some(plan)));
+                continue;
+            }
         }
         let media = match essence.as_str() {
             "*/*" | "application/*" if root => ResponseMedia::OpenApi,
@@ -110,19 +291,17 @@ pub fn negotiate_accept(value: Option<&str>, root: bool) -> Result<ResponseMedia
             "text/csv" if !root => ResponseMedia::Csv,
             _ => continue,
         };
-        candidates.push((q, i, media));
+        candidates.push((q, i, media, None));
     }
     candidates.sort_by(|a, b| {
         b.0.partial_cmp(&a.0)
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(a.1.cmp(&b.1))
     });
-    candidates.first().map(|c| c.2).ok_or_else(|| {
-        RestError::new(
-            ErrorKind::MediaTypeNotAvailable,
-            format!("None of these media types are available: {v}"),
-        )
-    })
+    candidates
+        .first()
+        .map(|c| (c.2, c.3))
+        .ok_or_else(|| media_type_error(Some(v)))
 }
 
 #[cfg(test)]

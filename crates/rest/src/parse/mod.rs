@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::error::{ErrorKind, RestError};
 use crate::RestConfig;
 pub use filter::{Filter, FtsKind, IsValue, LogicOp, LogicTree, Operation, Operator, Quantifier};
-pub use media::{RequestMedia, ResponseMedia};
+pub use media::{PlanMedia, RequestMedia, ResponseMedia};
 pub use order::{Direction, Nulls, OrderTarget, OrderTerm};
 pub use prefer::{CountPref, Handling, Preferences, Resolution, ReturnPref, TxPref};
 pub use select::{
@@ -101,6 +101,15 @@ pub struct ApiRequest {
     pub on_conflict: Option<Vec<String>>,
     pub prefer: Preferences,
     pub accept: ResponseMedia,
+    /// `Accept: application/vnd.pgrst.plan…` (db-plan-enabled): answer with the EXPLAIN of
+    /// the statement that would answer `accept`.
+    pub explain: Option<media::PlanMedia>,
+    /// The `Accept` media types (essence, as shown in errors), most preferred first; for calls
+    /// only (what a media type handler is chosen from).
+    pub accept_types: Vec<(String, String)>,
+    /// PGRST107 when no built-in media type answers the `Accept` header: raised by the
+    /// planner unless the function called has a media type handler that does.
+    pub accept_error: Option<RestError>,
     pub content_type: RequestMedia,
     pub range: Option<RangeHeader>,
     /// The decoded body (writes and POST RPC).
@@ -189,10 +198,21 @@ pub fn parse_request(
             prefer.invalid.join(", ")
         )));
     }
-    let accept = media::negotiate_accept(
-        header(parts.headers, "accept"),
+    let accept_header = header(parts.headers, "accept");
+    let (accept, explain, accept_error) = match media::negotiate(
+        accept_header,
         matches!(target, Target::Root),
-    )?;
+        config.plan_enabled,
+    ) {
+        Ok((m, plan)) => (m, plan, None),
+        Err(e) => (ResponseMedia::Json { strip_nulls: false }, None, Some(e)),
+    };
+    // Only a call can have a media type handler: reads skip the list (the hot path).
+    let accept_types = if matches!(target, Target::Rpc(_)) {
+        media::accept_list(accept_header)
+    } else {
+        Vec::new()
+    };
     let content_type = media::parse_content_type(header(parts.headers, "content-type"));
     let range = if method == Method::Get {
         parse_range(header(parts.headers, "range"))?
@@ -216,6 +236,9 @@ pub fn parse_request(
         on_conflict: None,
         prefer,
         accept,
+        explain,
+        accept_types,
+        accept_error,
         content_type,
         range,
         payload: None,

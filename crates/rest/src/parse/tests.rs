@@ -132,6 +132,8 @@ fn parse_errors() {
         "a->=eq.1",
         "columns=a,,b",
         "on_conflict=",
+        // the `..` spread alias of later PostgREST versions
+        "select=id,..clients(name)",
     ];
     for q in cases {
         let e = req_with(M::GET, "/t", q, &[], "").unwrap_err();
@@ -139,6 +141,18 @@ fn parse_errors() {
             (e.code.as_str(), e.status.as_u16()),
             ("PGRST100", 400),
             "{q}"
+        );
+    }
+}
+
+#[test]
+fn invalid_paths_are_404_pgrst125() {
+    for path in ["/a/b", "/rpc/f/g"] {
+        let e = req_with(M::GET, path, "", &[], "").unwrap_err();
+        assert_eq!(
+            (e.code.as_str(), e.status.as_u16(), e.message.as_str()),
+            ("PGRST125", 404, "Invalid path specified in request URL"),
+            "{path}"
         );
     }
 }
@@ -332,6 +346,29 @@ fn accept_header() {
     )
     .unwrap();
     assert!(r.accept.is_singular());
-    let e = req_with(M::GET, "/t", "", &[("accept", "text/html")], "").unwrap_err();
-    assert_eq!(e.code, "PGRST107");
+    // An Accept nothing built-in answers is decided by the planner (a function may).
+    let r = req_with(
+        M::GET,
+        "/rpc/t",
+        "",
+        &[(
+            "accept",
+            "text/html, image/png;q=0.5, application/xml;charset=x;q=0.9",
+        )],
+        "",
+    )
+    .unwrap();
+    let e = r.accept_error.expect("PGRST107");
+    assert_eq!((e.code.as_str(), e.status.as_u16()), ("PGRST107", 406));
+    assert_eq!(
+        e.message,
+        "None of these media types are available: text/html, application/xml;charset=x, image/png"
+    );
+    assert_eq!(
+        r.accept_types
+            .iter()
+            .map(|(e, _)| e.as_str())
+            .collect::<Vec<_>>(),
+        vec!["text/html", "application/xml", "image/png"]
+    );
 }

@@ -76,7 +76,21 @@ pub struct Plan {
     pub estimate_threshold: Option<i64>,
     /// `Prefer: timezone=`: the server sets the `timezone` GUC for the transaction.
     pub timezone: Option<String>,
+    /// A media type handler answers: the function's scalar result is the body, raw.
+    pub raw_media: Option<RawMedia>,
+    /// `Accept: application/vnd.pgrst.plan…`: run `EXPLAIN (options)` of the statement
+    /// instead (rolled back) and answer with [`crate::response::respond_explain`].
+    pub explain: Option<crate::parse::PlanMedia>,
     pub(crate) query: Query,
+}
+
+/// The response of a function returning a domain named like a media type (PostgREST 12's
+/// media type handlers): its value is the body, with that Content-Type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMedia {
+    pub content_type: String,
+    /// The value is bytea (the statement hex-encodes it; the response decodes it).
+    pub bytes: bool,
 }
 
 // ----- the resolved query tree the renderer walks -----
@@ -164,6 +178,8 @@ pub(crate) enum FieldExpr {
     EmbedArray { embed: usize },
     /// A field of a spread embed (`...rel(col)`), read from the lateral.
     SpreadColumn { embed: usize, name: String },
+    /// `1` for each related row: what a `count()` hoisted out of a spread counts.
+    RowMarker,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +249,8 @@ pub(crate) struct EmbedNode {
     /// `rel()`: used for filtering only, no output and no lateral join.
     pub output: bool,
     pub spread: bool,
+    /// A to-one spread's aggregates, hoisted to the parent: (field index, function, cast).
+    pub hoisted: Vec<(usize, AggregateFn, Option<String>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -371,6 +389,8 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         count_statement: None,
         estimate_threshold: config.max_rows,
         timezone: None,
+        raw_media: None,
+        explain: req.explain,
         query: Query::None,
     };
     let mut ctx = read::Ctx {
@@ -434,7 +454,14 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
             } else if req.method.is_read() {
                 plan.volatile_call_via_get = true;
             }
+            plan.raw_media = planned.raw_media.filter(|_| req.explain.is_none());
             plan.query = Query::Call(planned.query);
+        }
+    }
+    // No media type answers the Accept header: PGRST107, once the target is known.
+    if plan.raw_media.is_none() {
+        if let Some(e) = &req.accept_error {
+            return Err(e.clone());
         }
     }
     if matches!(
@@ -507,6 +534,7 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
     plan.preference_applied = applied;
     if matches!(plan.count, Some(CountPref::Planned | CountPref::Estimated))
         && plan.action != Action::Call(CallShape::Void)
+        && plan.explain.is_none()
     {
         plan.count_statement = crate::render::render_explain(&plan);
     }

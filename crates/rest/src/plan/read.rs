@@ -343,13 +343,34 @@ pub(crate) fn build_node(
                     });
                 }
                 if e.spread {
-                    for f in &child.node.fields {
-                        node.fields.push(OutputField {
-                            name: f.name.clone(),
-                            expr: FieldExpr::SpreadColumn {
+                    let lateral = format!("pgrst_{}", child.node.alias);
+                    for (i, f) in child.node.fields.iter().enumerate() {
+                        // An aggregate in a to-one spread is hoisted: it aggregates here.
+                        let expr = match child.hoisted.iter().find(|h| h.0 == i) {
+                            Some((_, func, cast)) => {
+                                has_aggregate = true;
+                                FieldExpr::Aggregate {
+                                    func: *func,
+                                    arg: Some((
+                                        ColumnRef {
+                                            alias: lateral.clone(),
+                                            column: f.name.clone(),
+                                            json_path: Vec::new(),
+                                            computed: None,
+                                        },
+                                        None,
+                                    )),
+                                    cast: cast.clone(),
+                                }
+                            }
+                            None => FieldExpr::SpreadColumn {
                                 embed: embed_index,
                                 name: f.name.clone(),
                             },
+                        };
+                        node.fields.push(OutputField {
+                            name: f.name.clone(),
+                            expr,
                         });
                     }
                 } else if child.output {
@@ -492,15 +513,13 @@ fn plan_embed(
         .table_by_name(&rel.target)
         .ok_or_else(|| super::relation_not_found(&rel.target.schema, &rel.target.name))?;
     let to_one = rel.is_to_one();
-    if e.spread && !to_one {
+    // A spread of a to-many relationship aggregates its columns into arrays (PostgREST 13):
+    // it needs aggregates enabled, and takes no aggregate of its own.
+    if e.spread && !to_one && !ctx.config.aggregates_enabled {
         return Err(RestError::new(
-            ErrorKind::SpreadNotToOne,
-            format!("A spread operation on '{}' is not possible", e.relation),
-        )
-        .with_details(format!(
-            "'{}' and '{}' do not form a many-to-one or one-to-one relationship",
-            parent.table.name, e.relation
-        )));
+            ErrorKind::AggregatesDisabled,
+            "Use of aggregate functions is not allowed",
+        ));
     }
     let source = match &rel.cardinality {
         Cardinality::Computed { function, .. } => Source::Computed {
@@ -523,7 +542,36 @@ fn plan_embed(
             order: true,
         },
     )?;
+    if e.spread && !to_one && has_aggregate(&node) {
+        return Err(
+            RestError::new(ErrorKind::NotImplemented, "Feature not implemented").with_details(
+                "Aggregates are not implemented for one-to-many or many-to-many spreads.",
+            ),
+        );
+    }
+    // The aggregates of a to-one spread are hoisted to the parent (PostgREST's
+    // hoistSpreadAggFunctions): the spread reads the values, the parent aggregates them.
+    let mut node = node;
+    let mut hoisted = Vec::new();
+    if e.spread && to_one {
+        for (i, f) in node.fields.iter_mut().enumerate() {
+            if let FieldExpr::Aggregate { func, arg, cast } = &f.expr {
+                hoisted.push((i, *func, cast.clone()));
+                f.expr = match arg {
+                    Some((col, c)) => FieldExpr::Column {
+                        col: col.clone(),
+                        cast: c.clone(),
+                    },
+                    None => FieldExpr::RowMarker,
+                };
+            }
+        }
+        if !hoisted.is_empty() {
+            node.group_by.clear();
+        }
+    }
     Ok(EmbedNode {
+        hoisted,
         label: e.label().to_string(),
         relation: e.relation.clone(),
         relationship: rel,
@@ -532,6 +580,17 @@ fn plan_embed(
         output: !e.select.is_empty() || e.spread,
         spread: e.spread,
     })
+}
+
+/// Whether a node aggregates, itself or through the spreads it holds.
+fn has_aggregate(node: &ReadNode) -> bool {
+    node.fields
+        .iter()
+        .any(|f| matches!(f.expr, FieldExpr::Aggregate { .. }))
+        || node
+            .embeds
+            .iter()
+            .any(|e| e.spread && has_aggregate(&e.node))
 }
 
 /// Finds the relationship `/parent?select=target!hint(...)` names, by PostgREST's rules:

@@ -16,6 +16,57 @@ pub(crate) struct PlannedCall {
     pub query: CallQuery,
     pub offset: i64,
     pub volatile: bool,
+    pub raw_media: Option<super::RawMedia>,
+}
+
+/// The media types PostgREST always produces (besides a function's own).
+fn builtin_media(essence: &str) -> bool {
+    matches!(
+        essence,
+        "*/*"
+            | "application/*"
+            | "application/json"
+            | "application/vnd.pgrst.array+json"
+            | "application/vnd.pgrst.object+json"
+            | "application/vnd.pgrst.object"
+            | "text/csv"
+    )
+}
+
+/// A function returning a media type domain handles the first accepted type that is its
+/// own (any type for `*/*`), with the default `select` and a single value only.
+fn media_handler(
+    req: &crate::parse::ApiRequest,
+    f: &Function,
+    shape: CallShape,
+) -> Option<super::RawMedia> {
+    let mt = f.return_media_type.as_deref()?;
+    let default_select = match &req.select {
+        None => true,
+        Some(items) => matches!(items.as_slice(), [] | [crate::parse::SelectItem::Star]),
+    };
+    if shape != CallShape::Scalar || !default_select {
+        return None;
+    }
+    let raw = |content_type: &str| super::RawMedia {
+        content_type: match content_type {
+            "text/plain" | "text/xml" | "text/csv" => format!("{content_type}; charset=utf-8"),
+            other => other.to_string(),
+        },
+        bytes: f.return_base_type == "bytea",
+    };
+    if mt == "*/*" {
+        return Some(raw("application/octet-stream"));
+    }
+    for (essence, _) in &req.accept_types {
+        if essence.eq_ignore_ascii_case(mt) {
+            return Some(raw(mt));
+        }
+        if builtin_media(essence) {
+            return None;
+        }
+    }
+    None
 }
 
 fn is_json_arg(a: &FunctionArg) -> bool {
@@ -338,6 +389,7 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
         CallShape::Scalar | CallShape::Void => {}
     }
     Ok(PlannedCall {
+        raw_media: media_handler(req, function, shape),
         query,
         offset,
         volatile: function.volatility == Volatility::Volatile,

@@ -1,6 +1,7 @@
 use http::Method;
 
 use super::*;
+use crate::plan::RawMedia;
 use crate::testutil::*;
 
 #[test]
@@ -16,7 +17,8 @@ fn planner_errors_table() {
         (get("/clients", "projects.name=eq.x"), 400, "PGRST108", "'projects' is not an embedded resource in this request"),
         (get("/clients", "projects.limit=1"), 400, "PGRST108", "'projects' is not an embedded resource in this request"),
         (get("/clients", "select=id,projects(id)&order=projects(name)"), 400, "PGRST118", "A related order on 'projects' is not possible"),
-        (get("/clients", "select=id,...projects(id)"), 400, "PGRST119", "A spread operation on 'projects' is not possible"),
+        (get("/clients", "select=id,...projects(n:count())"), 400, "PGRST127", "Feature not implemented"),
+        (get("/organizations", "select=id,...clients(name,...projects(progress.sum()))"), 400, "PGRST127", "Feature not implemented"),
         (get("/clients", "select=id,projects(id)&projects=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
         (get("/clients", "select=id,projects(id)&projects=is.true"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
         (get("/clients", "select=id,p:projects(id)&p=eq.1"), 400, "PGRST120", "Bad operator on the 'projects' embedded resource"),
@@ -90,6 +92,49 @@ fn aggregates_need_config() {
     let cfg = RestConfig::default();
     let e = run_with(&get("/tasks", "select=status,count()"), &cfg).unwrap_err();
     assert_eq!((e.code.as_str(), e.status.as_u16()), ("PGRST123", 400));
+    // so do aggregates inside embeds, and spreads of to-many relationships (PostgREST 13)
+    for q in [
+        "select=name,projects(count())",
+        "select=name,...projects(name)",
+        "select=name,...open_projects_missing(name)",
+    ] {
+        let e = run_with(&get("/clients", q), &cfg).unwrap_err();
+        if q.contains("missing") {
+            assert_eq!(e.code, "PGRST200", "{q}");
+            continue;
+        }
+        assert_eq!(
+            (
+                e.code.as_str(),
+                e.status.as_u16(),
+                e.message.as_str(),
+                e.details.as_deref()
+            ),
+            (
+                "PGRST123",
+                400,
+                "Use of aggregate functions is not allowed",
+                None
+            ),
+            "{q}"
+        );
+    }
+    let e = run_with(
+        &get("/clients", "select=id,...projects(n:count())"),
+        &config(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.details.as_deref(),
+        Some("Aggregates are not implemented for one-to-many or many-to-many spreads.")
+    );
+    assert_eq!(e.hint, None);
+    // to-one spreads need nothing
+    assert!(run_with(
+        &get("/projects", "select=name,...clients(client:name)"),
+        &cfg
+    )
+    .is_ok());
     assert!(run_with(&get("/tasks", "select=status,count()"), &config()).is_ok());
 }
 
@@ -840,4 +885,238 @@ fn calls_plan_counts_and_max_affected() {
     ))
     .unwrap();
     assert_eq!(p.max_affected, None);
+}
+
+#[test]
+fn missing_default_fills_identity_and_column_defaults_on_inserts_and_upserts() {
+    let s = sql(&with(
+        Method::POST,
+        "/tasks",
+        "columns=id,project_id,title,status&on_conflict=id",
+        &[("prefer", "missing=default, resolution=merge-duplicates")],
+        r#"[{"title":"a"}]"#,
+    ));
+    assert!(
+        s.sql.contains("CASE WHEN _j.value ? 'id' THEN _r.\"id\" ELSE (nextval('public.tasks_id_seq'::regclass)) END"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("CASE WHEN _j.value ? 'status' THEN _r.\"status\" ELSE ('todo'::text) END"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql.contains("ON CONFLICT (\"id\") DO UPDATE SET"),
+        "{}",
+        s.sql
+    );
+    // without columns= every key is present: nothing to fill
+    let s = sql(&with(
+        Method::POST,
+        "/tasks",
+        "",
+        &[("prefer", "missing=default")],
+        r#"{"title":"a"}"#,
+    ));
+    assert!(!s.sql.contains("CASE WHEN"), "{}", s.sql);
+}
+
+#[test]
+fn to_many_spreads_aggregate_arrays_and_grouped_embeds_are_jsonb() {
+    let s = sql(&get(
+        "/clients",
+        "select=name,...projects(project:name,status)&projects.order=name",
+    ));
+    assert!(
+        s.sql.contains("LEFT JOIN LATERAL (SELECT coalesce(pg_catalog.json_agg(_e.\"project\"), '[]') AS \"project\", coalesce(pg_catalog.json_agg(_e.\"status\"), '[]') AS \"status\" FROM (SELECT \"t1\".\"name\" AS \"project\", \"t1\".\"status\" AS \"status\" FROM \"public\".\"projects\" AS \"t1\" WHERE"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("ORDER BY \"t1\".\"name\") AS _e) AS \"pgrst_t1\" ON TRUE"),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql.contains("\"pgrst_t1\".\"project\" AS \"project\""),
+        "{}",
+        s.sql
+    );
+    // a to-many spread inside a to-many spread joins row by row
+    let s = sql(&get(
+        "/organizations",
+        "select=name,...clients(client:name,...projects(project:name))",
+    ));
+    assert!(s.sql.contains("LEFT JOIN LATERAL (SELECT \"t2\".\"name\" AS \"project\" FROM \"public\".\"projects\" AS \"t2\""), "{}", s.sql);
+    // a grouped node groups by its embeds as jsonb
+    let s = sql(&get("/projects", "select=status,clients(name),count()"));
+    assert!(
+        s.sql.contains("\"pgrst_t1\".body::jsonb AS \"clients\""),
+        "{}",
+        s.sql
+    );
+    assert!(s.sql.contains("GROUP BY 1, 2"), "{}", s.sql);
+}
+
+#[test]
+fn media_type_handlers_and_accept_errors() {
+    let accept = |v: &'static str| [("accept", v)];
+    // a function returning a media type domain answers its type, raw
+    let (p, s) = run(&with(
+        Method::GET,
+        "/rpc/page",
+        "",
+        &accept("text/html"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.raw_media,
+        Some(RawMedia {
+            content_type: "text/html".into(),
+            bytes: false
+        })
+    );
+    assert!(s.sql.contains("coalesce(pg_catalog.string_agg(_postgrest_t.pgrst_scalar::text, ''), '')::text AS body"), "{}", s.sql);
+    let (p, s) = run(&with(
+        Method::GET,
+        "/rpc/blob",
+        "",
+        &accept("application/octet-stream"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(p.raw_media.as_ref().map(|m| m.bytes), Some(true));
+    assert!(
+        s.sql
+            .contains("pg_catalog.encode(_postgrest_t.pgrst_scalar::bytea, 'hex')"),
+        "{}",
+        s.sql
+    );
+    // `*/*` answers anything, as application/octet-stream
+    let (p, _) = run(&with(
+        Method::GET,
+        "/rpc/anything",
+        "",
+        &accept("image/png"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.raw_media.map(|m| m.content_type),
+        Some("application/octet-stream".into())
+    );
+    // the first acceptable type wins; */* and JSON are built in
+    for a in ["application/json, text/html", "*/*", "text/csv"] {
+        let (p, _) = run(&with(Method::GET, "/rpc/page", "", &accept(a), "")).unwrap();
+        assert_eq!(p.raw_media, None, "{a}");
+    }
+    let (p, _) = run(&with(
+        Method::GET,
+        "/rpc/page",
+        "",
+        &accept("image/png, text/html;q=0.5, application/json;q=0.1"),
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        p.raw_media.map(|m| m.content_type),
+        Some("text/html".into())
+    );
+    // nothing answers: 406 PGRST107 naming what was asked, after the target resolves
+    for (path, query, a, shown) in [
+        ("/rpc/page", "", "text/plain", "text/plain"),
+        ("/rpc/page", "select=x", "text/html", "text/html"),
+        ("/rpc/ping", "", "text/plain", "text/plain"),
+        (
+            "/clients",
+            "",
+            "text/html, image/png;q=0.2",
+            "text/html, image/png",
+        ),
+        (
+            "/clients",
+            "",
+            "application/vnd.pgrst.plan+json",
+            "application/vnd.pgrst.plan+json",
+        ),
+    ] {
+        let e = err(&with(Method::GET, path, query, &accept(a), ""));
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str(), e.message),
+            (
+                406,
+                "PGRST107",
+                format!("None of these media types are available: {shown}")
+            ),
+            "{path} {a}"
+        );
+    }
+    let e = err(&with(Method::GET, "/nope", "", &accept("text/html"), ""));
+    assert_eq!(e.code, "42P01");
+}
+
+#[test]
+fn plan_media_type_needs_db_plan_enabled() {
+    let cfg = RestConfig {
+        plan_enabled: true,
+        ..config()
+    };
+    let req = |a: &'static str| with(Method::GET, "/clients", "name=eq.x", &[("accept", a)], "");
+    let (p, _) = run_with(&req("application/vnd.pgrst.plan"), &cfg).unwrap();
+    let e = p.explain.expect("explain");
+    assert_eq!(
+        e.content_type(),
+        "application/vnd.pgrst.plan+text; charset=utf-8"
+    );
+    assert_eq!(e.explain_options(), "FORMAT TEXT");
+    let (p, _) = run_with(
+        &req("application/vnd.pgrst.plan+json; for=\"application/vnd.pgrst.object\"; options=analyze|verbose"),
+        &cfg,
+    )
+    .unwrap();
+    let e = p.explain.expect("explain");
+    assert_eq!(
+        e.content_type(),
+        "application/vnd.pgrst.plan+json; for=\"application/vnd.pgrst.object+json\"; options=analyze|verbose; charset=utf-8"
+    );
+    assert_eq!(e.explain_options(), "FORMAT JSON, ANALYZE, VERBOSE");
+    assert!(
+        p.media.is_singular(),
+        "the statement explained is the object one"
+    );
+    for bad in [
+        "application/vnd.pgrst.plan; options=nope",
+        "application/vnd.pgrst.plan; for=\"text/html\"",
+    ] {
+        let e = run_with(&req(bad), &cfg).unwrap_err();
+        assert_eq!(e.code, "PGRST107", "{bad}");
+    }
+}
+
+#[test]
+fn aggregates_in_to_one_spreads_are_hoisted_to_the_parent() {
+    let s = sql(&get(
+        "/projects",
+        "select=status,...clients(n:name.count(),best:health_score.max()::text)",
+    ));
+    assert!(s.sql.contains("SELECT \"t0\".\"status\" AS \"status\", pg_catalog.count(\"pgrst_t1\".\"n\") AS \"n\", (pg_catalog.max(\"pgrst_t1\".\"best\"))::text AS \"best\" FROM"), "{}", s.sql);
+    assert!(s.sql.contains("SELECT \"t1\".\"name\" AS \"n\", \"t1\".\"health_score\" AS \"best\" FROM \"public\".\"clients\" AS \"t1\""), "{}", s.sql);
+    assert!(s.sql.contains("GROUP BY 1"), "{}", s.sql);
+    let s = sql(&get("/projects", "select=...clients(count())"));
+    assert!(
+        s.sql
+            .contains("pg_catalog.count(\"pgrst_t1\".\"count\") AS \"count\""),
+        "{}",
+        s.sql
+    );
+    assert!(
+        s.sql
+            .contains("SELECT 1 AS \"count\" FROM \"public\".\"clients\""),
+        "{}",
+        s.sql
+    );
 }

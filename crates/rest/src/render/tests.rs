@@ -115,6 +115,21 @@ pub(crate) fn corpus() -> Vec<Req<'static>> {
         get("/employees", "select=id,manager_id(name),employees(name)"),
         get("/documents", "select=id,project:project_id(name)"),
         get("/projects", "select=id,projects_org_id_fkey(name)"),
+        // aggregates in embeds
+        get("/clients", "select=name,projects(count())"),
+        get("/clients", "select=name,projects(status,n:count(),progress.sum())"),
+        get("/projects", "select=status,clients(name),count()"),
+        get("/projects", "select=status,...clients(name),count()"),
+        get("/clients", "select=status,projects!inner(),count()&projects.status=eq.active"),
+        // aggregates hoisted out of to-one spreads
+        get("/projects", "select=status,...clients(n:name.count(),best:health_score.max())"),
+        get("/projects", "select=...clients(count())"),
+        get("/tasks", "select=...projects(status,...clients(clients:name.count()))"),
+        // to-many spreads
+        get("/clients", "select=name,...projects(project_names:name,status)&projects.order=name"),
+        get("/organizations", "select=name,...clients(client:name,...projects(project:name))"),
+        get("/organizations", "select=name,...clients(client:name,projects(name),org:organizations(name))"),
+        get("/projects", "select=name,...open_tasks(title)"),
     ]
 }
 

@@ -366,6 +366,7 @@ fn response_settings_shape_a_successful_response() {
         status: http::StatusCode::OK,
         headers: vec![],
         body: "{}".into(),
+        bytes: None,
         rollback: false,
     };
     let r = apply_response_settings(
@@ -472,4 +473,67 @@ fn calls_count_and_honour_max_affected() {
         ),
         (200, Some("0-0/1"), "")
     );
+}
+
+#[test]
+fn media_type_handlers_answer_raw_bodies() {
+    let (plan, _) = run(&with(
+        Method::GET,
+        "/rpc/blob",
+        "",
+        &[("accept", "application/octet-stream")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(None, 1, "00ff10"));
+    assert_eq!(resp.status.as_u16(), 200);
+    assert_eq!(hdr(&resp, "content-type"), Some("application/octet-stream"));
+    assert_eq!(resp.bytes.as_deref(), Some(&[0u8, 255, 16][..]));
+    let (plan, _) = run(&with(
+        Method::GET,
+        "/rpc/page",
+        "",
+        &[("accept", "text/html")],
+        "",
+    ))
+    .unwrap();
+    let resp = respond(&plan, row(None, 1, "<h1>hi</h1>"));
+    assert_eq!(
+        (
+            hdr(&resp, "content-type"),
+            resp.body.as_str(),
+            resp.bytes.is_none()
+        ),
+        (Some("text/html"), "<h1>hi</h1>", true)
+    );
+    // no value: an empty body
+    let resp = respond(&plan, row(None, 1, ""));
+    assert_eq!((resp.status.as_u16(), resp.body.as_str()), (200, ""));
+}
+
+#[test]
+fn explain_responses_are_rolled_back() {
+    let cfg = crate::RestConfig {
+        plan_enabled: true,
+        ..config()
+    };
+    let (plan, _) = run_with(
+        &with(
+            Method::DELETE,
+            "/clients",
+            "",
+            &[("accept", "application/vnd.pgrst.plan+json")],
+            "",
+        ),
+        &cfg,
+    )
+    .unwrap();
+    let resp = respond_explain(&plan, "[{\"Plan\":{}}]".into());
+    assert_eq!(resp.status.as_u16(), 200);
+    assert!(resp.rollback);
+    assert_eq!(
+        hdr(&resp, "content-type"),
+        Some("application/vnd.pgrst.plan+json; charset=utf-8")
+    );
+    assert_eq!(resp.body, "[{\"Plan\":{}}]");
 }

@@ -47,7 +47,11 @@ types AS (
     coalesce(db.base, t.oid) AS cast_oid,
     coalesce(bt.typname, t.typname)::text AS base_name,
     t.typcategory::text AS category,
-    t.typrelid
+    t.typrelid,
+    -- A domain named like a media type (`text/html`, `*/*`): its functions are media type
+    -- handlers (PostgREST 12).
+    CASE WHEN t.typtype = 'd' AND (t.typname ~* '^[A-Za-z0-9.-]+/[A-Za-z0-9.\+-]+$' OR t.typname = '*/*')
+         THEN t.typname::text END AS media_type
   FROM pg_catalog.pg_type t
   JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
   LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
@@ -82,7 +86,10 @@ columns AS (
       'base_type', ty.base_name,
       'category', ty.category,
       'nullable', NOT a.attnotnull,
-      'default', pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+      -- An identity column's default is its sequence (for Prefer: missing=default).
+      'default', coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid),
+        CASE WHEN a.attidentity = 'd' THEN 'nextval(' || pg_catalog.quote_literal(
+          pg_catalog.pg_get_serial_sequence(pg_catalog.quote_ident(r.schema) || '.' || pg_catalog.quote_ident(r.name), a.attname)) || '::regclass)' END),
       'generated', a.attgenerated <> '' OR a.attidentity = 'a',
       'position', a.attnum,
       'comment', pg_catalog.col_description(a.attrelid, a.attnum),
@@ -245,6 +252,7 @@ SELECT pg_catalog.json_build_object(
       'return_base_type', rt.base_name,
       'returns_set', f.proretset,
       'return_category', rt.category,
+      'return_media_type', rt.media_type,
       'rows', f.prorows,
       'arg_relation', f.arg_relation,
       'return_relation', CASE WHEN rt.typrelid <> 0 THEN (

@@ -244,6 +244,10 @@ pub struct Function {
     /// `pg_type.typcategory` of the return type (`S` string, `N` numeric...).
     #[serde(default)]
     pub return_category: String,
+    /// The media type a function returning a domain named like one (`"text/html"`, `"*/*"`)
+    /// answers with: its result is the response body, raw.
+    #[serde(default)]
+    pub return_media_type: Option<String>,
     /// `prorows`: a set-returning function declared `ROWS 1` embeds as one object.
     #[serde(default)]
     pub rows: Option<serde_json::Number>,

@@ -51,3 +51,9 @@ create function public.echo_xml(xml) returns xml language sql immutable as $$ se
 create function public.echo_bytes(bytea) returns bytea language sql immutable as $$ select $1 $$;
 create function public.greet(name text) returns text language sql immutable as $$ select 'hi ' || name $$;
 create function public.greet(name text, greeting text default 'hello') returns text language sql immutable as $$ select greeting || ' ' || name $$;
+create domain public."text/html" as text;
+create domain public."application/octet-stream" as bytea;
+create domain public."*/*" as bytea;
+create function public.page() returns public."text/html" language sql immutable as $$ select '<h1>hi</h1>'::public."text/html" $$;
+create function public.blob() returns public."application/octet-stream" language sql immutable as $$ select '\x0102'::bytea::public."application/octet-stream" $$;
+create function public.anything() returns public."*/*" language sql immutable as $$ select 'any'::bytea::public."*/*" $$;

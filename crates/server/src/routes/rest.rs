@@ -50,6 +50,8 @@ fn into_response(r: RestResponse, method: &Method, jwt_error: bool) -> Response 
     }
     let body = if method == Method::HEAD {
         Body::empty()
+    } else if let Some(bytes) = r.bytes {
+        Body::from(bytes)
     } else {
         Body::from(r.body)
     };
@@ -301,6 +303,26 @@ async fn execute(
         Some(tz) => settings.guc("timezone", tz.as_str()),
         None => settings,
     };
+    if let Some(explain) = plan.explain {
+        // Accept: application/vnd.pgrst.plan: the statement's plan, never its effects.
+        let sql = format!("EXPLAIN ({}) {}", explain.explain_options(), stmt.sql);
+        let mut tx = state.db.begin(&settings).await?;
+        let rows = tx.query_typed(&sql, &text_params(&stmt.params)).await?;
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                r.try_get::<_, String>(0)
+                    .ok()
+                    .or_else(|| r.try_get::<_, Value>(0).ok().map(|v| v.to_string()))
+                    .unwrap_or_default()
+            })
+            .collect();
+        tx.rollback().await?;
+        return Ok(agencyflow_rest::response::respond_explain(
+            plan,
+            lines.join("\n"),
+        ));
+    }
     // A read-only request's outcome cannot depend on commit or rollback: the settings and
     // the statement go out under one Sync, one implicit transaction, one round trip.
     // Statements are prepared once per connection (by SQL text; values are parameters), so

@@ -50,6 +50,11 @@ fn vector_literal(v: &[f32]) -> String {
 }
 
 pub(crate) async fn fixture() -> Fx {
+    fixture_with(&[]).await
+}
+
+/// The fixture with extra `serve` flags (`--db-aggregates-enabled true`...).
+pub(crate) async fn fixture_with(serve_args: &[&str]) -> Fx {
     let t = TestDb::new().await;
     let su = t.superuser().await;
     su.batch_execute(&format!(
@@ -103,7 +108,7 @@ insert into documents (org_id, project_id, name, summary, content_text, embeddin
     ))
     .await
     .expect("seed");
-    let app = t.spawn_app().await;
+    let app = t.spawn_app_with(serve_args).await;
     let alice = app.user_token(ALICE);
     let bob = app.user_token(BOB);
     Fx {
@@ -121,6 +126,8 @@ pub(crate) struct Resp {
     pub status: u16,
     pub headers: HeaderMap,
     pub text: String,
+    /// The body as received (binary responses).
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -192,11 +199,13 @@ impl<'a> Call<'a> {
         let r = self.rb.send().await.expect("request");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
-        let text = r.text().await.expect("body");
+        let bytes = r.bytes().await.expect("body").to_vec();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         Resp {
             status,
             headers,
             text,
+            bytes,
         }
     }
 }
