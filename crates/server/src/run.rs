@@ -1,9 +1,14 @@
 //! The CLI's commands: where the database comes from, migrations, serving, shutdown.
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use agencyflow_auth::{api_key, JwtKeys};
-use agencyflow_db::{migrate, ClusterError, ClusterOptions, Db, EmbeddedCluster};
+use agencyflow_db::{
+    migrate, ClusterError, ClusterHealth, ClusterOptions, Db, EmbeddedCluster, RestartPolicy,
+    SupervisedCluster,
+};
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Settings};
@@ -53,12 +58,18 @@ pub struct Database {
     pub api_url: String,
     /// The schema owner, for migrations and seeding.
     pub admin_url: String,
-    pub cluster: Option<EmbeddedCluster>,
+    /// The embedded cluster, under supervision (restarted when it dies, per `policy`).
+    pub cluster: Option<SupervisedCluster>,
 }
 
-/// Resolves the database: `DATABASE_URL`, or the embedded cluster in the data directory
-/// (started here, on the calling thread, which must outlive it: see `cluster` docs).
-pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Database, RunError> {
+/// Resolves the database: `DATABASE_URL`, or the embedded cluster in the data directory,
+/// started on its supervisor thread (which spawns and waits on every postmaster, so the
+/// parent-death signal keeps them from outliving us: see `db::supervise`).
+pub fn open_database(
+    g: &GlobalArgs,
+    data_dir: &std::path::Path,
+    policy: RestartPolicy,
+) -> Result<Database, RunError> {
     if let Some(url) = g.database_url.as_deref().filter(|u| !u.is_empty()) {
         tokio_postgres_config_check(url, "DATABASE_URL")?;
         let admin = g
@@ -79,7 +90,7 @@ pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Datab
         port: None,
         ephemeral: false,
     };
-    match EmbeddedCluster::start(&opts) {
+    match SupervisedCluster::start(&opts, policy) {
         Ok(cluster) => Ok(Database {
             api_url: cluster.url("authenticator", "postgres"),
             admin_url: cluster.url("postgres", "postgres"),
@@ -145,10 +156,15 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
         );
         return Ok(());
     }
-    if let Command::Serve(a) = &cli.command {
-        rest_settings(a)?;
-    }
-    let mut database = open_database(&cli.global, &dir)?;
+    let policy = match &cli.command {
+        Command::Serve(a) => {
+            rest_settings(a)?;
+            a.restart_policy()
+        }
+        // Short-lived commands report a dead database as their error.
+        _ => RestartPolicy::never(),
+    };
+    let mut database = open_database(&cli.global, &dir, policy)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.global.runtime_threads(cpus))
@@ -285,6 +301,18 @@ pub async fn build_state(
     keys: JwtKeys,
     vault_key: Option<String>,
 ) -> Result<AppState, RunError> {
+    build_state_with(api_url, args, keys, vault_key, None).await
+}
+
+/// [`build_state`] whose pools follow the embedded cluster's supervisor (`health`): they
+/// fail fast while it restarts PostgreSQL.
+pub async fn build_state_with(
+    api_url: &str,
+    args: ServeArgs,
+    keys: JwtKeys,
+    vault_key: Option<String>,
+    health: Option<ClusterHealth>,
+) -> Result<AppState, RunError> {
     let rest = rest_settings(&args)?;
     args.storage
         .check()
@@ -294,10 +322,11 @@ pub async fn build_state(
         .auth
         .configure_keys(keys)
         .map_err(|e| ConfigError::new("GOTRUE_JWT_KEYS", e.to_string()))?;
-    let db = Db::connect(api_url, args.db_pool)
+    let db = Db::connect_with(api_url, args.pool_options())
         .map_err(failed)?
         .with_vault_key(vault_key)
-        .with_search_path(args.db_extra_search_path.clone());
+        .with_search_path(args.db_extra_search_path.clone())
+        .with_cluster_health(health);
     db.load_role_settings().await.map_err(failed)?;
     let mut args = args;
     args.functions.fill_keys_from_vault(&db).await;
@@ -352,15 +381,19 @@ async fn serve(
         .storage_dir
         .get_or_insert_with(|| dir.join("storage"));
     prefer_local_embeddings(&mut args.functions, dir);
-    let state = build_state(&database.api_url, args, keys, Some(vault_key)).await?;
-    let _embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
+    let health = database.cluster.as_ref().map(|c| c.health());
+    let state = build_state_with(&database.api_url, args, keys, Some(vault_key), health).await?;
+    let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+    let embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
         let f = &state.settings.serve.functions;
-        agencyflow_functions::spawn_embedding_worker(
+        agencyflow_functions::spawn_embedding_worker_until(
             state.db.clone(),
             agencyflow_functions::provider::embedder_from_args(f),
             f.into(),
+            worker_stop,
         )
     });
+    let mut metrics_at = None;
     if let Some(maddr) = &state.settings.serve.metrics_addr {
         let maddr: SocketAddr = maddr.parse().map_err(|e| {
             ConfigError::new(
@@ -371,7 +404,9 @@ async fn serve(
         let ml = TcpListener::bind(maddr)
             .await
             .map_err(|e| failed(format!("cannot listen on {maddr} for metrics: {e}")))?;
-        tracing::info!(addr = %ml.local_addr().map_err(failed)?, "metrics listening (no key)");
+        let at = ml.local_addr().map_err(failed)?;
+        tracing::info!(addr = %at, "metrics listening (no key)");
+        metrics_at = Some(at);
         let metrics_app = app::metrics_router(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(ml, metrics_app).await;
@@ -382,15 +417,148 @@ async fn serve(
         .map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(failed)?;
     tracing::info!(addr = %local, ready_ms = started.elapsed().as_millis() as u64, "agencyflow listening");
-    axum::serve(
-        listener,
-        app::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(failed)?;
-    tracing::info!("shut down");
+    print_summary(&state, local, metrics_at, database, dir);
+
+    // The listener keeps accepting while draining, so late requests get a 503 rather than
+    // a refused connection; it closes once the requests in flight are done.
+    let (close_listener, listener_closed) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(
+            listener,
+            app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = listener_closed.await;
+        })
+        .into_future(),
+    );
+    tokio::select! {
+        r = &mut server => {
+            return match r {
+                Ok(r) => r.map_err(failed),
+                Err(e) => Err(failed(e)),
+            };
+        }
+        _ = shutdown_signal() => {}
+    }
+    let drain = Duration::from_secs(state.settings.serve.drain_timeout);
+    let deadline = Instant::now() + drain;
+    let lifecycle = state.lifecycle.clone();
+    lifecycle.start_draining();
+    let _ = stop_worker.send(true);
+    tracing::info!(
+        in_flight = lifecycle.in_flight(),
+        drain_timeout_s = drain.as_secs(),
+        "shutdown signal received; refusing new requests, draining the ones in flight"
+    );
+    if !lifecycle.wait_idle(deadline).await {
+        tracing::warn!(
+            in_flight = lifecycle.in_flight(),
+            "drain timeout reached; ending the requests still in flight"
+        );
+    }
+    let _ = close_listener.send(());
+    // Responses still streaming get what is left of the drain time (at least a second).
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1))
+    };
+    if tokio::time::timeout(left(), &mut server).await.is_err() {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+        server.abort();
+    }
+    if let Some(mut worker) = embedding_worker {
+        if tokio::time::timeout(left(), &mut worker).await.is_err() {
+            tracing::warn!("the embedding worker's job outlasted the drain timeout; stopping it");
+            worker.abort();
+        }
+    }
+    tracing::info!("requests drained; stopping");
     Ok(())
+}
+
+/// What `supabase start` prints once it is up: where the API is, the keys (unless
+/// `--quiet`), where the data lives. On stdout, after the log line "agencyflow listening".
+fn print_summary(
+    state: &AppState,
+    local: SocketAddr,
+    metrics_at: Option<SocketAddr>,
+    database: &Database,
+    dir: &std::path::Path,
+) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let serve = &state.settings.serve;
+    let mut shown = local;
+    if shown.ip().is_unspecified() {
+        shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let api = format!("http://{shown}");
+    let mut out = String::from("\nagencyflow is running.\n\n");
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "{label:>18}: {value}");
+    };
+    line("API URL", &api);
+    if local.ip().is_unspecified() {
+        line(
+            "Listening on",
+            &format!("every interface, port {}", local.port()),
+        );
+    }
+    line("REST URL", &format!("{api}/rest/v1"));
+    line("Auth URL", &format!("{api}/auth/v1"));
+    line("Storage URL", &format!("{api}/storage/v1"));
+    line("Functions URL", &format!("{api}/functions/v1"));
+    line("Health URL", &format!("{api}/health"));
+    match metrics_at {
+        Some(m) => line("Metrics URL", &format!("http://{m}/metrics")),
+        None => line("Metrics URL", &format!("{api}/metrics (service_role key)")),
+    }
+    match &database.cluster {
+        Some(c) => {
+            line(
+                "DB URL",
+                &format!(
+                    "postgresql://postgres@/postgres?host={}&port={}",
+                    c.socket_dir().display(),
+                    c.port()
+                ),
+            );
+            line(
+                "Database",
+                &format!("embedded PostgreSQL in {}", c.pgdata().display()),
+            );
+        }
+        None => line("Database", "DATABASE_URL (external)"),
+    }
+    line("Data directory", &dir.display().to_string());
+    let storage = &serve.storage;
+    if storage.storage_backend == "s3" {
+        line(
+            "Storage",
+            &format!(
+                "S3 bucket {} at {}",
+                storage.storage_s3_bucket.as_deref().unwrap_or("?"),
+                storage.storage_s3_endpoint.as_deref().unwrap_or("AWS")
+            ),
+        );
+    } else if let Some(d) = &storage.storage_dir {
+        line("Storage", &format!("files in {}", d.display()));
+    }
+    if serve.quiet {
+        line(
+            "API keys",
+            "hidden (--quiet); `agencyflow keys` prints them",
+        );
+    } else {
+        line("anon key", &state.settings.anon_key);
+        line("service_role key", &state.settings.service_role_key);
+    }
+    out.push('\n');
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
 }
 
 async fn run_migrations_quiet(admin_url: &str) -> Result<(), RunError> {
@@ -419,5 +587,4 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
-    tracing::info!("shutdown signal received; draining requests");
 }
