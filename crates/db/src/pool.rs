@@ -210,7 +210,7 @@ impl Db {
                 match h.state() {
                     DbState::Restarting { .. } => "the embedded PostgreSQL is restarting",
                     DbState::Failed { .. } => {
-                        "the embedded PostgreSQL could not be restarted (see /health)"
+                        "the embedded PostgreSQL is down; restarting it failed (see /health)"
                     }
                     DbState::Stopped => "the embedded PostgreSQL is stopped",
                     DbState::Up => "the embedded PostgreSQL is starting",
