@@ -345,12 +345,10 @@ impl Supervisor {
     /// Blocks until the postmaster exits; forgets its pid before reaping it.
     fn wait_exit(&self, child: &mut Child) -> ExitStatus {
         let pid = Pid::from_raw(child.id() as i32);
-        loop {
-            match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-                Err(Errno::EINTR) => continue,
-                _ => break,
-            }
-        }
+        // Retried when a signal interrupts the wait.
+        while let Err(Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
         self.reap(child)
     }
 
