@@ -265,14 +265,19 @@ impl Launch {
     }
 }
 
+/// How long a first start may take to accept connections.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Waits until the postmaster accepts connections (line 8 of `postmaster.pid` turns to
-/// "ready"), or `exited` reports that it ended, or 60 s pass. Errors carry the log's tail.
+/// "ready"), or `exited` reports that it ended, or `timeout` passes. Errors carry the
+/// log's tail.
 pub(crate) fn wait_ready(
     launch: &Launch,
     log_from: u64,
+    timeout: Duration,
     mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
 ) -> Result<(), ClusterError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + timeout;
     let pidfile = launch.pgdata.join("postmaster.pid");
     loop {
         if let Some(status) = exited() {
@@ -289,7 +294,8 @@ pub(crate) fn wait_ready(
         }
         if Instant::now() > deadline {
             return Err(ClusterError::Start(format!(
-                "not ready after 60 s; last log lines:\n{}",
+                "not ready after {} s; last log lines:\n{}",
+                timeout.as_secs(),
                 tail(&launch.log_path, log_from, 15)
             )));
         }
@@ -352,7 +358,7 @@ impl EmbeddedCluster {
             launch,
             child: Some(child),
         };
-        let ready = wait_ready(&cluster.launch, log_from, || {
+        let ready = wait_ready(&cluster.launch, log_from, START_TIMEOUT, || {
             cluster
                 .child
                 .as_mut()

@@ -15,7 +15,8 @@
 //!    milliseconds; stragglers get SIGQUIT, then SIGKILL), since a new postmaster refuses to
 //!    start while they hold the old shared memory;
 //! 4. starts PostgreSQL on the same directories and port (connection strings stay valid)
-//!    and waits until it accepts connections: `Up` again, one more restart counted.
+//!    and waits (up to 10 minutes of crash recovery) until it accepts connections: `Up`
+//!    again, one more restart counted.
 //!
 //! After `max_attempts` failed starts in a row the cluster is `Failed` with the reason in
 //! one line (logged once, shown by `/health`); the supervisor then stops trying.
@@ -73,6 +74,10 @@ impl Default for RestartPolicy {
 
 /// A postmaster that ran this long was healthy: the next restart pauses `initial_delay` again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a restart may take to accept connections: crash recovery replays all the WAL
+/// written since the last checkpoint, which can take minutes on a busy database.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What the embedded PostgreSQL is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,7 +452,7 @@ impl Supervisor {
             child
         };
         let mut exit = None;
-        let ready = wait_ready(&self.launch, log_from, || {
+        let ready = wait_ready(&self.launch, log_from, RECOVERY_TIMEOUT, || {
             exit = self.try_exit(&mut child);
             exit
         });

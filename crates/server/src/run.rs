@@ -60,6 +60,9 @@ pub struct Database {
     pub admin_url: String,
     /// The embedded cluster, under supervision (restarted when it dies, per `policy`).
     pub cluster: Option<SupervisedCluster>,
+    /// Without `cluster`: the embedded cluster another agencyflow runs on this data
+    /// directory (its socket directory and port), which this process only uses.
+    pub shared: Option<(PathBuf, u16)>,
 }
 
 /// Resolves the database: `DATABASE_URL`, or the embedded cluster in the data directory,
@@ -82,6 +85,7 @@ pub fn open_database(
             api_url: url.to_string(),
             admin_url: admin,
             cluster: None,
+            shared: None,
         });
     }
     let opts = ClusterOptions {
@@ -95,6 +99,7 @@ pub fn open_database(
             api_url: cluster.url("authenticator", "postgres"),
             admin_url: cluster.url("postgres", "postgres"),
             cluster: Some(cluster),
+            shared: None,
         }),
         // `agencyflow serve` already runs this data directory: use its cluster, manage nothing.
         Err(ClusterError::AlreadyRunning { pid, .. }) => {
@@ -118,6 +123,7 @@ pub fn open_database(
                 api_url: url("authenticator"),
                 admin_url: url("postgres"),
                 cluster: None,
+                shared: Some((socket, port)),
             })
         }
         Err(e) => Err(failed(e)),
@@ -451,11 +457,22 @@ async fn serve(
         drain_timeout_s = drain.as_secs(),
         "shutdown signal received; refusing new requests, draining the ones in flight"
     );
-    if !lifecycle.wait_idle(deadline).await {
-        tracing::warn!(
-            in_flight = lifecycle.in_flight(),
-            "drain timeout reached; ending the requests still in flight"
-        );
+    // A second signal (an impatient Ctrl-C) ends the wait.
+    let mut deadline = deadline;
+    tokio::select! {
+        idle = lifecycle.wait_idle(deadline) => if !idle {
+            tracing::warn!(
+                in_flight = lifecycle.in_flight(),
+                "drain timeout reached; ending the requests still in flight"
+            );
+        },
+        _ = shutdown_signal() => {
+            tracing::warn!(
+                in_flight = lifecycle.in_flight(),
+                "second shutdown signal; ending the requests still in flight"
+            );
+            deadline = Instant::now();
+        }
     }
     let _ = close_listener.send(());
     // Responses still streaming get what is left of the drain time (at least a second).
@@ -530,7 +547,16 @@ fn print_summary(
                 &format!("embedded PostgreSQL in {}", c.pgdata().display()),
             );
         }
-        None => line("Database", "DATABASE_URL (external)"),
+        None => match &database.shared {
+            Some((socket, port)) => line(
+                "Database",
+                &format!(
+                    "the embedded PostgreSQL another agencyflow runs here (socket {}, port {port}; not supervised by this process)",
+                    socket.display()
+                ),
+            ),
+            None => line("Database", "DATABASE_URL (external)"),
+        },
     }
     line("Data directory", &dir.display().to_string());
     let storage = &serve.storage;
