@@ -34,7 +34,20 @@ impl fmt::Display for PgError {
     }
 }
 
+/// How every message of a checkout refused while the supervised cluster is down begins.
+pub(crate) const CLUSTER_DOWN: &str = "the embedded PostgreSQL ";
+
 impl DbError {
+    /// The supervisor's word on why the database is unavailable ("the embedded PostgreSQL
+    /// is restarting"), fit to show callers; None for every other error, whose text stays
+    /// in the logs.
+    pub fn cluster_state(&self) -> Option<&str> {
+        match self {
+            DbError::Unavailable(m) if m.starts_with(CLUSTER_DOWN) => Some(m),
+            _ => None,
+        }
+    }
+
     /// A PostgreSQL error, except the ones that only say the connection is gone or cannot
     /// be had now: class 08 (connection exception), 57P01/57P02 (the backend was
     /// terminated: shutdown, or the postmaster died) and 57P03 (starting up, in recovery).

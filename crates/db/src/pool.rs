@@ -13,6 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
+use crate::error::CLUSTER_DOWN;
 use crate::pipe::{PipeManager, PipePool, TextRows, SETUP_SQL};
 use crate::supervise::{ClusterHealth, DbState};
 use crate::DbError;
@@ -206,17 +207,15 @@ impl Db {
 
     fn check_up(&self) -> Result<(), DbError> {
         match &self.inner.health {
-            Some(h) if !h.is_up() => Err(DbError::Unavailable(
+            Some(h) if !h.is_up() => Err(DbError::Unavailable(format!(
+                "{CLUSTER_DOWN}{}",
                 match h.state() {
-                    DbState::Restarting { .. } => "the embedded PostgreSQL is restarting",
-                    DbState::Failed { .. } => {
-                        "the embedded PostgreSQL is down; restarting it failed (see /health)"
-                    }
-                    DbState::Stopped => "the embedded PostgreSQL is stopped",
-                    DbState::Up => "the embedded PostgreSQL is starting",
+                    DbState::Restarting { .. } => "is restarting",
+                    DbState::Failed { .. } => "is down; restarting it failed (see /health)",
+                    DbState::Stopped => "is stopped",
+                    DbState::Up => "is starting",
                 }
-                .into(),
-            )),
+            ))),
             _ => Ok(()),
         }
     }

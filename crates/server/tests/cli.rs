@@ -626,6 +626,7 @@ fn serve_prints_its_summary_and_comes_back_after_postgres_is_killed() {
         s.req("GET", "/rest/v1/organizations?select=id", &as_user, "")
     });
     assert_eq!(j["code"], "PGRST000", "{j}");
+    assert_eq!(j["details"], "the embedded PostgreSQL is restarting", "{j}");
     let j = timed("auth", &|| {
         s.req(
             "POST",
@@ -725,9 +726,18 @@ fn serve_prints_its_summary_and_comes_back_after_postgres_is_killed() {
         1
     );
 
-    s.sigterm();
-    assert!(s.exit_status(Duration::from_secs(60)).success());
-    assert_no_postgres_for(d.path());
+    // The restarted postmaster is bound to agencyflow's life too: killed outright, agencyflow
+    // leaves no PostgreSQL behind (the parent-death signal stops it).
+    let (restarted, _) = postmaster(d.path());
+    assert_ne!(restarted, pid);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let canon = std::fs::canonicalize(d.path()).unwrap().join("pg");
+    wait_until(
+        "the restarted postmaster to stop",
+        Duration::from_secs(60),
+        || postgres_pids_for(&canon).is_empty().then_some(()),
+    );
 }
 
 #[test]
@@ -776,6 +786,14 @@ fn serve_says_once_why_postgres_cannot_be_restarted_and_keeps_answering_503() {
     assert!(t.elapsed() < Duration::from_secs(3));
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["code"], "PGRST000");
+    assert!(
+        r.json()["details"]
+            .as_str()
+            .unwrap()
+            .contains("restarting it failed"),
+        "{}",
+        r.body
+    );
     assert_eq!(s.health().json()["reason"], h["reason"], "the reason stays");
 
     // One log line says why.
