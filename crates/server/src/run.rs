@@ -418,6 +418,7 @@ async fn serve(
             let _ = axum::serve(ml, metrics_app).await;
         });
     }
+    let mut signals = ShutdownSignals::new().map_err(failed)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;
@@ -445,7 +446,7 @@ async fn serve(
                 Err(e) => Err(failed(e)),
             };
         }
-        _ = shutdown_signal() => {}
+        _ = signals.recv() => {}
     }
     let drain = Duration::from_secs(state.settings.serve.drain_timeout);
     let deadline = Instant::now() + drain;
@@ -466,7 +467,7 @@ async fn serve(
                 "drain timeout reached; ending the requests still in flight"
             );
         },
-        _ = shutdown_signal() => {
+        _ = signals.recv() => {
             tracing::warn!(
                 in_flight = lifecycle.in_flight(),
                 "second shutdown signal; ending the requests still in flight"
@@ -604,13 +605,35 @@ async fn run_migrations_quiet(admin_url: &str) -> Result<(), RunError> {
     Ok(())
 }
 
+/// SIGTERM and SIGINT, caught from the moment this is made (before the server says it
+/// listens, so a signal sent right after the summary is never the default, fatal one).
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
+}
+
 /// SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
+    ShutdownSignals::new()
+        .expect("installing SIGTERM/SIGINT handlers")
+        .recv()
+        .await
 }
