@@ -317,7 +317,7 @@ impl Supervisor {
             });
             if self.policy.max_attempts == 0 {
                 let reason = format!("PostgreSQL {cause} and restarts are disabled");
-                tracing::error!(reason = %reason, "embedded PostgreSQL is down; answering 503 until agencyflow is restarted");
+                tracing::error!(reason = %reason, "embedded PostgreSQL died and will not be restarted");
                 self.health.set(DbState::Failed { reason });
                 break;
             }
