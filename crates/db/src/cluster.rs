@@ -51,13 +51,25 @@ pub struct ClusterOptions {
 }
 
 pub struct EmbeddedCluster {
-    pgdata: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
+    launch: Launch,
     child: Option<Child>,
 }
 
+/// How to start the postmaster, resolved once at first start and reused by every restart
+/// (same binaries, user, directories and port, so connection strings stay valid).
+#[derive(Clone)]
+pub(crate) struct Launch {
+    bins: PathBuf,
+    who: Option<RunAs>,
+    pub(crate) pgdata: PathBuf,
+    pub(crate) socket_dir: PathBuf,
+    pub(crate) log_path: PathBuf,
+    pub(crate) port: u16,
+    ephemeral: bool,
+}
+
 /// The system user the cluster runs as: ourselves, or `postgres` when we are root.
+#[derive(Clone, Copy)]
 struct RunAs {
     uid: Uid,
     gid: Gid,
@@ -151,10 +163,9 @@ fn pg_command(bin: &Path, who: &Option<RunAs>, die_with_parent: bool) -> Command
     cmd
 }
 
-impl EmbeddedCluster {
-    /// Creates the cluster on first use, recovers from a crash's stale pid file, starts
-    /// PostgreSQL and waits until it accepts connections.
-    pub fn start(opts: &ClusterOptions) -> Result<Self, ClusterError> {
+impl Launch {
+    /// Directories, the cluster itself on first use (initdb), the port.
+    pub(crate) fn prepare(opts: &ClusterOptions) -> Result<Launch, ClusterError> {
         let bins = match &opts.bin_dir {
             Some(d) => d.clone(),
             None => find_bin_dir()?,
@@ -174,37 +185,54 @@ impl EmbeddedCluster {
                 .map_err(|e| io_err("chmod", &data_dir, e))?;
             chown_tree(&socket_dir, w)?;
         }
-
         if !pgdata.join("PG_VERSION").is_file() {
-            Self::initdb(&bins, &data_dir, &pgdata, &who)?;
+            EmbeddedCluster::initdb(&bins, &data_dir, &pgdata, &who)?;
         }
-        Self::recover_stale_pid(&pgdata)?;
-
         let port = match opts.port {
             Some(p) => p,
             None => free_port()?,
         };
-        let log_path = data_dir.join("pg.log");
+        Ok(Launch {
+            bins,
+            who,
+            pgdata,
+            socket_dir,
+            log_path: data_dir.join("pg.log"),
+            port,
+            ephemeral: opts.ephemeral,
+        })
+    }
+
+    /// The postgres binary every postmaster of this cluster runs.
+    pub(crate) fn postgres_bin(&self) -> PathBuf {
+        self.bins.join("postgres")
+    }
+
+    /// Removes a stale `postmaster.pid` and starts the postmaster (not waiting for it): our
+    /// child, in its own process group, bound to the calling thread's life.
+    pub(crate) fn spawn(&self) -> Result<Child, ClusterError> {
+        EmbeddedCluster::recover_stale_pid(&self.pgdata)?;
+        let log_path = &self.log_path;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
-            .map_err(|e| io_err("opening", &log_path, e))?;
-        if let Some(w) = &who {
-            chown_tree(&log_path, w)?;
+            .open(log_path)
+            .map_err(|e| io_err("opening", log_path, e))?;
+        if let Some(w) = &self.who {
+            chown_tree(log_path, w)?;
         }
-        let mut cmd = pg_command(&bins.join("postgres"), &who, true);
+        let mut cmd = pg_command(&self.postgres_bin(), &self.who, true);
         cmd.arg("-D")
-            .arg(&pgdata)
+            .arg(&self.pgdata)
             .arg("-k")
-            .arg(&socket_dir)
+            .arg(&self.socket_dir)
             .arg("-p")
-            .arg(port.to_string())
+            .arg(self.port.to_string())
             .arg("-h")
             .arg("127.0.0.1")
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
             .args(["-c", "logging_collector=off"]);
-        if opts.ephemeral {
+        if self.ephemeral {
             cmd.args([
                 "-c",
                 "fsync=off",
@@ -219,25 +247,139 @@ impl EmbeddedCluster {
         cmd.stdin(Stdio::null())
             .stdout(
                 log.try_clone()
-                    .map_err(|e| io_err("opening", &log_path, e))?,
+                    .map_err(|e| io_err("opening", log_path, e))?,
             )
             .stderr(log)
             .process_group(0);
-        let child = cmd
-            .spawn()
-            .map_err(|e| ClusterError::Start(format!("spawning postgres: {e}")))?;
+        cmd.spawn()
+            .map_err(|e| ClusterError::Start(format!("spawning postgres: {e}")))
+    }
+
+    /// A libpq-style connection string for `user` and `dbname` over the Unix socket.
+    pub(crate) fn url(&self, user: &str, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname={dbname}",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
+}
+
+/// How long a first start may take to accept connections.
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until the postmaster accepts connections (line 8 of `postmaster.pid` turns to
+/// "ready"), or `exited` reports that it ended, or `timeout` passes. Errors carry the
+/// log's tail.
+pub(crate) fn wait_ready(
+    launch: &Launch,
+    log_from: u64,
+    timeout: Duration,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) -> Result<(), ClusterError> {
+    let deadline = Instant::now() + timeout;
+    let pidfile = launch.pgdata.join("postmaster.pid");
+    loop {
+        if let Some(status) = exited() {
+            return Err(ClusterError::Start(format!(
+                "postgres {}; last log lines:\n{}",
+                describe_exit(status),
+                tail(&launch.log_path, log_from, 15)
+            )));
+        }
+        if let Ok(text) = fs::read_to_string(&pidfile) {
+            if text.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::Start(format!(
+                "not ready after {} s; last log lines:\n{}",
+                timeout.as_secs(),
+                tail(&launch.log_path, log_from, 15)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// "killed by signal 9 (SIGKILL)" or "exited with status 1".
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by signal {sig} ({})", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => format!("ended ({status})"),
+    }
+}
+
+/// The size of the log now: what a start writes comes after it.
+pub(crate) fn log_len(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Why a start failed, in one line: PostgreSQL's FATAL/PANIC messages written since
+/// `from`, or else everything it wrote then (some messages, like a missing `pg_control`,
+/// come without a severity), whitespace collapsed.
+pub(crate) fn failure_reason(path: &Path, from: u64) -> String {
+    let text = tail(path, from, 40);
+    let severe: Vec<&str> = text
+        .lines()
+        .filter_map(|l| {
+            ["PANIC:", "FATAL:"]
+                .iter()
+                .find_map(|sev| l.find(sev).map(|i| &l[i..]))
+        })
+        .collect();
+    let picked = if severe.is_empty() {
+        text.lines().collect::<Vec<_>>().join(" ")
+    } else {
+        severe.join(" ")
+    };
+    let one: String = picked.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.is_empty() {
+        "PostgreSQL wrote nothing to its log".into()
+    } else {
+        one
+    }
+}
+
+impl EmbeddedCluster {
+    /// Creates the cluster on first use, recovers from a crash's stale pid file, starts
+    /// PostgreSQL and waits until it accepts connections.
+    pub fn start(opts: &ClusterOptions) -> Result<Self, ClusterError> {
+        let launch = Launch::prepare(opts)?;
+        let log_from = log_len(&launch.log_path);
+        let child = launch.spawn()?;
         let mut cluster = EmbeddedCluster {
-            pgdata,
-            socket_dir,
-            port,
+            launch,
             child: Some(child),
         };
-        if let Err(e) = cluster.wait_ready(&log_path) {
+        let ready = wait_ready(&cluster.launch, log_from, START_TIMEOUT, || {
+            cluster
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+        });
+        if let Err(e) = ready {
+            // Reaped already when it exited (std keeps the status); stopped when it hangs.
+            if let Some(Ok(Some(_))) = cluster.child.as_mut().map(|c| c.try_wait()) {
+                cluster.child = None;
+            }
             cluster.stop();
             return Err(e);
         }
-        tracing::info!(port, socket = %cluster.socket_dir.display(), "embedded PostgreSQL started");
+        tracing::info!(port = cluster.launch.port, socket = %cluster.launch.socket_dir.display(), "embedded PostgreSQL started");
         Ok(cluster)
+    }
+
+    /// Hands the running postmaster over (to the supervisor, which waits on it).
+    pub(crate) fn into_parts(mut self) -> (Launch, Option<Child>) {
+        let child = self.child.take();
+        (self.launch.clone(), child)
     }
 
     fn initdb(
@@ -319,35 +461,6 @@ impl EmbeddedCluster {
         fs::remove_file(&pidfile).map_err(|e| io_err("removing", &pidfile, e))
     }
 
-    fn wait_ready(&mut self, log_path: &Path) -> Result<(), ClusterError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let pidfile = self.pgdata.join("postmaster.pid");
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(ClusterError::Start(format!(
-                        "postgres exited ({status}); last log lines:\n{}",
-                        tail(log_path, 15)
-                    )));
-                }
-            }
-            // Line 8 of postmaster.pid turns to "ready" once connections are accepted.
-            if let Ok(text) = fs::read_to_string(&pidfile) {
-                if text.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Start(format!(
-                    "not ready after 60 s; last log lines:\n{}",
-                    tail(log_path, 15)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// The socket directory and port of a cluster already running on `data_dir` (another
     /// agencyflow process serving it), read from its `postmaster.pid`.
     pub fn running_at(data_dir: &Path) -> Option<(PathBuf, u16)> {
@@ -359,15 +472,15 @@ impl EmbeddedCluster {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.launch.port
     }
 
     pub fn socket_dir(&self) -> &Path {
-        &self.socket_dir
+        &self.launch.socket_dir
     }
 
     pub fn pgdata(&self) -> &Path {
-        &self.pgdata
+        &self.launch.pgdata
     }
 
     /// The postmaster's process id while it runs.
@@ -377,11 +490,7 @@ impl EmbeddedCluster {
 
     /// A libpq-style connection string for `user` and `dbname` over the Unix socket.
     pub fn url(&self, user: &str, dbname: &str) -> String {
-        format!(
-            "host={} port={} user={user} dbname={dbname}",
-            self.socket_dir.display(),
-            self.port
-        )
+        self.launch.url(user, dbname)
     }
 
     /// Fast shutdown (SIGINT: abort transactions, checkpoint, exit), escalating to an
@@ -415,10 +524,15 @@ impl Drop for EmbeddedCluster {
     }
 }
 
-fn tail(path: &Path, n: usize) -> String {
+/// The last `n` lines the log got since byte `from`.
+fn tail(path: &Path, from: u64, n: usize) -> String {
+    use std::io::{Seek, SeekFrom};
     let mut s = String::new();
     if let Ok(mut f) = fs::File::open(path) {
-        let _ = f.read_to_string(&mut s);
+        let mut bytes = Vec::new();
+        let _ = f.seek(SeekFrom::Start(from));
+        let _ = f.read_to_end(&mut bytes);
+        s = String::from_utf8_lossy(&bytes).into_owned();
     }
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")

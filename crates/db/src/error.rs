@@ -34,7 +34,31 @@ impl fmt::Display for PgError {
     }
 }
 
+/// How every message of a checkout refused while the supervised cluster is down begins.
+pub(crate) const CLUSTER_DOWN: &str = "the embedded PostgreSQL ";
+
 impl DbError {
+    /// The supervisor's word on why the database is unavailable ("the embedded PostgreSQL
+    /// is restarting"), fit to show callers; None for every other error, whose text stays
+    /// in the logs.
+    pub fn cluster_state(&self) -> Option<&str> {
+        match self {
+            DbError::Unavailable(m) if m.starts_with(CLUSTER_DOWN) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// A PostgreSQL error, except the ones that only say the connection is gone or cannot
+    /// be had now: class 08 (connection exception), 57P01/57P02 (the backend was
+    /// terminated: shutdown, or the postmaster died) and 57P03 (starting up, in recovery).
+    /// Those are [`DbError::Unavailable`], so every surface answers 503.
+    pub fn from_pg(e: PgError) -> Self {
+        if e.code.starts_with("08") || matches!(e.code.as_str(), "57P01" | "57P02" | "57P03") {
+            return DbError::Unavailable(e.to_string());
+        }
+        DbError::Postgres(e)
+    }
+
     /// The SQLSTATE when PostgreSQL produced the error.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
@@ -47,7 +71,7 @@ impl DbError {
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
-            return DbError::Postgres(PgError {
+            return DbError::from_pg(PgError {
                 code: db.code().code().to_string(),
                 message: db.message().to_string(),
                 detail: db.detail().map(str::to_string),
@@ -67,6 +91,33 @@ impl From<deadpool_postgres::PoolError> for DbError {
         match e {
             deadpool_postgres::PoolError::Backend(b) => b.into(),
             other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pg(code: &str) -> PgError {
+        PgError {
+            code: code.into(),
+            message: "m".into(),
+            detail: None,
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn lost_connections_are_unavailable_other_errors_stay_postgres() {
+        for code in ["08006", "08001", "57P01", "57P02", "57P03"] {
+            assert!(
+                matches!(DbError::from_pg(pg(code)), DbError::Unavailable(_)),
+                "{code}"
+            );
+        }
+        for code in ["57014", "42501", "23505", "53300"] {
+            assert_eq!(DbError::from_pg(pg(code)).sqlstate(), Some(code));
         }
     }
 }

@@ -6,10 +6,12 @@ pub mod listen;
 pub mod migrate;
 pub mod pipe;
 pub mod pool;
+pub mod supervise;
 
 pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};
 pub use error::{DbError, PgError};
-pub use pool::{ClaimsTxn, Db, TxSettings};
+pub use pool::{ClaimsTxn, Db, PoolOptions, TxSettings};
+pub use supervise::{ClusterHealth, DbState, RestartPolicy, SupervisedCluster};
 pub use tokio_postgres;
 pub use tokio_postgres::types::Type;
 

@@ -116,7 +116,7 @@ fn pg_error(fields: &mut postgres_protocol::message::backend::ErrorFields<'_>) -
             _ => {}
         }
     }
-    DbError::Postgres(e)
+    DbError::from_pg(e)
 }
 
 impl PipeConn {

@@ -7,13 +7,38 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
+use crate::error::CLUSTER_DOWN;
 use crate::pipe::{PipeManager, PipePool, TextRows, SETUP_SQL};
+use crate::supervise::{ClusterHealth, DbState};
 use crate::DbError;
+
+/// Size and time limits of the API pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Connections per pool (the transaction pool and the one-Sync read pool each).
+    pub max_size: usize,
+    /// Bound on opening one connection (socket connect, startup and authentication); also
+    /// the URL's `connect_timeout` when it has none. None: unbounded.
+    pub connect_timeout: Option<Duration>,
+    /// Bound on waiting for a free connection when all are busy. None: unbounded.
+    pub acquire_timeout: Option<Duration>,
+}
+
+impl PoolOptions {
+    pub fn new(max_size: usize) -> Self {
+        PoolOptions {
+            max_size,
+            connect_timeout: None,
+            acquire_timeout: None,
+        }
+    }
+}
 
 /// Transaction settings of one request.
 #[derive(Debug, Clone)]
@@ -69,6 +94,8 @@ struct Inner {
     /// `ALTER ROLE ... SET` values: `SET ROLE` does not apply them, so we do, per request.
     role_settings: RwLock<HashMap<String, Vec<(String, String)>>>,
     search_path: String,
+    /// The supervised embedded cluster's state: while it is not up, checkouts fail at once.
+    health: Option<ClusterHealth>,
 }
 
 /// Per-connection statement cache keyed by deadpool's object id (never reused).
@@ -114,12 +141,28 @@ impl PreparedCache {
 impl Db {
     /// A pool on `url` (a `postgres://` URL or `key=value` string) of at most `max_size` connections.
     pub fn connect(url: &str, max_size: usize) -> Result<Self, DbError> {
-        let config = tokio_postgres::Config::from_str(url)
+        Self::connect_with(url, PoolOptions::new(max_size))
+    }
+
+    /// A pool on `url` with size and time limits. Connections PostgreSQL closed (a restart,
+    /// `pg_terminate_backend`) are dropped at checkout by both pools, never handed out.
+    pub fn connect_with(url: &str, opts: PoolOptions) -> Result<Self, DbError> {
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| DbError::Other(format!("invalid database URL: {e}")))?;
+        if let (Some(t), None) = (opts.connect_timeout, config.get_connect_timeout()) {
+            config.connect_timeout(t);
+        }
+        let timeouts = deadpool::managed::Timeouts {
+            wait: opts.acquire_timeout,
+            create: opts.connect_timeout,
+            recycle: opts.connect_timeout,
+        };
         let pipe = PipePool::builder(PipeManager {
             config: config.clone(),
         })
-        .max_size(max_size)
+        .max_size(opts.max_size)
+        .timeouts(timeouts)
+        .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| DbError::Other(e.to_string()))?;
         let mgr = Manager::from_config(
@@ -130,7 +173,9 @@ impl Db {
             },
         );
         let pool = Pool::builder(mgr)
-            .max_size(max_size)
+            .max_size(opts.max_size)
+            .timeouts(timeouts)
+            .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| DbError::Other(e.to_string()))?;
         Ok(Db {
@@ -141,8 +186,38 @@ impl Db {
                 vault_key: None,
                 role_settings: RwLock::new(HashMap::new()),
                 search_path: "public, extensions".into(),
+                health: None,
             }),
         })
+    }
+
+    /// Ties the pools to the supervised embedded cluster: while PostgreSQL is restarting (or
+    /// could not be restarted) every checkout fails at once with [`DbError::Unavailable`]
+    /// instead of trying to connect.
+    pub fn with_cluster_health(mut self, health: Option<ClusterHealth>) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("configure Db before cloning");
+        inner.health = health;
+        self
+    }
+
+    /// The supervised cluster's state, when the database is the embedded one.
+    pub fn cluster_health(&self) -> Option<&ClusterHealth> {
+        self.inner.health.as_ref()
+    }
+
+    fn check_up(&self) -> Result<(), DbError> {
+        match &self.inner.health {
+            Some(h) if !h.is_up() => Err(DbError::Unavailable(format!(
+                "{CLUSTER_DOWN}{}",
+                match h.state() {
+                    DbState::Restarting { .. } => "is restarting",
+                    DbState::Failed { .. } => "is down; restarting it failed (see /health)",
+                    DbState::Stopped => "is stopped",
+                    DbState::Up => "is starting",
+                }
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The key `vault.*` encrypts with, handed to privileged transactions as
@@ -195,6 +270,7 @@ impl Db {
 
     /// A pooled connection as the pool's login role, for work outside a request.
     pub async fn client(&self) -> Result<Object, DbError> {
+        self.check_up()?;
         Ok(self.pool.get().await?)
     }
 
@@ -280,6 +356,7 @@ impl Db {
             keys.push("transaction_read_only".into());
             values.push("on".into());
         }
+        self.check_up()?;
         let mut conn = self.pipe.get().await.map_err(|e| match e {
             deadpool::managed::PoolError::Backend(e) => e,
             other => DbError::Unavailable(other.to_string()),

@@ -440,23 +440,51 @@ pub fn spawn_embedding_worker(
     provider: DynProvider,
     cfg: WorkerConfig,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        tracing::info!(
-            provider = provider.name(),
-            model = provider.model(),
-            "embedding worker started"
-        );
-        let mut pruned: Option<Instant> = None;
-        loop {
-            // Usage rows no budget needs any more go, once an hour.
-            if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
-                pruned = Some(Instant::now());
-                if let Err(e) = budget::prune(&db).await {
-                    tracing::warn!(error = %e, "embedding worker: pruning ai_usage failed");
-                }
+    tokio::spawn(worker_loop(db, provider, cfg, None))
+}
+
+/// [`spawn_embedding_worker`] that also ends when `stop` turns true: after the batch it is
+/// running (a claimed job is finished, never abandoned), or at once while idle.
+pub fn spawn_embedding_worker_until(
+    db: Db,
+    provider: DynProvider,
+    cfg: WorkerConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(worker_loop(db, provider, cfg, Some(stop)))
+}
+
+/// The worker. While the database is unavailable (a restart) it says so once, keeps
+/// polling, and says when it is back.
+async fn worker_loop(
+    db: Db,
+    provider: DynProvider,
+    cfg: WorkerConfig,
+    mut stop: Option<tokio::sync::watch::Receiver<bool>>,
+) {
+    tracing::info!(
+        provider = provider.name(),
+        model = provider.model(),
+        "embedding worker started"
+    );
+    let stopped =
+        |s: &Option<tokio::sync::watch::Receiver<bool>>| s.as_ref().is_some_and(|s| *s.borrow());
+    let mut unavailable = false;
+    let mut pruned: Option<Instant> = None;
+    while !stopped(&stop) {
+        // Usage rows no budget needs any more go, once an hour.
+        if pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            pruned = Some(Instant::now());
+            if let Err(e) = budget::prune(&db).await {
+                tracing::warn!(error = %e, "embedding worker: pruning ai_usage failed");
             }
-            match run_batch(&db, &provider, &cfg).await {
-                Ok(b) if b.claimed > 0 => {
+        }
+        match run_batch(&db, &provider, &cfg).await {
+            Ok(b) => {
+                if std::mem::take(&mut unavailable) {
+                    tracing::info!("embedding worker: database available again");
+                }
+                if b.claimed > 0 {
                     tracing::debug!(
                         claimed = b.claimed,
                         embedded = b.embedded,
@@ -465,12 +493,26 @@ pub fn spawn_embedding_worker(
                     );
                     continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "embedding worker: database error"),
             }
-            tokio::time::sleep(cfg.poll).await;
+            Err(DbError::Unavailable(e)) => {
+                if !std::mem::replace(&mut unavailable, true) {
+                    tracing::warn!(error = %e, "embedding worker: database unavailable; waiting for it");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "embedding worker: database error"),
         }
-    })
+        match stop.as_mut() {
+            Some(s) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.poll) => {}
+                    // A dropped sender never asks to stop: forget it.
+                    r = s.changed() => if r.is_err() { stop = None; },
+                }
+            }
+            None => tokio::time::sleep(cfg.poll).await,
+        }
+    }
+    tracing::info!("embedding worker stopped after its current job");
 }
 
 /// Queues a job for every document and interaction with text and no embedding (or an

@@ -33,7 +33,10 @@ pub mod schema;
 pub mod search;
 
 pub use config::{ChatProviderKind, EmbedProviderKind, FunctionsArgs};
-pub use embeddings::{backfill, backfill_with_progress_bar, spawn_embedding_worker, WorkerConfig};
+pub use embeddings::{
+    backfill, backfill_with_progress_bar, spawn_embedding_worker, spawn_embedding_worker_until,
+    WorkerConfig,
+};
 pub use error::FnError;
 /// Re-exported for implementing [`Provider`] outside this crate.
 pub use futures;

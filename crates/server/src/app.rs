@@ -25,6 +25,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub schema_cache: SharedSchemaCache,
     pub metrics: Arc<routes::metrics::Metrics>,
+    /// Requests in flight and the drain on shutdown.
+    pub lifecycle: Arc<routes::lifecycle::Lifecycle>,
 }
 
 /// The server's resolved configuration.
@@ -46,6 +48,7 @@ impl AppState {
             settings: Arc::new(settings),
             schema_cache: SharedSchemaCache::default(),
             metrics: Arc::default(),
+            lifecycle: Arc::default(),
         }
     }
 }
@@ -158,9 +161,16 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics::metrics))
         .with_state(state.clone())
         .merge(gated)
-        .layer(axum::middleware::from_fn_with_state(state, routes::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::metrics::track,
+        ))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .merge(storage)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            routes::lifecycle::gate,
+        ))
         .layer(axum::middleware::from_fn(routes::panic::catch_panic))
         .layer(axum::middleware::from_fn(routes::panic::json_errors))
         .layer(cors())

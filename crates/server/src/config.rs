@@ -159,12 +159,56 @@ pub struct ServeArgs {
     /// The key the vault encrypts secrets with; generated and kept in the data directory when absent.
     #[arg(long, env = "VAULT_ENC_KEY", hide_env_values = true)]
     pub vault_key: Option<String>,
+    /// When the embedded PostgreSQL dies, failed restart attempts in a row before giving up
+    /// (then /health reports the reason and requests get 503); 0 never restarts it.
+    #[arg(long, env = "AGENCYFLOW_DB_RESTART_ATTEMPTS", default_value_t = 5)]
+    pub db_restart_attempts: u32,
+    /// Pause before restarting the embedded PostgreSQL, in milliseconds; it doubles while
+    /// PostgreSQL keeps dying within a minute of its start, up to 30 s.
+    #[arg(long, env = "AGENCYFLOW_DB_RESTART_DELAY_MS", default_value_t = 500)]
+    pub db_restart_delay_ms: u64,
+    /// Bound on opening one database connection, in seconds: a request gets its 503 within it.
+    #[arg(long, env = "AGENCYFLOW_DB_CONNECT_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub db_connect_timeout: u64,
+    /// Bound on waiting for a free pooled connection when all are busy, in seconds.
+    #[arg(long, env = "PGRST_DB_POOL_ACQUISITION_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub db_pool_acquisition_timeout: u64,
+    /// On SIGTERM/SIGINT, how long requests in flight (and the embedding worker's current
+    /// job) may take to finish, in seconds; new requests get 503 meanwhile.
+    #[arg(long, env = "AGENCYFLOW_DRAIN_TIMEOUT", default_value_t = 30)]
+    pub drain_timeout: u64,
+    /// Leave the API keys out of the start-up summary (`agencyflow keys` prints them).
+    #[arg(long, short = 'q', env = "AGENCYFLOW_QUIET")]
+    pub quiet: bool,
     #[command(flatten)]
     pub auth: agencyflow_auth::AuthArgs,
     #[command(flatten)]
     pub functions: agencyflow_functions::FunctionsArgs,
     #[command(flatten)]
     pub storage: agencyflow_storage::StorageArgs,
+}
+
+impl ServeArgs {
+    /// How the embedded PostgreSQL is restarted when it dies.
+    pub fn restart_policy(&self) -> agencyflow_db::RestartPolicy {
+        let initial_delay = std::time::Duration::from_millis(self.db_restart_delay_ms);
+        agencyflow_db::RestartPolicy {
+            max_attempts: self.db_restart_attempts,
+            initial_delay,
+            max_delay: std::time::Duration::from_secs(30).max(initial_delay),
+        }
+    }
+
+    /// The API pools' size and time limits.
+    pub fn pool_options(&self) -> agencyflow_db::PoolOptions {
+        agencyflow_db::PoolOptions {
+            max_size: self.db_pool,
+            connect_timeout: Some(std::time::Duration::from_secs(self.db_connect_timeout)),
+            acquire_timeout: Some(std::time::Duration::from_secs(
+                self.db_pool_acquisition_timeout,
+            )),
+        }
+    }
 }
 
 /// A configuration mistake: one line naming the setting, exit code 2.

@@ -1,9 +1,14 @@
 //! The CLI's commands: where the database comes from, migrations, serving, shutdown.
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use agencyflow_auth::{api_key, JwtKeys};
-use agencyflow_db::{migrate, ClusterError, ClusterOptions, Db, EmbeddedCluster};
+use agencyflow_db::{
+    migrate, ClusterError, ClusterHealth, ClusterOptions, Db, EmbeddedCluster, RestartPolicy,
+    SupervisedCluster,
+};
 use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Settings};
@@ -53,12 +58,21 @@ pub struct Database {
     pub api_url: String,
     /// The schema owner, for migrations and seeding.
     pub admin_url: String,
-    pub cluster: Option<EmbeddedCluster>,
+    /// The embedded cluster, under supervision (restarted when it dies, per `policy`).
+    pub cluster: Option<SupervisedCluster>,
+    /// Without `cluster`: the embedded cluster another agencyflow runs on this data
+    /// directory (its socket directory and port), which this process only uses.
+    pub shared: Option<(PathBuf, u16)>,
 }
 
-/// Resolves the database: `DATABASE_URL`, or the embedded cluster in the data directory
-/// (started here, on the calling thread, which must outlive it: see `cluster` docs).
-pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Database, RunError> {
+/// Resolves the database: `DATABASE_URL`, or the embedded cluster in the data directory,
+/// started on its supervisor thread (which spawns and waits on every postmaster, so the
+/// parent-death signal keeps them from outliving us: see `db::supervise`).
+pub fn open_database(
+    g: &GlobalArgs,
+    data_dir: &std::path::Path,
+    policy: RestartPolicy,
+) -> Result<Database, RunError> {
     if let Some(url) = g.database_url.as_deref().filter(|u| !u.is_empty()) {
         tokio_postgres_config_check(url, "DATABASE_URL")?;
         let admin = g
@@ -71,6 +85,7 @@ pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Datab
             api_url: url.to_string(),
             admin_url: admin,
             cluster: None,
+            shared: None,
         });
     }
     let opts = ClusterOptions {
@@ -79,11 +94,12 @@ pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Datab
         port: None,
         ephemeral: false,
     };
-    match EmbeddedCluster::start(&opts) {
+    match SupervisedCluster::start(&opts, policy) {
         Ok(cluster) => Ok(Database {
             api_url: cluster.url("authenticator", "postgres"),
             admin_url: cluster.url("postgres", "postgres"),
             cluster: Some(cluster),
+            shared: None,
         }),
         // `agencyflow serve` already runs this data directory: use its cluster, manage nothing.
         Err(ClusterError::AlreadyRunning { pid, .. }) => {
@@ -107,6 +123,7 @@ pub fn open_database(g: &GlobalArgs, data_dir: &std::path::Path) -> Result<Datab
                 api_url: url("authenticator"),
                 admin_url: url("postgres"),
                 cluster: None,
+                shared: Some((socket, port)),
             })
         }
         Err(e) => Err(failed(e)),
@@ -145,10 +162,15 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
         );
         return Ok(());
     }
-    if let Command::Serve(a) = &cli.command {
-        rest_settings(a)?;
-    }
-    let mut database = open_database(&cli.global, &dir)?;
+    let policy = match &cli.command {
+        Command::Serve(a) => {
+            rest_settings(a)?;
+            a.restart_policy()
+        }
+        // Short-lived commands report a dead database as their error.
+        _ => RestartPolicy::never(),
+    };
+    let mut database = open_database(&cli.global, &dir, policy)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.global.runtime_threads(cpus))
@@ -285,6 +307,18 @@ pub async fn build_state(
     keys: JwtKeys,
     vault_key: Option<String>,
 ) -> Result<AppState, RunError> {
+    build_state_with(api_url, args, keys, vault_key, None).await
+}
+
+/// [`build_state`] whose pools follow the embedded cluster's supervisor (`health`): they
+/// fail fast while it restarts PostgreSQL.
+pub async fn build_state_with(
+    api_url: &str,
+    args: ServeArgs,
+    keys: JwtKeys,
+    vault_key: Option<String>,
+    health: Option<ClusterHealth>,
+) -> Result<AppState, RunError> {
     let rest = rest_settings(&args)?;
     args.storage
         .check()
@@ -297,10 +331,11 @@ pub async fn build_state(
         .auth
         .configure_keys(keys)
         .map_err(|e| ConfigError::new("GOTRUE_JWT_KEYS", e.to_string()))?;
-    let db = Db::connect(api_url, args.db_pool)
+    let db = Db::connect_with(api_url, args.pool_options())
         .map_err(failed)?
         .with_vault_key(vault_key)
-        .with_search_path(args.db_extra_search_path.clone());
+        .with_search_path(args.db_extra_search_path.clone())
+        .with_cluster_health(health);
     db.load_role_settings().await.map_err(failed)?;
     let mut args = args;
     args.functions.fill_keys_from_vault(&db).await;
@@ -355,15 +390,19 @@ async fn serve(
         .storage_dir
         .get_or_insert_with(|| dir.join("storage"));
     prefer_local_embeddings(&mut args.functions, dir);
-    let state = build_state(&database.api_url, args, keys, Some(vault_key)).await?;
-    let _embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
+    let health = database.cluster.as_ref().map(|c| c.health());
+    let state = build_state_with(&database.api_url, args, keys, Some(vault_key), health).await?;
+    let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
+    let embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
         let f = &state.settings.serve.functions;
-        agencyflow_functions::spawn_embedding_worker(
+        agencyflow_functions::spawn_embedding_worker_until(
             state.db.clone(),
             agencyflow_functions::provider::embedder_from_args(f),
             f.into(),
+            worker_stop,
         )
     });
+    let mut metrics_at = None;
     if let Some(maddr) = &state.settings.serve.metrics_addr {
         let maddr: SocketAddr = maddr.parse().map_err(|e| {
             ConfigError::new(
@@ -374,26 +413,182 @@ async fn serve(
         let ml = TcpListener::bind(maddr)
             .await
             .map_err(|e| failed(format!("cannot listen on {maddr} for metrics: {e}")))?;
-        tracing::info!(addr = %ml.local_addr().map_err(failed)?, "metrics listening (no key)");
+        let at = ml.local_addr().map_err(failed)?;
+        tracing::info!(addr = %at, "metrics listening (no key)");
+        metrics_at = Some(at);
         let metrics_app = app::metrics_router(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(ml, metrics_app).await;
         });
     }
+    let mut signals = ShutdownSignals::new().map_err(failed)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;
     let local = listener.local_addr().map_err(failed)?;
     tracing::info!(addr = %local, ready_ms = started.elapsed().as_millis() as u64, "agencyflow listening");
-    axum::serve(
-        listener,
-        app::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(failed)?;
-    tracing::info!("shut down");
+    print_summary(&state, local, metrics_at, database, dir);
+
+    // The listener keeps accepting while draining, so late requests get a 503 rather than
+    // a refused connection; it closes once the requests in flight are done.
+    let (close_listener, listener_closed) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(
+            listener,
+            app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = listener_closed.await;
+        })
+        .into_future(),
+    );
+    tokio::select! {
+        r = &mut server => {
+            return match r {
+                Ok(r) => r.map_err(failed),
+                Err(e) => Err(failed(e)),
+            };
+        }
+        _ = signals.recv() => {}
+    }
+    let drain = Duration::from_secs(state.settings.serve.drain_timeout);
+    let deadline = Instant::now() + drain;
+    let lifecycle = state.lifecycle.clone();
+    lifecycle.start_draining();
+    let _ = stop_worker.send(true);
+    tracing::info!(
+        in_flight = lifecycle.in_flight(),
+        drain_timeout_s = drain.as_secs(),
+        "shutdown signal received; refusing new requests, draining the ones in flight"
+    );
+    // A second signal (an impatient Ctrl-C) ends the wait.
+    let mut deadline = deadline;
+    tokio::select! {
+        idle = lifecycle.wait_idle(deadline) => if !idle {
+            tracing::warn!(
+                in_flight = lifecycle.in_flight(),
+                "drain timeout reached; ending the requests still in flight"
+            );
+        },
+        _ = signals.recv() => {
+            tracing::warn!(
+                in_flight = lifecycle.in_flight(),
+                "second shutdown signal; ending the requests still in flight"
+            );
+            deadline = Instant::now();
+        }
+    }
+    let _ = close_listener.send(());
+    // Responses still streaming get what is left of the drain time (at least a second).
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1))
+    };
+    if tokio::time::timeout(left(), &mut server).await.is_err() {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+        server.abort();
+    }
+    if let Some(mut worker) = embedding_worker {
+        if tokio::time::timeout(left(), &mut worker).await.is_err() {
+            tracing::warn!("the embedding worker's job outlasted the drain timeout; stopping it");
+            worker.abort();
+        }
+    }
+    tracing::info!("requests drained; stopping");
     Ok(())
+}
+
+/// What `supabase start` prints once it is up: where the API is, the keys (unless
+/// `--quiet`), where the data lives. On stdout, after the log line "agencyflow listening".
+fn print_summary(
+    state: &AppState,
+    local: SocketAddr,
+    metrics_at: Option<SocketAddr>,
+    database: &Database,
+    dir: &std::path::Path,
+) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let serve = &state.settings.serve;
+    let mut shown = local;
+    if shown.ip().is_unspecified() {
+        shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let api = format!("http://{shown}");
+    let mut out = String::from("\nagencyflow is running.\n\n");
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "{label:>18}: {value}");
+    };
+    line("API URL", &api);
+    if local.ip().is_unspecified() {
+        line(
+            "Listening on",
+            &format!("every interface, port {}", local.port()),
+        );
+    }
+    line("REST URL", &format!("{api}/rest/v1"));
+    line("Auth URL", &format!("{api}/auth/v1"));
+    line("Storage URL", &format!("{api}/storage/v1"));
+    line("Functions URL", &format!("{api}/functions/v1"));
+    line("Health URL", &format!("{api}/health"));
+    match metrics_at {
+        Some(m) => line("Metrics URL", &format!("http://{m}/metrics")),
+        None => line("Metrics URL", &format!("{api}/metrics (service_role key)")),
+    }
+    match &database.cluster {
+        Some(c) => {
+            line(
+                "DB URL",
+                &format!(
+                    "postgresql://postgres@/postgres?host={}&port={}",
+                    c.socket_dir().display(),
+                    c.port()
+                ),
+            );
+            line(
+                "Database",
+                &format!("embedded PostgreSQL in {}", c.pgdata().display()),
+            );
+        }
+        None => match &database.shared {
+            Some((socket, port)) => line(
+                "Database",
+                &format!(
+                    "the embedded PostgreSQL another agencyflow runs here (socket {}, port {port}; not supervised by this process)",
+                    socket.display()
+                ),
+            ),
+            None => line("Database", "DATABASE_URL (external)"),
+        },
+    }
+    line("Data directory", &dir.display().to_string());
+    let storage = &serve.storage;
+    if storage.storage_backend == "s3" {
+        line(
+            "Storage",
+            &format!(
+                "S3 bucket {} at {}",
+                storage.storage_s3_bucket.as_deref().unwrap_or("?"),
+                storage.storage_s3_endpoint.as_deref().unwrap_or("AWS")
+            ),
+        );
+    } else if let Some(d) = &storage.storage_dir {
+        line("Storage", &format!("files in {}", d.display()));
+    }
+    if serve.quiet {
+        line(
+            "API keys",
+            "hidden (--quiet); `agencyflow keys` prints them",
+        );
+    } else {
+        line("anon key", &state.settings.anon_key);
+        line("service_role key", &state.settings.service_role_key);
+    }
+    out.push('\n');
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
 }
 
 async fn run_migrations_quiet(admin_url: &str) -> Result<(), RunError> {
@@ -413,14 +608,35 @@ async fn run_migrations_quiet(admin_url: &str) -> Result<(), RunError> {
     Ok(())
 }
 
+/// SIGTERM and SIGINT, caught from the moment this is made (before the server says it
+/// listens, so a signal sent right after the summary is never the default, fatal one).
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
+}
+
 /// SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    tracing::info!("shutdown signal received; draining requests");
+    ShutdownSignals::new()
+        .expect("installing SIGTERM/SIGINT handlers")
+        .recv()
+        .await
 }

@@ -50,10 +50,15 @@ impl SharedSchemaCache {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(200);
+            // Said once per outage (a PostgreSQL restart), not at every retry.
+            let mut failing = false;
             loop {
                 match agencyflow_db::listen::listen(&listen_url, "pgrst").await {
                     Ok(mut l) => {
                         backoff = Duration::from_millis(200);
+                        if std::mem::take(&mut failing) {
+                            tracing::info!("schema cache listener reconnected; reloading");
+                        }
                         if let Err(e) = cache.load(&db, &schemas).await {
                             tracing::warn!(error = %e, "schema cache reload failed");
                         }
@@ -65,10 +70,16 @@ impl SharedSchemaCache {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "schema cache listener could not connect"),
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "schema cache listener could not connect; retrying");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "schema cache listener could not connect")
+                    }
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         })
     }

@@ -258,3 +258,677 @@ fn seed_demo_is_idempotent_and_backfill_embeds_its_documents() {
     );
     assert_no_postgres_for(d.path());
 }
+
+// ---------------------------------------------------------------------------------------
+// `serve` as operators run it: the start-up summary, PostgreSQL dying under it, SIGTERM
+// under load. HTTP is spoken over plain sockets (every read bounded by a timeout).
+
+/// One HTTP answer.
+struct Resp {
+    status: u16,
+    /// Header lines, lowercased.
+    headers: String,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.body))
+    }
+}
+
+fn dechunk(mut raw: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = raw.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        raw = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A request with `Connection: close`; the answer is read to the end (30 s at most).
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {path}: no complete answer: {e}"));
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status line in {raw:?}"));
+    let headers = head.to_ascii_lowercase();
+    let body = if headers.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Polls `f` until it gives a value; fails the test after `within`.
+fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `agencyflow serve` on a data directory, its stdout and stderr (JSON log lines) in files.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    stdout: std::path::PathBuf,
+    stderr: std::path::PathBuf,
+    _logs: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(dir: &std::path::Path, args: &[&str]) -> Served {
+        let logs = tempfile::Builder::new()
+            .prefix("agencyflow-serve-logs-")
+            .tempdir()
+            .unwrap();
+        let stdout = logs.path().join("stdout");
+        let stderr = logs.path().join("stderr");
+        let mut c = Command::new(BIN);
+        c.args(["--data-dir", dir.to_str().unwrap(), "--log-format", "json"])
+            .args(["serve", "--port", "0"])
+            .args(args);
+        for k in [
+            "DATABASE_URL",
+            "JWT_SECRET",
+            "PORT",
+            "RUST_LOG",
+            "GEMINI_API_KEY",
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+        ] {
+            c.env_remove(k);
+        }
+        // The lexical embedder: no model to load; the worker polls often.
+        c.env("AI_EMBED_PROVIDER", "hash")
+            .env("AI_EMBED_POLL_MS", "200")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        let mut child = c.spawn().unwrap();
+        let addr = wait_until("the start-up summary", Duration::from_secs(180), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "serve exited ({status}): {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+            let out = std::fs::read_to_string(&stdout).unwrap_or_default();
+            // The summary is written at once; its last line names the keys.
+            if !out.contains("service_role key:") && !out.contains("API keys:") {
+                return None;
+            }
+            summary_value(&out, "API URL").map(|u| u.trim_start_matches("http://").to_string())
+        });
+        Served {
+            child,
+            addr,
+            stdout,
+            stderr,
+            _logs: logs,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap()
+    }
+
+    /// The JSON log lines so far.
+    fn log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.stderr)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn log_lines_with(&self, text: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .into_iter()
+            .filter(|l| l.to_string().contains(text))
+            .collect()
+    }
+
+    fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+        http(&self.addr, method, path, headers, body)
+    }
+
+    fn health(&self) -> Resp {
+        self.req("GET", "/health", &[], "")
+    }
+
+    fn sigterm(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+
+    /// Waits (bounded) for the process to end after a signal.
+    fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_until("serve to exit", within, || child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of a `Label: value` line of the start-up summary.
+fn summary_value(out: &str, label: &str) -> Option<String> {
+    out.lines().find_map(|l| {
+        let (k, v) = l.trim().split_once(": ")?;
+        (k == label).then(|| v.trim().to_string())
+    })
+}
+
+/// The running postmaster's pid and port, from `<data-dir>/pg/postmaster.pid`.
+fn postmaster(dir: &std::path::Path) -> (i32, u16) {
+    let text = std::fs::read_to_string(dir.join("pg/postmaster.pid")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    (
+        lines[0].trim().parse().unwrap(),
+        lines[3].trim().parse().unwrap(),
+    )
+}
+
+fn pg_bin(name: &str) -> std::path::PathBuf {
+    agencyflow_db::cluster::find_bin_dir().unwrap().join(name)
+}
+
+/// Runs SQL as the cluster's superuser over its socket.
+fn psql(dir: &std::path::Path, sql: &str) -> String {
+    let (_, port) = postmaster(dir);
+    let o = Command::new(pg_bin("psql"))
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .arg("-h")
+        .arg(dir.join("run"))
+        .args(["-p", &port.to_string(), "-c", sql])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "psql: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json_headers<'a>(apikey: &'a str, bearer: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("apikey", apikey),
+        ("authorization", bearer),
+        ("content-type", "application/json"),
+    ]
+}
+
+#[test]
+fn serve_prints_its_summary_and_comes_back_after_postgres_is_killed() {
+    let d = data_dir();
+    // A long first pause makes the outage long enough to look at.
+    let mut s = Served::start(
+        d.path(),
+        &[
+            "--db-restart-delay-ms",
+            "4000",
+            "--mailer-autoconfirm",
+            "true",
+        ],
+    );
+
+    // What operators see once it listens (`supabase start`'s summary).
+    let out = s.stdout();
+    let secret = std::fs::read_to_string(d.path().join("jwt_secret")).unwrap();
+    let keys = agencyflow_auth::JwtKeys::hs256(secret.as_bytes(), None);
+    let anon = summary_value(&out, "anon key").expect("anon key printed");
+    let service = summary_value(&out, "service_role key").expect("service_role key printed");
+    assert_eq!(keys.verify(&anon).unwrap()["role"], "anon");
+    assert_eq!(keys.verify(&service).unwrap()["role"], "service_role");
+    assert_eq!(
+        summary_value(&out, "Data directory").as_deref(),
+        Some(d.path().to_str().unwrap()),
+        "{out}"
+    );
+    assert!(
+        summary_value(&out, "DB URL").is_some_and(|u| u.starts_with("postgresql://postgres@/")),
+        "{out}"
+    );
+    assert!(
+        out.contains("/rest/v1") && out.contains("/storage/v1"),
+        "{out}"
+    );
+
+    let bearer_anon = format!("Bearer {anon}");
+    let bearer_service = format!("Bearer {service}");
+    let as_service = json_headers(&service, &bearer_service);
+    let signup = |email: &str| {
+        let r = s.req(
+            "POST",
+            "/auth/v1/signup",
+            &json_headers(&anon, &bearer_anon),
+            &format!(r#"{{"email":"{email}","password":"correct-horse-battery-staple-1"}}"#),
+        );
+        assert_eq!(r.status, 200, "signup: {}", r.body);
+        format!("Bearer {}", r.json()["access_token"].as_str().unwrap())
+    };
+
+    // Every surface works before.
+    let user = signup("before@example.com");
+    let as_user = json_headers(&anon, &user);
+    let orgs = s.req("GET", "/rest/v1/organizations?select=id", &as_user, "");
+    assert_eq!(orgs.status, 200, "{}", orgs.body);
+    assert!(!orgs.json().as_array().unwrap().is_empty());
+    let r = s.req(
+        "POST",
+        "/storage/v1/bucket",
+        &as_service,
+        r#"{"name":"kept"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let upload = |name: &str| {
+        s.req(
+            "POST",
+            &format!("/storage/v1/object/kept/{name}"),
+            &[
+                ("apikey", service.as_str()),
+                ("authorization", bearer_service.as_str()),
+                ("content-type", "text/plain"),
+            ],
+            "hello",
+        )
+    };
+    let r = upload("a.txt");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let search = || {
+        s.req(
+            "POST",
+            "/functions/v1/search",
+            &as_user,
+            r#"{"query":"hello"}"#,
+        )
+    };
+    let r = search();
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The postmaster dies.
+    let (pid, _) = postmaster(d.path());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let h = wait_until(
+        "/health to report the restart",
+        Duration::from_secs(10),
+        || {
+            let r = s.health();
+            (r.status == 503 && r.json()["database"] == "restarting").then(|| r.json())
+        },
+    );
+    assert!(h["cause"].as_str().unwrap().contains("SIGKILL"), "{h}");
+
+    // Meanwhile every surface answers 503 JSON in its own shape, at once.
+    let timed = |name: &str, r: &dyn Fn() -> Resp| {
+        let t = Instant::now();
+        let resp = r();
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(3), "{name} took {took:?}");
+        assert_eq!(resp.status, 503, "{name}: {}", resp.body);
+        resp.json()
+    };
+    let j = timed("rest", &|| {
+        s.req("GET", "/rest/v1/organizations?select=id", &as_user, "")
+    });
+    assert_eq!(j["code"], "PGRST000", "{j}");
+    assert_eq!(j["details"], "the embedded PostgreSQL is restarting", "{j}");
+    let j = timed("auth", &|| {
+        s.req(
+            "POST",
+            "/auth/v1/signup",
+            &json_headers(&anon, &bearer_anon),
+            r#"{"email":"during@example.com","password":"correct-horse-battery-staple-1"}"#,
+        )
+    });
+    assert!(j["error_code"].is_string() && j["msg"].is_string(), "{j}");
+    let j = timed("storage", &|| {
+        s.req("GET", "/storage/v1/object/kept/a.txt", &as_service, "")
+    });
+    assert_eq!(j["statusCode"], "503", "{j}");
+    let j = timed("functions", &search);
+    assert_eq!(j["code"], "database_unavailable", "{j}");
+    assert_eq!(
+        s.health().json()["database"],
+        "restarting",
+        "the outage lasted through the checks"
+    );
+
+    // PostgreSQL is back by itself, and so is every surface, from the first request.
+    wait_until("/health to be ok again", Duration::from_secs(120), || {
+        (s.health().status == 200).then_some(())
+    });
+    let r = s.req("GET", "/rest/v1/organizations?select=id", &as_user, "");
+    assert_eq!(r.status, 200, "rest after the restart: {}", r.body);
+    let second = signup("after@example.com");
+    let r = s.req(
+        "GET",
+        "/rest/v1/organizations?select=id",
+        &json_headers(&anon, &second),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s.req("GET", "/storage/v1/object/kept/a.txt", &as_service, "");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "hello"),
+        "storage after the restart"
+    );
+    let r = upload("b.txt");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = search();
+    assert_eq!(r.status, 200, "functions after the restart: {}", r.body);
+
+    // The schema cache's LISTEN connection is back: a function created now gets served.
+    psql(
+        d.path(),
+        "create function public.after_restart() returns int language sql as 'select 42';
+         grant execute on function public.after_restart() to anon;
+         notify pgrst;",
+    );
+    wait_until(
+        "the schema cache to reload",
+        Duration::from_secs(60),
+        || {
+            let r = s.req(
+                "POST",
+                "/rest/v1/rpc/after_restart",
+                &json_headers(&anon, &bearer_anon),
+                "{}",
+            );
+            (r.status == 200).then(|| assert_eq!(r.body.trim(), "42"))
+        },
+    );
+    // The embedding worker noticed the outage, and its end.
+    wait_until(
+        "the embedding worker to resume",
+        Duration::from_secs(30),
+        || {
+            (!s.log_lines_with("embedding worker: database available again")
+                .is_empty())
+            .then_some(())
+        },
+    );
+
+    // Counted, and logged once with its cause.
+    let m = s.req("GET", "/metrics", &as_service, "");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.body.contains("\nagencyflow_db_restarts_total 1\n"),
+        "{}",
+        m.body
+    );
+    assert!(m.body.contains("\nagencyflow_db_up 1\n"), "{}", m.body);
+    let died = s.log_lines_with("exited unexpectedly");
+    assert_eq!(died.len(), 1, "{died:?}");
+    assert!(
+        died[0]["cause"].as_str().unwrap().contains("SIGKILL"),
+        "{:?}",
+        died[0]
+    );
+    assert_eq!(
+        s.log_lines_with("restarted and accepts connections again")
+            .len(),
+        1
+    );
+
+    // The restarted postmaster is bound to agencyflow's life too: killed outright, agencyflow
+    // leaves no PostgreSQL behind (the parent-death signal stops it).
+    let (restarted, _) = postmaster(d.path());
+    assert_ne!(restarted, pid);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let canon = std::fs::canonicalize(d.path()).unwrap().join("pg");
+    wait_until(
+        "the restarted postmaster to stop",
+        Duration::from_secs(60),
+        || postgres_pids_for(&canon).is_empty().then_some(()),
+    );
+}
+
+#[test]
+fn serve_says_once_why_postgres_cannot_be_restarted_and_keeps_answering_503() {
+    let d = data_dir();
+    let mut s = Served::start(
+        d.path(),
+        &[
+            "--db-restart-delay-ms",
+            "1000",
+            "--db-restart-attempts",
+            "2",
+        ],
+    );
+    let anon = summary_value(&s.stdout(), "anon key").unwrap();
+    let bearer = format!("Bearer {anon}");
+    // Killed, and its control file lost: PostgreSQL cannot start on this directory.
+    let (pid, _) = postmaster(d.path());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::fs::remove_file(d.path().join("pg/global/pg_control")).unwrap();
+
+    let h = wait_until(
+        "/health to report the failure",
+        Duration::from_secs(60),
+        || {
+            let r = s.health();
+            (r.status == 503 && r.json()["database"] == "failed").then(|| r.json())
+        },
+    );
+    let reason = h["reason"].as_str().unwrap();
+    assert!(reason.contains("pg_control"), "{h}");
+    assert!(!reason.contains('\n'));
+
+    // Requests keep getting their 503, at once.
+    let t = Instant::now();
+    let r = s.req(
+        "GET",
+        "/rest/v1/organizations",
+        &json_headers(&anon, &bearer),
+        "",
+    );
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["code"], "PGRST000");
+    assert!(
+        r.json()["details"]
+            .as_str()
+            .unwrap()
+            .contains("restarting it failed"),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.health().json()["reason"], h["reason"], "the reason stays");
+
+    // One log line says why.
+    let why = s.log_lines_with("pg_control");
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0]["level"], "ERROR", "{:?}", why[0]);
+    assert!(
+        why[0].to_string().contains("could not be restarted"),
+        "{:?}",
+        why[0]
+    );
+
+    s.sigterm();
+    assert!(s.exit_status(Duration::from_secs(60)).success());
+    assert_no_postgres_for(d.path());
+}
+
+#[test]
+fn sigterm_under_load_finishes_requests_refuses_new_ones_and_stops_postgres_cleanly() {
+    let d = data_dir();
+    let dir = d.path().to_str().unwrap();
+    // With --quiet the summary holds no keys; `agencyflow keys` gives them.
+    let o = agencyflow(&["--data-dir", dir, "keys"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let keys_out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let key = |label: &str| summary_value(&keys_out, label).unwrap();
+    let (anon, service) = (key("anon key"), key("service_role key"));
+    let mut s = Served::start(
+        d.path(),
+        &[
+            "--quiet",
+            "--drain-timeout",
+            "60",
+            "--db-pool-acquisition-timeout",
+            "60",
+        ],
+    );
+    let out = s.stdout();
+    assert!(!out.contains("eyJ") && out.contains("hidden"), "{out}");
+    assert!(summary_value(&out, "Data directory").is_some(), "{out}");
+
+    psql(
+        d.path(),
+        "create function public.slow_echo(n int) returns int language sql volatile
+           as 'select pg_sleep(2); select n';
+         create function public.probe() returns int language sql as 'select 1';
+         grant execute on function public.slow_echo(int), public.probe() to anon;
+         notify pgrst;",
+    );
+    let bearer = format!("Bearer {anon}");
+    let as_anon = json_headers(&anon, &bearer);
+    wait_until(
+        "the new functions to be served",
+        Duration::from_secs(60),
+        || (s.req("POST", "/rest/v1/rpc/probe", &as_anon, "{}").status == 200).then_some(()),
+    );
+
+    // 64 clients, each with a request of two seconds, on a pool of 20 connections.
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            let (addr, anon, bearer) = (s.addr.clone(), anon.clone(), bearer.clone());
+            std::thread::spawn(move || {
+                let r = http(
+                    &addr,
+                    "POST",
+                    "/rest/v1/rpc/slow_echo",
+                    &json_headers(&anon, &bearer),
+                    &format!(r#"{{"n":{i}}}"#),
+                );
+                (i, r.status, r.body)
+            })
+        })
+        .collect();
+    let bearer_service = format!("Bearer {service}");
+    let as_service = json_headers(&service, &bearer_service);
+    let in_flight = || {
+        let m = s.req("GET", "/metrics", &as_service, "");
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix("agencyflow_http_requests_in_flight "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    wait_until("64 requests in flight", Duration::from_secs(30), || {
+        (in_flight() >= 64).then_some(())
+    });
+
+    s.sigterm();
+    wait_until("/health to say draining", Duration::from_secs(10), || {
+        let r = s.health();
+        (r.status == 503 && r.json()["status"] == "draining").then_some(())
+    });
+    // A new request is refused at once, in PostgREST's shape, and its connection closed.
+    let r = s.req("POST", "/rest/v1/rpc/probe", &as_anon, "{}");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["code"], "PGRST000");
+    assert!(r.headers.contains("connection: close"), "{}", r.headers);
+
+    // Every request that was in flight finished normally.
+    for c in clients {
+        let (i, status, body) = c.join().unwrap();
+        assert_eq!(
+            (status, body.trim()),
+            (200, i.to_string().as_str()),
+            "client {i}"
+        );
+    }
+    assert!(s.exit_status(Duration::from_secs(90)).success());
+
+    // The worker ended after its job, then PostgreSQL stopped cleanly: no crash recovery next time.
+    let order: Vec<String> = s
+        .log()
+        .iter()
+        .filter_map(|l| l["message"].as_str().map(str::to_string))
+        .collect();
+    let at = |m: &str| {
+        order
+            .iter()
+            .position(|l| l.contains(m))
+            .unwrap_or_else(|| panic!("no log line {m:?} in {order:?}"))
+    };
+    assert!(
+        at("embedding worker stopped after its current job") < at("embedded PostgreSQL stopped")
+    );
+    assert!(at("requests drained") < at("embedded PostgreSQL stopped"));
+    let control = Command::new(pg_bin("pg_controldata"))
+        .arg(d.path().join("pg"))
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let control = String::from_utf8_lossy(&control.stdout).into_owned();
+    let state = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Database cluster state:"))
+        .map(str::trim);
+    assert_eq!(state, Some("shut down"), "{control}");
+    assert_no_postgres_for(d.path());
+}

@@ -235,6 +235,11 @@ impl TestDb {
         if !extra_args.contains(&"--db-pool") {
             args.extend_from_slice(&["--db-pool", "4"]);
         }
+        // Hundreds of tests share two cores: a request may wait long for one of its four
+        // connections without anything being wrong.
+        if !extra_args.contains(&"--db-pool-acquisition-timeout") {
+            args.extend_from_slice(&["--db-pool-acquisition-timeout", "120"]);
+        }
         args.extend_from_slice(extra_args);
         let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("test server flags: {e}"));
         let Command::Serve(serve) = cli.command else {

@@ -110,6 +110,21 @@ impl Metrics {
                 p.waiting
             ));
         }
+        out.push_str(&format!(
+            "# HELP agencyflow_http_requests_in_flight Requests being served (a shutdown waits for them).\n# TYPE agencyflow_http_requests_in_flight gauge\nagencyflow_http_requests_in_flight {}\n",
+            state.lifecycle.in_flight()
+        ));
+        // The embedded cluster's supervisor (absent with DATABASE_URL).
+        if let Some(h) = state.db.cluster_health() {
+            out.push_str(&format!(
+                "# HELP agencyflow_db_up Whether the embedded PostgreSQL accepts connections.\n# TYPE agencyflow_db_up gauge\nagencyflow_db_up {}\n\
+                 # HELP agencyflow_db_restarts_total Restarts of the embedded PostgreSQL after it died.\n# TYPE agencyflow_db_restarts_total counter\nagencyflow_db_restarts_total {}\n\
+                 # HELP agencyflow_db_restart_failures_total Restart attempts of the embedded PostgreSQL that failed.\n# TYPE agencyflow_db_restart_failures_total counter\nagencyflow_db_restart_failures_total {}\n",
+                u8::from(h.is_up()),
+                h.restarts(),
+                h.failed_starts()
+            ));
+        }
         if let Some(rss) = rss_bytes() {
             out.push_str(&format!("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"));
         }

@@ -1,5 +1,6 @@
 pub mod gateway;
 pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod panic;
 pub mod rest;

@@ -66,6 +66,7 @@ fn fail(e: RestError, method: &Method) -> Response {
 }
 
 fn db_error(e: DbError, role_is_anon: bool) -> RestError {
+    let cluster_down = e.cluster_state().is_some();
     match e {
         DbError::Postgres(pg) => RestError::from_postgres(
             &pg.code,
@@ -75,11 +76,19 @@ fn db_error(e: DbError, role_is_anon: bool) -> RestError {
             role_is_anon,
         ),
         DbError::Unavailable(m) => {
-            tracing::error!(error = %m, "database unavailable");
-            RestError::new(
+            let mut e = RestError::new(
                 ErrorKind::ConnectionError,
                 "Database client error. Retrying the connection.",
-            )
+            );
+            // The embedded cluster's supervisor says why (PostgREST puts the connection
+            // error in `details` too); other connection errors stay in the log.
+            if cluster_down {
+                tracing::warn!(error = %m, "database unavailable");
+                e.details = Some(m);
+            } else {
+                tracing::error!(error = %m, "database unavailable");
+            }
+            e
         }
         DbError::Other(m) => {
             tracing::error!(error = %m, "database error");

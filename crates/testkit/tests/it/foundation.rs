@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use agencyflow_db::migrate::{self, MigrateError, Migration, State};
-use agencyflow_db::{ClusterOptions, Db, EmbeddedCluster, TxSettings};
+use agencyflow_db::{
+    ClusterOptions, Db, DbState, EmbeddedCluster, RestartPolicy, SupervisedCluster, TxSettings,
+};
 use agencyflow_testkit::{cluster_admin_url, TestDb};
 use uuid::Uuid;
 
@@ -153,6 +155,131 @@ async fn a_running_cluster_is_not_started_twice() {
         "second start must refuse"
     );
     assert_eq!(select_one(&c).await, 1);
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// Polls `cond` every 20 ms; fails after `within`.
+fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn policy(delay_ms: u64) -> RestartPolicy {
+    RestartPolicy {
+        max_attempts: 3,
+        initial_delay: Duration::from_millis(delay_ms),
+        max_delay: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn supervised_cluster_restarts_a_killed_postmaster_and_keeps_committed_data() {
+    let dir = cluster_dir();
+    let mut c = SupervisedCluster::start(&opts(dir.path()), policy(100)).unwrap();
+    let health = c.health();
+    assert_eq!(health.state(), DbState::Up);
+    let client = agencyflow_db::connect_one(&c.url("postgres", "postgres"))
+        .await
+        .unwrap();
+    // The test cluster commits asynchronously; this commit waits for its WAL.
+    client
+        .batch_execute(
+            "set synchronous_commit = on; create table kept (x int); insert into kept values (42)",
+        )
+        .await
+        .unwrap();
+    let first = c.pid().unwrap();
+    sigkill(first);
+    wait_for("the restart", Duration::from_secs(60), || {
+        health.restarts() == 1 && health.is_up()
+    });
+    let second = c.pid().expect("a new postmaster");
+    assert_ne!(second, first);
+    assert!(!alive(first));
+    // Crash recovery replayed the WAL; the connection string is unchanged.
+    let client = agencyflow_db::connect_one(&c.url("postgres", "postgres"))
+        .await
+        .unwrap();
+    let x: i32 = client
+        .query_one("select x from kept", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(x, 42);
+    drop(client);
+    c.stop();
+    assert!(
+        !alive(second),
+        "postmaster {second} still running after stop"
+    );
+    assert_eq!(health.state(), DbState::Stopped);
+    assert!(
+        !dir.path().join("pg/postmaster.pid").exists(),
+        "a clean stop"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stopping_a_supervised_cluster_ends_a_restart_in_progress() {
+    let dir = cluster_dir();
+    // A restart that would wait a minute: stop must not.
+    let mut c = SupervisedCluster::start(&opts(dir.path()), policy(60_000)).unwrap();
+    let health = c.health();
+    let pid = c.pid().unwrap();
+    sigkill(pid);
+    wait_for(
+        "the restart to begin",
+        Duration::from_secs(10),
+        || matches!(health.state(), DbState::Restarting { ref cause } if cause.contains("SIGKILL")),
+    );
+    assert!(c.pid().is_none(), "no postmaster while restarting");
+    let t = std::time::Instant::now();
+    c.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(health.state(), DbState::Stopped);
+    assert_eq!(health.restarts(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_restarts_disabled_a_dead_postmaster_leaves_the_cluster_failed() {
+    let dir = cluster_dir();
+    let mut c = SupervisedCluster::start(&opts(dir.path()), RestartPolicy::never()).unwrap();
+    let health = c.health();
+    sigkill(c.pid().unwrap());
+    wait_for(
+        "the failure",
+        Duration::from_secs(10),
+        || matches!(health.state(), DbState::Failed { ref reason } if reason.contains("restarts are disabled")),
+    );
+    assert!(!health.is_up());
+    // A pool on it fails fast, whatever its timeouts.
+    let db = Db::connect(&c.url("postgres", "postgres"), 1)
+        .unwrap()
+        .with_cluster_health(Some(health.clone()));
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        db.ping().await,
+        Err(agencyflow_db::DbError::Unavailable(_))
+    ));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    c.stop();
 }
 
 /// An empty database (no migrations) in the shared test cluster.

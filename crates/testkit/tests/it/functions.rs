@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agencyflow_functions::embeddings::{
-    backfill_with, run_batch, spawn_embedding_worker, WorkerConfig,
+    backfill_with, run_batch, spawn_embedding_worker, spawn_embedding_worker_until, WorkerConfig,
 };
 use agencyflow_functions::futures::future::BoxFuture;
 use agencyflow_functions::futures::{self, FutureExt};
@@ -1010,6 +1010,46 @@ impl Provider for Stuck {
     }
 }
 
+/// The hash embedder, held at the gate: `entered` fires when a batch reaches it, and it
+/// embeds once `release` has a permit.
+struct Gated {
+    inner: provider::HashEmbedder,
+    entered: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+impl Provider for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn chat<'a>(
+        &'a self,
+        _: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatResponse, ProviderError>> {
+        futures::future::pending().boxed()
+    }
+    fn chat_stream<'a>(
+        &'a self,
+        _: &'a ChatRequest,
+    ) -> BoxFuture<'a, Result<ChatStream, ProviderError>> {
+        futures::future::pending().boxed()
+    }
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Embeddings, ProviderError>> {
+        async move {
+            self.entered.notify_one();
+            let _permit = self.release.acquire().await;
+            self.inner.embed(texts, dimensions).await
+        }
+        .boxed()
+    }
+}
+
 async fn insert_docs(db: &Client, w: &World, n: usize) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for i in 0..n {
@@ -1029,6 +1069,60 @@ pub(crate) async fn wait_for(db: &Client, sql: &str, want: i64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {want} rows of {sql}");
+}
+
+#[tokio::test]
+async fn a_worker_asked_to_stop_finishes_the_batch_it_is_embedding_then_ends() {
+    let t = TestDb::new().await;
+    let db = t.superuser().await;
+    let w = world(&db).await;
+    insert_docs(&db, &w, 3).await;
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated: provider::DynProvider = Arc::new(Gated {
+        inner: provider::HashEmbedder::new("hash-v1".into()),
+        entered: entered.clone(),
+        release: release.clone(),
+    });
+    let cfg = WorkerConfig {
+        batch_size: 10,
+        poll: Duration::from_millis(20),
+        lease_secs: 300,
+        max_attempts: 5,
+        retry_base_secs: 0.1,
+        embed_budget_chars_per_day: 0,
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut worker = spawn_embedding_worker_until(t.db(), gated, cfg, stop_rx);
+    tokio::time::timeout(Duration::from_secs(60), entered.notified())
+        .await
+        .expect("the worker reaches the provider");
+    // Asked to stop (a SIGTERM) while its batch is at the provider.
+    stop.send(true).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut worker)
+            .await
+            .is_err(),
+        "the worker must not end before its batch"
+    );
+    release.add_permits(1);
+    tokio::time::timeout(Duration::from_secs(60), worker)
+        .await
+        .expect("the worker ends after its batch")
+        .unwrap();
+    // The batch was finished, not abandoned as 'running' for a later lease expiry.
+    assert_eq!(
+        count(
+            &db,
+            "select 1 from private.embedding_jobs where status = 'done'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(&db, "select 1 from documents where embedding is not null").await,
+        3
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,156 @@
+//! Shutdown without dropping work: requests in flight are counted; once draining starts
+//! (SIGTERM/SIGINT) new requests get a 503 in their surface's error shape and
+//! `Connection: close`, while the ones in flight finish (bounded by the drain timeout).
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::app::AppState;
+
+/// Draining flag and the count of requests in flight.
+#[derive(Default)]
+pub struct Lifecycle {
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// One request in flight; dropped when its handler has answered.
+pub struct InFlight(Arc<Lifecycle>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Lifecycle {
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// From now on new requests are refused with 503 and `/health` answers "draining".
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Waits until no request is in flight or `deadline` passes; true when none is left.
+    pub async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            // Registered before the check, so a wake-up between the two is not lost.
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            let at = tokio::time::Instant::from_std(deadline);
+            if tokio::time::timeout_at(at, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+}
+
+/// Counts requests in flight and refuses new ones while draining. `/health` and `/metrics`
+/// pass untouched: they report the drain.
+pub async fn gate(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/health" || path == "/metrics" {
+        return next.run(req).await;
+    }
+    if state.lifecycle.draining() {
+        let mut resp = shutting_down(path);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
+    let _in_flight = state.lifecycle.enter();
+    next.run(req).await
+}
+
+const MESSAGE: &str = "The server is shutting down; retry the request";
+
+/// A 503 in the error shape of the surface `path` belongs to.
+fn shutting_down(path: &str) -> Response {
+    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    let body: Value = if under("/rest/v1") {
+        // PostgREST's shape.
+        json!({ "code": "PGRST000", "details": null, "hint": "Retry the request", "message": "The server is shutting down" })
+    } else if under("/auth/v1") {
+        // GoTrue's.
+        json!({ "code": 503, "error_code": "unexpected_failure", "msg": MESSAGE })
+    } else if under("/storage/v1") {
+        // Supabase Storage's.
+        json!({ "statusCode": "503", "error": "ServiceUnavailable", "message": MESSAGE })
+    } else if under("/functions/v1") {
+        json!({ "error": MESSAGE, "code": "shutting_down" })
+    } else {
+        json!({ "code": "shutting_down", "message": MESSAGE })
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn wait_idle_returns_when_the_last_request_ends_or_at_the_deadline() {
+        let l = Arc::new(Lifecycle::default());
+        assert!(l.wait_idle(Instant::now()).await, "nothing in flight");
+        let a = l.enter();
+        let b = l.enter();
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(
+            !l.wait_idle(soon).await,
+            "two still in flight at the deadline"
+        );
+        let waiter = {
+            let l = l.clone();
+            tokio::spawn(async move { l.wait_idle(Instant::now() + Duration::from_secs(30)).await })
+        };
+        drop(a);
+        drop(b);
+        assert!(waiter.await.unwrap());
+        assert_eq!(l.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn each_surface_gets_its_own_503_shape() {
+        for (path, key, value) in [
+            ("/rest/v1/clients", "code", json!("PGRST000")),
+            ("/auth/v1/token", "error_code", json!("unexpected_failure")),
+            ("/storage/v1/object/b/k", "statusCode", json!("503")),
+            ("/functions/v1/search", "code", json!("shutting_down")),
+            ("/restful", "code", json!("shutting_down")),
+        ] {
+            let r = shutting_down(path);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let j: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(j[key], value, "{path}: {j}");
+        }
+    }
+}
