@@ -36,6 +36,9 @@ pub struct RestConfig {
     pub tx_end_allow_override: bool,
     /// `db-anon-role`.
     pub anon_role: String,
+    /// `db-pre-request` is set: that function may set `response.headers`/`response.status`
+    /// on any request, so reads of tables read them too.
+    pub pre_request: bool,
 }
 
 impl Default for RestConfig {
@@ -46,6 +49,7 @@ impl Default for RestConfig {
             aggregates_enabled: false,
             tx_end_allow_override: false,
             anon_role: "anon".to_string(),
+            pre_request: false,
         }
     }
 }

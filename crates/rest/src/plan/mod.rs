@@ -76,6 +76,8 @@ pub struct Plan {
     pub estimate_threshold: Option<i64>,
     /// `Prefer: timezone=`: the server sets the `timezone` GUC for the transaction.
     pub timezone: Option<String>,
+    /// Reads of tables return the `response.*` settings too (a pre-request may set them).
+    pub(crate) response_settings: bool,
     pub(crate) query: Query,
 }
 
@@ -344,6 +346,7 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         count_statement: None,
         estimate_threshold: config.max_rows,
         timezone: None,
+        response_settings: config.pre_request,
         query: Query::None,
     };
     let mut ctx = read::Ctx {

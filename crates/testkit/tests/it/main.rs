@@ -4,6 +4,7 @@ mod auth_security;
 mod foundation;
 mod functions;
 mod local_model;
+mod own_database;
 mod rest;
 mod rest_types;
 mod schema_behaviour;
