@@ -385,8 +385,9 @@ pub fn rest_runtime(a: &ServeArgs) -> Result<RestRuntime, ConfigError> {
         .schemas
         .iter()
         .map(|schema| {
-            let mut path = vec![quote_ident(schema)];
-            path.extend(extra.iter().cloned());
+            let first = quote_ident(schema);
+            let mut path = vec![first.clone()];
+            path.extend(extra.iter().filter(|e| **e != first).cloned());
             (schema.clone(), path.join(", "))
         })
         .collect();
@@ -475,10 +476,8 @@ mod tests {
         let rt = rest_runtime(&a).unwrap();
         assert_eq!(rt.config.max_rows, Some(1000));
         assert_eq!(rt.pre_request, None);
-        assert_eq!(
-            rt.search_path("public"),
-            Some(r#""public", "public", "extensions""#)
-        );
+        // The request's schema first, not twice.
+        assert_eq!(rt.search_path("public"), Some(r#""public", "extensions""#));
         // A bad database value names the database setting.
         let e = with_db_settings(&a, &[("db_max_rows".into(), "many".into())]).unwrap_err();
         assert_eq!(e.setting, "pgrst.db_max_rows");

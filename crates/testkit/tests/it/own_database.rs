@@ -748,3 +748,40 @@ async fn role_settings_apply_per_request_and_reload() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn migrating_later_turns_the_agency_surfaces_on_without_a_restart() {
+    let t = TestDb::empty().await;
+    let app = t.spawn_app().await;
+    let buckets = || async {
+        get(&app, "/storage/v1/bucket", Some(&app.service_role_key))
+            .await
+            .status
+    };
+    assert_eq!(buckets().await, 503);
+    let mut owner = agencyflow_testkit::agencyflow_db::connect_one(&t.admin_url())
+        .await
+        .unwrap();
+    // What `agencyflow migrate` does; its NOTIFY pgrst reloads the running server.
+    agencyflow_testkit::agencyflow_db::migrate::apply(
+        &mut owner,
+        &agencyflow_testkit::agencyflow_db::migrate::embedded(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    within(Duration::from_secs(5), "storage turned on", || async {
+        buckets().await == 200
+    })
+    .await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/functions/v1/search",
+        None,
+        Some(json!({"query": "x"})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401, "the functions answer: {:?}", r.body);
+}
