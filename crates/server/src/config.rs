@@ -307,6 +307,34 @@ pub fn with_db_settings(a: &ServeArgs, db: &[(String, String)]) -> Result<ServeA
     Ok(a)
 }
 
+/// The value a flag (or its environment variable, or its default) gives `pgrst.<name>`.
+fn flag_value(a: &ServeArgs, name: &str) -> Option<String> {
+    Some(match name {
+        "db_schemas" => a.db_schemas.clone(),
+        "db_anon_role" => a.db_anon_role.clone(),
+        "db_max_rows" => a.db_max_rows.to_string(),
+        "db_pre_request" => a.db_pre_request.clone().unwrap_or_default(),
+        "db_extra_search_path" => a.db_extra_search_path.clone(),
+        "db_aggregates_enabled" => a.db_aggregates_enabled.to_string(),
+        "db_tx_end" => a.db_tx_end.clone(),
+        _ => return None,
+    })
+}
+
+/// `pgrst.db_schemas='api' (over PGRST_DB_SCHEMAS='public'), ...`: the database's settings
+/// and the flag values they replace, for the start-up log.
+pub fn describe_db_settings(a: &ServeArgs, db: &[(String, String)]) -> String {
+    db.iter()
+        .map(|(k, v)| match flag_value(a, k) {
+            Some(f) if f != *v => {
+                format!("pgrst.{k}='{v}' (over PGRST_{}='{f}')", k.to_uppercase())
+            }
+            _ => format!("pgrst.{k}='{v}'"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What the REST surface runs with; swapped whole when the in-database configuration is
 /// read again (`NOTIFY pgrst, 'reload config'`).
 #[derive(Debug, Clone)]
@@ -478,6 +506,14 @@ mod tests {
         assert_eq!(rt.pre_request, None);
         // The request's schema first, not twice.
         assert_eq!(rt.search_path("public"), Some(r#""public", "extensions""#));
+        assert_eq!(
+            describe_db_settings(&a, &db[..2]),
+            "pgrst.db_schemas='api, public' (over PGRST_DB_SCHEMAS='public'), pgrst.db_max_rows='5' (over PGRST_DB_MAX_ROWS='1000')"
+        );
+        assert_eq!(
+            describe_db_settings(&a, &[("db_schemas".into(), "public".into())]),
+            "pgrst.db_schemas='public'"
+        );
         // A bad database value names the database setting.
         let e = with_db_settings(&a, &[("db_max_rows".into(), "many".into())]).unwrap_err();
         assert_eq!(e.setting, "pgrst.db_max_rows");

@@ -318,8 +318,8 @@ pub async fn build_state(
     let (rest, from_db) = read_rest_runtime(&db, &args).await?;
     if !from_db.is_empty() {
         tracing::info!(
-            settings = %from_db.join(", "),
-            "PostgREST settings read from the database (pgrst.* of the login role; they win over flags and environment)"
+            settings = %crate::config::describe_db_settings(&args, &from_db),
+            "PostgREST settings read from the database (pgrst.* of the login role; they win over flags and environment, PGRST_DB_CONFIG=false ignores them)"
         );
     }
     db.load_role_settings().await.map_err(failed)?;
@@ -357,7 +357,7 @@ pub async fn build_state(
 async fn read_rest_runtime(
     db: &Db,
     args: &ServeArgs,
-) -> Result<(crate::config::RestRuntime, Vec<String>), RunError> {
+) -> Result<(crate::config::RestRuntime, Vec<(String, String)>), RunError> {
     match crate::schema_cache::read_rest_runtime(db, args).await {
         Ok(r) => Ok(r),
         Err(ReadError::Db(e)) => Err(failed(e)),

@@ -85,11 +85,11 @@ pub enum ReadError {
 }
 
 /// The REST runtime from the settings and, unless `PGRST_DB_CONFIG=false`, the database's
-/// `pgrst.*` settings of the login role over them; also the names read from the database.
+/// `pgrst.*` settings of the login role over them; also the settings read from the database.
 pub async fn read_rest_runtime(
     db: &Db,
     args: &crate::config::ServeArgs,
-) -> Result<(crate::config::RestRuntime, Vec<String>), ReadError> {
+) -> Result<(crate::config::RestRuntime, Vec<(String, String)>), ReadError> {
     let db_settings = if args.db_config {
         db.pgrst_settings(crate::config::IN_DB_SETTINGS)
             .await
@@ -98,7 +98,7 @@ pub async fn read_rest_runtime(
         Vec::new()
     };
     let merged = crate::config::with_db_settings(args, &db_settings).map_err(ReadError::Config)?;
-    let names: Vec<String> = db_settings.into_iter().map(|(k, _)| k).collect();
+    let names: Vec<&str> = db_settings.iter().map(|(k, _)| k.as_str()).collect();
     let rt = crate::config::rest_runtime(&merged).map_err(|e| {
         ReadError::Config(if names.is_empty() {
             e
@@ -111,7 +111,7 @@ pub async fn read_rest_runtime(
             crate::config::ConfigError::new(e.setting, reason)
         })
     })?;
-    Ok((rt, names))
+    Ok((rt, db_settings))
 }
 
 /// Reads the configuration again: the in-database settings and the roles' settings.
