@@ -83,6 +83,8 @@ pub struct PipeConn {
     wbuf: BytesMut,
     statements: HashMap<String, Prepared>,
     setup_prepared: bool,
+    /// The pre-request statement prepared on this connection: (SQL, name).
+    pre_prepared: Option<(String, String)>,
     next_id: u64,
     /// A request was written and its ReadyForQuery not yet read: if still set when the
     /// connection returns to the pool, the request was abandoned and the state is unknown.
@@ -160,6 +162,7 @@ impl PipeConn {
                         wbuf: BytesMut::with_capacity(4096),
                         statements: HashMap::new(),
                         setup_prepared: false,
+                        pre_prepared: None,
                         next_id: 0,
                         busy: false,
                         retire: false,
@@ -303,21 +306,24 @@ impl PipeConn {
         }
     }
 
-    /// Runs the settings statement (`keys[i] = values[i]`, transaction-local) and then
-    /// `sql` with text `params`, as one implicit transaction under one Sync: both commit
-    /// together, and an error in either rolls both back. One write, one round trip.
+    /// Runs the settings statement (`keys[i] = values[i]`, transaction-local), then the
+    /// `pre` statement when there is one (PostgREST's pre-request), then `sql` with text
+    /// `params`, as one implicit transaction under one Sync: all commit together, and an
+    /// error in any rolls them all back. One write, one round trip.
     pub async fn query_and_commit(
         &mut self,
         keys: &[String],
         values: &[String],
+        pre: Option<&str>,
         sql: &str,
         params: &[Option<String>],
     ) -> Result<TextRows, DbError> {
         let encode = |e| protocol(&format!("encoding a message: {e}"));
         // Nothing half-encoded by an earlier call that failed before sending may go out.
         self.wbuf.clear();
-        let parse_setup = !self.setup_prepared;
-        if parse_setup {
+        // The ParseCompletes to expect, in order.
+        let mut parses: std::collections::VecDeque<Parsed> = std::collections::VecDeque::new();
+        if !self.setup_prepared {
             frontend::parse(
                 SETUP_NAME,
                 SETUP_SQL,
@@ -325,6 +331,7 @@ impl PipeConn {
                 &mut self.wbuf,
             )
             .map_err(encode)?;
+            parses.push_back(Parsed::Setup);
         }
         let setup_values: [&[String]; 2] = [keys, values];
         frontend::bind(
@@ -342,6 +349,35 @@ impl PipeConn {
         .map_err(|_| protocol("encoding the settings"))?;
         frontend::execute("", 0, &mut self.wbuf).map_err(encode)?;
 
+        let mut new_pre = None;
+        if let Some(pre) = pre {
+            let name = match &self.pre_prepared {
+                Some((known, name)) if known == pre => name.clone(),
+                _ => {
+                    self.next_id += 1;
+                    let name = format!("af_{}", self.next_id);
+                    frontend::parse(&name, pre, std::iter::empty::<u32>(), &mut self.wbuf)
+                        .map_err(encode)?;
+                    parses.push_back(Parsed::Pre);
+                    new_pre = Some(name.clone());
+                    name
+                }
+            };
+            frontend::bind(
+                "",
+                &name,
+                std::iter::empty::<i16>(),
+                std::iter::empty::<Option<String>>(),
+                |_: Option<String>, _: &mut BytesMut| Ok(IsNull::Yes),
+                [0i16],
+                &mut self.wbuf,
+            )
+            .map_err(|_| protocol("encoding the pre-request"))?;
+            frontend::execute("", 0, &mut self.wbuf).map_err(encode)?;
+        }
+        // Index of the request's statement among the CommandCompletes.
+        let main = if pre.is_some() { 2 } else { 1 };
+
         let (name, new) = match self.statements.get(sql) {
             Some(p) => (p.name.clone(), false),
             None => {
@@ -355,6 +391,7 @@ impl PipeConn {
                 )
                 .map_err(encode)?;
                 frontend::describe(b'S', &name, &mut self.wbuf).map_err(encode)?;
+                parses.push_back(Parsed::Main);
                 (name, true)
             }
         };
@@ -381,10 +418,10 @@ impl PipeConn {
         self.flush().await?;
 
         // Replies arrive in message order: [ParseComplete (setup)], BindComplete, rows,
+        // CommandComplete; then the pre-request's [ParseComplete], BindComplete, rows,
         // CommandComplete; [ParseComplete, ParameterDescription, RowDescription | NoData],
         // BindComplete, rows, CommandComplete; ReadyForQuery. After an error, PostgreSQL
         // skips to the Sync.
-        let mut setup_parse_pending = parse_setup;
         let mut parsed = false;
         let mut completes = 0;
         let mut error = None;
@@ -392,11 +429,16 @@ impl PipeConn {
         let mut rows = Vec::new();
         loop {
             match self.next_message().await? {
-                Message::ParseComplete if setup_parse_pending => {
-                    setup_parse_pending = false;
-                    self.setup_prepared = true;
-                }
-                Message::ParseComplete => parsed = true,
+                Message::ParseComplete => match parses.pop_front() {
+                    Some(Parsed::Setup) => self.setup_prepared = true,
+                    Some(Parsed::Pre) => {
+                        if let (Some(pre), Some(name)) = (pre, new_pre.take()) {
+                            self.pre_prepared = Some((pre.to_string(), name));
+                        }
+                    }
+                    Some(Parsed::Main) => parsed = true,
+                    None => return Err(protocol("an unexpected ParseComplete")),
+                },
                 Message::NoData => columns = Some(Arc::from(Vec::new())),
                 Message::RowDescription(body) => {
                     let names: Vec<String> = body
@@ -406,7 +448,7 @@ impl PipeConn {
                         .map_err(unavailable)?;
                     columns = Some(names.into());
                 }
-                Message::DataRow(body) if completes == 1 => {
+                Message::DataRow(body) if completes == main => {
                     let buf = body.buffer();
                     let row = body
                         .ranges()
@@ -421,7 +463,7 @@ impl PipeConn {
                     error = Some(pg_error(&mut b.fields()));
                 }
                 Message::ReadyForQuery(_) => break,
-                _ => {} // BindComplete, ParameterDescription, NoData, DataRow of the settings, notices
+                _ => {} // BindComplete, ParameterDescription, DataRows of the settings and the pre-request, notices
             }
         }
         self.busy = false;
@@ -445,6 +487,13 @@ impl PipeConn {
         };
         Ok(TextRows { columns, rows })
     }
+}
+
+/// Which statement a ParseComplete answers.
+enum Parsed {
+    Setup,
+    Pre,
+    Main,
 }
 
 /// deadpool's manager for [`PipeConn`]s.

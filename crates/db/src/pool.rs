@@ -49,8 +49,13 @@ pub struct TxSettings {
     pub claims: String,
     /// GET/HEAD and non-volatile RPC run READ ONLY.
     pub read_only: bool,
-    /// Further request GUCs (`request.method`, `request.path`, `request.headers`, `search_path`...).
+    /// Further request GUCs (`request.method`, `request.path`, `request.headers`...).
     pub gucs: Vec<(String, String)>,
+    /// The transaction's `search_path`; `None`: the pool's ([`Db::with_search_path`]).
+    pub search_path: Option<String>,
+    /// A statement run right after the settings, before the request's own (PostgREST's
+    /// `db-pre-request`: `select "schema"."function"()`); its error aborts the request.
+    pub pre_request: Option<Arc<str>>,
 }
 
 impl TxSettings {
@@ -60,7 +65,19 @@ impl TxSettings {
             claims: claims.into(),
             read_only: false,
             gucs: Vec::new(),
+            search_path: None,
+            pre_request: None,
         }
+    }
+
+    pub fn search_path(mut self, path: impl Into<String>) -> Self {
+        self.search_path = Some(path.into());
+        self
+    }
+
+    pub fn pre_request(mut self, sql: Option<Arc<str>>) -> Self {
+        self.pre_request = sql;
+        self
     }
 
     pub fn read_only(mut self, ro: bool) -> Self {
@@ -235,30 +252,49 @@ impl Db {
         self
     }
 
-    /// Reads the per-role settings (`statement_timeout` ...) that requests must apply.
+    /// Reads the per-role settings (`statement_timeout` ...) that requests must apply, as
+    /// PostgREST does: only parameters the login role may set itself (context `user`, or
+    /// granted with `GRANT SET ON PARAMETER`), which a role switch would otherwise skip,
+    /// plus custom `x.y` settings; a role's setting for this database wins over its
+    /// setting for every database, as at login. `pgrst.*` are PostgREST's own, not the
+    /// role's. Called at start and on every reload.
     pub async fn load_role_settings(&self) -> Result<(), DbError> {
         let client = self.client().await?;
+        let version: i32 = client
+            .query_one(
+                "select pg_catalog.current_setting('server_version_num')::int",
+                &[],
+            )
+            .await?
+            .get(0);
+        // has_parameter_privilege exists from PostgreSQL 15 on.
+        let granted = if version >= 150000 {
+            "or pg_catalog.has_parameter_privilege(current_user, p.name, 'set')"
+        } else {
+            ""
+        };
         let rows = client
             .query(
-                "select r.rolname::text, s.setting::text from pg_catalog.pg_db_role_setting d
-                 join pg_catalog.pg_roles r on r.oid = d.setrole
-                 cross join lateral pg_catalog.unnest(d.setconfig) as s(setting)
-                 where d.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))",
+                &format!(
+                    "select distinct on (r.rolname, k.key) r.rolname::text, k.key, k.value
+                     from pg_catalog.pg_db_role_setting d
+                     join pg_catalog.pg_roles r on r.oid = d.setrole
+                     cross join lateral pg_catalog.unnest(d.setconfig) as s(setting)
+                     cross join lateral (select pg_catalog.split_part(s.setting, '=', 1) as key,
+                       pg_catalog.substr(s.setting, pg_catalog.strpos(s.setting, '=') + 1) as value) k
+                     left join pg_catalog.pg_settings p on p.name = k.key
+                     where d.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))
+                       and k.key not like 'pgrst.%'
+                       and (p.context = 'user' {granted}
+                            or (p.name is null and k.key like '%.%'))
+                     order by r.rolname, k.key, d.setdatabase desc"
+                ),
                 &[],
             )
             .await?;
         let mut map: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for r in rows {
-            let role: String = r.get(0);
-            let setting: String = r.get(1);
-            if let Some((k, v)) = setting.split_once('=') {
-                // Only settings a role switch would have applied; pgrst.* are PostgREST's own.
-                if !k.starts_with("pgrst.") {
-                    map.entry(role)
-                        .or_default()
-                        .push((k.to_string(), v.to_string()));
-                }
-            }
+            map.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
         }
         *self
             .inner
@@ -266,6 +302,48 @@ impl Db {
             .write()
             .expect("role settings lock") = map;
         Ok(())
+    }
+
+    /// PostgREST's in-database configuration: the login role's `pgrst.<name>` settings
+    /// (`ALTER ROLE authenticator SET pgrst.db_schemas = ...`), the ones for this database
+    /// winning over the ones for every database. A database's own settings (`ALTER
+    /// DATABASE`) do not count, as in PostgREST. Returns `(name, value)` without the prefix.
+    pub async fn pgrst_settings(&self, names: &[&str]) -> Result<Vec<(String, String)>, DbError> {
+        let client = self.client().await?;
+        let keys: Vec<String> = names.iter().map(|n| format!("pgrst.{n}")).collect();
+        let rows = client
+            .query(
+                "with kv as (
+                   select d.setdatabase, pg_catalog.split_part(s.setting, '=', 1) as k,
+                          pg_catalog.substr(s.setting, pg_catalog.strpos(s.setting, '=') + 1) as v
+                   from pg_catalog.pg_db_role_setting d
+                   cross join lateral pg_catalog.unnest(d.setconfig) as s(setting)
+                   where d.setrole = (select oid from pg_catalog.pg_roles where rolname = current_user)
+                     and d.setdatabase in (0, (select oid from pg_catalog.pg_database where datname = current_database()))
+                 )
+                 select distinct on (k) pg_catalog.substr(k, 7), v from kv
+                 where k = any($1) and v is not null
+                 order by k, setdatabase desc",
+                &[&keys],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Which of `relations` (`schema.name`) exist, read from the catalog (so a schema the
+    /// login role may not use counts too, without a permission error).
+    pub async fn existing_relations(&self, relations: &[&str]) -> Result<Vec<String>, DbError> {
+        let client = self.client().await?;
+        let wanted: Vec<String> = relations.iter().map(|r| r.to_string()).collect();
+        let rows = client
+            .query(
+                "select n.nspname::text || '.' || c.relname::text
+                 from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname::text || '.' || c.relname::text = any($1)",
+                &[&wanted],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// A pooled connection as the pool's login role, for work outside a request.
@@ -287,7 +365,12 @@ impl Db {
         let mut keys = Vec::with_capacity(settings.gucs.len() + 6);
         let mut values = Vec::with_capacity(settings.gucs.len() + 6);
         keys.push("search_path".to_string());
-        values.push(self.inner.search_path.clone());
+        values.push(
+            settings
+                .search_path
+                .clone()
+                .unwrap_or_else(|| self.inner.search_path.clone()),
+        );
         if let Some(rs) = self
             .inner
             .role_settings
@@ -334,6 +417,7 @@ impl Db {
                 begin,
                 keys,
                 values,
+                pre: settings.pre_request.clone(),
             }),
             open: false,
             inner: self.inner.clone(),
@@ -361,7 +445,8 @@ impl Db {
             deadpool::managed::PoolError::Backend(e) => e,
             other => DbError::Unavailable(other.to_string()),
         })?;
-        conn.query_and_commit(&keys, &values, sql, params).await
+        conn.query_and_commit(&keys, &values, settings.pre_request.as_deref(), sql, params)
+            .await
     }
 
     pub fn pool(&self) -> &Pool {
@@ -408,6 +493,17 @@ struct Setup {
     begin: &'static str,
     keys: Vec<String>,
     values: Vec<String>,
+    /// The pre-request statement, sent right after the settings.
+    pre: Option<Arc<str>>,
+}
+
+/// Sends the pre-request statement (when there is one) as part of a pipeline: called in
+/// `join!` order after BEGIN and the settings, so it goes out right behind them.
+async fn pre_request(client: &Object, pre: Option<&str>) -> Result<(), tokio_postgres::Error> {
+    match pre {
+        Some(sql) => client.batch_execute(sql).await,
+        None => Ok(()),
+    }
 }
 
 /// One request's transaction. Dropped without `commit`, it is rolled back.
@@ -428,13 +524,15 @@ impl ClaimsTxn {
         let setup_stmt = client.prepare_cached(SETUP_SQL).await?;
         self.open = true;
         let setup_params: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
-        let (b, s, q) = futures::join!(
+        let (b, s, p, q) = futures::join!(
             client.batch_execute(setup.begin),
             client.query(&setup_stmt, &setup_params),
+            pre_request(client, setup.pre.as_deref()),
             stmt.run(client)
         );
         b?;
         s?;
+        p?;
         Ok(q?)
     }
 
@@ -449,13 +547,15 @@ impl ClaimsTxn {
         let setup_stmt = client.prepare_cached(SETUP_SQL).await?;
         self.open = true;
         let setup_params: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
-        let (b, s, p) = futures::join!(
+        let (b, s, r, p) = futures::join!(
             client.batch_execute(setup.begin),
             client.query(&setup_stmt, &setup_params),
+            pre_request(client, setup.pre.as_deref()),
             client.prepare_cached(sql)
         );
         b?;
         s?;
+        r?;
         Ok(p?)
     }
 
@@ -501,14 +601,16 @@ impl ClaimsTxn {
         let setup_stmt = client.prepare_cached(SETUP_SQL).await?;
         let setup_params: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
         // A failed statement aborts the transaction; the pipelined COMMIT then rolls back.
-        let (b, s, q, c) = futures::join!(
+        let (b, s, p, q, c) = futures::join!(
             client.batch_execute(setup.begin),
             client.query(&setup_stmt, &setup_params),
+            pre_request(&client, setup.pre.as_deref()),
             client.query_typed(sql, params),
             client.batch_execute("commit")
         );
         b?;
         s?;
+        p?;
         let rows = q?;
         c?;
         Ok(rows)
@@ -541,13 +643,15 @@ impl ClaimsTxn {
                 let stmt = match (&setup, &setup_stmt) {
                     (Some(setup), Some(ss)) => {
                         let sp: [&(dyn ToSql + Sync); 2] = [&setup.keys, &setup.values];
-                        let (b, s, p) = futures::join!(
+                        let (b, s, r, p) = futures::join!(
                             client.batch_execute(setup.begin),
                             client.query(ss, &sp),
+                            pre_request(client, setup.pre.as_deref()),
                             client.prepare_typed(sql, &types)
                         );
                         b?;
                         s?;
+                        r?;
                         p?
                     }
                     _ => client.prepare_typed(sql, &types).await?,
@@ -571,7 +675,7 @@ impl ClaimsTxn {
         let sp: Option<[&(dyn ToSql + Sync); 2]> = setup
             .as_ref()
             .map(|s| [&s.keys as &(dyn ToSql + Sync), &s.values]);
-        let (b, s, q, c) = futures::join!(
+        let (b, s, p, q, c) = futures::join!(
             async {
                 match &setup {
                     Some(setup) => client.batch_execute(setup.begin).await,
@@ -584,6 +688,7 @@ impl ClaimsTxn {
                     _ => Ok(()),
                 }
             },
+            pre_request(client, setup.as_ref().and_then(|s| s.pre.as_deref())),
             client.query(&stmt, &values),
             async {
                 if commit {
@@ -598,6 +703,7 @@ impl ClaimsTxn {
         }
         b?;
         s?;
+        p?;
         let rows = q?;
         c?;
         Ok(rows)

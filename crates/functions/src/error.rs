@@ -56,6 +56,10 @@ pub enum FnError {
     },
     #[error("database unavailable")]
     DbUnavailable,
+    /// The database lacks the tables the functions need (a database agencyflow did not
+    /// create); the message says what is missing and how to add it.
+    #[error("{0}")]
+    SchemaMissing(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -78,7 +82,9 @@ impl FnError {
             FnError::RateLimited { .. } | FnError::BudgetExceeded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            FnError::NoChatProvider(_) | FnError::DbUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            FnError::NoChatProvider(_) | FnError::DbUnavailable | FnError::SchemaMissing(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             FnError::BadModelOutput(_) => StatusCode::BAD_GATEWAY,
             FnError::Provider(ProviderError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             FnError::Provider(_) => StatusCode::BAD_GATEWAY,
@@ -102,6 +108,7 @@ impl FnError {
             FnError::Provider(ProviderError::Timeout) => "provider_timeout",
             FnError::Provider(_) => "provider_error",
             FnError::DbUnavailable => "database_unavailable",
+            FnError::SchemaMissing(_) => "schema_missing",
             FnError::Unreadable(_) => "unreadable_document",
             FnError::Upload { code, .. } => code,
             FnError::Internal(_) => "internal_error",

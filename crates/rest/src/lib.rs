@@ -38,6 +38,9 @@ pub struct RestConfig {
     pub anon_role: String,
     /// `db-plan-enabled`: `Accept: application/vnd.pgrst.plan` answers with the EXPLAIN.
     pub plan_enabled: bool,
+    /// `db-pre-request` is set: that function may set `response.headers`/`response.status`
+    /// on any request, so reads of tables read them too.
+    pub pre_request: bool,
 }
 
 impl Default for RestConfig {
@@ -49,6 +52,7 @@ impl Default for RestConfig {
             tx_end_allow_override: false,
             anon_role: "anon".to_string(),
             plan_enabled: false,
+            pre_request: false,
         }
     }
 }

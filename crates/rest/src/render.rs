@@ -162,10 +162,12 @@ fn outer(cte: &str, total: &str, body: &str, location: &str, from: &str) -> Stri
 }
 
 /// The outer select of a read of a table or view: no response settings (nothing the
-/// request runs is meant to set them, and reads are the hot path).
-fn outer_read(cte: &str, total: &str, body: &str) -> String {
+/// request runs is meant to set them, and reads are the hot path), unless a pre-request
+/// function runs first (`with_settings`), which may.
+fn outer_read(cte: &str, total: &str, body: &str, with_settings: bool) -> String {
+    let settings = if with_settings { RESPONSE_SETTINGS } else { "" };
     format!(
-        "WITH {SOURCE_CTE} AS ({cte}) SELECT {total}::bigint AS total_result_set, pg_catalog.count(_postgrest_t)::bigint AS page_total, {body}::text AS body, NULL::text AS location FROM {SOURCE_CTE} AS _postgrest_t"
+        "WITH {SOURCE_CTE} AS ({cte}) SELECT {total}::bigint AS total_result_set, pg_catalog.count(_postgrest_t)::bigint AS page_total, {body}::text AS body, NULL::text AS location{settings} FROM {SOURCE_CTE} AS _postgrest_t"
     )
 }
 
@@ -178,7 +180,7 @@ fn render_read(b: &mut Builder, plan: &Plan, root: &ReadNode) -> String {
     } else {
         "NULL".to_string()
     };
-    outer_read(&cte, &total, &body_expr(plan.media))
+    outer_read(&cte, &total, &body_expr(plan.media), plan.response_settings)
 }
 
 fn count_subquery(b: &mut Builder, root: &ReadNode) -> String {

@@ -1,6 +1,6 @@
 //! The application: shared state, the router of every surface, and the middleware stack
 //! (request ids, tracing, CORS as Supabase has it, body limit).
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agencyflow_auth::JwtKeys;
@@ -13,9 +13,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::{RestSettings, ServeArgs};
+use crate::config::{RestRuntime, ServeArgs};
 use crate::routes;
 use crate::schema_cache::SharedSchemaCache;
+use crate::surfaces::{self, Surfaces};
 
 /// Everything the handlers share; cheap to clone.
 #[derive(Clone)]
@@ -24,6 +25,10 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub settings: Arc<Settings>,
     pub schema_cache: SharedSchemaCache,
+    /// What `/rest/v1` runs with now (settings, with the database's `pgrst.*` over them).
+    rest: Arc<RwLock<Arc<RestRuntime>>>,
+    /// Which surfaces the database can serve.
+    pub surfaces: Surfaces,
     pub metrics: Arc<routes::metrics::Metrics>,
     /// Requests in flight and the drain on shutdown.
     pub lifecycle: Arc<routes::lifecycle::Lifecycle>,
@@ -32,10 +37,11 @@ pub struct AppState {
 /// The server's resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Flags and environment, as given (the database's `pgrst.*` are applied over them in
+    /// [`AppState::rest`], again on every reload).
     pub serve: ServeArgs,
-    pub rest: RestSettings,
-    /// The roles a request may run as (`agencyflow_keys::ApiRoles`).
-    pub api_roles: agencyflow_keys::ApiRoles,
+    /// The REST runtime at start.
+    pub rest: RestRuntime,
     pub anon_key: String,
     pub service_role_key: String,
 }
@@ -45,11 +51,22 @@ impl AppState {
         AppState {
             db,
             keys: Arc::new(keys),
+            rest: Arc::new(RwLock::new(Arc::new(settings.rest.clone()))),
             settings: Arc::new(settings),
             schema_cache: SharedSchemaCache::default(),
+            surfaces: Surfaces::default(),
             metrics: Arc::default(),
             lifecycle: Arc::default(),
         }
+    }
+
+    /// The REST runtime of this moment (a snapshot: a reload swaps it whole).
+    pub fn rest(&self) -> Arc<RestRuntime> {
+        self.rest.read().expect("rest runtime lock").clone()
+    }
+
+    pub(crate) fn set_rest(&self, rt: RestRuntime) {
+        *self.rest.write().expect("rest runtime lock") = Arc::new(rt);
     }
 }
 
@@ -104,10 +121,19 @@ pub fn metrics_router(state: AppState) -> Router {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.serve.body_limit;
+    // A surface whose tables the database lacks answers 503 (`surfaces`); auth's API
+    // version layer goes around its gate so the 503 has the shape the client asked for.
     let auth = agencyflow_auth::router(agencyflow_auth::AuthState::new(
         state.db.clone(),
         state.keys.clone(),
         Arc::new(state.settings.serve.auth.clone()),
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        surfaces::auth_gate,
+    ))
+    .layer(axum::middleware::from_fn(
+        agencyflow_auth::error::api_version_layer,
     ));
     let rest = Router::new()
         .route("/", any(routes::rest::handle))
@@ -118,7 +144,9 @@ pub fn router(state: AppState) -> Router {
         state.keys.clone(),
         state.settings.serve.functions.clone(),
     );
-    let functions = agencyflow_functions::router(functions_state.clone());
+    let functions = agencyflow_functions::router(functions_state.clone()).layer(
+        axum::middleware::from_fn_with_state(state.clone(), surfaces::functions_gate),
+    );
     let storage = agencyflow_storage::StorageState::from_args(
         state.db.clone(),
         state.keys.clone(),
@@ -132,9 +160,23 @@ pub fn router(state: AppState) -> Router {
     let storage = Router::new()
         .nest(
             "/functions/v1",
-            agencyflow_functions::documents::router(functions_state, storage.clone()),
+            agencyflow_functions::documents::router(functions_state, storage.clone())
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    surfaces::storage_gate,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    surfaces::functions_gate,
+                )),
         )
-        .nest("/storage/v1", agencyflow_storage::router(storage.clone()))
+        .nest(
+            "/storage/v1",
+            agencyflow_storage::router(storage.clone()).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                surfaces::storage_gate,
+            )),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::gateway::require_apikey,

@@ -9,6 +9,7 @@ Examples:
   agencyflow serve                       # embedded PostgreSQL in the data directory, port 54321
   agencyflow serve --port 8000 --log-format json
   DATABASE_URL=postgres://authenticator:pw@db/postgres MIGRATIONS_DATABASE_URL=postgres://postgres:pw@db/postgres agencyflow serve
+  DATABASE_URL=postgres://authenticator:pw@db/app PGRST_DB_SCHEMAS=api PGRST_DB_ANON_ROLE=web_anon agencyflow serve   # your own database, as PostgREST
   agencyflow migrate --dry-run           # list pending migrations
   agencyflow keys                        # print the anon and service_role API keys
   agencyflow seed --demo                 # load the demo agency";
@@ -36,7 +37,9 @@ pub struct GlobalArgs {
     /// Use this PostgreSQL instead of the embedded one (the API's login role, e.g. authenticator).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Schema owner's connection for migrations and seeding (defaults to DATABASE_URL).
+    /// Schema owner's connection for migrations and seeding (`migrate` and `seed` default to
+    /// DATABASE_URL). With DATABASE_URL, `serve` applies migrations only when this is given:
+    /// DATABASE_URL alone is served as it is, as PostgREST serves a database.
     #[arg(
         long,
         env = "MIGRATIONS_DATABASE_URL",
@@ -152,6 +155,15 @@ pub struct ServeArgs {
     /// Transaction end: `commit` or `commit-allow-override` (honours Prefer: tx=rollback).
     #[arg(long, env = "PGRST_DB_TX_END", default_value = "commit")]
     pub db_tx_end: String,
+    /// Function called at the start of every REST request's transaction, after its settings
+    /// (e.g. `api.check_request`); raising an error there aborts the request with that error.
+    #[arg(long, env = "PGRST_DB_PRE_REQUEST")]
+    pub db_pre_request: Option<String>,
+    /// Read PostgREST's settings from the database too (`ALTER ROLE <login role> SET
+    /// pgrst.db_schemas = ...`); as in PostgREST, the database's values win over flags and
+    /// environment, and are read again on `NOTIFY pgrst, 'reload config'` and schema reloads.
+    #[arg(long, env = "PGRST_DB_CONFIG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub db_config: bool,
     /// Serve `/metrics` without a key on this separate address (e.g. `127.0.0.1:9100` for a
     /// Prometheus scraper). On the API address `/metrics` always needs the service_role key.
     #[arg(long, env = "AGENCYFLOW_METRICS_ADDR")]
@@ -294,6 +306,177 @@ pub fn rest_settings(a: &ServeArgs) -> Result<RestSettings, ConfigError> {
         tx_end_allow_override,
         anon_role: a.db_anon_role.clone(),
         plan_enabled: a.db_plan_enabled,
+        pre_request: false,
+    })
+}
+
+/// PostgREST settings that may come from the database (`pgrst.<name>` on the login role).
+pub const IN_DB_SETTINGS: &[&str] = &[
+    "db_schemas",
+    "db_anon_role",
+    "db_max_rows",
+    "db_pre_request",
+    "db_extra_search_path",
+    "db_aggregates_enabled",
+    "db_tx_end",
+];
+
+/// The settings with the database's `pgrst.*` values applied over them (PostgREST's order:
+/// the database wins). Unknown names are ignored; a value that does not parse is an error
+/// naming the database setting.
+pub fn with_db_settings(a: &ServeArgs, db: &[(String, String)]) -> Result<ServeArgs, ConfigError> {
+    let mut a = a.clone();
+    for (k, v) in db {
+        match k.as_str() {
+            "db_schemas" => a.db_schemas = v.clone(),
+            "db_anon_role" => a.db_anon_role = v.clone(),
+            "db_max_rows" => {
+                a.db_max_rows = v.trim().parse().map_err(|_| {
+                    ConfigError::new("pgrst.db_max_rows", format!("`{v}` is not a number"))
+                })?
+            }
+            "db_pre_request" => a.db_pre_request = Some(v.clone()).filter(|v| !v.trim().is_empty()),
+            "db_extra_search_path" => a.db_extra_search_path = v.clone(),
+            "db_aggregates_enabled" => {
+                a.db_aggregates_enabled = match v.trim() {
+                    "true" | "on" | "1" | "yes" => true,
+                    "false" | "off" | "0" | "no" => false,
+                    _ => {
+                        return Err(ConfigError::new(
+                            "pgrst.db_aggregates_enabled",
+                            format!("`{v}` is not a boolean"),
+                        ))
+                    }
+                }
+            }
+            "db_tx_end" => a.db_tx_end = v.clone(),
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+/// The value a flag (or its environment variable, or its default) gives `pgrst.<name>`.
+fn flag_value(a: &ServeArgs, name: &str) -> Option<String> {
+    Some(match name {
+        "db_schemas" => a.db_schemas.clone(),
+        "db_anon_role" => a.db_anon_role.clone(),
+        "db_max_rows" => a.db_max_rows.to_string(),
+        "db_pre_request" => a.db_pre_request.clone().unwrap_or_default(),
+        "db_extra_search_path" => a.db_extra_search_path.clone(),
+        "db_aggregates_enabled" => a.db_aggregates_enabled.to_string(),
+        "db_tx_end" => a.db_tx_end.clone(),
+        _ => return None,
+    })
+}
+
+/// `pgrst.db_schemas='api' (over PGRST_DB_SCHEMAS='public'), ...`: the database's settings
+/// and the flag values they replace, for the start-up log.
+pub fn describe_db_settings(a: &ServeArgs, db: &[(String, String)]) -> String {
+    db.iter()
+        .map(|(k, v)| match flag_value(a, k) {
+            Some(f) if f != *v => {
+                format!("pgrst.{k}='{v}' (over PGRST_{}='{f}')", k.to_uppercase())
+            }
+            _ => format!("pgrst.{k}='{v}'"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the REST surface runs with; swapped whole when the in-database configuration is
+/// read again (`NOTIFY pgrst, 'reload config'`).
+#[derive(Debug, Clone)]
+pub struct RestRuntime {
+    pub config: RestSettings,
+    /// The roles a request may run as (`agencyflow_keys::ApiRoles`).
+    pub api_roles: agencyflow_keys::ApiRoles,
+    /// `select "schema"."function"()`: PostgREST's db-pre-request.
+    pub pre_request: Option<std::sync::Arc<str>>,
+    /// The search_path of a request per exposed schema: that schema, then the extra ones.
+    search_paths: Vec<(String, String)>,
+}
+
+impl RestRuntime {
+    /// The search_path of a request whose profile is `schema` (PostgREST: the schema, then
+    /// db-extra-search-path).
+    pub fn search_path(&self, schema: &str) -> Option<&str> {
+        self.search_paths
+            .iter()
+            .find(|(s, _)| s == schema)
+            .map(|(_, p)| p.as_str())
+    }
+}
+
+/// Quotes an identifier for SQL.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `schema.function` (either part may be double-quoted) as `select "schema"."function"()`.
+fn pre_request_sql(name: &str) -> Result<String, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            "PGRST_DB_PRE_REQUEST",
+            format!("`{name}` is not a function name (`schema.function` or `function`)"),
+        )
+    };
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = name.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    if quoted || parts.len() > 2 || parts.iter().any(|p| p.trim().is_empty()) {
+        return Err(bad());
+    }
+    let quoted: Vec<String> = parts.iter().map(|p| quote_ident(p.trim())).collect();
+    Ok(format!("select {}()", quoted.join(".")))
+}
+
+/// The REST runtime of these settings, checked.
+pub fn rest_runtime(a: &ServeArgs) -> Result<RestRuntime, ConfigError> {
+    let config = rest_settings(a)?;
+    let pre_request = match a.db_pre_request.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() => Some(pre_request_sql(name)?.into()),
+        _ => None,
+    };
+    let extra: Vec<String> = a
+        .db_extra_search_path
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(quote_ident)
+        .collect();
+    let search_paths = config
+        .schemas
+        .iter()
+        .map(|schema| {
+            let first = quote_ident(schema);
+            let mut path = vec![first.clone()];
+            path.extend(extra.iter().filter(|e| **e != first).cloned());
+            (schema.clone(), path.join(", "))
+        })
+        .collect();
+    let config = RestSettings {
+        pre_request: pre_request.is_some(),
+        ..config
+    };
+    Ok(RestRuntime {
+        api_roles: api_roles(a),
+        config,
+        pre_request,
+        search_paths,
     })
 }
 
@@ -310,6 +493,84 @@ pub fn api_roles(a: &ServeArgs) -> agencyflow_keys::ApiRoles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut v = vec!["agencyflow", "serve"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Serve(s) => s,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn pre_request_names_become_a_quoted_call() {
+        assert_eq!(
+            pre_request_sql("api.check").unwrap(),
+            r#"select "api"."check"()"#
+        );
+        assert_eq!(pre_request_sql("check").unwrap(), r#"select "check"()"#);
+        assert_eq!(
+            pre_request_sql(r#""My Schema"."do.it""#).unwrap(),
+            r#"select "My Schema"."do.it"()"#
+        );
+        assert_eq!(
+            pre_request_sql(r#"a."x""y""#).unwrap(),
+            r#"select "a"."x""y"()"#
+        );
+        // Whatever the name holds stays inside quoted identifiers.
+        assert_eq!(
+            pre_request_sql("x(); drop table t; --.f").unwrap(),
+            r#"select "x(); drop table t; --"."f"()"#
+        );
+        for bad in ["", "a.b.c", "a.", r#""open"#] {
+            assert!(pre_request_sql(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn database_settings_win_over_flags_and_environment() {
+        let a = serve(&["--db-schemas", "public", "--db-max-rows", "1000"]);
+        let db = vec![
+            ("db_schemas".to_string(), "api, public".to_string()),
+            ("db_max_rows".to_string(), "5".to_string()),
+            ("db_anon_role".to_string(), "web_anon".to_string()),
+            ("db_pre_request".to_string(), "api.check".to_string()),
+            ("db_extra_search_path".to_string(), "util".to_string()),
+            ("db_aggregates_enabled".to_string(), "true".to_string()),
+        ];
+        let rt = rest_runtime(&with_db_settings(&a, &db).unwrap()).unwrap();
+        assert_eq!(rt.config.schemas, vec!["api", "public"]);
+        assert_eq!(rt.config.max_rows, Some(5));
+        assert_eq!(rt.config.anon_role, "web_anon");
+        assert!(rt.config.aggregates_enabled);
+        assert!(rt.api_roles.allows("web_anon"));
+        assert_eq!(rt.pre_request.as_deref(), Some(r#"select "api"."check"()"#));
+        assert_eq!(rt.search_path("api"), Some(r#""api", "util""#));
+        assert_eq!(rt.search_path("public"), Some(r#""public", "util""#));
+        assert_eq!(rt.search_path("other"), None);
+        // Without database settings: the flags, and no pre-request.
+        let rt = rest_runtime(&a).unwrap();
+        assert_eq!(rt.config.max_rows, Some(1000));
+        assert_eq!(rt.pre_request, None);
+        // The request's schema first, not twice.
+        assert_eq!(rt.search_path("public"), Some(r#""public", "extensions""#));
+        assert_eq!(
+            describe_db_settings(&a, &db[..2]),
+            "pgrst.db_schemas='api, public' (over PGRST_DB_SCHEMAS='public'), pgrst.db_max_rows='5' (over PGRST_DB_MAX_ROWS='1000')"
+        );
+        assert_eq!(
+            describe_db_settings(&a, &[("db_schemas".into(), "public".into())]),
+            "pgrst.db_schemas='public'"
+        );
+        // A bad database value names the database setting.
+        let e = with_db_settings(&a, &[("db_max_rows".into(), "many".into())]).unwrap_err();
+        assert_eq!(e.setting, "pgrst.db_max_rows");
+        // An empty pre-request in the database turns the flag's off.
+        let a = serve(&["--db-pre-request", "api.check"]);
+        let off = with_db_settings(&a, &[("db_pre_request".into(), "".into())]).unwrap();
+        assert_eq!(rest_runtime(&off).unwrap().pre_request, None);
+    }
 
     fn global(args: &[&str]) -> GlobalArgs {
         let mut v = vec!["agencyflow"];

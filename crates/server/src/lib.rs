@@ -5,6 +5,7 @@ pub mod keys;
 pub mod routes;
 pub mod run;
 pub mod schema_cache;
+pub mod surfaces;
 
 pub use app::{router, AppState, Settings};
 

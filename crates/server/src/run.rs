@@ -17,6 +17,8 @@ use crate::config::{
     ServeArgs,
 };
 use crate::keys;
+use crate::schema_cache::ReadError;
+use crate::surfaces::Availability;
 
 /// A command's failure: configuration mistakes exit 2, everything else 1.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,11 @@ pub struct Database {
     /// Without `cluster`: the embedded cluster another agencyflow runs on this data
     /// directory (its socket directory and port), which this process only uses.
     pub shared: Option<(PathBuf, u16)>,
+    /// Whether `serve` applies pending migrations (unless `--no-migrate`): with the embedded
+    /// cluster, or when `MIGRATIONS_DATABASE_URL` names the schema owner. `DATABASE_URL`
+    /// alone is served as it is, as PostgREST serves a database (the API's login role
+    /// could not migrate anyway).
+    pub migrate_on_serve: bool,
 }
 
 /// Resolves the database: `DATABASE_URL`, or the embedded cluster in the data directory,
@@ -75,15 +82,14 @@ pub fn open_database(
 ) -> Result<Database, RunError> {
     if let Some(url) = g.database_url.as_deref().filter(|u| !u.is_empty()) {
         tokio_postgres_config_check(url, "DATABASE_URL")?;
-        let admin = g
-            .migrations_database_url
-            .clone()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| url.to_string());
+        let owner = g.migrations_database_url.clone().filter(|u| !u.is_empty());
+        let migrate_on_serve = owner.is_some();
+        let admin = owner.unwrap_or_else(|| url.to_string());
         tokio_postgres_config_check(&admin, "MIGRATIONS_DATABASE_URL")?;
         return Ok(Database {
             api_url: url.to_string(),
             admin_url: admin,
+            migrate_on_serve,
             cluster: None,
             shared: None,
         });
@@ -98,6 +104,7 @@ pub fn open_database(
         Ok(cluster) => Ok(Database {
             api_url: cluster.url("authenticator", "postgres"),
             admin_url: cluster.url("postgres", "postgres"),
+            migrate_on_serve: true,
             cluster: Some(cluster),
             shared: None,
         }),
@@ -122,6 +129,7 @@ pub fn open_database(
             Ok(Database {
                 api_url: url("authenticator"),
                 admin_url: url("postgres"),
+                migrate_on_serve: true,
                 cluster: None,
                 shared: Some((socket, port)),
             })
@@ -230,8 +238,12 @@ async fn run_migrations(admin_url: &str, dry_run: bool) -> Result<(), RunError> 
 
 /// `serve` and `embed backfill` embed with the `local` model by default (no API key set):
 /// its folder defaults to `<data-dir>/models/all-MiniLM-L6-v2` when that exists. Without the
-/// model files `auto` falls back to the lexical `hash` provider, with a warning.
-fn prefer_local_embeddings(f: &mut agencyflow_functions::FunctionsArgs, dir: &std::path::Path) {
+/// model files `auto` falls back to the lexical `hash` provider: `true` then (see
+/// [`warn_hash_embeddings`]).
+fn prefer_local_embeddings(
+    f: &mut agencyflow_functions::FunctionsArgs,
+    dir: &std::path::Path,
+) -> bool {
     use agencyflow_functions::config::{EmbedProviderKind, LOCAL_MODEL};
     f.ai_auto_local = true;
     if f.ai_local_model_dir.is_none() {
@@ -240,14 +252,14 @@ fn prefer_local_embeddings(f: &mut agencyflow_functions::FunctionsArgs, dir: &st
             f.ai_local_model_dir = Some(in_data_dir);
         }
     }
-    if f.resolved_embed() == EmbedProviderKind::Hash
-        && f.ai_embed_provider == EmbedProviderKind::Auto
-    {
-        tracing::warn!(
-            model_dir = %f.local_model_dir().map(|d| d.display().to_string()).unwrap_or_default(),
-            "no local embedding model files (run scripts/setup or set AI_LOCAL_MODEL_DIR): without an API key, embeddings use the lexical `hash` provider"
-        );
-    }
+    f.resolved_embed() == EmbedProviderKind::Hash && f.ai_embed_provider == EmbedProviderKind::Auto
+}
+
+fn warn_hash_embeddings(f: &agencyflow_functions::FunctionsArgs) {
+    tracing::warn!(
+        model_dir = %f.local_model_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        "no local embedding model files (run scripts/setup or set AI_LOCAL_MODEL_DIR): without an API key, embeddings use the lexical `hash` provider"
+    );
 }
 
 async fn embed_backfill(
@@ -263,7 +275,9 @@ async fn embed_backfill(
         .with_vault_key(Some(vault_key));
     let mut functions = functions.clone();
     functions.fill_keys_from_vault(&db).await;
-    prefer_local_embeddings(&mut functions, dir);
+    if prefer_local_embeddings(&mut functions, dir) {
+        warn_hash_embeddings(&functions);
+    }
     let provider = agencyflow_functions::provider::embedder_from_args(&functions);
     let report = agencyflow_functions::backfill_with_progress_bar(&db, provider)
         .await
@@ -300,7 +314,8 @@ async fn seed_demo(admin_url: &str) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Builds the state for a database: pool, role settings, vault key.
+/// Builds the state for a database: pool, the in-database configuration, role settings,
+/// which surfaces the database can serve, the schema cache and its reloader.
 pub async fn build_state(
     api_url: &str,
     args: ServeArgs,
@@ -319,7 +334,7 @@ pub async fn build_state_with(
     vault_key: Option<String>,
     health: Option<ClusterHealth>,
 ) -> Result<AppState, RunError> {
-    let rest = rest_settings(&args)?;
+    rest_settings(&args)?;
     args.storage
         .check()
         .map_err(|e| ConfigError::new("STORAGE_BACKEND", e))?;
@@ -335,29 +350,57 @@ pub async fn build_state_with(
         .map_err(failed)?
         .with_vault_key(vault_key)
         .with_search_path(args.db_extra_search_path.clone())
-        .with_cluster_health(health);
+        .with_cluster_health(health.clone());
+    // PostgREST's order: the database's pgrst.* settings win over flags and environment;
+    // at start a bad one stops us (later reloads keep the running configuration).
+    let (rest, from_db) = read_rest_runtime(&db, &args).await?;
+    if !from_db.is_empty() {
+        tracing::info!(
+            settings = %crate::config::describe_db_settings(&args, &from_db),
+            "PostgREST settings read from the database (pgrst.* of the login role; they win over flags and environment, PGRST_DB_CONFIG=false ignores them)"
+        );
+    }
     db.load_role_settings().await.map_err(failed)?;
+    let surfaces = Availability::detect(&db)
+        .await
+        .map_err(|e| failed(format!("reading the catalog: {e}")))?;
+    if let Some(line) = surfaces.summary() {
+        tracing::warn!("{line}");
+    }
     let mut args = args;
-    args.functions.fill_keys_from_vault(&db).await;
+    if surfaces.functions.is_empty() {
+        args.functions.fill_keys_from_vault(&db).await;
+    }
     let settings = Settings {
-        api_roles: crate::config::api_roles(&args),
         anon_key: api_key(&keys, "anon").map_err(failed)?,
         service_role_key: api_key(&keys, "service_role").map_err(failed)?,
         serve: args,
         rest,
     };
-    let schemas = settings.rest.schemas.clone();
     let state = AppState::new(db.clone(), keys, settings);
+    state.surfaces.set(surfaces);
     // Start-up fails loudly if the catalog cannot be read; later reloads only log.
+    let schemas = state.rest().config.schemas.clone();
     state
         .schema_cache
         .load(&db, &schemas)
         .await
         .map_err(|e| failed(format!("loading the schema cache: {e}")))?;
-    state
-        .schema_cache
-        .spawn_reloader(db, api_url.to_string(), schemas);
+    crate::schema_cache::spawn_reloader(state.clone(), api_url.to_string());
     Ok(state)
+}
+
+/// [`schema_cache::read_rest_runtime`] with start-up's errors: a bad value is a
+/// configuration error (exit 2), an unreadable catalog a failure.
+async fn read_rest_runtime(
+    db: &Db,
+    args: &ServeArgs,
+) -> Result<(crate::config::RestRuntime, Vec<(String, String)>), RunError> {
+    match crate::schema_cache::read_rest_runtime(db, args).await {
+        Ok(r) => Ok(r),
+        Err(ReadError::Db(e)) => Err(failed(e)),
+        Err(ReadError::Config(e)) => Err(e.into()),
+    }
 }
 
 async fn serve(
@@ -367,8 +410,10 @@ async fn serve(
     dir: &std::path::Path,
 ) -> Result<(), RunError> {
     let started = std::time::Instant::now();
-    if !args.no_migrate {
+    if !args.no_migrate && database.migrate_on_serve {
         run_migrations_quiet(&database.admin_url).await?;
+    } else if !args.no_migrate {
+        tracing::info!("serving DATABASE_URL as it is: no migrations without MIGRATIONS_DATABASE_URL (the schema owner)");
     }
     let vault_key = match &args.vault_key {
         Some(k) if k.len() < 32 => {
@@ -389,19 +434,22 @@ async fn serve(
     args.storage
         .storage_dir
         .get_or_insert_with(|| dir.join("storage"));
-    prefer_local_embeddings(&mut args.functions, dir);
+    let hash_embeddings = prefer_local_embeddings(&mut args.functions, dir);
     let health = database.cluster.as_ref().map(|c| c.health());
     let state = build_state_with(&database.api_url, args, keys, Some(vault_key), health).await?;
+    let functions_on = state.surfaces.get().functions.is_empty();
+    if hash_embeddings && functions_on {
+        warn_hash_embeddings(&state.settings.serve.functions);
+    }
+    // Runs while the functions' tables exist (not at all on a database without them), and
+    // ends after its current job when `stop_worker` says so (shutdown).
     let (stop_worker, worker_stop) = tokio::sync::watch::channel(false);
-    let embedding_worker = state.settings.serve.functions.ai_embed_worker.then(|| {
-        let f = &state.settings.serve.functions;
-        agencyflow_functions::spawn_embedding_worker_until(
-            state.db.clone(),
-            agencyflow_functions::provider::embedder_from_args(f),
-            f.into(),
-            worker_stop,
-        )
-    });
+    let embedding_worker = state
+        .settings
+        .serve
+        .functions
+        .ai_embed_worker
+        .then(|| crate::surfaces::spawn_embedding_worker(&state, worker_stop));
     let mut metrics_at = None;
     if let Some(maddr) = &state.settings.serve.metrics_addr {
         let maddr: SocketAddr = maddr.parse().map_err(|e| {

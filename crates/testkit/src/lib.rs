@@ -158,6 +158,26 @@ impl TestDb {
         TestDb { name }
     }
 
+    /// An empty database (from `template0`: no agency schema, no roles' grants, nothing):
+    /// a database agencyflow did not create, as a PostgREST user brings one. Dropped
+    /// afterwards like any other.
+    pub async fn empty() -> TestDb {
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let admin = agencyflow_db::connect_one(&cluster_admin_url())
+            .await
+            .expect("connect to test cluster");
+        admin
+            .batch_execute(&format!("create database {name} template template0"))
+            .await
+            .unwrap_or_else(|e| panic!("creating an empty database: {e}"));
+        TestDb { name }
+    }
+
+    /// A connection string to this database as `user` (Unix socket, trust).
+    pub fn url_as(&self, user: &str) -> String {
+        cluster().url(user, &self.name)
+    }
+
     /// A superuser (postgres) connection string to this database.
     pub fn admin_url(&self) -> String {
         cluster().url("postgres", &self.name)
@@ -220,6 +240,12 @@ impl TestDb {
 
     /// As [`spawn_app`](Self::spawn_app), with extra `serve` flags.
     pub async fn spawn_app_with(&self, extra_args: &[&str]) -> TestApp {
+        self.spawn_app_on(&self.api_url(), extra_args).await
+    }
+
+    /// As [`spawn_app_with`](Self::spawn_app_with), logging in as `api_url` (another login
+    /// role than `authenticator`, as on a database of one's own).
+    pub async fn spawn_app_on(&self, api_url: &str, extra_args: &[&str]) -> TestApp {
         use agencyflow_server::config::{Cli, Command};
         use clap::Parser;
         let mut args = vec![
@@ -247,7 +273,7 @@ impl TestDb {
         };
         let keys = agencyflow_auth::JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), None);
         let state = agencyflow_server::run::build_state(
-            &self.api_url(),
+            api_url,
             serve,
             keys.clone(),
             Some("test-vault-key-test-vault-key-0123456789".into()),

@@ -81,6 +81,8 @@ pub struct Plan {
     /// `Accept: application/vnd.pgrst.plan…`: run `EXPLAIN (options)` of the statement
     /// instead (rolled back) and answer with [`crate::response::respond_explain`].
     pub explain: Option<crate::parse::PlanMedia>,
+    /// Reads of tables return the `response.*` settings too (a pre-request may set them).
+    pub(crate) response_settings: bool,
     pub(crate) query: Query,
 }
 
@@ -391,6 +393,7 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         timezone: None,
         raw_media: None,
         explain: req.explain,
+        response_settings: config.pre_request,
         query: Query::None,
     };
     let mut ctx = read::Ctx {

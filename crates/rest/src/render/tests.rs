@@ -327,3 +327,19 @@ fn identifiers_are_quoted() {
     assert_eq!(super::ident("a\"b"), "\"a\"\"b\"");
     assert_eq!(super::ident("x"), "\"x\"");
 }
+
+#[test]
+fn reads_return_the_response_settings_when_a_pre_request_may_set_them() {
+    let (_, s) = run_with(&get("/clients", "select=id"), &config()).unwrap();
+    assert!(!s.sql.contains("response_headers"), "{}", s.sql);
+    let cfg = crate::RestConfig {
+        pre_request: true,
+        ..config()
+    };
+    let (_, s) = run_with(&get("/clients", "select=id"), &cfg).unwrap();
+    assert!(
+        s.sql.ends_with("NULL::text AS location, NULLIF(pg_catalog.current_setting('response.headers', true), '') AS response_headers, NULLIF(pg_catalog.current_setting('response.status', true), '') AS response_status FROM pgrst_source AS _postgrest_t"),
+        "{}",
+        s.sql
+    );
+}

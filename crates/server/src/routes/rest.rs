@@ -26,14 +26,16 @@ pub use agencyflow_keys::Caller;
 /// Verifies the bearer token (PostgREST's rules, through `agencyflow_keys`): none → the anon
 /// role; a valid token's `role` claim is the role if it is an API role; anything else is 401
 /// PGRST301.
-pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, RestError> {
-    agencyflow_keys::authenticate(&state.keys, &state.settings.api_roles, headers).map_err(|e| {
-        match e {
-            agencyflow_keys::AuthnError::Expired => {
-                RestError::new(ErrorKind::JwtInvalid, "JWT expired")
-            }
-            other => RestError::new(ErrorKind::JwtInvalid, other.to_string()),
+pub fn authenticate(
+    state: &AppState,
+    roles: &agencyflow_keys::ApiRoles,
+    headers: &HeaderMap,
+) -> Result<Caller, RestError> {
+    agencyflow_keys::authenticate(&state.keys, roles, headers).map_err(|e| match e {
+        agencyflow_keys::AuthnError::Expired => {
+            RestError::new(ErrorKind::JwtInvalid, "JWT expired")
         }
+        other => RestError::new(ErrorKind::JwtInvalid, other.to_string()),
     })
 }
 
@@ -109,7 +111,8 @@ pub async fn handle(
     // The gateway consumes `?apikey=` (Kong's hide_credentials): it is no filter.
     let query = without_apikey(uri.query().unwrap_or(""));
     let query = query.as_str();
-    let config = &state.settings.rest;
+    let rt = state.rest();
+    let config = &rt.config;
     let req = match parse_request(
         RequestParts {
             method: &method,
@@ -123,7 +126,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => return fail(e, &method),
     };
-    let caller = match authenticate(&state, &headers) {
+    let caller = match authenticate(&state, &rt.api_roles, &headers) {
         Ok(c) => c,
         Err(e) => return fail(e, &method),
     };
@@ -158,7 +161,7 @@ pub async fn handle(
             .into_response();
     }
     let role_is_anon = caller.role == config.anon_role;
-    match execute(&state, &plan, &caller, &method, path, &headers).await {
+    match execute(&state, &rt, &plan, &caller, &method, path, &headers).await {
         Ok(r) => into_response(r, &method, false),
         Err(e) => fail(db_error(e, role_is_anon), &method),
     }
@@ -296,6 +299,7 @@ fn finish(plan: &agencyflow_rest::plan::Plan, row: ResultRow) -> RestResponse {
 
 async fn execute(
     state: &AppState,
+    rt: &crate::config::RestRuntime,
     plan: &agencyflow_rest::plan::Plan,
     caller: &Caller,
     method: &Method,
@@ -303,7 +307,17 @@ async fn execute(
     headers: &HeaderMap,
 ) -> Result<RestResponse, DbError> {
     let stmt = agencyflow_rest::render::render(plan);
-    let settings = TxSettings::new(caller.role.clone(), caller.claims.json.clone())
+    // PostgREST's search_path: the request's schema, then db-extra-search-path.
+    let schema = plan
+        .profile
+        .as_deref()
+        .unwrap_or(rt.config.schemas[0].as_str());
+    let mut settings = TxSettings::new(caller.role.clone(), caller.claims.json.clone())
+        .pre_request(rt.pre_request.clone());
+    if let Some(path) = rt.search_path(schema) {
+        settings = settings.search_path(path);
+    }
+    let settings = settings
         .read_only(plan.read_only)
         .guc("request.method", method.as_str())
         .guc("request.path", path)

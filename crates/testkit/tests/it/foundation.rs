@@ -596,15 +596,14 @@ async fn health_is_200_with_a_database_and_503_without() {
 }
 
 fn state_settings() -> agencyflow_testkit::agencyflow_server::Settings {
-    use agencyflow_testkit::agencyflow_server::config::{rest_settings, Cli, Command};
+    use agencyflow_testkit::agencyflow_server::config::{rest_runtime, Cli, Command};
     use clap::Parser;
     let cli = Cli::try_parse_from(["agencyflow", "serve"]).unwrap();
     let Command::Serve(serve) = cli.command else {
         unreachable!()
     };
     agencyflow_testkit::agencyflow_server::Settings {
-        rest: rest_settings(&serve).unwrap(),
-        api_roles: agencyflow_testkit::agencyflow_server::config::api_roles(&serve),
+        rest: rest_runtime(&serve).unwrap(),
         serve,
         anon_key: String::new(),
         service_role_key: String::new(),

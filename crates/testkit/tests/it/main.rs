@@ -7,6 +7,7 @@ mod foundation;
 mod functions;
 mod functions_security;
 mod local_model;
+mod own_database;
 mod rest;
 mod rest_dialect;
 mod rest_roundtrip;

@@ -1692,6 +1692,14 @@ async fn rest_openapi_document() {
 #[tokio::test]
 async fn rest_notify_pgrst_reloads_the_schema_cache() {
     let fx = fixture().await;
+    // Without the DDL event triggers (a database agencyflow does not own), only an explicit
+    // NOTIFY reloads; `own_database` tests the triggers.
+    fx.su
+        .batch_execute(
+            "alter event trigger pgrst_ddl_watch disable; alter event trigger pgrst_drop_watch disable",
+        )
+        .await
+        .unwrap();
     let r = fx.get("/gadgets", fx.a()).await;
     assert_eq!(r.status, 404, "{}", r.text);
     fx.su
