@@ -21,6 +21,9 @@ use crate::schema_cache::SharedSchemaCache;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    /// The auth surface's own login (`supabase_auth_admin`): the API login is not a member
+    /// of the auth owner, so no request can switch to it.
+    pub auth_db: Db,
     pub keys: Arc<JwtKeys>,
     pub settings: Arc<Settings>,
     pub schema_cache: SharedSchemaCache,
@@ -43,6 +46,7 @@ pub struct Settings {
 impl AppState {
     pub fn new(db: Db, keys: JwtKeys, settings: Settings) -> Self {
         AppState {
+            auth_db: db.clone(),
             db,
             keys: Arc::new(keys),
             settings: Arc::new(settings),
@@ -105,7 +109,7 @@ pub fn metrics_router(state: AppState) -> Router {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.serve.body_limit;
     let auth = agencyflow_auth::router(agencyflow_auth::AuthState::new(
-        state.db.clone(),
+        state.auth_db.clone(),
         state.keys.clone(),
         Arc::new(state.settings.serve.auth.clone()),
     ));

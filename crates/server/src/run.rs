@@ -335,8 +335,21 @@ pub async fn build_state_with(
         .map_err(failed)?
         .with_vault_key(vault_key)
         .with_search_path(args.db_extra_search_path.clone())
-        .with_cluster_health(health);
+        .with_cluster_health(health.clone());
     db.load_role_settings().await.map_err(failed)?;
+    let auth_url = args
+        .auth_database_url
+        .clone()
+        .unwrap_or_else(|| crate::config::with_user(api_url, "supabase_auth_admin"));
+    let auth_db = Db::connect_with(
+        &auth_url,
+        agencyflow_db::PoolOptions {
+            max_size: args.db_pool.min(10),
+            ..args.pool_options()
+        },
+    )
+    .map_err(failed)?
+    .with_cluster_health(health.clone());
     let mut args = args;
     args.functions.fill_keys_from_vault(&db).await;
     let settings = Settings {
@@ -347,7 +360,8 @@ pub async fn build_state_with(
         rest,
     };
     let schemas = settings.rest.schemas.clone();
-    let state = AppState::new(db.clone(), keys, settings);
+    let mut state = AppState::new(db.clone(), keys, settings);
+    state.auth_db = auth_db;
     // Start-up fails loudly if the catalog cannot be read; later reloads only log.
     state
         .schema_cache
