@@ -22,6 +22,9 @@ use crate::surfaces::{self, Surfaces};
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    /// The auth surface's own login (`supabase_auth_admin`): the API login is not a member
+    /// of the auth owner, so no request can switch to it.
+    pub auth_db: Db,
     pub keys: Arc<JwtKeys>,
     pub settings: Arc<Settings>,
     pub schema_cache: SharedSchemaCache,
@@ -49,6 +52,7 @@ pub struct Settings {
 impl AppState {
     pub fn new(db: Db, keys: JwtKeys, settings: Settings) -> Self {
         AppState {
+            auth_db: db.clone(),
             db,
             keys: Arc::new(keys),
             rest: Arc::new(RwLock::new(Arc::new(settings.rest.clone()))),
@@ -124,7 +128,7 @@ pub fn router(state: AppState) -> Router {
     // A surface whose tables the database lacks answers 503 (`surfaces`); auth's API
     // version layer goes around its gate so the 503 has the shape the client asked for.
     let auth = agencyflow_auth::router(agencyflow_auth::AuthState::new(
-        state.db.clone(),
+        state.auth_db.clone(),
         state.keys.clone(),
         Arc::new(state.settings.serve.auth.clone()),
     ))
@@ -172,10 +176,9 @@ pub fn router(state: AppState) -> Router {
         )
         .nest(
             "/storage/v1",
-            agencyflow_storage::router(storage.clone()).layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                surfaces::storage_gate,
-            )),
+            agencyflow_storage::router(storage.clone()).layer(
+                axum::middleware::from_fn_with_state(state.clone(), surfaces::storage_gate),
+            ),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

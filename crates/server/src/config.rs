@@ -168,6 +168,11 @@ pub struct ServeArgs {
     /// Prometheus scraper). On the API address `/metrics` always needs the service_role key.
     #[arg(long, env = "AGENCYFLOW_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// The auth surface's own database login (GoTrue's `GOTRUE_DB_DATABASE_URL`), the owner
+    /// of the `auth` schema. Default: the API's connection with the user `supabase_auth_admin`
+    /// (right for the embedded cluster; set it when the database wants a password).
+    #[arg(long, env = "GOTRUE_DB_DATABASE_URL", hide_env_values = true)]
+    pub auth_database_url: Option<String>,
     /// The key the vault encrypts secrets with; generated and kept in the data directory when absent.
     #[arg(long, env = "VAULT_ENC_KEY", hide_env_values = true)]
     pub vault_key: Option<String>,
@@ -490,6 +495,34 @@ pub fn api_roles(a: &ServeArgs) -> agencyflow_keys::ApiRoles {
     agencyflow_keys::ApiRoles::new(&a.db_anon_role, &extra)
 }
 
+/// `url` (a `key=value` conninfo or a `postgres://` URL) with its user replaced by `user`;
+/// a URL's password is dropped, since it was the other user's.
+pub fn with_user(url: &str, user: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let scheme = if url.starts_with("postgresql://") {
+            "postgresql"
+        } else {
+            "postgres"
+        };
+        let (authority, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        return format!("{scheme}://{user}@{host}{tail}");
+    }
+    let mut out: Vec<String> = url
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("user=") && !kv.starts_with("password="))
+        .map(str::to_string)
+        .collect();
+    out.push(format!("user={user}"));
+    out.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,5 +631,23 @@ mod tests {
         assert!(Cli::try_parse_from(&v).is_err(), "0 threads is refused");
         v[2] = "many";
         assert!(Cli::try_parse_from(&v).is_err());
+    }
+
+    #[test]
+    fn with_user_swaps_the_login_of_either_url_form() {
+        assert_eq!(
+            with_user(
+                "host=/run/pg port=5 user=authenticator dbname=postgres",
+                "supabase_auth_admin"
+            ),
+            "host=/run/pg port=5 dbname=postgres user=supabase_auth_admin"
+        );
+        assert_eq!(
+            with_user(
+                "postgres://authenticator:pw@db:5432/app?sslmode=disable",
+                "supabase_auth_admin"
+            ),
+            "postgres://supabase_auth_admin@db:5432/app?sslmode=disable"
+        );
     }
 }

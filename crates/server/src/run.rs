@@ -367,6 +367,19 @@ pub async fn build_state_with(
     if let Some(line) = surfaces.summary() {
         tracing::warn!("{line}");
     }
+    let auth_url = args
+        .auth_database_url
+        .clone()
+        .unwrap_or_else(|| crate::config::with_user(api_url, "supabase_auth_admin"));
+    let auth_db = Db::connect_with(
+        &auth_url,
+        agencyflow_db::PoolOptions {
+            max_size: args.db_pool.min(10),
+            ..args.pool_options()
+        },
+    )
+    .map_err(failed)?
+    .with_cluster_health(health.clone());
     let mut args = args;
     if surfaces.functions.is_empty() {
         args.functions.fill_keys_from_vault(&db).await;
@@ -377,7 +390,8 @@ pub async fn build_state_with(
         serve: args,
         rest,
     };
-    let state = AppState::new(db.clone(), keys, settings);
+    let mut state = AppState::new(db.clone(), keys, settings);
+    state.auth_db = auth_db;
     state.surfaces.set(surfaces);
     // Start-up fails loudly if the catalog cannot be read; later reloads only log.
     let schemas = state.rest().config.schemas.clone();

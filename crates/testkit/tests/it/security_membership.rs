@@ -236,3 +236,36 @@ async fn attack_forged_authorship_columns_are_replaced_by_the_database() {
     r.expect(201);
     assert_eq!(r.json()[0]["created_by"], json!(bob));
 }
+
+#[tokio::test]
+async fn attack_the_api_login_cannot_become_the_auth_owner() {
+    // Any SQL running in an API request runs in authenticator's session: it must not be able
+    // to switch to supabase_auth_admin (the owner of auth.users, password hashes and tokens).
+    let t = agencyflow_testkit::TestDb::new().await;
+    let api = agencyflow_testkit::agencyflow_db::connect_one(&t.api_url())
+        .await
+        .unwrap();
+    let r = api.batch_execute("set role supabase_auth_admin").await;
+    let e = r.expect_err("authenticator switched to supabase_auth_admin");
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+    let member: bool = api
+        .query_one(
+            "select pg_has_role('authenticator', 'supabase_auth_admin', 'member')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!member);
+    // ... while the auth surface, on its own login, still works.
+    let app = t.spawn_app().await;
+    let r = app
+        .http
+        .post(app.url("/auth/v1/signup"))
+        .header("apikey", &app.anon_key)
+        .json(&json!({"email": "own-login@example.test", "password": "a long password 123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
