@@ -142,13 +142,10 @@ pub(crate) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, AuthErr
     })
 }
 
+/// The bearer token, read by `agencyflow_keys` as on every surface (`Bearer` in any case);
+/// a header that is not text carries none.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    agencyflow_keys::bearer(headers).ok().flatten()
 }
 
 /// The verified claims of the request's bearer token.
