@@ -684,6 +684,55 @@ fn restore_refuses_corrupt_archives_and_non_empty_directories() {
     );
     assert!(!postgres_running_on(&busy));
 
+    // Into an empty DATABASE_URL database (here: a new database of a served cluster, whose
+    // roles exist already); a database with agencyflow's schemas is refused.
+    let server = Server::start(&src, root.path().join("src.log"), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let admin = pg_url(&src, "postgres");
+    rt.block_on(async {
+        let db = agencyflow_db::connect_one(&admin).await.unwrap();
+        db.batch_execute("create database restored").await.unwrap();
+    });
+    let restored = |user: &str| pg_url(&src, user).replace("dbname=postgres", "dbname=restored");
+    let ext = root.path().join("ext");
+    let o = agencyflow(
+        &["--data-dir", s(&ext), "restore", s(&archive)],
+        &[
+            ("DATABASE_URL", &pg_url(&src, "authenticator")),
+            ("MIGRATIONS_DATABASE_URL", &admin),
+        ],
+    );
+    refused(&o, 2, "DATABASE_URL");
+    assert!(!ext.exists());
+    let out = ok(agencyflow(
+        &["--data-dir", s(&ext), "restore", s(&archive)],
+        &[
+            ("DATABASE_URL", &restored("authenticator")),
+            ("MIGRATIONS_DATABASE_URL", &restored("postgres")),
+        ],
+    ));
+    assert!(out.contains("into DATABASE_URL"), "{out}");
+    assert_eq!(keys(&ext), keys(&src));
+    assert!(
+        !ext.join("pg").exists(),
+        "no embedded cluster for an external database"
+    );
+    assert_eq!(
+        rt.block_on(table_sums(&restored("postgres"))),
+        rt.block_on(table_sums(&admin))
+    );
+    server.stop();
+
+    // A schedule that is not one: clap's error, exit code 2, before anything starts.
+    for every in ["0s", "24x", "soon"] {
+        let o = agencyflow(
+            &["--data-dir", s(&src), "serve", "--backup-every", every],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("--backup-every"), "{}", stderr(&o));
+    }
+
     // Nothing to back up.
     let o = agencyflow(
         &[
