@@ -574,7 +574,7 @@ pub fn spawn_schedule(
     }
     let src = Source {
         admin_url: database.admin_url.clone(),
-        embedded: database.cluster.is_some() || g.database_url.as_deref().is_none_or(str::is_empty),
+        embedded: g.database_url.as_deref().is_none_or(str::is_empty),
         storage: storage_source(
             &args.storage.storage_backend,
             args.storage.storage_dir.as_deref(),
@@ -584,6 +584,9 @@ pub fn spawn_schedule(
     };
     let keep = s.backup_keep as usize;
     tracing::info!(every_secs = every.as_secs(), keep, dir = %dir.display(), "scheduled backups enabled");
+    if let StorageSource::Remote(b) = &src.storage {
+        tracing::warn!(backend = %b, "scheduled backups hold the database and secrets, not the storage backend's objects");
+    }
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -661,6 +664,60 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         Ok(())
     } else {
         fs::copy(from, to).map(drop)
+    }
+}
+
+/// Moves each `(from, to)` into place; what was at `to` is first renamed beside it and
+/// deleted at the end. On an error everything is put back as it was.
+fn install(moves: &[(PathBuf, PathBuf)]) -> Result<(), String> {
+    let aside_of = |to: &Path| {
+        let name = to.file_name().unwrap_or_default().to_string_lossy();
+        to.with_file_name(format!(".{name}.replaced-{}", std::process::id()))
+    };
+    let mut aside: Vec<(&Path, PathBuf)> = Vec::new();
+    let mut placed: Vec<&Path> = Vec::new();
+    let mut result = Ok(());
+    for (_, to) in moves {
+        if fs::symlink_metadata(to).is_ok() {
+            let a = aside_of(to);
+            if let Err(e) = fs::rename(to, &a) {
+                result = Err(format!("moving {} aside: {e}", to.display()));
+                break;
+            }
+            aside.push((to, a));
+        }
+    }
+    if result.is_ok() {
+        for (from, to) in moves {
+            if let Some(parent) = to.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+            if let Err(e) = move_path(from, to) {
+                result = Err(format!("moving into {}: {e}", to.display()));
+                break;
+            }
+            placed.push(to);
+        }
+    }
+    let remove = |p: &Path| {
+        let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+    };
+    match result {
+        Ok(()) => {
+            for (_, a) in &aside {
+                remove(a);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for p in placed.iter().rev() {
+                remove(p);
+            }
+            for (to, a) in aside.iter().rev() {
+                let _ = fs::rename(a, to);
+            }
+            Err(e)
+        }
     }
 }
 
@@ -863,25 +920,13 @@ fn restore(g: &GlobalArgs, a: &RestoreArgs, data_dir: &Path) -> Result<(), RunEr
     let staged_storage = unpacked.join(archive::STORAGE_DIR);
     fs::create_dir_all(&staged_storage).map_err(|e| failed(e.to_string()))?;
     let storage_target = storage_dir.unwrap_or_else(|| data_dir.join("storage"));
-    let old = staging.join("replaced");
-    fs::create_dir(&old).map_err(|e| failed(e.to_string()))?;
-    let put = |from: &Path, to: &Path, old_name: &str| -> Result<(), RunError> {
-        if to.exists() {
-            move_path(to, &old.join(old_name))
-                .map_err(|e| failed(format!("moving {} aside: {e}", to.display())))?;
-        }
-        if let Some(parent) = to.parent() {
-            fs::create_dir_all(parent).map_err(|e| failed(e.to_string()))?;
-        }
-        move_path(from, to).map_err(|e| failed(format!("moving into {}: {e}", to.display())))
-    };
-    for name in RESTORED {
-        let from = staging.join(name);
-        if from.exists() {
-            put(&from, &data_dir.join(name), name)?;
-        }
-    }
-    put(&staged_storage, &storage_target, "storage")?;
+    let mut moves: Vec<(PathBuf, PathBuf)> = RESTORED
+        .iter()
+        .map(|name| (staging.join(name), data_dir.join(name)))
+        .filter(|(from, _)| from.exists())
+        .collect();
+    moves.push((staged_storage, storage_target));
+    install(&moves).map_err(|e| failed(format!("restore failed, nothing was changed: {e}")))?;
     sync_dir(&data_dir);
     drop(cleanup);
 
@@ -934,6 +979,47 @@ mod tests {
         for bad in ["", "0s", "h", "24x", "-1h", "1.5h"] {
             assert!(parse_interval(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn install_replaces_or_puts_everything_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        fs::create_dir_all(p("new/storage/b")).unwrap();
+        fs::write(p("new/storage/b/f"), b"new file").unwrap();
+        fs::write(p("new/jwt_secret"), b"new secret").unwrap();
+        fs::create_dir_all(p("dir/storage")).unwrap();
+        fs::write(p("dir/storage/old"), b"old file").unwrap();
+        fs::write(p("dir/jwt_secret"), b"old secret").unwrap();
+        fs::write(p("dir/keep"), b"mine").unwrap();
+        // The second source is missing: the first move is undone, the old files come back.
+        let failing = vec![
+            (p("new/jwt_secret"), p("dir/jwt_secret")),
+            (p("new/nothing"), p("dir/storage")),
+        ];
+        assert!(install(&failing).is_err());
+        assert_eq!(fs::read(p("dir/jwt_secret")).unwrap(), b"old secret");
+        assert_eq!(fs::read(p("dir/storage/old")).unwrap(), b"old file");
+        assert_eq!(
+            fs::read_dir(p("dir")).unwrap().count(),
+            3,
+            "nothing left aside"
+        );
+        fs::write(p("new/jwt_secret"), b"new secret").unwrap();
+        let moves = vec![
+            (p("new/jwt_secret"), p("dir/jwt_secret")),
+            (p("new/storage"), p("dir/storage")),
+        ];
+        install(&moves).unwrap();
+        assert_eq!(fs::read(p("dir/jwt_secret")).unwrap(), b"new secret");
+        assert_eq!(fs::read(p("dir/storage/b/f")).unwrap(), b"new file");
+        assert!(!p("dir/storage/old").exists());
+        assert_eq!(fs::read(p("dir/keep")).unwrap(), b"mine");
+        assert_eq!(
+            fs::read_dir(p("dir")).unwrap().count(),
+            3,
+            "old ones deleted"
+        );
     }
 
     #[test]
