@@ -668,7 +668,9 @@ fn restore_refuses_corrupt_archives_and_non_empty_directories() {
         "nothing was restored",
     );
 
-    // --force replaces the database and secrets, and keeps the rest.
+    // --force replaces an installation's database and secrets, and keeps the rest.
+    ok(agencyflow(&["--data-dir", s(&busy), "migrate"], &[]));
+    assert_ne!(keys(&busy), keys(&src), "another installation");
     let out = ok(agencyflow(
         &["--data-dir", s(&busy), "restore", "--force", s(&archive)],
         &[],
@@ -676,6 +678,24 @@ fn restore_refuses_corrupt_archives_and_non_empty_directories() {
     assert!(out.contains("restored"), "{out}");
     assert_eq!(std::fs::read(busy.join("notes.txt")).unwrap(), b"mine");
     assert_eq!(keys(&busy), keys(&src));
+    let mut left: Vec<String> = std::fs::read_dir(&busy)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "jwt_secret",
+            "notes.txt",
+            "pg",
+            "pg.log",
+            "run",
+            "storage",
+            "vault_key"
+        ],
+        "the replaced parts are gone, nothing is left aside"
+    );
     let o = agencyflow(&["--data-dir", s(&busy), "migrate", "--dry-run"], &[]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("no pending migrations"),
