@@ -12,7 +12,10 @@ Examples:
   DATABASE_URL=postgres://authenticator:pw@db/app PGRST_DB_SCHEMAS=api PGRST_DB_ANON_ROLE=web_anon agencyflow serve   # your own database, as PostgREST
   agencyflow migrate --dry-run           # list pending migrations
   agencyflow keys                        # print the anon and service_role API keys
-  agencyflow seed --demo                 # load the demo agency";
+  agencyflow seed --demo                 # load the demo agency
+  agencyflow backup agencyflow.tar.gz    # database, storage files and secrets in one archive
+  agencyflow --data-dir /srv/new restore agencyflow.tar.gz
+  agencyflow serve --backup-every 24h --backup-keep 7 --backup-dir /srv/backups";
 
 #[derive(Debug, Parser)]
 #[command(name = "agencyflow", version, about = "A self-hosted, Supabase-compatible backend for AI-agency workflows, in one binary", after_help = EXAMPLES)]
@@ -96,6 +99,12 @@ pub enum Command {
         #[command(subcommand)]
         action: EmbedAction,
     },
+    /// Write one archive of the database, the storage files and the secrets (works while
+    /// `serve` runs).
+    Backup(crate::backup::BackupArgs),
+    /// Bring a new, empty data directory (or an empty DATABASE_URL database) to an archive's
+    /// state; the archive is checked first.
+    Restore(crate::backup::RestoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +212,8 @@ pub struct ServeArgs {
     pub functions: agencyflow_functions::FunctionsArgs,
     #[command(flatten)]
     pub storage: agencyflow_storage::StorageArgs,
+    #[command(flatten)]
+    pub backup: crate::backup::ScheduleArgs,
 }
 
 impl ServeArgs {

@@ -1,5 +1,6 @@
 //! agencyflow's server: configuration, the HTTP application and the CLI commands.
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod keys;
 pub mod routes;

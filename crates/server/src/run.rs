@@ -156,6 +156,13 @@ pub fn data_dir(g: &GlobalArgs) -> PathBuf {
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> Result<(), RunError> {
     let dir = data_dir(&cli.global);
+    // Before anything creates files in the (new, empty) data directory.
+    if let Command::Restore(a) = &cli.command {
+        return crate::backup::restore_command(&cli.global, a, &dir);
+    }
+    if let Command::Backup(_) = &cli.command {
+        crate::backup::check_source(&cli.global, &dir)?;
+    }
     // Validate everything we can before starting anything.
     let secret = keys::jwt_secret(cli.global.jwt_secret.as_deref(), &dir)?;
     let keys = JwtKeys::hs256(secret.as_bytes(), None);
@@ -185,15 +192,22 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
         .enable_all()
         .build()
         .map_err(failed)?;
+    let global = cli.global.clone();
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(&database, args, keys, &dir).await,
+            Command::Serve(args) => {
+                let _backups = crate::backup::spawn_schedule(&args, &database, &global, &dir)?;
+                serve(&database, args, keys, &dir).await
+            }
+            Command::Backup(args) => {
+                crate::backup::backup_command(&database, &global, &args, &dir).await
+            }
             Command::Migrate { dry_run } => run_migrations(&database.admin_url, dry_run).await,
             Command::Seed { .. } => seed_demo(&database.admin_url).await,
             Command::Embed {
                 action: EmbedAction::Backfill { functions },
             } => embed_backfill(&database, &functions, &dir).await,
-            Command::Keys => Ok(()),
+            Command::Keys | Command::Restore(_) => Ok(()),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
