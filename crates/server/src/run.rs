@@ -652,6 +652,25 @@ fn print_summary(
     } else if let Some(d) = &storage.storage_dir {
         line("Storage", &format!("files in {}", d.display()));
     }
+    let b = &serve.backup;
+    match b.backup_every {
+        Some(every) => line(
+            "Backups",
+            &format!(
+                "every {}, newest {} kept, in {}",
+                humanize_secs(every.as_secs()),
+                b.backup_keep,
+                b.backup_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.join("backups"))
+                    .display()
+            ),
+        ),
+        None => line(
+            "Backups",
+            "none scheduled (--backup-every 24h; `agencyflow backup FILE` takes one now)",
+        ),
+    }
     if serve.quiet {
         line(
             "API keys",
@@ -715,4 +734,25 @@ pub async fn shutdown_signal() {
         .expect("installing SIGTERM/SIGINT handlers")
         .recv()
         .await
+}
+
+/// `86400` → `1d`, `3600` → `1h`, `90` → `90s`: the largest whole unit.
+fn humanize_secs(secs: u64) -> String {
+    for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs.is_multiple_of(n) {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
+}
+
+#[cfg(test)]
+mod summary_tests {
+    #[test]
+    fn intervals_print_in_their_largest_whole_unit() {
+        assert_eq!(super::humanize_secs(86_400), "1d");
+        assert_eq!(super::humanize_secs(7_200), "2h");
+        assert_eq!(super::humanize_secs(90), "90s");
+        assert_eq!(super::humanize_secs(1_800), "30m");
+    }
 }

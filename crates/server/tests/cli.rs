@@ -540,6 +540,10 @@ fn serve_prints_its_summary_and_comes_back_after_postgres_is_killed() {
         "{out}"
     );
     assert!(
+        summary_value(&out, "Backups").is_some_and(|b| b.starts_with("none scheduled")),
+        "{out}"
+    );
+    assert!(
         out.contains("/rest/v1") && out.contains("/storage/v1"),
         "{out}"
     );
