@@ -124,6 +124,16 @@ impl StorageError {
             format!("mime type {mime} is not supported"),
         )
     }
+    /// The storage directory's file system is full (ENOSPC) or the quota is spent (EDQUOT):
+    /// 507 Insufficient Storage, so a client (and an operator reading the log) can tell a
+    /// full disk from a bug. The staged file is removed and no row is written.
+    pub fn insufficient_storage() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "InsufficientStorage",
+            "No space left on the storage device: the object was not stored",
+        )
+    }
     pub fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!(error = %message, "storage error");
         Self::new(
@@ -156,6 +166,12 @@ impl From<DbError> for StorageError {
 
 impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull
+            || e.kind() == std::io::ErrorKind::QuotaExceeded
+        {
+            tracing::error!(error = %e, "storage directory full");
+            return StorageError::insufficient_storage();
+        }
         StorageError::internal(e)
     }
 }
@@ -171,5 +187,22 @@ impl IntoResponse for StorageError {
             })),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_and_other_io_errors_500() {
+        // ENOSPC (28) and EDQUOT (122 on Linux) as the OS reports them.
+        for errno in [28, 122] {
+            let e = StorageError::from(std::io::Error::from_raw_os_error(errno));
+            assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE, "errno {errno}");
+            assert!(e.message.contains("No space left"), "{}", e.message);
+        }
+        let e = StorageError::from(std::io::Error::other("boom"));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

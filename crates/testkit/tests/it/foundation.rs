@@ -431,6 +431,272 @@ async fn a_failed_migration_is_rolled_back_and_not_recorded() {
     assert_eq!(versions, ["20260101000001"]);
 }
 
+async fn ledger(c: &agencyflow_db::tokio_postgres::Client) -> Vec<(String, i64)> {
+    c.query(
+        "select version, count(*) from supabase_migrations.schema_migrations group by version order by version",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+async fn table_exists(c: &agencyflow_db::tokio_postgres::Client, t: &str) -> bool {
+    c.query_one("select to_regclass($1) is not null", &[&t])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Polls (with a deadline) until backend `pid` waits for a lock that `lock` (a `pg_locks`
+/// condition) describes.
+async fn wait_until_blocked(admin: &agencyflow_db::tokio_postgres::Client, pid: i32, lock: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let sql =
+        format!("select exists (select 1 from pg_locks where pid = $1 and not granted and {lock})");
+    loop {
+        let waiting: bool = admin.query_one(&sql, &[&pid]).await.unwrap().get(0);
+        if waiting {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runner never blocked on {lock}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `migrate::apply` on a connection of its own; returns its backend pid and the task.
+async fn spawn_runner(
+    url: &str,
+    list: &[Migration],
+) -> (
+    i32,
+    tokio::task::JoinHandle<Result<Vec<Migration>, MigrateError>>,
+) {
+    let mut runner = agencyflow_db::connect_one(url).await.unwrap();
+    let pid: i32 = runner
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let list = list.to_vec();
+    let task = tokio::spawn(async move { migrate::apply(&mut runner, &list, |_| {}).await });
+    (pid, task)
+}
+
+/// Terminates backend `pid` (as when the process dies) and waits for its runner's error.
+async fn kill_runner(
+    admin: &agencyflow_db::tokio_postgres::Client,
+    pid: i32,
+    task: tokio::task::JoinHandle<Result<Vec<Migration>, MigrateError>>,
+) -> MigrateError {
+    let killed: bool = admin
+        .query_one("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the killed runner returns")
+        .unwrap()
+        .unwrap_err()
+}
+
+/// A runner that dies in the middle of a migration (its backend terminated, as when the
+/// process is killed or the connection drops) leaves the database at the last migration it
+/// committed: the interrupted one left no object and no ledger row, whether it died inside
+/// the file's SQL or after it, before its ledger row; the next run applies it and the rest,
+/// once.
+#[tokio::test]
+async fn a_run_killed_mid_migration_keeps_what_committed_and_the_next_run_finishes() {
+    let (url, _guard) = empty_database().await;
+    let admin = agencyflow_db::connect_one(&url).await.unwrap();
+    // The test holds advisory lock 4242; the second migration waits for it half-way through.
+    admin
+        .execute("select pg_advisory_lock(4242)", &[])
+        .await
+        .unwrap();
+    let list = vec![
+        m("20260101000001_first.sql", "create table first_t (x int)"),
+        m(
+            "20260101000002_blocks.sql",
+            "create table partial_t (x int); insert into partial_t values (1); \
+             select pg_advisory_xact_lock(4242); create table partial_after (x int);",
+        ),
+        m("20260101000003_third.sql", "create table third_t (x int)"),
+    ];
+    let only_first_applied = || async {
+        assert_eq!(ledger(&admin).await, [("20260101000001".to_string(), 1)]);
+        assert!(table_exists(&admin, "first_t").await);
+        for partial in ["partial_t", "partial_after", "third_t"] {
+            assert!(
+                !table_exists(&admin, partial).await,
+                "{partial} must not exist"
+            );
+        }
+        let pending: Vec<String> = migrate::status(&admin, &list)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, s)| *s == State::Pending)
+            .map(|(m, _)| m.version)
+            .collect();
+        assert_eq!(pending, ["20260101000002", "20260101000003"]);
+    };
+
+    // 1. Killed inside the second file's SQL.
+    let (pid, run) = spawn_runner(&url, &list).await;
+    wait_until_blocked(&admin, pid, "locktype = 'advisory' and objid = 4242").await;
+    let err = kill_runner(&admin, pid, run).await;
+    assert!(
+        err.to_string().contains("20260101000002_blocks.sql"),
+        "{err}"
+    );
+    only_first_applied().await;
+
+    // 2. Killed after the second file's SQL ran in full, before its ledger row was written:
+    // the test lets the SQL finish while holding the ledger in SHARE mode.
+    let (pid, run) = spawn_runner(&url, &list).await;
+    wait_until_blocked(&admin, pid, "locktype = 'advisory' and objid = 4242").await;
+    admin
+        .batch_execute(
+            "begin; lock table supabase_migrations.schema_migrations in share mode; \
+             select pg_advisory_unlock(4242);",
+        )
+        .await
+        .unwrap();
+    wait_until_blocked(
+        &admin,
+        pid,
+        "relation = 'supabase_migrations.schema_migrations'::regclass",
+    )
+    .await;
+    let err = kill_runner(&admin, pid, run).await;
+    assert!(
+        err.to_string().contains("20260101000002_blocks.sql"),
+        "{err}"
+    );
+    admin.batch_execute("rollback").await.unwrap();
+    only_first_applied().await;
+
+    // 3. The next start finishes the job (the dead sessions' runner lock went with them).
+    let mut again = agencyflow_db::connect_one(&url).await.unwrap();
+    let applied = tokio::time::timeout(
+        Duration::from_secs(60),
+        migrate::apply(&mut again, &list, |_| {}),
+    )
+    .await
+    .expect("the next run is not blocked by the dead ones")
+    .unwrap();
+    assert_eq!(
+        applied
+            .iter()
+            .map(|m| m.version.as_str())
+            .collect::<Vec<_>>(),
+        ["20260101000002", "20260101000003"]
+    );
+    assert_eq!(
+        ledger(&admin).await,
+        list.iter()
+            .map(|m| (m.version.clone(), 1))
+            .collect::<Vec<_>>()
+    );
+    let rows: i64 = admin
+        .query_one("select count(*) from partial_t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "the interrupted migration ran once in full");
+    assert!(table_exists(&admin, "partial_after").await);
+    assert!(table_exists(&admin, "third_t").await);
+}
+
+/// Runners starting together on one empty database (several servers, or `migrate` next to
+/// `serve`) apply each migration exactly once, and none of them fails: the advisory lock
+/// serialises them and each re-reads the ledger once it holds it.
+#[tokio::test]
+async fn concurrent_runners_apply_each_migration_exactly_once() {
+    let (url, _guard) = empty_database().await;
+    // `create table` without `if not exists`: a second application would fail.
+    let list: Vec<Migration> = (1..=4)
+        .map(|i| {
+            m(
+                &format!("2026010100000{i}_m{i}.sql"),
+                &format!(
+                    "create table c{i} (x int); insert into c{i} values (1); select pg_sleep(0.05);"
+                ),
+            )
+        })
+        .collect();
+    const RUNNERS: usize = 4;
+    let mut clients = Vec::new();
+    for _ in 0..RUNNERS {
+        clients.push(agencyflow_db::connect_one(&url).await.unwrap());
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(RUNNERS));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let list = list.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                migrate::apply(&mut c, &list, |_| {}).await
+            })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for t in tasks {
+        let done = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a runner failed: {e}"));
+        applied.extend(done.into_iter().map(|m| m.version));
+    }
+    applied.sort();
+    let versions: Vec<String> = list.iter().map(|m| m.version.clone()).collect();
+    assert_eq!(
+        applied, versions,
+        "each migration applied by exactly one runner"
+    );
+    let admin = agencyflow_db::connect_one(&url).await.unwrap();
+    assert_eq!(
+        ledger(&admin).await,
+        versions.iter().map(|v| (v.clone(), 1)).collect::<Vec<_>>()
+    );
+    for i in 1..=4 {
+        let n: i64 = admin
+            .query_one(&format!("select count(*) from c{i}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "c{i}");
+    }
+
+    // The same with the real migrations: two servers starting on one new database.
+    let (url, _guard2) = empty_database().await;
+    let mut a = agencyflow_db::connect_one(&url).await.unwrap();
+    let mut b = agencyflow_db::connect_one(&url).await.unwrap();
+    let real = migrate::embedded();
+    let (ra, rb) = tokio::join!(
+        migrate::apply(&mut a, &real, |_| {}),
+        migrate::apply(&mut b, &real, |_| {})
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.len() + rb.len(), real.len(), "each applied once");
+    assert_eq!(
+        ledger(&a).await,
+        real.iter()
+            .map(|m| (m.version.clone(), 1))
+            .collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn the_real_migrations_are_all_recorded_with_checksums() {
     let t = TestDb::new().await;

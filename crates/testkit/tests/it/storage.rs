@@ -19,6 +19,11 @@ struct Env {
 }
 
 async fn setup_with(extra: &[&str]) -> Env {
+    setup_in(tempfile::tempdir().unwrap(), extra).await
+}
+
+/// As [`setup_with`], with `dir` as the storage directory.
+async fn setup_in(dir: tempfile::TempDir, extra: &[&str]) -> Env {
     let t = TestDb::new().await;
     let su = t.superuser().await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
@@ -40,7 +45,6 @@ async fn setup_with(extra: &[&str]) -> Env {
         }
     };
     let (a_org, b_org) = (org(a).await, org(b).await);
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_string();
     let mut args = vec!["--storage-dir", path.as_str()];
     args.extend_from_slice(extra);
@@ -607,6 +611,107 @@ async fn storage_refused_upload_leaves_no_row_and_no_file() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "1");
+}
+
+/// A 1 MiB tmpfs mounted on a directory (the tests run as root), lazily unmounted on drop.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> SmallDisk {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting a 1 MiB tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn storage_disk_full_is_507_and_leaves_no_file_and_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path());
+    let e = setup_in(dir, &[]).await;
+    // Dropped before `e`: unmounted before the temporary directory is removed.
+    let _disk = disk;
+    let tb = e.tb();
+    // Bigger than the whole file system, well under the size limit.
+    let big: &'static [u8] = Box::leak(vec![b'x'; 3 << 20].into_boxed_slice());
+    let r = e
+        .upload(
+            &tb,
+            "documents",
+            &format!("{}/big.bin", e.b_org),
+            big,
+            "application/octet-stream",
+        )
+        .await;
+    let (s, v) = json(r).await;
+    assert_eq!(s, 507, "{v}");
+    assert_error(&v, "507");
+    assert_eq!(v["error"], "InsufficientStorage", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("No space left"),
+        "{v}"
+    );
+    assert_eq!(e.row_count("%big.bin").await, 0);
+    // Temporary files included (`.tmp/`): the file system is empty again.
+    assert!(e.files().is_empty(), "no file is left: {:?}", e.files());
+    // The same as multipart (storage-js's form upload).
+    let (ct, body) = multipart("big2.bin", "application/octet-stream", big);
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/documents/{}/big2.bin", e.b_org),
+            Some(&tb),
+        )
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json(r).await;
+    assert_eq!(s, 507, "{v}");
+    assert_error(&v, "507");
+    assert_eq!(e.row_count("%big2.bin").await, 0);
+    assert!(e.files().is_empty(), "no file is left: {:?}", e.files());
+    // Space was given back: a small upload still works and is readable.
+    let r = e
+        .upload(
+            &tb,
+            "documents",
+            &format!("{}/small.txt", e.b_org),
+            b"still works",
+            "text/plain",
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(e.row_count("%small.txt").await, 1);
+    assert_eq!(e.files().len(), 1, "{:?}", e.files());
+    let r = e
+        .req(
+            Method::GET,
+            &format!("/object/documents/{}/small.txt", e.b_org),
+            Some(&tb),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "still works");
 }
 
 fn multipart(filename: &str, mime: &str, data: &[u8]) -> (String, Vec<u8>) {
