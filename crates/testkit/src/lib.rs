@@ -13,6 +13,7 @@ use uuid::Uuid;
 pub use agencyflow_db;
 pub use agencyflow_server;
 
+pub mod chaos;
 pub mod smtp;
 
 /// The JWT secret test servers sign with.
@@ -193,6 +194,22 @@ impl TestDb {
         format!(
             "host=127.0.0.1 port={} user={user} password={password} dbname={}",
             cluster().port,
+            self.name
+        )
+    }
+
+    /// The TCP address of the test cluster (what a [`chaos::ChaosProxy`] forwards to).
+    pub fn tcp_addr() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], cluster().port))
+    }
+
+    /// As [`tcp_url`](Self::tcp_url), through `addr` (a [`chaos::ChaosProxy`]) instead of
+    /// the cluster's own port.
+    pub fn tcp_url_via(&self, addr: std::net::SocketAddr, user: &str, password: &str) -> String {
+        format!(
+            "host={} port={} user={user} password={password} dbname={}",
+            addr.ip(),
+            addr.port(),
             self.name
         )
     }
