@@ -3,7 +3,7 @@
 //! server whose database URL points at the proxy sees its database vanish, hang, slow down
 //! or cut connections, and come back.
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,10 @@ pub enum Mode {
     Latency(Duration),
     /// Close a connection once it has carried this many bytes (both ways together).
     CloseAfter(usize),
+    /// The connections open now go silent for good, as after a failover that moved the
+    /// database's address: nothing more passes on them whatever the mode later; new
+    /// connections pass.
+    Strand,
 }
 
 /// The running proxy; it stops (and ends every connection) when dropped.
@@ -35,6 +39,8 @@ pub struct ChaosProxy {
     addr: SocketAddr,
     mode: watch::Sender<Mode>,
     accepted: Arc<AtomicUsize>,
+    /// Connections numbered below this are stranded ([`Mode::Strand`]).
+    stranded_below: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -47,20 +53,26 @@ impl ChaosProxy {
         let addr = listener.local_addr().expect("proxy address");
         let (mode, rx) = watch::channel(Mode::Pass);
         let accepted = Arc::new(AtomicUsize::new(0));
+        let stranded_below = Arc::new(AtomicU64::new(0));
         let count = accepted.clone();
+        let stranded = stranded_below.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
-                count.fetch_add(1, Ordering::Relaxed);
+                let id = count.fetch_add(1, Ordering::SeqCst) as u64;
+                let stranded = Stranded {
+                    id,
+                    below: stranded.clone(),
+                };
                 let _ = client.set_nodelay(true);
                 let current = *rx.borrow();
                 match current {
                     Mode::DropNew => drop(client),
                     Mode::Reset => reset(client),
                     _ => {
-                        tokio::spawn(connection(client, upstream, rx.clone()));
+                        tokio::spawn(connection(client, upstream, rx.clone(), stranded));
                     }
                 }
             }
@@ -69,6 +81,7 @@ impl ChaosProxy {
             addr,
             mode,
             accepted,
+            stranded_below,
             task,
         }
     }
@@ -84,6 +97,12 @@ impl ChaosProxy {
 
     /// Switches the behaviour; takes effect at once for open connections too.
     pub fn set_mode(&self, mode: Mode) {
+        if mode == Mode::Strand {
+            self.stranded_below.store(
+                self.accepted.load(Ordering::SeqCst) as u64,
+                Ordering::SeqCst,
+            );
+        }
         self.mode.send_replace(mode);
     }
 
@@ -111,7 +130,25 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
-async fn connection(mut client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
+/// A connection's number, and the proxy's stranding boundary.
+#[derive(Clone)]
+struct Stranded {
+    id: u64,
+    below: Arc<AtomicU64>,
+}
+
+impl Stranded {
+    fn is(&self) -> bool {
+        self.id < self.below.load(Ordering::SeqCst)
+    }
+}
+
+async fn connection(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut mode: watch::Receiver<Mode>,
+    stranded: Stranded,
+) {
     // A blackholed connection gets nowhere until the mode changes.
     if mode.wait_for(|m| *m != Mode::Blackhole).await.is_err() {
         return;
@@ -127,8 +164,8 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, mut mode: watch
         let (sr, sw) = server.split();
         let mut reset_rx = mode.clone();
         tokio::select! {
-            _ = pump(cr, sw, mode.clone(), &carried) => false,
-            _ = pump(sr, cw, mode.clone(), &carried) => false,
+            _ = pump(cr, sw, mode.clone(), &carried, &stranded) => false,
+            _ = pump(sr, cw, mode.clone(), &carried, &stranded) => false,
             r = reset_rx.wait_for(|m| *m == Mode::Reset) => r.is_ok(),
         }
     };
@@ -145,6 +182,7 @@ async fn pump(
     mut to: impl AsyncWrite + Unpin,
     mut mode: watch::Receiver<Mode>,
     carried: &AtomicUsize,
+    stranded: &Stranded,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -152,6 +190,11 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if stranded.is() {
+            // Silent for good; ends with the proxy.
+            let _ = mode.wait_for(|_| false).await;
+            return;
+        }
         // Held while blackholed.
         let m = match mode.wait_for(|m| *m != Mode::Blackhole).await {
             Ok(m) => *m,
@@ -169,7 +212,7 @@ async fn pump(
                 }
             }
             Mode::Reset => return,
-            Mode::Pass | Mode::DropNew | Mode::Blackhole => {}
+            Mode::Pass | Mode::DropNew | Mode::Blackhole | Mode::Strand => {}
         }
         if to.write_all(chunk).await.is_err() || last {
             return;

@@ -169,6 +169,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_surface_gets_its_own_504_shape() {
+        for (path, key, value) in [
+            ("/rest/v1/clients", "code", json!("PGRST003")),
+            ("/auth/v1/token", "error_code", json!("request_timeout")),
+            ("/storage/v1/object/b/k", "statusCode", json!("504")),
+            ("/functions/v1/search", "code", json!("request_timeout")),
+            ("/restful", "code", json!("request_timeout")),
+        ] {
+            let r = timed_out(path);
+            assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let j: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(j[key], value, "{path}: {j}");
+        }
+    }
+
+    #[tokio::test]
     async fn each_surface_gets_its_own_503_shape() {
         for (path, key, value) in [
             ("/rest/v1/clients", "code", json!("PGRST000")),

@@ -222,6 +222,32 @@ async fn chaos_database_slower_than_the_deadline() {
     .await;
 }
 
+/// The open connections go silent for good while new ones work (a failover that moved the
+/// database): after the requests stuck on the dead connections time out, the pools replace
+/// them, with no change of the fault.
+#[tokio::test]
+async fn chaos_dead_connections_are_replaced() {
+    let r = rig().await;
+    assert_recovers(&r.app, "start").await;
+    r.proxy.set_mode(Mode::Strand);
+    let first = probe(&r.app).await;
+    for a in &first {
+        assert!(
+            a.elapsed < REQUEST_TIMEOUT + MARGIN,
+            "{} took {:?}: {a:?}",
+            a.what,
+            a.elapsed
+        );
+        assert!(healthy(a) || a.status == 503 || a.status == 504, "{a:?}");
+    }
+    assert_recovers(&r.app, "stranding the open connections").await;
+    assert_eq!(
+        r.proxy.mode(),
+        Mode::Strand,
+        "recovered with the fault still on"
+    );
+}
+
 #[tokio::test]
 async fn chaos_slow_database_within_the_deadline_still_serves() {
     let r = rig().await;
