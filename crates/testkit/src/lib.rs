@@ -283,6 +283,11 @@ impl TestDb {
         if !extra_args.contains(&"--db-pool-acquisition-timeout") {
             args.extend_from_slice(&["--db-pool-acquisition-timeout", "120"]);
         }
+        // Likewise a request (an embedding on the local model, a big import) may take long
+        // on loaded cores; outage tests pass their own short deadline.
+        if !extra_args.contains(&"--request-timeout") {
+            args.extend_from_slice(&["--request-timeout", "300"]);
+        }
         args.extend_from_slice(extra_args);
         let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("test server flags: {e}"));
         let Command::Serve(serve) = cli.command else {

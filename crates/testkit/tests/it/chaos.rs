@@ -20,17 +20,36 @@ struct Rig {
     app: TestApp,
 }
 
+/// The login roles get a password (for TCP's SCRAM) once per process: roles are the
+/// cluster's, and concurrent `ALTER ROLE`s of one role fail ("tuple concurrently updated").
+/// Harmless to the other tests, which log in over the Unix socket without one.
+static PASSWORDS: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
 async fn rig() -> Rig {
     let t = TestDb::new().await;
+    PASSWORDS
+        .get_or_init(|| async {
+            let admin = agencyflow_testkit::agencyflow_db::connect_one(
+                &agencyflow_testkit::cluster_admin_url(),
+            )
+            .await
+            .expect("connect to the test cluster");
+            admin
+                .batch_execute(&format!(
+                    "alter role authenticator password '{PASSWORD}';
+                     alter role supabase_auth_admin password '{PASSWORD}';"
+                ))
+                .await
+                .expect("login passwords");
+        })
+        .await;
     let su = t.superuser().await;
-    su.batch_execute(&format!(
-        "alter role authenticator password '{PASSWORD}';
-         alter role supabase_auth_admin password '{PASSWORD}';
-         create table public.chaos_items (id bigint generated always as identity primary key, note text);
+    su.batch_execute(
+        "create table public.chaos_items (id bigint generated always as identity primary key, note text);
          grant select, insert on public.chaos_items to anon;
          create function public.sleepy(s float8) returns int language sql as $$ select 1 from pg_sleep(s) $$;
-         grant execute on function public.sleepy(float8) to anon;"
-    ))
+         grant execute on function public.sleepy(float8) to anon;",
+    )
     .await
     .expect("chaos fixtures");
     let proxy = ChaosProxy::start(TestDb::tcp_addr()).await;
