@@ -172,6 +172,18 @@ impl Db {
         if let (Some(t), None) = (opts.connect_timeout, config.get_connect_timeout()) {
             config.connect_timeout(t);
         }
+        // A database host that vanished (no FIN, no RST) leaves connections that look open:
+        // unless the URL sets its own (the defaults are two hours of idle and the system's
+        // retransmission limit, ~15 min), the kernel probes idle ones after a minute and gives
+        // up on one whose sent data goes unacknowledged for a minute, so the pools see them
+        // closed and replace them instead of handing them out to hang until a request's
+        // deadline.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(60));
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(60));
+        }
         let timeouts = deadpool::managed::Timeouts {
             wait: opts.acquire_timeout,
             create: opts.connect_timeout,
