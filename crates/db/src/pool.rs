@@ -113,6 +113,9 @@ struct Inner {
     search_path: String,
     /// The supervised embedded cluster's state: while it is not up, checkouts fail at once.
     health: Option<ClusterHealth>,
+    /// How long the rollback of an abandoned transaction may take before its connection is
+    /// deemed dead (a database that stopped answering) and closed instead of pooled again.
+    abandon_timeout: Duration,
 }
 
 /// Per-connection statement cache keyed by deadpool's object id (never reused).
@@ -169,6 +172,18 @@ impl Db {
         if let (Some(t), None) = (opts.connect_timeout, config.get_connect_timeout()) {
             config.connect_timeout(t);
         }
+        // A database host that vanished (no FIN, no RST) leaves connections that look open:
+        // unless the URL sets its own (the defaults are two hours of idle and the system's
+        // retransmission limit, ~15 min), the kernel probes idle ones after a minute and gives
+        // up on one whose sent data goes unacknowledged for a minute, so the pools see them
+        // closed and replace them instead of handing them out to hang until a request's
+        // deadline.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(60));
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(60));
+        }
         let timeouts = deadpool::managed::Timeouts {
             wait: opts.acquire_timeout,
             create: opts.connect_timeout,
@@ -204,6 +219,7 @@ impl Db {
                 role_settings: RwLock::new(HashMap::new()),
                 search_path: "public, extensions".into(),
                 health: None,
+                abandon_timeout: opts.connect_timeout.unwrap_or(Duration::from_secs(5)),
             }),
         })
     }
@@ -784,10 +800,18 @@ impl ClaimsTxn {
 impl Drop for ClaimsTxn {
     fn drop(&mut self) {
         if let (Some(client), true) = (self.client.take(), self.open) {
-            // The connection goes back to the pool only after the rollback completes.
+            // The connection goes back to the pool only after the rollback completes. A
+            // request abandoned at its deadline may have been waiting on a database that no
+            // longer answers on this connection (a blackholed host): if the rollback does not
+            // come back in time, the connection leaves the pool and closes, so the pool's slot
+            // is free for a fresh connection instead of held by a dead one forever.
+            let bound = self.inner.abandon_timeout;
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = client.batch_execute("rollback").await;
+                    match tokio::time::timeout(bound, client.batch_execute("rollback")).await {
+                        Ok(Ok(())) => {}
+                        _ => drop(Object::take(client)),
+                    }
                 });
             }
         }

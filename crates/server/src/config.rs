@@ -199,6 +199,11 @@ pub struct ServeArgs {
     /// Bound on waiting for a free pooled connection when all are busy, in seconds.
     #[arg(long, env = "PGRST_DB_POOL_ACQUISITION_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub db_pool_acquisition_timeout: u64,
+    /// Deadline of every request, in seconds: a request still unanswered then (a stuck or
+    /// unreachable database) gets a 504 in its surface's error shape instead of a socket
+    /// that never answers.
+    #[arg(long, env = "AGENCYFLOW_REQUEST_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub request_timeout: u64,
     /// On SIGTERM/SIGINT, how long requests in flight (and the embedding worker's current
     /// job) may take to finish, in seconds; new requests get 503 meanwhile.
     #[arg(long, env = "AGENCYFLOW_DRAIN_TIMEOUT", default_value_t = 30)]

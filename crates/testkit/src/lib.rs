@@ -13,6 +13,7 @@ use uuid::Uuid;
 pub use agencyflow_db;
 pub use agencyflow_server;
 
+pub mod chaos;
 pub mod smtp;
 
 /// The JWT secret test servers sign with.
@@ -197,6 +198,22 @@ impl TestDb {
         )
     }
 
+    /// The TCP address of the test cluster (what a [`chaos::ChaosProxy`] forwards to).
+    pub fn tcp_addr() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], cluster().port))
+    }
+
+    /// As [`tcp_url`](Self::tcp_url), through `addr` (a [`chaos::ChaosProxy`]) instead of
+    /// the cluster's own port.
+    pub fn tcp_url_via(&self, addr: std::net::SocketAddr, user: &str, password: &str) -> String {
+        format!(
+            "host={} port={} user={user} password={password} dbname={}",
+            addr.ip(),
+            addr.port(),
+            self.name
+        )
+    }
+
     /// A superuser client with `search_path = public, extensions`.
     pub async fn superuser(&self) -> agencyflow_db::tokio_postgres::Client {
         let c = agencyflow_db::connect_one(&self.admin_url())
@@ -265,6 +282,11 @@ impl TestDb {
         // connections without anything being wrong.
         if !extra_args.contains(&"--db-pool-acquisition-timeout") {
             args.extend_from_slice(&["--db-pool-acquisition-timeout", "120"]);
+        }
+        // Likewise a request (an embedding on the local model, a big import) may take long
+        // on loaded cores; outage tests pass their own short deadline.
+        if !extra_args.contains(&"--request-timeout") {
+            args.extend_from_slice(&["--request-timeout", "300"]);
         }
         args.extend_from_slice(extra_args);
         let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("test server flags: {e}"));

@@ -3,7 +3,7 @@
 //! `Connection: close`, while the ones in flight finish (bounded by the drain timeout).
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -70,7 +70,8 @@ impl Lifecycle {
     }
 }
 
-/// Counts requests in flight and refuses new ones while draining. `/health` and `/metrics`
+/// Counts requests in flight, refuses new ones while draining, and answers 504 for a request
+/// still running at its deadline (`AGENCYFLOW_REQUEST_TIMEOUT`). `/health` and `/metrics`
 /// pass untouched: they report the drain.
 pub async fn gate(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
     let path = req.uri().path();
@@ -86,7 +87,38 @@ pub async fn gate(State(state): State<AppState>, req: Request<Body>, next: Next)
         return resp;
     }
     let _in_flight = state.lifecycle.enter();
-    next.run(req).await
+    let deadline = Duration::from_secs(state.settings.serve.request_timeout);
+    let path = path.to_string();
+    match tokio::time::timeout(deadline, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            // The handler (and whatever database work it was waiting on) is dropped here:
+            // its connections roll back or are discarded by the pools.
+            tracing::warn!(path = %path, timeout_s = deadline.as_secs(), "request timed out");
+            timed_out(&path)
+        }
+    }
+}
+
+/// A 504 in the error shape of the surface `path` belongs to: the request outlived
+/// `AGENCYFLOW_REQUEST_TIMEOUT`.
+fn timed_out(path: &str) -> Response {
+    const MSG: &str = "Processing this request timed out, please retry after a moment";
+    let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
+    let body: Value = if under("/rest/v1") {
+        // PostgREST's code for a request that timed out waiting on the database.
+        json!({ "code": "PGRST003", "details": null, "hint": "Retry the request", "message": "Timed out waiting for the database" })
+    } else if under("/auth/v1") {
+        // GoTrue's request_timeout.
+        json!({ "code": 504, "error_code": "request_timeout", "msg": MSG })
+    } else if under("/storage/v1") {
+        json!({ "statusCode": "504", "error": "GatewayTimeout", "message": MSG })
+    } else if under("/functions/v1") {
+        json!({ "error": MSG, "code": "request_timeout" })
+    } else {
+        json!({ "code": "request_timeout", "message": MSG })
+    };
+    (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
 }
 
 const MESSAGE: &str = "The server is shutting down; retry the request";
@@ -114,7 +146,6 @@ fn shutting_down(path: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn wait_idle_returns_when_the_last_request_ends_or_at_the_deadline() {
@@ -135,6 +166,23 @@ mod tests {
         drop(b);
         assert!(waiter.await.unwrap());
         assert_eq!(l.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn each_surface_gets_its_own_504_shape() {
+        for (path, key, value) in [
+            ("/rest/v1/clients", "code", json!("PGRST003")),
+            ("/auth/v1/token", "error_code", json!("request_timeout")),
+            ("/storage/v1/object/b/k", "statusCode", json!("504")),
+            ("/functions/v1/search", "code", json!("request_timeout")),
+            ("/restful", "code", json!("request_timeout")),
+        ] {
+            let r = timed_out(path);
+            assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+            let b = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+            let j: Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(j[key], value, "{path}: {j}");
+        }
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@ mod auth;
 mod auth_mail;
 mod auth_mfa;
 mod auth_security;
+mod chaos;
 mod foundation;
 mod functions;
 mod functions_security;
