@@ -87,6 +87,11 @@ pub async fn gate(State(state): State<AppState>, req: Request<Body>, next: Next)
         return resp;
     }
     let _in_flight = state.lifecycle.enter();
+    // A file upload lasts as long as the client's link needs: its body is bounded by the
+    // storage limits instead, and its database work by the pools' and roles' timeouts.
+    if is_upload(req.method(), path, req.headers()) {
+        return next.run(req).await;
+    }
     let deadline = Duration::from_secs(state.settings.serve.request_timeout);
     let path = path.to_string();
     match tokio::time::timeout(deadline, next.run(req)).await {
@@ -98,6 +103,28 @@ pub async fn gate(State(state): State<AppState>, req: Request<Body>, next: Next)
             timed_out(&path)
         }
     }
+}
+
+/// A request that streams a file: an object or resumable upload to `/storage/v1`, or the
+/// `documents` function, sent as anything but JSON (the storage routes that take JSON —
+/// move, copy, sign, list — keep the deadline).
+fn is_upload(method: &axum::http::Method, path: &str, headers: &axum::http::HeaderMap) -> bool {
+    use axum::http::Method;
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return false;
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    !json
+        && (path.starts_with("/storage/v1/object/")
+            || path.starts_with("/storage/v1/upload/")
+            || path == "/functions/v1/documents")
 }
 
 /// A 504 in the error shape of the surface `path` belongs to: the request outlived
@@ -200,5 +227,42 @@ mod tests {
             let j: Value = serde_json::from_slice(&b).unwrap();
             assert_eq!(j[key], value, "{path}: {j}");
         }
+    }
+
+    #[test]
+    fn uploads_stream_without_the_request_deadline() {
+        use axum::http::{HeaderMap, HeaderValue, Method};
+        let mut multipart = HeaderMap::new();
+        multipart.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=x"),
+        );
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(is_upload(
+            &Method::POST,
+            "/storage/v1/object/docs/a.bin",
+            &multipart
+        ));
+        assert!(is_upload(
+            &Method::PATCH,
+            "/storage/v1/upload/resumable/abc",
+            &HeaderMap::new()
+        ));
+        assert!(is_upload(
+            &Method::POST,
+            "/functions/v1/documents",
+            &multipart
+        ));
+        assert!(!is_upload(&Method::POST, "/storage/v1/object/move", &json));
+        assert!(!is_upload(
+            &Method::GET,
+            "/storage/v1/object/docs/a.bin",
+            &multipart
+        ));
+        assert!(!is_upload(&Method::POST, "/rest/v1/clients", &multipart));
     }
 }
