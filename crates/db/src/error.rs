@@ -88,10 +88,14 @@ impl From<tokio_postgres::Error> for DbError {
 
 impl From<deadpool_postgres::PoolError> for DbError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        match e {
-            deadpool_postgres::PoolError::Backend(b) => b.into(),
-            other => DbError::Unavailable(other.to_string()),
-        }
+        // Whatever stopped the pool from handing out a connection (a refused login 28P01, a
+        // missing database 3D000, too many connections 53300, a network error) means the
+        // request never reached a statement: the database is unavailable to it (503), not a
+        // failed statement (which would become a 500 or a 4xx on the surfaces).
+        DbError::Unavailable(match e {
+            deadpool_postgres::PoolError::Backend(b) => format!("cannot connect: {b}"),
+            other => other.to_string(),
+        })
     }
 }
 

@@ -269,3 +269,42 @@ async fn attack_the_api_login_cannot_become_the_auth_owner() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
+
+#[tokio::test]
+async fn auth_with_a_login_that_cannot_connect_answers_503_json_and_touches_nothing() {
+    // GOTRUE_DB_DATABASE_URL with a wrong password: the auth surface says it is unavailable,
+    // in GoTrue's shape, and creates no user; the rest of the API is unaffected.
+    let t = agencyflow_testkit::TestDb::new().await;
+    let bad = t.tcp_url("supabase_auth_admin", "not-the-password");
+    let app = t.spawn_app_with(&["--auth-database-url", &bad]).await;
+    let r = app
+        .http
+        .post(app.url("/auth/v1/signup"))
+        .header("apikey", &app.anon_key)
+        .json(&json!({"email": "nobody@example.test", "password": "a long password 123"}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.is_object(), "{body}");
+    let su = t.superuser().await;
+    let n: i64 = su
+        .query_one(
+            "select count(*) from auth.users where email = 'nobody@example.test'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let r = app
+        .http
+        .get(app.url("/rest/v1/systems?select=id&limit=1"))
+        .header("apikey", &app.anon_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
