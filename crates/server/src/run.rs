@@ -394,6 +394,16 @@ pub async fn build_state_with(
     )
     .map_err(failed)?
     .with_cluster_health(health.clone());
+    // The auth login is only tried when first used: say now, once, if it cannot log in (a
+    // database that wants a password for supabase_auth_admin), instead of 503s later.
+    if surfaces.auth.is_empty() {
+        if let Err(e) = auth_db.client().await {
+            tracing::warn!(
+                error = %e,
+                "/auth/v1 cannot log in as supabase_auth_admin and will answer 503: set GOTRUE_DB_DATABASE_URL to that role's connection"
+            );
+        }
+    }
     let mut args = args;
     if surfaces.functions.is_empty() {
         args.functions.fill_keys_from_vault(&db).await;
