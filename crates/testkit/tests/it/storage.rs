@@ -8,17 +8,17 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-struct Env {
-    t: TestDb,
-    app: TestApp,
-    dir: tempfile::TempDir,
-    a: Uuid,
-    a_org: Uuid,
-    b: Uuid,
-    b_org: Uuid,
+pub(crate) struct Env {
+    pub t: TestDb,
+    pub app: TestApp,
+    pub dir: tempfile::TempDir,
+    pub a: Uuid,
+    pub a_org: Uuid,
+    pub b: Uuid,
+    pub b_org: Uuid,
 }
 
-async fn setup_with(extra: &[&str]) -> Env {
+pub(crate) async fn setup_with(extra: &[&str]) -> Env {
     setup_in(tempfile::tempdir().unwrap(), extra).await
 }
 
@@ -60,12 +60,17 @@ async fn setup_in(dir: tempfile::TempDir, extra: &[&str]) -> Env {
     }
 }
 
-async fn setup() -> Env {
+pub(crate) async fn setup() -> Env {
     setup_with(&[]).await
 }
 
 impl Env {
-    fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+    pub(crate) fn req(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
         let r = self
             .app
             .http
@@ -94,13 +99,13 @@ impl Env {
             .await
             .unwrap()
     }
-    fn ta(&self) -> String {
+    pub(crate) fn ta(&self) -> String {
         self.app.user_token(self.a)
     }
-    fn tb(&self) -> String {
+    pub(crate) fn tb(&self) -> String {
         self.app.user_token(self.b)
     }
-    fn service(&self) -> String {
+    pub(crate) fn service(&self) -> String {
         self.app.service_role_key.clone()
     }
     async fn upload(

@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agencyflow_testkit::{TestApp, TestDb};
+use agencyflow_testkit::TestApp;
 use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uuid::Uuid;
 
 const MIB: u64 = 1024 * 1024;
 /// The attack bodies: generated as they are sent, never held in memory.
@@ -22,73 +21,10 @@ const READ_BEFORE_REFUSAL: u64 = 32 * MIB;
 /// Most the process may grow while the server refuses a huge body.
 const RSS_GROWTH: u64 = 64 * MIB;
 
-struct Env {
-    t: TestDb,
-    app: TestApp,
-    dir: tempfile::TempDir,
-    a: Uuid,
-    a_org: Uuid,
-    b: Uuid,
-}
-
-async fn setup_with(extra: &[&str]) -> Env {
-    let t = TestDb::new().await;
-    let su = t.superuser().await;
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    for (id, email) in [(a, "alice@a.test"), (b, "bob@b.test")] {
-        su.execute(
-            "insert into auth.users (id, email) values ($1, $2)",
-            &[&id, &email],
-        )
-        .await
-        .unwrap();
-    }
-    let a_org: Uuid = su
-        .query_one("select org_id from team_members where user_id = $1", &[&a])
-        .await
-        .unwrap()
-        .get(0);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_str().unwrap().to_string();
-    let mut args = vec!["--storage-dir", path.as_str()];
-    args.extend_from_slice(extra);
-    let app = t.spawn_app_with(&args).await;
-    Env {
-        t,
-        app,
-        dir,
-        a,
-        a_org,
-        b,
-    }
-}
-
-async fn setup() -> Env {
-    setup_with(&[]).await
-}
+use crate::storage::{setup, setup_with, Env};
 
 impl Env {
-    fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
-        let r = self
-            .app
-            .http
-            .request(method, self.app.url(&format!("/storage/v1{path}")))
-            .header("apikey", &self.app.anon_key);
-        match token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-    fn ta(&self) -> String {
-        self.app.user_token(self.a)
-    }
-    fn tb(&self) -> String {
-        self.app.user_token(self.b)
-    }
-    fn service(&self) -> String {
-        self.app.service_role_key.clone()
-    }
-    async fn upload(
+    async fn upload_owned(
         &self,
         token: &str,
         bucket: &str,
@@ -420,7 +356,7 @@ async fn storage_attack_huge_multipart_text_part_is_refused_without_memory_growt
     let name = format!("{}/cache.txt", e.a_org);
     // Warm the path up (first-use allocations are not what is measured).
     let (s, v) = e
-        .upload(
+        .upload_owned(
             &ta,
             "documents",
             &format!("{}/warm.txt", e.a_org),
@@ -541,7 +477,7 @@ async fn storage_attack_large_upload_is_judged_before_its_body_is_read() {
     let alice_path = format!("/object/documents/{}/big.bin", e.a_org);
     let dup = format!("{}/dup.txt", e.a_org);
     let (s, v) = e
-        .upload(&ta, "documents", &dup, b"first".to_vec(), "text/plain")
+        .upload_owned(&ta, "documents", &dup, b"first".to_vec(), "text/plain")
         .await;
     assert_eq!(s, 200, "{v}");
     let ct = "Content-Type: application/octet-stream";
@@ -818,7 +754,9 @@ async fn storage_attack_stored_html_svg_or_script_is_never_served_as_an_active_d
         ("notes.txt", "text/plain"),
     ];
     for (name, mime) in active.iter().chain(passive.iter()) {
-        let (s, v) = e.upload(&svc, "site", name, script.clone(), mime).await;
+        let (s, v) = e
+            .upload_owned(&svc, "site", name, script.clone(), mime)
+            .await;
         assert_eq!(s, 200, "{name}: {v}");
     }
     let mut routes = Vec::new();
@@ -937,7 +875,9 @@ async fn storage_attack_copy_or_move_past_the_destination_buckets_limits_is_refu
         ("ok.png", "image/png", 10),
         ("ok2.png", "image/png", 1000),
     ] {
-        let (s, v) = e.upload(&svc, "roomy", name, vec![7; len], mime).await;
+        let (s, v) = e
+            .upload_owned(&svc, "roomy", name, vec![7; len], mime)
+            .await;
         assert_eq!(s, 200, "{name}: {v}");
     }
     let op = |what: &'static str, source: &'static str, dest: &'static str| {
@@ -1016,7 +956,7 @@ async fn storage_attack_signed_url_expiry_overflow_is_refused() {
     let ta = e.ta();
     let name = format!("{}/signed.txt", e.a_org);
     let (s, v) = e
-        .upload(&ta, "documents", &name, b"x".to_vec(), "text/plain")
+        .upload_owned(&ta, "documents", &name, b"x".to_vec(), "text/plain")
         .await;
     assert_eq!(s, 200, "{v}");
     let ten_years = 10 * 365 * 24 * 3600i64;
@@ -1121,7 +1061,7 @@ async fn storage_attack_truncate_storage_tables_as_api_roles_is_denied() {
     let e = setup().await;
     let ta = e.ta();
     let (s, v) = e
-        .upload(
+        .upload_owned(
             &ta,
             "documents",
             &format!("{}/keep.txt", e.a_org),
