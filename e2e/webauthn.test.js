@@ -9,7 +9,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
-import { client, email } from './client.js';
+import { createClient } from '@supabase/supabase-js';
+import WebSocket from 'ws';
+import { client, email, url, anonKey } from './client.js';
 
 const PASSWORD = 'correct-horse-battery';
 const RP_ID = 'localhost';
@@ -239,6 +241,63 @@ test('mfa.webauthn.register and authenticate with navigator.credentials stubbed'
     ({ data: aal } = await other.auth.mfa.getAuthenticatorAssuranceLevel());
     assert.equal(aal.currentLevel, 'aal2');
     assert.equal(key.count, 1);
+  } finally {
+    delete globalThis.window;
+    delete globalThis.document;
+    delete globalThis.PublicKeyCredential;
+  }
+});
+
+test('registerPasskey and signInWithPasskey (experimental passkey API)', async () => {
+  const options = {
+    auth: {
+      persistSession: false,
+      autoRefreshToken: false,
+      detectSessionInUrl: false,
+      experimental: { passkey: true },
+    },
+    realtime: { transport: WebSocket },
+  };
+  const supabase = createClient(url, anonKey, options);
+  const addr = email('passkey');
+  const { data: up, error: upErr } = await supabase.auth.signUp({ email: addr, password: PASSWORD });
+  assert.equal(upErr, null);
+  const other = createClient(url, anonKey, options);
+  await other.auth.getSession();
+  const key = new Authenticator();
+  globalThis.window = globalThis;
+  globalThis.document = {};
+  globalThis.PublicKeyCredential = FakePublicKeyCredential;
+  Object.defineProperty(globalThis, 'navigator', {
+    configurable: true,
+    value: {
+      credentials: {
+        create: async (opts) => key.create(opts),
+        // A discoverable credential: the authenticator picks it and names the account.
+        get: async ({ publicKey }) => key.get({ publicKey: { ...publicKey, allowCredentials: [{ id: toArrayBuffer(key.id) }] } }, Buffer.from(up.user.id)),
+      },
+    },
+  });
+  try {
+    const { data: passkey, error: regErr } = await supabase.auth.registerPasskey();
+    assert.equal(regErr, null);
+    assert.ok(passkey.id);
+    const { data: list } = await supabase.auth.passkey.list();
+    assert.deepEqual(list.map((p) => p.id), [passkey.id]);
+
+    const { data: signedIn, error: signErr } = await other.auth.signInWithPasskey();
+    assert.equal(signErr, null);
+    assert.equal(signedIn.user.id, up.user.id);
+    const { data: { session } } = await other.auth.getSession();
+    assert.equal(session.user.id, up.user.id);
+
+    const { data: renamed, error: renameErr } = await supabase.auth.passkey.update({ passkeyId: passkey.id, friendlyName: 'Laptop' });
+    assert.equal(renameErr, null);
+    assert.equal(renamed.friendly_name, 'Laptop');
+    const { error: delErr } = await supabase.auth.passkey.delete({ passkeyId: passkey.id });
+    assert.equal(delErr, null);
+    const { error: goneErr } = await other.auth.signInWithPasskey();
+    assert.equal(goneErr?.code, 'webauthn_credential_not_found');
   } finally {
     delete globalThis.window;
     delete globalThis.document;

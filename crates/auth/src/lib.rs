@@ -9,6 +9,7 @@ pub mod mailer;
 pub mod mfa;
 mod model;
 mod otp;
+pub mod passkey;
 pub mod password;
 pub mod ratelimit;
 pub mod tokens;
@@ -433,6 +434,32 @@ pub fn router(state: AuthState) -> Router {
         .route(
             "/admin/users/{id}/factors/{factor_id}",
             axum::routing::delete(mfa::admin_delete_factor),
+        )
+        .route(
+            "/passkeys/registration/options",
+            post(passkey::registration_options),
+        )
+        .route(
+            "/passkeys/registration/verify",
+            post(passkey::registration_verify),
+        )
+        .route(
+            "/passkeys/authentication/options",
+            post(passkey::authentication_options),
+        )
+        .route(
+            "/passkeys/authentication/verify",
+            post(passkey::authentication_verify),
+        )
+        .route("/passkeys", get(passkey::list))
+        .route(
+            "/passkeys/{id}",
+            axum::routing::patch(passkey::update).delete(passkey::delete),
+        )
+        .route("/admin/users/{id}/passkeys", get(passkey::admin_list))
+        .route(
+            "/admin/users/{id}/passkeys/{passkey_id}",
+            axum::routing::delete(passkey::admin_delete),
         )
         .route("/reauthenticate", get(otp::reauthenticate))
         .route(

@@ -72,12 +72,45 @@ pub struct WebAuthnArgs {
     #[arg(long = "webauthn-user-verification", env = "AGENCYFLOW_WEBAUTHN_USER_VERIFICATION", default_value = "preferred",
           value_parser = ["preferred", "required", "discouraged"])]
     pub user_verification: String,
+    /// Passkey sign-in (`/passkeys`, supabase-js `signInWithPasskey`).
+    #[arg(long = "passkey-enabled", env = "GOTRUE_PASSKEY_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub passkey_enabled: bool,
+    /// Passkeys one user may register.
+    #[arg(long = "passkey-max-passkeys-per-user", env = "GOTRUE_PASSKEY_MAX_PASSKEYS_PER_USER", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub passkey_max_per_user: u32,
+    /// How long a passkey ceremony's challenge lives: seconds, or a duration such as `5m`.
+    #[arg(long = "webauthn-challenge-expiry-duration", env = "GOTRUE_WEBAUTHN_CHALLENGE_EXPIRY_DURATION",
+          default_value = "5m", value_parser = parse_duration_secs)]
+    pub passkey_challenge_expiry: i64,
 }
 
 impl WebAuthnArgs {
     fn enabled(&self) -> bool {
-        self.enroll_enabled || self.verify_enabled
+        self.enroll_enabled || self.verify_enabled || self.passkey_enabled
     }
+}
+
+/// `300`, `300s`, `5m` or `1h` as seconds (1 s to 1 day).
+fn parse_duration_secs(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (n, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 300s, 5m)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?} is not a duration (e.g. 300s, 5m)")),
+    };
+    if !(1..=86_400).contains(&secs) {
+        return Err(format!("{s:?} must be between 1 second and 1 day"));
+    }
+    Ok(secs)
 }
 
 /// The relying party ceremonies are checked against.
@@ -228,6 +261,10 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
 
 pub fn b64url(bytes: &[u8]) -> String {
     B64URL.encode(bytes)
+}
+
+pub fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    B64URL.decode(s).ok()
 }
 
 fn b64url_field(v: &Value, field: &str) -> Result<Vec<u8>, Refused> {

@@ -758,6 +758,287 @@ async fn auth_webauthn_is_off_unless_enabled() {
 #[tokio::test]
 async fn auth_webauthn_supabase_js_e2e() {
     let t = TestDb::new().await;
-    let app = t.spawn_autoconfirm_app_with(ON).await;
+    let mut args = ON.to_vec();
+    args.extend(["--passkey-enabled", "true"]);
+    let app = t.spawn_autoconfirm_app_with(&args).await;
     app.run_node_test("webauthn.test.js").await;
+}
+
+// ---- passkeys (/passkeys: discoverable sign-in) ----
+
+async fn passkey_call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    at: Option<&str>,
+    body: Option<Value>,
+) -> Res {
+    call(app, method, &format!("/passkeys{path}"), at, body).await
+}
+
+/// Registers `auth` as a passkey of the user signed in with `at`: the passkey's id.
+async fn register_passkey(app: &TestApp, at: &str, auth: &Authenticator) -> Res {
+    let o = passkey_call(
+        app,
+        Method::POST,
+        "/registration/options",
+        Some(at),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(o.status, 200, "{}", o.body);
+    let cred = auth.create(&json!({"publicKey": o.body["options"]}), &Tweak::default());
+    passkey_call(
+        app,
+        Method::POST,
+        "/registration/verify",
+        Some(at),
+        Some(json!({"challenge_id": o.body["challenge_id"], "credential": cred})),
+    )
+    .await
+}
+
+/// A sign-in ceremony: `(options response, the assertion)`.
+async fn passkey_assertion(
+    app: &TestApp,
+    auth: &mut Authenticator,
+    handle: &str,
+    t: &Tweak,
+) -> (Value, Value) {
+    let o = passkey_call(
+        app,
+        Method::POST,
+        "/authentication/options",
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(o.status, 200, "{}", o.body);
+    let a = auth.get(
+        &json!({"publicKey": o.body["options"]}),
+        handle.as_bytes(),
+        t,
+    );
+    (o.body, a)
+}
+
+async fn passkey_sign_in(app: &TestApp, challenge: &Value, assertion: Value) -> Res {
+    passkey_call(
+        app,
+        Method::POST,
+        "/authentication/verify",
+        None,
+        Some(json!({"challenge_id": challenge["challenge_id"], "credential": assertion})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn auth_passkey_register_sign_in_and_manage() {
+    let t = TestDb::new().await;
+    let mut args = ON.to_vec();
+    args.extend(["--passkey-enabled", "true"]);
+    let app = t.spawn_autoconfirm_app_with(&args).await;
+    let e = email("passkey");
+    let s = signup(&app, &e).await;
+    let at = s["access_token"].as_str().unwrap().to_string();
+    let uid = s["user"]["id"].as_str().unwrap().to_string();
+
+    // Registration asks for a resident (discoverable) key bound to the user's handle.
+    let o = passkey_call(
+        &app,
+        Method::POST,
+        "/registration/options",
+        Some(&at),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(o.status, 200, "{}", o.body);
+    let opts = &o.body["options"];
+    assert_eq!(opts["authenticatorSelection"]["residentKey"], "required");
+    assert_eq!(opts["user"]["id"], b64(uid.as_bytes()));
+    assert_eq!(opts["attestation"], "none");
+    assert!(o.body["expires_at"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    // Without a session there is no registration.
+    let r = passkey_call(
+        &app,
+        Method::POST,
+        "/registration/options",
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+
+    let mut auth = Authenticator::new();
+    let r = register_passkey(&app, &at, &auth).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let passkey = r.body["id"].as_str().unwrap().to_string();
+    assert!(r.body["created_at"].is_string(), "{}", r.body);
+    // The same authenticator again: already registered.
+    let r = register_passkey(&app, &at, &auth).await;
+    assert_error(&r, 422, "webauthn_credential_exists");
+    let l = passkey_call(&app, Method::GET, "", Some(&at), None).await;
+    assert_eq!(l.status, 200, "{}", l.body);
+    assert_eq!(l.body.as_array().unwrap().len(), 1);
+    assert_eq!(l.body[0]["id"], passkey.as_str());
+
+    // Discoverable sign-in: no allowCredentials; the credential names the account.
+    let (ch, a) = passkey_assertion(&app, &mut auth, &uid, &Tweak::default()).await;
+    assert_eq!(ch["options"]["allowCredentials"], json!([]));
+    assert_eq!(ch["options"]["rpId"], RP_ID);
+    let v = passkey_sign_in(&app, &ch, a.clone()).await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    assert_eq!(v.body["user"]["id"], uid.as_str());
+    let c = claims(v.body["access_token"].as_str().unwrap());
+    assert_eq!(c["sub"], uid.as_str());
+    assert_eq!(c["amr"][0]["method"], "passkey");
+    assert_eq!(c["aal"], "aal1");
+    let l = passkey_call(&app, Method::GET, "", Some(&at), None).await;
+    assert!(l.body[0]["last_used_at"].is_string(), "{}", l.body);
+    // Replayed: the challenge is gone; on a new challenge the signature is not for it.
+    assert_error(
+        &passkey_sign_in(&app, &ch, a.clone()).await,
+        400,
+        "webauthn_challenge_not_found",
+    );
+    let (ch2, _) =
+        passkey_assertion(&app, &mut Authenticator::new(), &uid, &Tweak::default()).await;
+    assert_error(
+        &passkey_sign_in(&app, &ch2, a).await,
+        400,
+        "webauthn_verification_failed",
+    );
+    // A counter that goes back, a wrong origin, another user's handle, an unknown key.
+    for (tweak, handle, code) in [
+        (
+            Tweak {
+                count: Some(1),
+                ..Tweak::default()
+            },
+            uid.clone(),
+            "webauthn_verification_failed",
+        ),
+        (
+            Tweak {
+                origin: "https://evil.example.com",
+                ..Tweak::default()
+            },
+            uid.clone(),
+            "webauthn_verification_failed",
+        ),
+        (
+            Tweak::default(),
+            Uuid::new_v4().to_string(),
+            "webauthn_verification_failed",
+        ),
+    ] {
+        let (ch, a) = passkey_assertion(&app, &mut auth, &handle, &tweak).await;
+        assert_error(&passkey_sign_in(&app, &ch, a).await, 400, code);
+    }
+    let (ch, a) = passkey_assertion(&app, &mut Authenticator::new(), &uid, &Tweak::default()).await;
+    assert_error(
+        &passkey_sign_in(&app, &ch, a).await,
+        400,
+        "webauthn_credential_not_found",
+    );
+    // An expired challenge.
+    let (ch, a) = passkey_assertion(&app, &mut auth, &uid, &Tweak::default()).await;
+    t.superuser()
+        .await
+        .execute(
+            "update auth.webauthn_challenges set expires_at = now() - interval '1 second' where id = $1::text::uuid",
+            &[&ch["challenge_id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_error(
+        &passkey_sign_in(&app, &ch, a).await,
+        400,
+        "webauthn_challenge_expired",
+    );
+    // A registration challenge is no sign-in challenge.
+    let o = passkey_call(
+        &app,
+        Method::POST,
+        "/registration/options",
+        Some(&at),
+        Some(json!({})),
+    )
+    .await;
+    let (_, a) = passkey_assertion(&app, &mut auth, &uid, &Tweak::default()).await;
+    assert_error(
+        &passkey_sign_in(&app, &o.body, a).await,
+        400,
+        "webauthn_challenge_not_found",
+    );
+
+    // Rename, admin list and delete.
+    let r = passkey_call(
+        &app,
+        Method::PATCH,
+        &format!("/{passkey}"),
+        Some(&at),
+        Some(json!({"friendly_name": "Laptop"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["friendly_name"], "Laptop");
+    let r = passkey_call(
+        &app,
+        Method::PATCH,
+        &format!("/{passkey}"),
+        Some(&at),
+        Some(json!({"friendly_name": "x".repeat(121)})),
+    )
+    .await;
+    assert_error(&r, 400, "validation_failed");
+    let admin = |m: Method, p: String| {
+        app.http
+            .request(
+                m,
+                app.url(&format!("/auth/v1/admin/users/{uid}/passkeys{p}")),
+            )
+            .header("apikey", &app.service_role_key)
+            .bearer_auth(&app.service_role_key)
+            .send()
+    };
+    let r = admin(Method::GET, String::new()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let list: Value = r.json().await.unwrap();
+    assert_eq!(list[0]["friendly_name"], "Laptop");
+    let r = admin(Method::DELETE, format!("/{passkey}")).await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (ch, a) = passkey_assertion(&app, &mut auth, &uid, &Tweak::default()).await;
+    assert_error(
+        &passkey_sign_in(&app, &ch, a).await,
+        400,
+        "webauthn_credential_not_found",
+    );
+
+    // A user's own delete; and switched off, every route is 404 passkey_disabled.
+    let mut auth2 = Authenticator::new();
+    let r = register_passkey(&app, &at, &auth2).await;
+    let second = r.body["id"].as_str().unwrap().to_string();
+    let r = passkey_call(&app, Method::DELETE, &format!("/{second}"), Some(&at), None).await;
+    assert_eq!(r.status, 204);
+    let (ch, a) = passkey_assertion(&app, &mut auth2, &uid, &Tweak::default()).await;
+    assert_error(
+        &passkey_sign_in(&app, &ch, a).await,
+        400,
+        "webauthn_credential_not_found",
+    );
+    let off = t.spawn_autoconfirm_app_with(ON).await;
+    assert_error(
+        &passkey_call(
+            &off,
+            Method::POST,
+            "/authentication/options",
+            None,
+            Some(json!({})),
+        )
+        .await,
+        404,
+        "passkey_disabled",
+    );
 }
