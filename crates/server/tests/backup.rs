@@ -497,7 +497,10 @@ fn backup_and_restore_bring_back_the_same_installation() {
         let written = log.matches("scheduled backup written").count();
         let removed = log.matches("old scheduled backup removed").count();
         // Each deletion is logged just after it happens: poll until the log has caught up.
-        if written >= 3 && removed + 2 == written && scheduled(&sched).len() == 2 {
+        // Archived WAL goes with the backups that needed it (each base backup ends its
+        // segment, so the third backup leaves segments no kept backup needs).
+        let wal_pruned = log.contains("archived WAL older than the oldest kept backup removed");
+        if written >= 3 && removed + 2 == written && scheduled(&sched).len() == 2 && wal_pruned {
             break;
         }
         assert!(
@@ -516,6 +519,17 @@ fn backup_and_restore_bring_back_the_same_installation() {
     assert_eq!(src_files.len(), 3, "{:?}", src_files.keys());
     let src_keys = keys(&src);
     server.stop();
+    // ... but never a segment a kept backup needs.
+    let oldest = scheduled(&sched).remove(0);
+    let start = manifest_of(&oldest)["base_backup"]["start_wal"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sched.join("wal").join(format!("{start}.gz")).is_file(),
+        "{start} of {} pruned",
+        oldest.display()
+    );
 
     // Restore into a fresh data directory.
     let dst = root.path().join("dst");
