@@ -48,6 +48,9 @@ pub struct ClusterOptions {
     pub port: Option<u16>,
     /// Durability off (fsync, full_page_writes): for throwaway test clusters only.
     pub ephemeral: bool,
+    /// Further `-c name=value` settings for every postmaster of this cluster, restarted ones
+    /// included (WAL archiving, a recovery target); not written into the cluster's files.
+    pub settings: Vec<(String, String)>,
 }
 
 pub struct EmbeddedCluster {
@@ -66,6 +69,7 @@ pub(crate) struct Launch {
     pub(crate) log_path: PathBuf,
     pub(crate) port: u16,
     ephemeral: bool,
+    settings: Vec<(String, String)>,
 }
 
 /// The system user the cluster runs as: ourselves, or `postgres` when we are root.
@@ -140,6 +144,16 @@ fn chown_tree(path: &Path, who: &RunAs) -> Result<(), ClusterError> {
 }
 
 /// A command for a PostgreSQL binary, as the cluster's user, optionally bound to our life.
+/// Gives `path` (and everything under it) to the user the cluster runs as, when that is
+/// not us (running as root, the cluster runs as `postgres`): for folders the postmaster
+/// writes to, such as a WAL archive, and a cluster unpacked from a base backup.
+pub fn chown_to_cluster_user(path: &Path) -> Result<(), ClusterError> {
+    match run_as()? {
+        Some(w) => chown_tree(path, &w),
+        None => Ok(()),
+    }
+}
+
 fn pg_command(bin: &Path, who: &Option<RunAs>, die_with_parent: bool) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_remove("PGDATA").env("LC_ALL", "C");
@@ -200,6 +214,7 @@ impl Launch {
             log_path: data_dir.join("pg.log"),
             port,
             ephemeral: opts.ephemeral,
+            settings: opts.settings.clone(),
         })
     }
 
@@ -243,6 +258,9 @@ impl Launch {
                 "-c",
                 "max_connections=200",
             ]);
+        }
+        for (name, value) in &self.settings {
+            cmd.arg("-c").arg(format!("{name}={value}"));
         }
         cmd.stdin(Stdio::null())
             .stdout(

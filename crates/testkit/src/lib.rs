@@ -73,6 +73,7 @@ fn cluster() -> &'static Shared {
                     bin_dir: None,
                     port: None,
                     ephemeral: true,
+                    settings: Vec::new(),
                 });
                 match started {
                     Ok(c) => {

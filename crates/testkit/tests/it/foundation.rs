@@ -16,6 +16,7 @@ fn opts(dir: &Path) -> ClusterOptions {
         bin_dir: None,
         port: None,
         ephemeral: true,
+        settings: Vec::new(),
     }
 }
 
