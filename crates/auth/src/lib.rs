@@ -12,6 +12,7 @@ mod otp;
 pub mod password;
 pub mod ratelimit;
 pub mod tokens;
+pub mod webauthn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +186,8 @@ pub struct AuthArgs {
     pub smtp: mailer::SmtpArgs,
     #[command(flatten)]
     pub mfa: mfa::MfaArgs,
+    #[command(flatten)]
+    pub webauthn: webauthn::WebAuthnArgs,
 }
 
 /// The longest lifetime a setting in seconds may have (10 years): anything longer is a
@@ -203,7 +206,8 @@ impl AuthArgs {
     /// Checks the settings that can be wrong in ways clap cannot see (the SMTP From address,
     /// template files), naming the setting at fault.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
-        self.smtp.check()
+        self.smtp.check()?;
+        webauthn::check(self)
     }
 
     /// Applies the auth settings that every surface's verification shares (the accepted

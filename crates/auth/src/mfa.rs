@@ -192,7 +192,7 @@ fn qr_svg(uri: &str) -> Result<String, AuthError> {
 // ---- helpers ----
 
 /// The signed-in user, the session of the token and that session's assurance level.
-async fn session_user(
+pub(crate) async fn session_user(
     state: &AuthState,
     headers: &HeaderMap,
 ) -> Result<(User, Uuid, String), AuthError> {
@@ -221,7 +221,7 @@ async fn downgrade_sessions(
     tx.execute(
         "update auth.sessions set aal = 'aal1', factor_id = null, updated_at = now(),
            amr = coalesce((select jsonb_agg(e order by n) from jsonb_array_elements(amr) with ordinality as x(e, n)
-                           where e->>'method' <> 'totp'), '[]'::jsonb)
+                           where e->>'method' not in ('totp', 'mfa/webauthn')), '[]'::jsonb)
          where factor_id = $1",
         &[&factor_id],
     )
@@ -248,10 +248,12 @@ pub async fn enroll(
 ) -> Result<Response, AuthError> {
     let body: EnrollBody = parse_body(&body)?;
     let (user, _sid, aal) = session_user(&state, &headers).await?;
-    match body.factor_type.as_deref() {
-        Some("totp") if state.args.mfa.totp_enroll_enabled => {}
+    let factor_type = match body.factor_type.as_deref() {
+        Some("totp") if state.args.mfa.totp_enroll_enabled => "totp",
         Some("totp") => return Err(ErrorCode::MfaTotpEnrollNotEnabled.into()),
         Some("phone") => return Err(ErrorCode::MfaPhoneEnrollNotEnabled.into()),
+        // A WebAuthn factor has no secret: its credential comes with its first challenge.
+        Some("webauthn") if state.args.webauthn.enroll_enabled => "webauthn",
         Some("webauthn") => return Err(ErrorCode::MfaWebauthnEnrollNotEnabled.into()),
         _ => {
             return Err(AuthError::new(
@@ -259,7 +261,7 @@ pub async fn enroll(
                 "factor_type needs to be totp, phone, or webauthn",
             ))
         }
-    }
+    };
     let friendly_name = body.friendly_name.unwrap_or_default().trim().to_string();
     if friendly_name.chars().count() > 255 {
         return Err(AuthError::new(
@@ -278,11 +280,16 @@ pub async fn enroll(
         .filter(|e| !e.is_empty())
         .or_else(|| user.phone.clone().filter(|p| !p.is_empty()))
         .unwrap_or_else(|| user.id.to_string());
-    let mut secret = [0u8; 20];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let secret = base32_encode(&secret);
-    let uri = otpauth_uri(&issuer, &account, &secret);
-    let qr = qr_svg(&uri)?;
+    let totp = if factor_type == "totp" {
+        let mut secret = [0u8; 20];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let secret = base32_encode(&secret);
+        let uri = otpauth_uri(&issuer, &account, &secret);
+        let qr = qr_svg(&uri)?;
+        Some((secret, uri, qr))
+    } else {
+        None
+    };
 
     let mut tx = state.tx().await?;
     // The user's row lock makes the checks and the insert one step per user.
@@ -328,17 +335,21 @@ pub async fn enroll(
     let id: Uuid = tx
         .query_one(
             "insert into auth.mfa_factors (user_id, friendly_name, factor_type, status, secret)
-             values ($1, $2, 'totp', 'unverified', $3) returning id",
-            &[&user.id, &friendly_name, &secret],
+             values ($1, $2, $3, 'unverified', $4) returning id",
+            &[
+                &user.id,
+                &friendly_name,
+                &factor_type,
+                &totp.as_ref().map(|t| t.0.as_str()),
+            ],
         )
         .await?
         .get(0);
     tx.commit().await?;
-    let mut out = json!({
-        "id": id,
-        "type": "totp",
-        "totp": { "qr_code": qr, "secret": secret, "uri": uri },
-    });
+    let mut out = json!({ "id": id, "type": factor_type });
+    if let Some((secret, uri, qr)) = totp {
+        out["totp"] = json!({ "qr_code": qr, "secret": secret, "uri": uri });
+    }
     if !friendly_name.is_empty() {
         out["friendly_name"] = json!(friendly_name);
     }
@@ -374,6 +385,12 @@ pub async fn challenge(
         return Err(ErrorCode::MfaFactorNotFound.into());
     };
     let factor_type: String = row.get(0);
+    if factor_type == "webauthn" {
+        let out =
+            crate::webauthn::challenge(&state, &mut tx, &user, factor_id, &info.client.ip).await?;
+        tx.commit().await?;
+        return Ok(Json(out).into_response());
+    }
     if !state.args.mfa.totp_verify_enabled {
         return Err(ErrorCode::MfaTotpVerifyNotEnabled.into());
     }
@@ -398,49 +415,23 @@ pub async fn challenge(
 struct VerifyBody {
     challenge_id: Option<String>,
     code: Option<String>,
+    webauthn: Option<Value>,
 }
 
-/// `POST /factors/{id}/verify` (supabase-js `mfa.verify`): the code of the factor's secret
-/// for the challenge → a Session at `aal2` (the same session, a new refresh token).
-pub async fn verify(
-    State(state): State<AuthState>,
-    info: ReqInfo,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Response, AuthError> {
-    let body: VerifyBody = parse_body(&body)?;
-    rate_limit(&state, Limit::MfaVerifyPerIp, &info.client.ip)?;
-    let (user, sid, _aal) = session_user(&state, &headers).await?;
-    let factor_id = parse_factor_id(&id)?;
-    let code = nonempty(body.code)
-        .ok_or_else(|| AuthError::new(ErrorCode::ValidationFailed, "Code needs to be non-empty"))?;
-    rate_limit(&state, Limit::MfaVerifyPerFactor, &factor_id.to_string())?;
-    let challenge_id = body
-        .challenge_id
-        .as_deref()
-        .and_then(|c| Uuid::parse_str(c.trim()).ok())
-        .ok_or(ErrorCode::MfaChallengeNotFound)?;
-    let mut tx = state.tx().await?;
-    let Some(factor) = tx
-        .query_opt(
-            "select secret, last_used_step, status from auth.mfa_factors
-             where id = $1 and user_id = $2 for update",
-            &[&factor_id, &user.id],
-        )
-        .await?
-    else {
-        return Err(ErrorCode::MfaFactorNotFound.into());
-    };
-    if !state.args.mfa.totp_verify_enabled {
-        return Err(ErrorCode::MfaTotpVerifyNotEnabled.into());
-    }
-    let (secret, last_used, status): (String, Option<i64>, String) =
-        (factor.get(0), factor.get(1), factor.get(2));
+/// The challenge `challenge_id` of the factor, locked in `tx`, if it may still be verified
+/// (from the address that asked for it, unused, fresh), with its WebAuthn ceremony state; an
+/// expired one is deleted (and `tx` committed).
+pub(crate) async fn take_challenge(
+    state: &AuthState,
+    mut tx: agencyflow_db::ClaimsTxn,
+    ip: &str,
+    factor_id: Uuid,
+    challenge_id: Uuid,
+) -> Result<(agencyflow_db::ClaimsTxn, Option<Value>), AuthError> {
     let Some(challenge) = tx
         .query_opt(
             "select ip_address, verified_at is not null,
-                    created_at > now() - make_interval(secs => $3::float8)
+                    created_at > now() - make_interval(secs => $3::float8), web_authn_session_data
              from auth.mfa_challenges where id = $1 and factor_id = $2 for update",
             &[
                 &challenge_id,
@@ -452,9 +443,9 @@ pub async fn verify(
     else {
         return Err(ErrorCode::MfaChallengeNotFound.into());
     };
-    let (ip, used, fresh): (String, bool, bool) =
+    let (challenge_ip, used, fresh): (String, bool, bool) =
         (challenge.get(0), challenge.get(1), challenge.get(2));
-    if used || ip != info.client.ip {
+    if used || challenge_ip != ip {
         return Err(ErrorCode::MfaIpAddressMismatch.into());
     }
     if !fresh {
@@ -469,7 +460,122 @@ pub async fn verify(
             format!("MFA challenge {challenge_id} has expired, verify against another challenge or create a new challenge."),
         ));
     }
-    let key = base32_decode(&secret)
+    Ok((tx, challenge.get(3)))
+}
+
+/// The session gains the second factor `factor_id` (of `factor_type`): its `amr` method first
+/// (GoTrue: most recent first), `aal2`; its refresh tokens are replaced by a new one (one
+/// issued before the second factor must not carry it); the user's `aal1` sessions end and
+/// their other unverified factors of that type go, as in GoTrue. The new `amr` and token.
+pub(crate) async fn raise_session(
+    state: &AuthState,
+    tx: &mut agencyflow_db::ClaimsTxn,
+    user_id: Uuid,
+    sid: Uuid,
+    factor_id: Uuid,
+    factor_type: &str,
+) -> Result<(Value, String), AuthError> {
+    let method = if factor_type == "webauthn" {
+        "mfa/webauthn"
+    } else {
+        factor_type
+    };
+    let amr: Value = tx
+        .query_opt(
+            "select amr from auth.sessions where id = $1 and user_id = $2 for update",
+            &[&sid, &user_id],
+        )
+        .await?
+        .map(|r| r.get(0))
+        .ok_or(ErrorCode::SessionNotFound)?;
+    let mut entries: Vec<Value> = amr
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.get("method").and_then(Value::as_str) != Some(method))
+        .collect();
+    let now = chrono::Utc::now().timestamp();
+    entries.insert(0, json!({ "method": method, "timestamp": now }));
+    let amr = Value::Array(entries);
+    tx.execute(
+        "update auth.sessions set amr = $2, aal = 'aal2', factor_id = $3, updated_at = now()
+         where id = $1",
+        &[&sid, &amr, &factor_id],
+    )
+    .await?;
+    let refresh = state.refresh_tokens().random();
+    tx.execute(
+        "with d as (delete from auth.refresh_tokens where session_id = $1)
+         insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($2, $3, $1)",
+        &[&sid, &token_hash(&refresh), &user_id],
+    )
+    .await?;
+    tx.execute(
+        "delete from auth.sessions where user_id = $1 and id <> $2 and aal = 'aal1'",
+        &[&user_id, &sid],
+    )
+    .await?;
+    tx.execute(
+        "delete from auth.mfa_factors where user_id = $1 and id <> $2
+           and status = 'unverified' and factor_type = $3",
+        &[&user_id, &factor_id, &factor_type],
+    )
+    .await?;
+    Ok((amr, refresh))
+}
+
+/// `POST /factors/{id}/verify` (supabase-js `mfa.verify`): the code of the factor's secret
+/// for the challenge → a Session at `aal2` (the same session, a new refresh token).
+pub async fn verify(
+    State(state): State<AuthState>,
+    info: ReqInfo,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, AuthError> {
+    let parsed: VerifyBody = parse_body(&body)?;
+    rate_limit(&state, Limit::MfaVerifyPerIp, &info.client.ip)?;
+    if parsed.webauthn.is_some() {
+        let factor_id = parse_factor_id(&id)?;
+        return crate::webauthn::verify(&state, &info, &headers, factor_id, &body).await;
+    }
+    let (user, sid, _aal) = session_user(&state, &headers).await?;
+    let factor_id = parse_factor_id(&id)?;
+    let code = nonempty(parsed.code)
+        .ok_or_else(|| AuthError::new(ErrorCode::ValidationFailed, "Code needs to be non-empty"))?;
+    rate_limit(&state, Limit::MfaVerifyPerFactor, &factor_id.to_string())?;
+    let challenge_id = parsed
+        .challenge_id
+        .as_deref()
+        .and_then(|c| Uuid::parse_str(c.trim()).ok())
+        .ok_or(ErrorCode::MfaChallengeNotFound)?;
+    let mut tx = state.tx().await?;
+    let Some(factor) = tx
+        .query_opt(
+            "select secret, last_used_step, status, factor_type from auth.mfa_factors
+             where id = $1 and user_id = $2 for update",
+            &[&factor_id, &user.id],
+        )
+        .await?
+    else {
+        return Err(ErrorCode::MfaFactorNotFound.into());
+    };
+    let (secret, last_used, status, factor_type): (Option<String>, Option<i64>, String, String) =
+        (factor.get(0), factor.get(1), factor.get(2), factor.get(3));
+    if factor_type == "webauthn" {
+        return Err(AuthError::new(
+            ErrorCode::ValidationFailed,
+            "WebAuthn config required",
+        ));
+    }
+    if !state.args.mfa.totp_verify_enabled {
+        return Err(ErrorCode::MfaTotpVerifyNotEnabled.into());
+    }
+    let (mut tx, _) = take_challenge(&state, tx, &info.client.ip, factor_id, challenge_id).await?;
+    let key = secret
+        .as_deref()
+        .and_then(base32_decode)
         .ok_or_else(|| AuthError::internal("stored TOTP secret is not base32"))?;
     let now = chrono::Utc::now().timestamp();
     let Some(step) = matching_step(&key, &code, now, last_used) else {
@@ -486,52 +592,7 @@ pub async fn verify(
         &[&factor_id, &step],
     )
     .await?;
-    // The session gains the second factor: `totp` first in its amr (GoTrue: most recent
-    // first), aal2, this factor.
-    let amr: Value = tx
-        .query_opt(
-            "select amr from auth.sessions where id = $1 and user_id = $2 for update",
-            &[&sid, &user.id],
-        )
-        .await?
-        .map(|r| r.get(0))
-        .ok_or(ErrorCode::SessionNotFound)?;
-    let mut entries: Vec<Value> = amr
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.get("method").and_then(Value::as_str) != Some("totp"))
-        .collect();
-    entries.insert(0, json!({ "method": "totp", "timestamp": now }));
-    let amr = Value::Array(entries);
-    tx.execute(
-        "update auth.sessions set amr = $2, aal = 'aal2', factor_id = $3, updated_at = now()
-         where id = $1",
-        &[&sid, &amr, &factor_id],
-    )
-    .await?;
-    // A refresh token from before the second factor must not carry it: the session's
-    // tokens are replaced by a new one.
-    let refresh = state.refresh_tokens().random();
-    tx.execute(
-        "with d as (delete from auth.refresh_tokens where session_id = $1)
-         insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($2, $3, $1)",
-        &[&sid, &token_hash(&refresh), &user.id],
-    )
-    .await?;
-    // GoTrue: the user's sessions below aal2 end, and other unverified TOTP factors go.
-    tx.execute(
-        "delete from auth.sessions where user_id = $1 and id <> $2 and aal = 'aal1'",
-        &[&user.id, &sid],
-    )
-    .await?;
-    tx.execute(
-        "delete from auth.mfa_factors where user_id = $1 and id <> $2
-           and status = 'unverified' and factor_type = 'totp'",
-        &[&user.id, &factor_id],
-    )
-    .await?;
+    let (amr, refresh) = raise_session(&state, &mut tx, user.id, sid, factor_id, "totp").await?;
     let user = model::find_user(&mut tx, user.id)
         .await?
         .ok_or(ErrorCode::UserNotFoundFromJwt)?;

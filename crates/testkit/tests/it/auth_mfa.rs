@@ -319,7 +319,7 @@ async fn auth_mfa_limits_errors_and_admin_factors() {
         (
             json!({"factor_type": "webauthn"}),
             422,
-            "mfa_webauthn_enroll_not_enabled",
+            "mfa_web_authn_enroll_not_enabled",
         ),
         (json!({"factor_type": "sms"}), 400, "validation_failed"),
     ] {

@@ -3,6 +3,7 @@ mod auth;
 mod auth_mail;
 mod auth_mfa;
 mod auth_security;
+mod auth_webauthn;
 mod chaos;
 mod foundation;
 mod functions;
