@@ -1735,14 +1735,17 @@ fn soak(duration: Duration, kill_every: Duration, threads_per_kind: i64) -> Soak
         assert!(ok > 0, "no {kind} succeeded");
         println!("soak: {kind}: {} requests, {ok} 2xx", v.len());
     }
-    SoakReport {
+    let report = SoakReport {
         requests: all.len(),
         by_status,
         kills,
         restarts,
         rss,
         in_doubt_committed: in_doubt,
-    }
+    };
+    // Before the data directory is removed (minutes, with the files of a long run).
+    print_soak(&report);
+    report
 }
 
 fn print_soak(r: &SoakReport) {
@@ -1766,7 +1769,6 @@ fn soak_no_acknowledged_write_is_lost_while_postgres_is_killed() {
     // A kill 4 s after PostgreSQL is back each time (crash recovery itself takes seconds
     // on a busy machine).
     let r = soak(Duration::from_secs(55), Duration::from_secs(4), 2);
-    print_soak(&r);
     assert!(r.kills >= 3, "{} kills", r.kills);
 }
 
@@ -1782,10 +1784,9 @@ fn soak_long_run() {
             .map(|v| v.parse().unwrap_or_else(|_| panic!("{k}: a number")))
             .unwrap_or(d)
     };
-    let r = soak(
+    soak(
         Duration::from_secs(var("AGENCYFLOW_SOAK_SECS", 1800)),
         Duration::from_secs(var("AGENCYFLOW_SOAK_KILL_EVERY_SECS", 90)),
         var("AGENCYFLOW_SOAK_WRITERS", 2) as i64,
     );
-    print_soak(&r);
 }
