@@ -371,6 +371,7 @@ mod tests {
         let (a, b) = (k.verify_shared(&t).unwrap(), k.verify_shared(&t).unwrap());
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.json, a.claims.to_string());
+        // Letting the expiry pass is the thing under test here (not a wait for a condition).
         std::thread::sleep(std::time::Duration::from_millis(2100));
         assert_eq!(k.verify(&t), Err(JwtError::Expired));
         // Refused tokens are not cached; other keys or audience start a new cache.

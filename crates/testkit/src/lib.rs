@@ -15,6 +15,7 @@ pub use agencyflow_server;
 
 pub mod chaos;
 pub mod smtp;
+pub mod wait;
 
 /// The JWT secret test servers sign with.
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
@@ -142,21 +143,24 @@ impl TestDb {
         let admin = agencyflow_db::connect_one(&cluster_admin_url())
             .await
             .expect("connect to test cluster");
-        let mut tries = 0;
-        loop {
-            match admin
-                .batch_execute(&format!("create database {name} template {TEMPLATE_DB}"))
-                .await
-            {
-                Ok(()) => break,
-                // Another test's clone may briefly hold the template; retry.
-                Err(e) if tries < 50 && e.to_string().contains("being accessed") => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Another test's clone may briefly hold the template: retry that, for a while.
+        let (admin, sql) = (
+            &admin,
+            format!("create database {name} template {TEMPLATE_DB}"),
+        );
+        let sql = sql.as_str();
+        wait::until(
+            std::time::Duration::from_secs(60),
+            "the template database to be free to clone",
+            || async move {
+                match admin.batch_execute(sql).await {
+                    Ok(()) => true,
+                    Err(e) if e.to_string().contains("being accessed") => false,
+                    Err(e) => panic!("cloning the template: {e}"),
                 }
-                Err(e) => panic!("cloning the template: {e}"),
-            }
-        }
+            },
+        )
+        .await;
         TestDb { name }
     }
 
