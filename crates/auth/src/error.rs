@@ -42,7 +42,9 @@ error_codes! {
     EmailNotConfirmed => (400, "email_not_confirmed", "Email not confirmed"),
     ValidationFailed => (400, "validation_failed", "Validation failed"),
     BadJson => (400, "bad_json", "Could not parse request body as JSON"),
-    EmailAddressInvalid => (400, "email_address_invalid", "Unable to validate email address: invalid format"),
+    // GoTrue's validateEmail: a malformed address is a 400 validation_failed (its
+    // email_address_invalid is for addresses its mail checks reject, which we do not run).
+    EmailAddressInvalid => (400, "validation_failed", "Unable to validate email address: invalid format"),
     RefreshTokenNotFound => (400, "refresh_token_not_found", "Invalid Refresh Token: Refresh Token Not Found"),
     RefreshTokenAlreadyUsed => (400, "refresh_token_already_used", "Invalid Refresh Token: Already Used"),
     SessionExpired => (400, "session_expired", "Invalid Refresh Token: Session Expired"),
@@ -64,7 +66,12 @@ error_codes! {
     SignupDisabled => (422, "signup_disabled", "Signups not allowed for this instance"),
     AnonymousProviderDisabled => (422, "anonymous_provider_disabled", "Anonymous sign-ins are disabled"),
     EmailProviderDisabled => (422, "email_provider_disabled", "Email logins are disabled"),
-    PhoneProviderDisabled => (422, "phone_provider_disabled", "Phone logins are disabled: there is no SMS provider"),
+    PhoneProviderDisabled => (422, "phone_provider_disabled", "Phone logins are disabled"),
+    // The 400 GoTrue answers on the phone routes that would send an SMS (`/otp`, `/signup`,
+    // `/resend`) when there is no SMS provider; their messages differ.
+    PhoneProviderUnsupported => (400, "phone_provider_disabled", "Unsupported phone provider"),
+    SamlProviderDisabled => (404, "saml_provider_disabled", "SAML 2.0 is disabled"),
+    Web3ProviderDisabled => (422, "web3_provider_disabled", "Web3 provider is disabled"),
     OtpExpired => (403, "otp_expired", "Token has expired or is invalid"),
     ReauthenticationNeeded => (400, "reauthentication_needed", "Password update requires reauthentication"),
     ReauthenticationNotValid => (422, "reauthentication_not_valid", "Verification code needs to be provided: request one with reauthenticate, it expires"),

@@ -8,6 +8,7 @@ mod handlers;
 pub mod mailer;
 pub mod mfa;
 mod model;
+mod off;
 mod otp;
 pub mod password;
 pub mod ratelimit;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agencyflow_db::{ClaimsTxn, Db, TxSettings};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 pub use agencyflow_keys::{api_key, generate_es256_jwk, jwt, JwtError, JwtKeys, VerifiedClaims};
@@ -49,8 +50,10 @@ pub struct AuthArgs {
         default_value = "service_role,supabase_admin"
     )]
     pub jwt_admin_roles: String,
-    /// ES256 signing keys as a JWK set (JSON array of P-256 JWKs with `d`): session tokens
-    /// are then signed ES256 with `kid`, and the public keys served at `/.well-known/jwks.json`.
+    /// Signing keys as GoTrue takes them: a JSON array of JWKs (RSA → RS256, EC P-256 → ES256,
+    /// oct → HS256) with `kid`, `alg` and `key_ops`. The one key with `"sign"` in `key_ops`
+    /// signs session tokens (`kid` in the header); the others only verify until removed. The
+    /// public RSA/EC keys are served at `/.well-known/jwks.json`.
     #[arg(long = "jwt-keys", env = "GOTRUE_JWT_KEYS", hide_env_values = true)]
     pub jwt_keys: Option<String>,
     /// The `iss` of issued tokens (default: `<API_EXTERNAL_URL>/auth/v1`).
@@ -435,6 +438,9 @@ pub fn router(state: AuthState) -> Router {
             axum::routing::delete(mfa::admin_delete_factor),
         )
         .route("/reauthenticate", get(otp::reauthenticate))
+        .route("/sso", any(off::saml_disabled))
+        .route("/sso/saml/metadata", any(off::saml_disabled))
+        .route("/sso/saml/acs", any(off::saml_disabled))
         .route(
             "/admin/users",
             get(admin::list_users).post(admin::create_user),
