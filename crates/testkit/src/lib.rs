@@ -14,6 +14,7 @@ pub use agencyflow_db;
 pub use agencyflow_server;
 
 pub mod chaos;
+pub mod oidc;
 pub mod smtp;
 
 /// The JWT secret test servers sign with.

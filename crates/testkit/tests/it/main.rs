@@ -2,6 +2,7 @@
 mod auth;
 mod auth_mail;
 mod auth_mfa;
+mod auth_oauth;
 mod auth_security;
 mod chaos;
 mod foundation;
