@@ -421,6 +421,7 @@ pub async fn token(
         Some("password") => password_grant(state, info, parse_body(&body)?).await,
         Some("refresh_token") => refresh_grant(state, info, parse_body(&body)?).await,
         Some("pkce") => crate::otp::pkce_grant(state, info, &body).await,
+        Some("id_token") => crate::external::id_token_grant(state, info, &body).await,
         _ => Err(AuthError::oauth("unsupported_grant_type", "")),
     }
 }
@@ -946,6 +947,9 @@ pub async fn settings(State(state): State<AuthState>) -> Json<Value> {
         "zoom",
     ] {
         external.insert(p.into(), json!(false));
+    }
+    for k in crate::external::provider::Kind::ALL {
+        external.insert(k.name().into(), json!(a.external.settings(k).enabled));
     }
     external.insert("anonymous_users".into(), json!(a.anonymous_users_enabled));
     external.insert("email".into(), json!(true));

@@ -4,6 +4,7 @@
 //! `supabase_auth_admin` (never as a superuser), and answer with GoTrue's JSON shapes.
 pub mod admin;
 pub mod error;
+pub mod external;
 mod handlers;
 pub mod mailer;
 pub mod mfa;
@@ -191,6 +192,8 @@ pub struct AuthArgs {
     pub mfa: mfa::MfaArgs,
     #[command(flatten)]
     pub webauthn: webauthn::WebAuthnArgs,
+    #[command(flatten)]
+    pub external: external::ExternalArgs,
 }
 
 /// The longest lifetime a setting in seconds may have (10 years): anything longer is a
@@ -238,6 +241,8 @@ struct Inner {
     refresh: RefreshTokens,
     otp: otp::OtpKey,
     mailer: mailer::Mailer,
+    external: external::provider::Client,
+    state_key: external::StateKey,
 }
 
 impl AuthState {
@@ -338,6 +343,7 @@ impl AuthState {
         log_address_policy(&args);
         let otp = otp::OtpKey::new(&keys);
         let mailer = mailer::Mailer::new(&args.smtp);
+        let state_key = external::StateKey::new(&keys);
         AuthState {
             db,
             keys,
@@ -347,12 +353,22 @@ impl AuthState {
                 refresh: RefreshTokens::new(material.as_bytes()),
                 otp,
                 mailer,
+                external: external::provider::Client::new(),
+                state_key,
             }),
         }
     }
 
     pub(crate) fn mailer(&self) -> &mailer::Mailer {
         &self.inner.mailer
+    }
+
+    pub(crate) fn external(&self) -> &external::provider::Client {
+        &self.inner.external
+    }
+
+    pub(crate) fn state_key(&self) -> &external::StateKey {
+        &self.inner.state_key
     }
 
     pub(crate) fn otp_key(&self) -> &otp::OtpKey {
@@ -441,6 +457,16 @@ pub fn router(state: AuthState) -> Router {
         .route("/sso", any(off::saml_disabled))
         .route("/sso/saml/metadata", any(off::saml_disabled))
         .route("/sso/saml/acs", any(off::saml_disabled))
+        .route("/authorize", get(external::authorize))
+        .route(
+            "/callback",
+            get(external::callback).post(external::callback),
+        )
+        .route("/user/identities/authorize", get(external::link_identity))
+        .route(
+            "/user/identities/{id}",
+            axum::routing::delete(external::unlink_identity),
+        )
         .route(
             "/admin/users",
             get(admin::list_users).post(admin::create_user),

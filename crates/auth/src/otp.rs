@@ -434,7 +434,7 @@ fn send_link(
 
 /// Where email links may send the browser: the site URL, or a prefix of the allow list;
 /// anything else becomes the site URL (no open redirect).
-fn redirect_target(state: &AuthState, wanted: Option<&str>) -> String {
+pub(crate) fn redirect_target(state: &AuthState, wanted: Option<&str>) -> String {
     let site = state.args.site_url.clone().unwrap_or_default();
     let Some(w) = wanted.map(str::trim).filter(|w| !w.is_empty()) else {
         return site;
@@ -580,14 +580,14 @@ pub async fn otp(
 }
 
 /// A PKCE code challenge sent with an email request.
-struct Pkce {
-    challenge: String,
-    method: &'static str,
+pub(crate) struct Pkce {
+    pub(crate) challenge: String,
+    pub(crate) method: &'static str,
 }
 
 impl Pkce {
     /// `None` without a challenge (the implicit flow); 400 for a malformed one.
-    fn from_request(
+    pub(crate) fn from_request(
         challenge: Option<String>,
         method: Option<String>,
     ) -> Result<Option<Pkce>, AuthError> {
@@ -691,14 +691,17 @@ pub(crate) async fn pkce_grant(
     let Some(row) = tx
         .query_opt(
             "select id, user_id, code_challenge_method, code_challenge, authentication_method,
-                    created_at > now() - make_interval(secs => $2::float8)
-             from auth.flow_state where auth_code = $1 for update",
+                    created_at > now() - make_interval(secs => $2::float8),
+                    provider_access_token, provider_refresh_token
+             from auth.flow_state where auth_code = $1 and user_id is not null for update",
             &[&code, &FLOW_STATE_SECS],
         )
         .await?
     else {
         return Err(ErrorCode::FlowStateNotFound.into());
     };
+    // An external provider's tokens, returned with the session as GoTrue does.
+    let provider_tokens: (Option<String>, Option<String>) = (row.get(6), row.get(7));
     let (flow_id, user_id, method, challenge, auth_method, fresh): (
         Uuid,
         Uuid,
@@ -731,15 +734,15 @@ pub(crate) async fn pkce_grant(
     let (sid, refresh, amr) =
         model::create_session(&state, &mut tx, user_id, &auth_method, &info.client).await?;
     tx.commit().await?;
-    Ok(Json(model::session_json(
-        &state,
-        &user,
-        sid,
-        &amr,
-        &refresh,
-        &info.issuer,
-    )?)
-    .into_response())
+    let mut session = model::session_json(&state, &user, sid, &amr, &refresh, &info.issuer)?;
+    if let (Some(t), Value::Object(m)) = (provider_tokens.0, &mut session) {
+        m.insert("provider_token".into(), json!(t));
+        m.insert(
+            "provider_refresh_token".into(),
+            json!(provider_tokens.1.unwrap_or_default()),
+        );
+    }
+    Ok(Json(session).into_response())
 }
 
 #[derive(Deserialize, Default)]

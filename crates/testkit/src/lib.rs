@@ -15,6 +15,7 @@ pub use agencyflow_server;
 
 pub mod chaos;
 pub mod keys;
+pub mod oidc;
 pub mod smtp;
 pub mod wait;
 

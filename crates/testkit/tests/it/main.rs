@@ -5,6 +5,7 @@ mod auth_keys;
 mod auth_mail;
 mod auth_mfa;
 mod auth_mfa_bench;
+mod auth_oauth;
 mod auth_security;
 mod auth_webauthn;
 mod chaos;
