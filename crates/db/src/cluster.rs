@@ -246,7 +246,22 @@ impl Launch {
             .arg("-h")
             .arg("127.0.0.1")
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
-            .args(["-c", "logging_collector=off"]);
+            .args(["-c", "logging_collector=off"])
+            // /realtime/v1's postgres_changes read a logical slot (wal2json); PostgreSQL
+            // itself invalidates the slot past max_slot_wal_keep_size, so WAL is never kept
+            // without bound when no agencyflow reads it (docs/realtime.md).
+            .args(["-c", "wal_level=logical"])
+            .args(["-c", "max_replication_slots=64"])
+            .args(["-c", "max_wal_senders=10"])
+            .args(["-c", "max_slot_wal_keep_size=1GB"]);
+        if supports_output_plugin_allowlist(&self.postgres_bin()) {
+            // Builds that restrict logical decoding plugins (Debian's 15.20 and later) need
+            // wal2json listed.
+            cmd.args([
+                "-c",
+                "output_plugin_libraries=pgoutput,test_decoding,wal2json",
+            ]);
+        }
         if self.ephemeral {
             cmd.args([
                 "-c",
@@ -281,6 +296,31 @@ impl Launch {
             self.port
         )
     }
+}
+
+/// Whether this PostgreSQL has the `output_plugin_libraries` setting (an allow-list of
+/// logical decoding plugins some builds add); asked once per binary.
+fn supports_output_plugin_allowlist(postgres: &Path) -> bool {
+    static CACHE: std::sync::Mutex<Option<(PathBuf, bool)>> = std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((p, v)) = cache.as_ref() {
+        if p == postgres {
+            return *v;
+        }
+    }
+    let found = Command::new(postgres)
+        .arg("--describe-config")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("output_plugin_libraries\t"))
+        })
+        .unwrap_or(false);
+    *cache = Some((postgres.to_path_buf(), found));
+    found
 }
 
 /// How long a first start may take to accept connections.

@@ -433,6 +433,15 @@ pub async fn build_state_with(
         .load(&db, &schemas)
         .await
         .map_err(|e| failed(format!("loading the schema cache: {e}")))?;
+    let realtime = agencyflow_realtime::Realtime::new(
+        state.db.clone(),
+        api_url,
+        state.keys.clone(),
+        state.rest().api_roles.clone(),
+        state.settings.serve.realtime.clone(),
+    );
+    realtime.start();
+    state.realtime = Some(realtime);
     crate::schema_cache::spawn_reloader(state.clone(), api_url.to_string());
     Ok(state)
 }

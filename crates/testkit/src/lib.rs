@@ -349,6 +349,34 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async {
                 if let Ok(c) = agencyflow_db::connect_one(&url).await {
+                    // A database with a logical slot (realtime's postgres_changes) cannot be
+                    // dropped: end its sessions, then drop its slots, then the database.
+                    for _ in 0..40 {
+                        let _ = c
+                            .execute(
+                                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                                &[&name],
+                            )
+                            .await;
+                        let _ = c
+                            .execute(
+                                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = $1 and not active",
+                                &[&name],
+                            )
+                            .await;
+                        let left = c
+                            .query_one(
+                                "select count(*) from pg_replication_slots where database = $1",
+                                &[&name],
+                            )
+                            .await
+                            .map(|r| r.get::<_, i64>(0))
+                            .unwrap_or(0);
+                        if left == 0 {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                     let _ = c
                         .batch_execute(&format!("drop database if exists {name} with (force)"))
                         .await;
