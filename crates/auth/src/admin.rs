@@ -363,9 +363,7 @@ pub async fn create_user(
         ));
     }
     if let Some(e) = &email {
-        if !model::valid_email(e) {
-            return Err(ErrorCode::EmailAddressInvalid.into());
-        }
+        model::check_email(e)?;
     }
     let banned = match p.ban_duration.as_deref() {
         Some(d) => banned_until(d)?,
@@ -460,9 +458,7 @@ pub async fn update_user(
         .map(|e| e.trim().to_lowercase())
         .filter(|e| !e.is_empty());
     if let Some(e) = &email {
-        if !model::valid_email(e) {
-            return Err(ErrorCode::EmailAddressInvalid.into());
-        }
+        model::check_email(e)?;
     }
     let phone = p
         .phone

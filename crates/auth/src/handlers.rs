@@ -244,20 +244,11 @@ pub async fn signup(
     let email = nonempty(body.email).map(|e| e.to_lowercase());
     let phone = nonempty(body.phone);
     let data = body.data.unwrap_or_default();
-    let Some(email) = email else {
-        if phone.is_some() {
-            return Err(AuthError::new(
-                ErrorCode::PhoneProviderDisabled,
-                "Phone signups are disabled",
-            ));
-        }
+    if email.is_none() && phone.is_none() {
         return signup_anonymous(state, info, data).await;
-    };
-    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
-    rate_limit(&state, Limit::SignInPerEmail, &email)?;
-    if !model::valid_email(&email) {
-        return Err(ErrorCode::EmailAddressInvalid.into());
     }
+    rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
+    // GoTrue's order: the password, then one of email or phone, then the provider.
     let password = body.password.filter(|p| !p.is_empty()).ok_or_else(|| {
         AuthError::new(
             ErrorCode::ValidationFailed,
@@ -265,6 +256,23 @@ pub async fn signup(
         )
     })?;
     check_password_length(&state, &password)?;
+    let email = match (email, phone) {
+        (Some(_), Some(_)) => {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "Only an email address or phone number should be provided on signup.",
+            ))
+        }
+        (None, _) => {
+            return Err(AuthError::new(
+                ErrorCode::PhoneProviderUnsupported,
+                "Phone signups are disabled",
+            ))
+        }
+        (Some(email), None) => email,
+    };
+    rate_limit(&state, Limit::SignInPerEmail, &email)?;
+    model::check_email(&email)?;
     let hash = password::hash(password).await?;
     let confirm = state.args.mailer_autoconfirm;
     let id = Uuid::new_v4();
@@ -407,9 +415,13 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, AuthError> {
     match q.get("grant_type").map(String::as_str) {
+        // Sign-in with Ethereum/Solana wallets: no Web3 provider is offered (GoTrue's answer
+        // when none is enabled).
+        Some("web3") => Err(ErrorCode::Web3ProviderDisabled.into()),
         Some("password") => password_grant(state, info, parse_body(&body)?).await,
         Some("refresh_token") => refresh_grant(state, info, parse_body(&body)?).await,
         Some("pkce") => crate::otp::pkce_grant(state, info, &body).await,
+        Some("id_token") => crate::external::id_token_grant(state, info, &body).await,
         _ => Err(AuthError::oauth("unsupported_grant_type", "")),
     }
 }
@@ -427,7 +439,11 @@ async fn password_grant(
             "Only an email address or phone number should be provided on login.",
         ));
     }
-    let Some(login) = email.clone().or(phone.clone()) else {
+    let Some(login) = email.clone() else {
+        if phone.is_some() {
+            // No SMS provider, so the phone provider is off: GoTrue refuses phone logins.
+            return Err(ErrorCode::PhoneProviderDisabled.into());
+        }
         return Err(AuthError::new(
             ErrorCode::ValidationFailed,
             "missing email or phone",
@@ -437,23 +453,7 @@ async fn password_grant(
     rate_limit(&state, Limit::SignInPerEmail, &login)?;
     let password = body.password.unwrap_or_default();
     let mut tx = state.tx().await?;
-    let user = match &email {
-        Some(e) => model::find_user_by_email(&mut tx, e).await?,
-        None => {
-            // No SMS provider: phone users exist only when an admin created them.
-            let id: Option<Uuid> = tx
-                .query_opt(
-                    "select id from auth.users where phone = $1 and deleted_at is null",
-                    &[&login],
-                )
-                .await?
-                .map(|r| r.get(0));
-            match id {
-                Some(id) => model::find_user(&mut tx, id).await?,
-                None => None,
-            }
-        }
-    };
+    let user = model::find_user_by_email(&mut tx, &login).await?;
     tx.commit().await?;
     // Verified even for an unknown user (a dummy hash), so timing does not reveal who exists.
     let hash = user.as_ref().and_then(|u| u.encrypted_password.clone());
@@ -745,9 +745,7 @@ pub async fn update_user(
         }
     }
     if let Some(e) = &new_email {
-        if !model::valid_email(e) {
-            return Err(ErrorCode::EmailAddressInvalid.into());
-        }
+        model::check_email(e)?;
     }
     let password = body.password.filter(|p| !p.is_empty());
     let nonce = nonempty(body.nonce);
@@ -949,6 +947,9 @@ pub async fn settings(State(state): State<AuthState>) -> Json<Value> {
         "zoom",
     ] {
         external.insert(p.into(), json!(false));
+    }
+    for k in crate::external::provider::Kind::ALL {
+        external.insert(k.name().into(), json!(a.external.settings(k).enabled));
     }
     external.insert("anonymous_users".into(), json!(a.anonymous_users_enabled));
     external.insert("email".into(), json!(true));

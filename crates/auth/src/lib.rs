@@ -4,10 +4,12 @@
 //! `supabase_auth_admin` (never as a superuser), and answer with GoTrue's JSON shapes.
 pub mod admin;
 pub mod error;
+pub mod external;
 mod handlers;
 pub mod mailer;
 pub mod mfa;
 mod model;
+mod off;
 mod otp;
 pub mod passkey;
 pub mod password;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agencyflow_db::{ClaimsTxn, Db, TxSettings};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 pub use agencyflow_keys::{api_key, generate_es256_jwk, jwt, JwtError, JwtKeys, VerifiedClaims};
@@ -50,8 +52,10 @@ pub struct AuthArgs {
         default_value = "service_role,supabase_admin"
     )]
     pub jwt_admin_roles: String,
-    /// ES256 signing keys as a JWK set (JSON array of P-256 JWKs with `d`): session tokens
-    /// are then signed ES256 with `kid`, and the public keys served at `/.well-known/jwks.json`.
+    /// Signing keys as GoTrue takes them: a JSON array of JWKs (RSA → RS256, EC P-256 → ES256,
+    /// oct → HS256) with `kid`, `alg` and `key_ops`. The one key with `"sign"` in `key_ops`
+    /// signs session tokens (`kid` in the header); the others only verify until removed. The
+    /// public RSA/EC keys are served at `/.well-known/jwks.json`.
     #[arg(long = "jwt-keys", env = "GOTRUE_JWT_KEYS", hide_env_values = true)]
     pub jwt_keys: Option<String>,
     /// The `iss` of issued tokens (default: `<API_EXTERNAL_URL>/auth/v1`).
@@ -189,6 +193,8 @@ pub struct AuthArgs {
     pub mfa: mfa::MfaArgs,
     #[command(flatten)]
     pub webauthn: webauthn::WebAuthnArgs,
+    #[command(flatten)]
+    pub external: external::ExternalArgs,
 }
 
 /// The longest lifetime a setting in seconds may have (10 years): anything longer is a
@@ -236,6 +242,8 @@ struct Inner {
     refresh: RefreshTokens,
     otp: otp::OtpKey,
     mailer: mailer::Mailer,
+    external: external::provider::Client,
+    state_key: external::StateKey,
 }
 
 impl AuthState {
@@ -336,6 +344,7 @@ impl AuthState {
         log_address_policy(&args);
         let otp = otp::OtpKey::new(&keys);
         let mailer = mailer::Mailer::new(&args.smtp);
+        let state_key = external::StateKey::new(&keys);
         AuthState {
             db,
             keys,
@@ -345,12 +354,22 @@ impl AuthState {
                 refresh: RefreshTokens::new(material.as_bytes()),
                 otp,
                 mailer,
+                external: external::provider::Client::new(),
+                state_key,
             }),
         }
     }
 
     pub(crate) fn mailer(&self) -> &mailer::Mailer {
         &self.inner.mailer
+    }
+
+    pub(crate) fn external(&self) -> &external::provider::Client {
+        &self.inner.external
+    }
+
+    pub(crate) fn state_key(&self) -> &external::StateKey {
+        &self.inner.state_key
     }
 
     pub(crate) fn otp_key(&self) -> &otp::OtpKey {
@@ -462,6 +481,19 @@ pub fn router(state: AuthState) -> Router {
             axum::routing::delete(passkey::admin_delete),
         )
         .route("/reauthenticate", get(otp::reauthenticate))
+        .route("/sso", any(off::saml_disabled))
+        .route("/sso/saml/metadata", any(off::saml_disabled))
+        .route("/sso/saml/acs", any(off::saml_disabled))
+        .route("/authorize", get(external::authorize))
+        .route(
+            "/callback",
+            get(external::callback).post(external::callback),
+        )
+        .route("/user/identities/authorize", get(external::link_identity))
+        .route(
+            "/user/identities/{id}",
+            axum::routing::delete(external::unlink_identity),
+        )
         .route(
             "/admin/users",
             get(admin::list_users).post(admin::create_user),

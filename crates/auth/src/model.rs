@@ -397,6 +397,42 @@ pub fn with_email_provider(app_metadata: &Value) -> Value {
     Value::Object(m)
 }
 
+/// GoTrue's `validateEmail` on an address given (not empty): too long, or not of the form
+/// something@something.tld, is a 400 `validation_failed` with GoTrue's message.
+pub fn check_email(email: &str) -> Result<(), crate::AuthError> {
+    if email.len() > 255 {
+        return Err(crate::AuthError::new(
+            crate::ErrorCode::ValidationFailed,
+            "An email address is too long",
+        ));
+    }
+    if !valid_email(email) {
+        return Err(crate::ErrorCode::EmailAddressInvalid.into());
+    }
+    Ok(())
+}
+
+/// GoTrue's `validatePhone`: spaces, dashes, parentheses and a leading `+` dropped, then an
+/// E.164 number (1 to 15 digits, not starting with 0), else a 400 `validation_failed`.
+pub fn check_phone(phone: &str) -> Result<String, crate::AuthError> {
+    let digits: String = phone
+        .trim()
+        .trim_start_matches('+')
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')'))
+        .collect();
+    let e164 = (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !e164 {
+        return Err(crate::AuthError::new(
+            crate::ErrorCode::ValidationFailed,
+            "Invalid phone number format (E.164 required)",
+        ));
+    }
+    Ok(digits)
+}
+
 /// A cheap syntactic email check (GoTrue's: something@something, no spaces, ≤ 255).
 pub fn valid_email(email: &str) -> bool {
     let Some((local, domain)) = email.rsplit_once('@') else {

@@ -434,7 +434,7 @@ fn send_link(
 
 /// Where email links may send the browser: the site URL, or a prefix of the allow list;
 /// anything else becomes the site URL (no open redirect).
-fn redirect_target(state: &AuthState, wanted: Option<&str>) -> String {
+pub(crate) fn redirect_target(state: &AuthState, wanted: Option<&str>) -> String {
     let site = state.args.site_url.clone().unwrap_or_default();
     let Some(w) = wanted.map(str::trim).filter(|w| !w.is_empty()) else {
         return site;
@@ -461,9 +461,7 @@ fn valid_email_or_error(email: Option<String>) -> Result<String, AuthError> {
         .ok_or_else(|| {
             AuthError::new(ErrorCode::ValidationFailed, "An email address is required")
         })?;
-    if !model::valid_email(&email) {
-        return Err(ErrorCode::EmailAddressInvalid.into());
-    }
+    model::check_email(&email)?;
     Ok(email)
 }
 
@@ -520,8 +518,21 @@ pub async fn otp(
 ) -> Result<Response, AuthError> {
     let body: OtpBody = parse_body(&body)?;
     let pkce = Pkce::from_request(body.code_challenge, body.code_challenge_method)?;
-    if nonempty(body.phone).is_some() && body.email.is_none() {
-        return Err(AuthError::from(ErrorCode::PhoneProviderDisabled));
+    match (nonempty(body.email.clone()), nonempty(body.phone)) {
+        (Some(_), Some(_)) => {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "Only an email address or phone number should be provided",
+            ))
+        }
+        (None, Some(_)) => return Err(ErrorCode::PhoneProviderUnsupported.into()),
+        (None, None) => {
+            return Err(AuthError::new(
+                ErrorCode::ValidationFailed,
+                "One of email or phone must be set",
+            ))
+        }
+        (Some(_), None) => {}
     }
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
@@ -569,14 +580,14 @@ pub async fn otp(
 }
 
 /// A PKCE code challenge sent with an email request.
-struct Pkce {
-    challenge: String,
-    method: &'static str,
+pub(crate) struct Pkce {
+    pub(crate) challenge: String,
+    pub(crate) method: &'static str,
 }
 
 impl Pkce {
     /// `None` without a challenge (the implicit flow); 400 for a malformed one.
-    fn from_request(
+    pub(crate) fn from_request(
         challenge: Option<String>,
         method: Option<String>,
     ) -> Result<Option<Pkce>, AuthError> {
@@ -680,14 +691,17 @@ pub(crate) async fn pkce_grant(
     let Some(row) = tx
         .query_opt(
             "select id, user_id, code_challenge_method, code_challenge, authentication_method,
-                    created_at > now() - make_interval(secs => $2::float8)
-             from auth.flow_state where auth_code = $1 for update",
+                    created_at > now() - make_interval(secs => $2::float8),
+                    provider_access_token, provider_refresh_token
+             from auth.flow_state where auth_code = $1 and user_id is not null for update",
             &[&code, &FLOW_STATE_SECS],
         )
         .await?
     else {
         return Err(ErrorCode::FlowStateNotFound.into());
     };
+    // An external provider's tokens, returned with the session as GoTrue does.
+    let provider_tokens: (Option<String>, Option<String>) = (row.get(6), row.get(7));
     let (flow_id, user_id, method, challenge, auth_method, fresh): (
         Uuid,
         Uuid,
@@ -720,20 +734,22 @@ pub(crate) async fn pkce_grant(
     let (sid, refresh, amr) =
         model::create_session(&state, &mut tx, user_id, &auth_method, &info.client).await?;
     tx.commit().await?;
-    Ok(Json(model::session_json(
-        &state,
-        &user,
-        sid,
-        &amr,
-        &refresh,
-        &info.issuer,
-    )?)
-    .into_response())
+    let mut session = model::session_json(&state, &user, sid, &amr, &refresh, &info.issuer)?;
+    if let (Some(t), Value::Object(m)) = (provider_tokens.0, &mut session) {
+        m.insert("provider_token".into(), json!(t));
+        m.insert(
+            "provider_refresh_token".into(),
+            json!(provider_tokens.1.unwrap_or_default()),
+        );
+    }
+    Ok(Json(session).into_response())
 }
 
 #[derive(Deserialize, Default)]
 struct EmailBody {
     email: Option<String>,
+    /// Only read to refuse it: there is no SMS provider.
+    phone: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
     code_challenge: Option<String>,
@@ -787,16 +803,44 @@ pub async fn resend(
     body: Bytes,
 ) -> Result<Response, AuthError> {
     let body: EmailBody = parse_body(&body)?;
-    let purpose = match body.kind.as_deref() {
-        Some("signup") => Purpose::Signup,
-        Some("email_change") => Purpose::EmailChange,
-        Some("sms") | Some("phone_change") => return Err(ErrorCode::PhoneProviderDisabled.into()),
+    let kind = body.kind.as_deref();
+    let purpose = match kind {
+        Some("signup") => Some(Purpose::Signup),
+        Some("email_change") => Some(Purpose::EmailChange),
+        Some("sms") | Some("phone_change") => None,
         _ => {
             return Err(AuthError::new(
                 ErrorCode::ValidationFailed,
                 "Missing one of these types: signup, email_change, sms, phone_change",
             ))
         }
+    };
+    // GoTrue's checks, in its order; a phone is refused as phone logins are off.
+    let (email, phone) = (nonempty(body.email.clone()), nonempty(body.phone));
+    let invalid = |m: &'static str| Err(AuthError::new(ErrorCode::ValidationFailed, m));
+    match (&email, &phone) {
+        (None, _) if kind == Some("signup") => {
+            return invalid("Type provided requires an email address")
+        }
+        (_, None) if kind == Some("sms") => {
+            return invalid("Type provided requires a phone number")
+        }
+        (Some(_), Some(_)) => {
+            return invalid("Only an email address or phone number should be provided.")
+        }
+        (None, Some(_)) => {
+            return Err(AuthError::new(
+                ErrorCode::PhoneProviderUnsupported,
+                "Phone logins are disabled",
+            ))
+        }
+        (None, None) => return invalid("Missing email address or phone number"),
+        (Some(_), None) => {}
+    }
+    let Some(purpose) = purpose else {
+        // An email with type sms or phone_change: nothing of the kind is pending.
+        let _ = valid_email_or_error(body.email)?;
+        return Ok(Json(json!({})).into_response());
     };
     let email = valid_email_or_error(body.email)?;
     rate_limit(&state, Limit::SignInSignUpsPerIp, &info.client.ip)?;
@@ -847,6 +891,7 @@ struct VerifyBody {
     token: Option<String>,
     email: Option<String>,
     phone: Option<String>,
+    redirect_to: Option<String>,
 }
 
 /// What a `/verify` request presents.
@@ -918,7 +963,7 @@ async fn take_token(
     let Some(purposes) = Purpose::accepted_by(verify_type) else {
         return Err(AuthError::new(
             ErrorCode::ValidationFailed,
-            format!("Unsupported verification type `{verify_type}`: magiclink, email, signup, recovery, invite or email_change"),
+            "Unsupported verification type",
         ));
     };
     let purposes: Vec<String> = purposes.iter().map(|p| p.to_string()).collect();
@@ -1209,26 +1254,37 @@ pub async fn verify(
             "Verify requires a verification type",
         )
     })?;
-    if matches!(kind.as_str(), "sms" | "phone_change")
-        || (body.phone.is_some() && body.email.is_none())
-    {
-        return Err(AuthError::from(ErrorCode::PhoneProviderDisabled));
-    }
-    rate_limit(&state, Limit::VerifyPerIp, &info.client.ip)?;
+    // GoTrue's VerifyParams.Validate, in its order and words.
+    let invalid = |m: &'static str| AuthError::new(ErrorCode::ValidationFailed, m);
+    let (email, phone) = (nonempty(body.email), nonempty(body.phone));
     let presented = match (nonempty(body.token_hash), nonempty(body.token)) {
-        (Some(h), _) => Presented::from_link(&h),
-        (None, Some(code)) => {
-            let email = valid_email_or_error(body.email)?;
-            let hash = state.otp_key().hash(&email, code.trim());
-            Presented::Code { email, hash }
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(invalid("Verify requires either a token or a token hash"))
         }
-        (None, None) => {
-            return Err(AuthError::new(
-                ErrorCode::ValidationFailed,
-                "Verify requires either a token or a token hash",
-            ))
+        (Some(_), None) if email.is_some() || phone.is_some() || body.redirect_to.is_some() => {
+            return Err(invalid("Only the token_hash and type should be provided"))
         }
+        (Some(h), None) => Presented::from_link(&h),
+        (None, Some(code)) => match (email, phone) {
+            (Some(email), None) => {
+                let email = valid_email_or_error(Some(email))?;
+                let hash = state.otp_key().hash(&email, code.trim());
+                Presented::Code { email, hash }
+            }
+            (None, Some(phone)) => {
+                model::check_phone(&phone)?;
+                // There is no SMS provider, so no phone code was ever sent: none is valid.
+                rate_limit(&state, Limit::VerifyPerIp, &info.client.ip)?;
+                return Err(ErrorCode::OtpExpired.into());
+            }
+            _ => {
+                return Err(invalid(
+                    "Only an email address or phone number should be provided on verify",
+                ))
+            }
+        },
     };
+    rate_limit(&state, Limit::VerifyPerIp, &info.client.ip)?;
     rate_limit(&state, Limit::VerifyPerTarget, presented.target())?;
     if let Presented::Link { hash, pkce: true } = &presented {
         let code = consume_pkce(&state, &kind, hash).await?;
@@ -1251,6 +1307,21 @@ pub async fn verify_link(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let kind = q.get("type").cloned().unwrap_or_default();
+    // A link without its type or token is answered, like GoTrue, with the JSON error itself.
+    for (missing, message) in [
+        (
+            kind.trim().is_empty(),
+            "Verify requires a verification type",
+        ),
+        (
+            q.get("token").is_none_or(|t| t.trim().is_empty()),
+            "Verify requires a token or a token hash",
+        ),
+    ] {
+        if missing {
+            return AuthError::new(ErrorCode::ValidationFailed, message).into_response();
+        }
+    }
     let target = redirect_target(&state, q.get("redirect_to").map(String::as_str));
     let presented = Presented::from_link(q.get("token").map(String::as_str).unwrap_or(""));
     // Over a limit, no redirect: the 429 itself (a browser shows it; a script sees it).

@@ -48,6 +48,9 @@ pub struct ClusterOptions {
     pub port: Option<u16>,
     /// Durability off (fsync, full_page_writes): for throwaway test clusters only.
     pub ephemeral: bool,
+    /// Further `-c name=value` settings for every postmaster of this cluster, restarted ones
+    /// included (WAL archiving, a recovery target); not written into the cluster's files.
+    pub settings: Vec<(String, String)>,
 }
 
 pub struct EmbeddedCluster {
@@ -66,6 +69,7 @@ pub(crate) struct Launch {
     pub(crate) log_path: PathBuf,
     pub(crate) port: u16,
     ephemeral: bool,
+    settings: Vec<(String, String)>,
 }
 
 /// The system user the cluster runs as: ourselves, or `postgres` when we are root.
@@ -140,6 +144,16 @@ fn chown_tree(path: &Path, who: &RunAs) -> Result<(), ClusterError> {
 }
 
 /// A command for a PostgreSQL binary, as the cluster's user, optionally bound to our life.
+/// Gives `path` (and everything under it) to the user the cluster runs as, when that is
+/// not us (running as root, the cluster runs as `postgres`): for folders the postmaster
+/// writes to, such as a WAL archive, and a cluster unpacked from a base backup.
+pub fn chown_to_cluster_user(path: &Path) -> Result<(), ClusterError> {
+    match run_as()? {
+        Some(w) => chown_tree(path, &w),
+        None => Ok(()),
+    }
+}
+
 fn pg_command(bin: &Path, who: &Option<RunAs>, die_with_parent: bool) -> Command {
     let mut cmd = Command::new(bin);
     cmd.env_remove("PGDATA").env("LC_ALL", "C");
@@ -200,6 +214,7 @@ impl Launch {
             log_path: data_dir.join("pg.log"),
             port,
             ephemeral: opts.ephemeral,
+            settings: opts.settings.clone(),
         })
     }
 
@@ -231,7 +246,22 @@ impl Launch {
             .arg("-h")
             .arg("127.0.0.1")
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
-            .args(["-c", "logging_collector=off"]);
+            .args(["-c", "logging_collector=off"])
+            // /realtime/v1's postgres_changes read a logical slot (wal2json); PostgreSQL
+            // itself invalidates the slot past max_slot_wal_keep_size, so WAL is never kept
+            // without bound when no agencyflow reads it (docs/realtime.md).
+            .args(["-c", "wal_level=logical"])
+            .args(["-c", "max_replication_slots=64"])
+            .args(["-c", "max_wal_senders=10"])
+            .args(["-c", "max_slot_wal_keep_size=1GB"]);
+        if supports_output_plugin_allowlist(&self.postgres_bin()) {
+            // Builds that restrict logical decoding plugins (Debian's 15.20 and later) need
+            // wal2json listed.
+            cmd.args([
+                "-c",
+                "output_plugin_libraries=pgoutput,test_decoding,wal2json",
+            ]);
+        }
         if self.ephemeral {
             cmd.args([
                 "-c",
@@ -243,6 +273,9 @@ impl Launch {
                 "-c",
                 "max_connections=200",
             ]);
+        }
+        for (name, value) in &self.settings {
+            cmd.arg("-c").arg(format!("{name}={value}"));
         }
         cmd.stdin(Stdio::null())
             .stdout(
@@ -263,6 +296,31 @@ impl Launch {
             self.port
         )
     }
+}
+
+/// Whether this PostgreSQL has the `output_plugin_libraries` setting (an allow-list of
+/// logical decoding plugins some builds add); asked once per binary.
+fn supports_output_plugin_allowlist(postgres: &Path) -> bool {
+    static CACHE: std::sync::Mutex<Option<(PathBuf, bool)>> = std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((p, v)) = cache.as_ref() {
+        if p == postgres {
+            return *v;
+        }
+    }
+    let found = Command::new(postgres)
+        .arg("--describe-config")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("output_plugin_libraries\t"))
+        })
+        .unwrap_or(false);
+    *cache = Some((postgres.to_path_buf(), found));
+    found
 }
 
 /// How long a first start may take to accept connections.

@@ -204,29 +204,26 @@ pub fn normalize(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// For tests and benchmarks: the model folder named by `AGENCYFLOW_TEST_MODEL_DIR`, else
-/// `fallback` (the folder the code under test would use). Set by `./run test`, the variable
-/// makes a missing model a failure (panic); without it a missing model is `None`, reported
-/// on stderr as a skip.
-pub fn test_model_dir(fallback: Option<PathBuf>) -> Option<PathBuf> {
+/// `fallback` (the folder the code under test would use). A missing model fails the test
+/// (panic, saying how to get it): a test never passes by skipping what it tests.
+pub fn test_model_dir(fallback: Option<PathBuf>) -> PathBuf {
     let explicit = std::env::var_os("AGENCYFLOW_TEST_MODEL_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    if let Some(dir) = &explicit {
-        assert!(
-            model_present(dir),
-            "AGENCYFLOW_TEST_MODEL_DIR={} has no all-MiniLM-L6-v2 model files",
-            dir.display()
-        );
-    }
-    let dir = explicit.or(fallback)?;
-    if model_present(&dir) {
-        return Some(dir);
-    }
-    eprintln!(
-        "SKIPPED: no all-MiniLM-L6-v2 model files in {} (run `bash scripts/setup`, or set AGENCYFLOW_TEST_MODEL_DIR)",
+    let named = if explicit.is_some() {
+        "AGENCYFLOW_TEST_MODEL_DIR="
+    } else {
+        ""
+    };
+    let dir = explicit.or(fallback).unwrap_or_else(|| {
+        panic!("no folder for the all-MiniLM-L6-v2 model: set AGENCYFLOW_TEST_MODEL_DIR (no HOME either)")
+    });
+    assert!(
+        model_present(&dir),
+        "{named}{} has no all-MiniLM-L6-v2 model files: run `bash scripts/setup`, or set AGENCYFLOW_TEST_MODEL_DIR",
         dir.display()
     );
-    None
+    dir
 }
 
 /// The folder `scripts/setup` unpacks the model to:

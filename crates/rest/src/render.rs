@@ -126,8 +126,8 @@ pub fn explain_row_estimate(explain_json: &str) -> Option<i64> {
 
 // ----- the outer select -----
 
-fn body_expr(media: ResponseMedia) -> String {
-    match media {
+fn body_expr(plan: &Plan) -> String {
+    match plan.media {
         ResponseMedia::Json { strip_nulls: false } | ResponseMedia::OpenApi => {
             "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')::text".to_string()
         }
@@ -146,6 +146,17 @@ fn body_expr(media: ResponseMedia) -> String {
             "coalesce(pg_catalog.string_agg(pg_catalog.substring(_postgrest_t::text, 2, pg_catalog.length(_postgrest_t::text) - 2), pg_catalog.chr(10)), '')"
         )
         .to_string(),
+        // PostgREST's: every row a Feature by PostGIS's ST_AsGeoJSON(record) (the first
+        // geometry column is the geometry, the other fields the properties), in a
+        // FeatureCollection. The function is the one the schema cache found, qualified.
+        ResponseMedia::GeoJson => match &plan.geojson_function {
+            Some(f) => format!(
+                "pg_catalog.json_build_object('type', 'FeatureCollection', 'features', coalesce(pg_catalog.json_agg({}(_postgrest_t)::json), '[]'))",
+                qualified(f)
+            ),
+            // The planner never leaves GeoJSON without the function; JSON is the safe answer.
+            None => "coalesce(pg_catalog.json_agg(_postgrest_t), '[]')::text".to_string(),
+        },
     }
 }
 
@@ -180,7 +191,7 @@ fn render_read(b: &mut Builder, plan: &Plan, root: &ReadNode) -> String {
     } else {
         "NULL".to_string()
     };
-    outer_read(&cte, &total, &body_expr(plan.media), plan.response_settings)
+    outer_read(&cte, &total, &body_expr(plan), plan.response_settings)
 }
 
 fn count_subquery(b: &mut Builder, root: &ReadNode) -> String {
@@ -683,13 +694,7 @@ fn mutation_outer(
     match returning {
         Returning::Representation => {
             let shaped = render_node(b, root, None, false);
-            outer(
-                cte,
-                total,
-                &body_expr(plan.media),
-                "NULL",
-                &format!("({shaped})"),
-            )
+            outer(cte, total, &body_expr(plan), "NULL", &format!("({shaped})"))
         }
         Returning::HeadersOnly(pk) if !pk.is_empty() => {
             // `[[column, value], …]` of the first row: the response URL-encodes it.
@@ -716,12 +721,32 @@ fn mutation_outer(
 /// The name of the column a merge upsert's RETURNING adds: true for inserted rows.
 const INSERTED_FLAG: &str = "_pgrst_inserted";
 
+/// The transaction setting a merge upsert on a view counts its inserted rows in (as
+/// PostgREST does): one up for each row offered, one down for each that updated instead.
+const INSERTED_SETTING: &str = "pgrst.inserted";
+
+/// `set_config` of [`INSERTED_SETTING`] one up (`+`) or down (`-`), as a condition that holds
+/// (a WHERE clause that only counts).
+fn count_inserted(op: char) -> String {
+    let never = if op == '+' { "0" } else { "-1" };
+    format!(
+        "pg_catalog.set_config('{INSERTED_SETTING}', (coalesce(NULLIF(pg_catalog.current_setting('{INSERTED_SETTING}', true), '')::int, 0) {op} 1)::text, true) <> '{never}'"
+    )
+}
+
 /// Appends the `inserted_rows` column (how many rows a merge upsert inserted rather than
-/// updated) to a mutation's outer SELECT.
-fn with_inserted_count(sql: String) -> String {
-    let extra = format!(
-        ", (SELECT pg_catalog.count(*) FROM {SOURCE_CTE} WHERE {SOURCE_CTE}.{INSERTED_FLAG})::bigint AS inserted_rows"
-    );
+/// updated) to a mutation's outer SELECT: rows whose `xmax` was 0 (tables), or the count in
+/// [`INSERTED_SETTING`] (views), read once the statement's rows have all been written.
+fn with_inserted_count(sql: String, has_xmax: bool) -> String {
+    let extra = if has_xmax {
+        format!(
+            ", (SELECT pg_catalog.count(*) FROM {SOURCE_CTE} WHERE {SOURCE_CTE}.{INSERTED_FLAG})::bigint AS inserted_rows"
+        )
+    } else {
+        format!(
+            ", coalesce(NULLIF(pg_catalog.current_setting('{INSERTED_SETTING}', true), '')::bigint, 0) AS inserted_rows"
+        )
+    };
     match sql.rfind(" AS location") {
         Some(i) => {
             let at = i + " AS location".len();
@@ -741,9 +766,16 @@ fn record_def(cols: &[crate::plan::PayloadColumn]) -> String {
 fn render_insert(b: &mut Builder, plan: &Plan, q: &InsertQuery) -> String {
     let table = qualified(&q.table);
     let body = b.bind(Some(q.body.clone()), "json");
+    // A merge upsert on a view counts the rows offered (then those updated, below).
+    let counted = !q.has_xmax && matches!(q.on_conflict, Some(OnConflict::DoUpdate { .. }));
+    let offered = if counted {
+        format!(" WHERE {}", count_inserted('+'))
+    } else {
+        String::new()
+    };
     let mut dml = if q.columns.is_empty() {
         format!(
-            "INSERT INTO {table} AS {TARGET} SELECT FROM pg_catalog.json_array_elements({body})"
+            "INSERT INTO {table} AS {TARGET} SELECT FROM pg_catalog.json_array_elements({body}){offered}"
         )
     } else {
         let names: Vec<String> = q.columns.iter().map(|c| ident(&c.name)).collect();
@@ -764,13 +796,13 @@ fn render_insert(b: &mut Builder, plan: &Plan, q: &InsertQuery) -> String {
                 })
                 .collect();
             format!(
-                "SELECT {} FROM pg_catalog.jsonb_array_elements({body}::jsonb) AS _j, LATERAL pg_catalog.jsonb_to_record(_j.value) AS _r({})",
+                "SELECT {} FROM pg_catalog.jsonb_array_elements({body}::jsonb) AS _j, LATERAL pg_catalog.jsonb_to_record(_j.value) AS _r({}){offered}",
                 exprs.join(", "),
                 record_def(&q.columns)
             )
         } else {
             format!(
-                "SELECT {} FROM pg_catalog.json_to_recordset({body}) AS _({})",
+                "SELECT {} FROM pg_catalog.json_to_recordset({body}) AS _({}){offered}",
                 names.join(", "),
                 record_def(&q.columns)
             )
@@ -806,13 +838,21 @@ fn render_insert(b: &mut Builder, plan: &Plan, q: &InsertQuery) -> String {
                     .join(", "),
                 sets.join(", ")
             ));
+            if counted {
+                dml.push_str(&format!(" WHERE {}", count_inserted('-')));
+            }
         }
     }
     dml.push_str(&returning_sql(&q.returning));
     if matches!(q.on_conflict, Some(OnConflict::DoUpdate { .. })) {
-        // A row the upsert updated has a non-zero xmax; one it inserted has xmax = 0.
-        dml.push_str(&format!(", ({TARGET}.xmax = 0) AS {INSERTED_FLAG}"));
-        return with_inserted_count(mutation_outer(b, plan, &dml, &q.returning, &q.root));
+        if q.has_xmax {
+            // A row the upsert updated has a non-zero xmax; one it inserted has xmax = 0.
+            dml.push_str(&format!(", ({TARGET}.xmax = 0) AS {INSERTED_FLAG}"));
+        }
+        return with_inserted_count(
+            mutation_outer(b, plan, &dml, &q.returning, &q.root),
+            q.has_xmax,
+        );
     }
     mutation_outer(b, plan, &dml, &q.returning, &q.root)
 }
@@ -917,6 +957,19 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
                 SOURCE_CTE,
             )
         }
+        // GeoJSON of a scalar result: PostGIS makes the row a Feature (a geometry) or
+        // refuses it (22023 `geometry column is missing`), as for PostgREST.
+        CallShape::Scalar if plan.media == ResponseMedia::GeoJson => outer(
+            &format!("SELECT {call} AS pgrst_scalar"),
+            if q.count_exact {
+                "(SELECT pg_catalog.count(*) FROM pgrst_source)"
+            } else {
+                "NULL"
+            },
+            &body_expr(plan),
+            "NULL",
+            SOURCE_CTE,
+        ),
         CallShape::Scalar => outer(
             &format!("SELECT {call} AS pgrst_scalar"),
             if q.count_exact {
@@ -944,10 +997,15 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
             } else {
                 "NULL".into()
             };
+            let body = if plan.media == ResponseMedia::GeoJson {
+                body_expr(plan)
+            } else {
+                "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')".to_string()
+            };
             outer(
                 &format!("SELECT pgrst_scalar FROM {call} AS pgrst_scalar"),
                 &total,
-                "coalesce(pg_catalog.json_agg(_postgrest_t.pgrst_scalar), '[]')",
+                &body,
                 "NULL",
                 &format!("({page})"),
             )
@@ -955,7 +1013,7 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
         CallShape::Rows | CallShape::SingleRow => {
             let cte = format!("SELECT * FROM {call}");
             let Some(root) = &q.root else {
-                return outer(&cte, "NULL", &body_expr(plan.media), "NULL", SOURCE_CTE);
+                return outer(&cte, "NULL", &body_expr(plan), "NULL", SOURCE_CTE);
             };
             // The root reads the CTE so the function runs once, even with a count.
             let mut root = root.clone();
@@ -968,10 +1026,13 @@ fn render_call(b: &mut Builder, plan: &Plan, q: &CallQuery) -> String {
                 }
                 _ => "NULL".into(),
             };
-            let body = if q.shape == CallShape::SingleRow && !plan.media.is_singular() {
+            let body = if q.shape == CallShape::SingleRow
+                && !plan.media.is_singular()
+                && plan.media != ResponseMedia::GeoJson
+            {
                 "coalesce((pg_catalog.json_agg(_postgrest_t) -> 0)::text, 'null')".to_string()
             } else {
-                body_expr(plan.media)
+                body_expr(plan)
             };
             outer(&cte, &total, &body, "NULL", &format!("({shaped})"))
         }

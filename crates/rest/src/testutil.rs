@@ -55,6 +55,15 @@ pub(crate) fn config() -> RestConfig {
 }
 
 pub(crate) fn run_with(req: &Req, config: &RestConfig) -> Result<(Plan, Statement), RestError> {
+    CACHE.with(|c| run_on(req, config, c))
+}
+
+/// As [`run_with`], against `cache` (the fixture changed by a test).
+pub(crate) fn run_on(
+    req: &Req,
+    config: &RestConfig,
+    cache: &SchemaCache,
+) -> Result<(Plan, Statement), RestError> {
     let mut headers = HeaderMap::new();
     for (k, v) in &req.headers {
         headers.append(
@@ -70,11 +79,9 @@ pub(crate) fn run_with(req: &Req, config: &RestConfig) -> Result<(Plan, Statemen
         body: req.body.as_bytes(),
     };
     let api = parse_request(parts, config)?;
-    CACHE.with(|c| {
-        let p = plan(&api, c, config)?;
-        let s = render(&p);
-        Ok((p, s))
-    })
+    let p = plan(&api, cache, config)?;
+    let s = render(&p);
+    Ok((p, s))
 }
 
 pub(crate) fn run(req: &Req) -> Result<(Plan, Statement), RestError> {

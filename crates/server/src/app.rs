@@ -35,6 +35,8 @@ pub struct AppState {
     pub metrics: Arc<routes::metrics::Metrics>,
     /// Requests in flight and the drain on shutdown.
     pub lifecycle: Arc<routes::lifecycle::Lifecycle>,
+    /// `/realtime/v1` (set by `run::build_state_with`, which knows the connection string).
+    pub realtime: Option<agencyflow_realtime::Realtime>,
 }
 
 /// The server's resolved configuration.
@@ -61,6 +63,7 @@ impl AppState {
             surfaces: Surfaces::default(),
             metrics: Arc::default(),
             lifecycle: Arc::default(),
+            realtime: None,
         }
     }
 
@@ -188,7 +191,11 @@ pub fn router(state: AppState) -> Router {
             storage,
             agencyflow_storage::drain_unread_bodies,
         ));
-    let gated = Router::new()
+    let mut gated = Router::new();
+    if let Some(rt) = &state.realtime {
+        gated = gated.nest("/realtime/v1", agencyflow_realtime::router(rt.clone()));
+    }
+    let gated = gated
         .nest("/auth/v1", auth)
         .nest("/functions/v1", functions)
         .nest("/rest/v1", rest)

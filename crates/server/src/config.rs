@@ -218,6 +218,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub storage: agencyflow_storage::StorageArgs,
     #[command(flatten)]
+    pub realtime: agencyflow_realtime::RealtimeArgs,
+    #[command(flatten)]
     pub backup: crate::backup::ScheduleArgs,
 }
 

@@ -79,6 +79,7 @@ pub fn open_database(
     g: &GlobalArgs,
     data_dir: &std::path::Path,
     policy: RestartPolicy,
+    settings: Vec<(String, String)>,
 ) -> Result<Database, RunError> {
     if let Some(url) = g.database_url.as_deref().filter(|u| !u.is_empty()) {
         tokio_postgres_config_check(url, "DATABASE_URL")?;
@@ -99,6 +100,7 @@ pub fn open_database(
         bin_dir: None,
         port: None,
         ephemeral: false,
+        settings,
     };
     match SupervisedCluster::start(&opts, policy) {
         Ok(cluster) => Ok(Database {
@@ -185,7 +187,14 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
         // Short-lived commands report a dead database as their error.
         _ => RestartPolicy::never(),
     };
-    let mut database = open_database(&cli.global, &dir, policy)?;
+    // Scheduled backups of the embedded cluster come with continuous WAL archiving.
+    let settings = match &cli.command {
+        Command::Serve(a) if cli.global.database_url.as_deref().is_none_or(str::is_empty) => {
+            a.backup.wal_archiving(&dir)?
+        }
+        _ => Vec::new(),
+    };
+    let mut database = open_database(&cli.global, &dir, policy, settings)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.global.runtime_threads(cpus))
@@ -424,6 +433,15 @@ pub async fn build_state_with(
         .load(&db, &schemas)
         .await
         .map_err(|e| failed(format!("loading the schema cache: {e}")))?;
+    let realtime = agencyflow_realtime::Realtime::new(
+        state.db.clone(),
+        api_url,
+        state.keys.clone(),
+        state.rest().api_roles.clone(),
+        state.settings.serve.realtime.clone(),
+    );
+    realtime.start();
+    state.realtime = Some(realtime);
     crate::schema_cache::spawn_reloader(state.clone(), api_url.to_string());
     Ok(state)
 }

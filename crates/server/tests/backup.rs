@@ -497,7 +497,10 @@ fn backup_and_restore_bring_back_the_same_installation() {
         let written = log.matches("scheduled backup written").count();
         let removed = log.matches("old scheduled backup removed").count();
         // Each deletion is logged just after it happens: poll until the log has caught up.
-        if written >= 3 && removed + 2 == written && scheduled(&sched).len() == 2 {
+        // Archived WAL goes with the backups that needed it (each base backup ends its
+        // segment, so the third backup leaves segments no kept backup needs).
+        let wal_pruned = log.contains("archived WAL older than the oldest kept backup removed");
+        if written >= 3 && removed + 2 == written && scheduled(&sched).len() == 2 && wal_pruned {
             break;
         }
         assert!(
@@ -516,6 +519,17 @@ fn backup_and_restore_bring_back_the_same_installation() {
     assert_eq!(src_files.len(), 3, "{:?}", src_files.keys());
     let src_keys = keys(&src);
     server.stop();
+    // ... but never a segment a kept backup needs.
+    let oldest = scheduled(&sched).remove(0);
+    let start = manifest_of(&oldest)["base_backup"]["start_wal"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sched.join("wal").join(format!("{start}.gz")).is_file(),
+        "{start} of {} pruned",
+        oldest.display()
+    );
 
     // Restore into a fresh data directory.
     let dst = root.path().join("dst");
@@ -764,4 +778,192 @@ fn restore_refuses_corrupt_archives_and_non_empty_directories() {
         &[],
     );
     refused(&o, 1, "no database to back up");
+}
+
+/// Point-in-time recovery: with scheduled backups the embedded cluster archives its WAL into
+/// `<backup-dir>/wal`; a backup taken then holds a base backup; `restore --until` replays the
+/// archive on it and stops at that moment. Rows written at t1, t2, t3: recovered to a moment
+/// between t2 and t3, the database holds exactly the first two.
+#[test]
+fn restore_until_a_moment_replays_the_wal_archive_to_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let root = tmp();
+    let src = root.path().join("src");
+    let backups = root.path().join("backups");
+    let server = Server::start(
+        &src,
+        root.path().join("src.log"),
+        &["--backup-every", "1d", "--backup-dir", s(&backups)],
+    );
+    let admin = pg_url(&src, "postgres");
+    let sql = |q: &str| -> Vec<String> {
+        rt.block_on(async {
+            let db = agencyflow_db::connect_one(&admin).await.unwrap();
+            db.simple_query(q)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    agencyflow_db::tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap_or_default().to_string())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    };
+    assert_eq!(sql("show archive_mode"), ["on"]);
+    sql("create table public.pitr (id int primary key, at timestamptz not null default clock_timestamp())");
+
+    // A base backup, taken while serving.
+    let archive = backups.join("base.tar.gz");
+    let started = sql("select to_char(now() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')");
+    ok(agencyflow(
+        &["--data-dir", s(&src), "backup", s(&archive)],
+        &[],
+    ));
+    let m = manifest_of(&archive);
+    let base = &m["base_backup"];
+    assert_eq!(base["member"], "db/base.tar", "{m}");
+    assert!(
+        m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["path"] == "db/base.tar"),
+        "{m}"
+    );
+
+    // t1, t2, the moment, t3; each commit's WAL pushed into the archive.
+    sql("insert into public.pitr (id) values (1)");
+    sql("insert into public.pitr (id) values (2)");
+    let moment =
+        sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US+00')")
+            .remove(0);
+    sql("insert into public.pitr (id) values (3)");
+    let last = sql("select pg_walfile_name(pg_switch_wal())").remove(0);
+    let wal = backups.join("wal");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !wal.join(format!("{last}.gz")).is_file() {
+        assert!(
+            Instant::now() < deadline,
+            "{last} not archived: {}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Archived durably under its name, no temporary file left.
+    let names: Vec<String> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+
+    // Refusals, each before anything is written.
+    let dst = root.path().join("dst");
+    let o = agencyflow(
+        &[
+            "--data-dir",
+            s(&dst),
+            "restore",
+            s(&archive),
+            "--until",
+            &started[0],
+        ],
+        &[],
+    );
+    refused(&o, 1, "before the end of this archive's base backup");
+    assert!(!dst.exists());
+    let empty = root.path().join("no-wal");
+    std::fs::create_dir(&empty).unwrap();
+    let o = agencyflow(
+        &[
+            "--data-dir",
+            s(&dst),
+            "restore",
+            s(&archive),
+            "--until",
+            &moment,
+            "--wal-dir",
+            s(&empty),
+        ],
+        &[],
+    );
+    refused(&o, 1, "no WAL archive");
+    assert!(!dst.exists());
+    let o = agencyflow(
+        &[
+            "--data-dir",
+            s(&dst),
+            "restore",
+            s(&archive),
+            "--until",
+            "yesterday",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!dst.exists());
+    // An archive without a base backup (no WAL archiving when it was taken) cannot do it.
+    let plain_src = root.path().join("plain");
+    ok(agencyflow(&["--data-dir", s(&plain_src), "migrate"], &[]));
+    let plain = root.path().join("plain.tar.gz");
+    ok(agencyflow(
+        &["--data-dir", s(&plain_src), "backup", s(&plain)],
+        &[],
+    ));
+    let o = agencyflow(
+        &[
+            "--data-dir",
+            s(&dst),
+            "restore",
+            s(&plain),
+            "--until",
+            &moment,
+        ],
+        &[],
+    );
+    refused(&o, 1, "has no base backup");
+    assert!(!dst.exists());
+
+    // Recovered to the moment: rows 1 and 2, not 3; then served as usual.
+    let out = ok(agencyflow(
+        &[
+            "--data-dir",
+            s(&dst),
+            "restore",
+            s(&archive),
+            "--until",
+            &moment,
+        ],
+        &[],
+    ));
+    assert!(out.contains("point-in-time recovery:"), "{out}");
+    assert!(
+        !dst.join("pg/recovery.signal").exists(),
+        "promoted: {}",
+        std::fs::read_to_string(dst.join("pg.log")).unwrap_or_default()
+    );
+    server.stop();
+    let restored = Server::start(&dst, root.path().join("dst.log"), &[]);
+    let url = pg_url(&dst, "postgres");
+    let ids: Vec<i32> = rt.block_on(async {
+        let db = agencyflow_db::connect_one(&url).await.unwrap();
+        db.query("select id from public.pitr order by id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(keys(&dst), keys(&src));
+    // The restored cluster takes writes (it was promoted).
+    rt.block_on(async {
+        let db = agencyflow_db::connect_one(&url).await.unwrap();
+        db.execute("insert into public.pitr (id) values (4)", &[])
+            .await
+            .unwrap();
+    });
+    restored.stop();
 }

@@ -644,6 +644,52 @@ impl StorageState {
         self.backend.discard(staged.pending).await;
     }
 
+    /// After a COMMIT whose answer was lost with its connection: the row may or may not
+    /// have been written, and a row must never name a missing file. The published file is
+    /// kept, and removed only once a fresh connection shows that no row names its version
+    /// (asked every second while the database is away, for up to 10 minutes; past that
+    /// the file stays: an unreferenced file wastes space, a missing one loses an object).
+    pub fn settle_in_doubt(&self, staged: StagedObject) {
+        let s = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+            loop {
+                let named = async {
+                    let tx = s.db.begin(&Caller::service().tx().read_only(true)).await?;
+                    let rows = tx
+                        .query_typed_and_commit(
+                            "select 1 from storage.objects where bucket_id = $1 and name = $2 and version = $3",
+                            &[
+                                (&staged.bucket, Type::TEXT),
+                                (&staged.name, Type::TEXT),
+                                (&staged.version, Type::TEXT),
+                            ],
+                        )
+                        .await?;
+                    Ok::<_, StorageError>(!rows.is_empty())
+                }
+                .await;
+                match named {
+                    Ok(true) => {
+                        tracing::info!(bucket = %staged.bucket, name = %staged.name, "upload whose answer was lost did commit: its file is kept");
+                        return;
+                    }
+                    Ok(false) => {
+                        s.discard(staged).await;
+                        return;
+                    }
+                    Err(_) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(bucket = %staged.bucket, name = %staged.name, error = ?e, "could not learn whether an upload committed; its file is kept");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
     /// Removes the file of a version no row names any more (after the commit that replaced it).
     pub async fn forget_version(&self, bucket: &str, name: &str, version: &str) {
         if let Err(e) = self.backend.delete(object_key(bucket, name, version)).await {
@@ -723,16 +769,28 @@ async fn store(
         )
         .await?;
     staged.user_metadata = parts.user_metadata;
-    let committed: Result<(Uuid, Option<String>)> = async {
+    let prepared = async {
         let mut tx = s.db.begin(&w.caller.tx()).await?;
         let row = s
             .insert_object_row(&mut tx, &staged, w.owner, upsert)
             .await?;
         s.publish(&mut staged).await?;
-        tx.commit().await?;
-        Ok(row)
+        Ok::<_, StorageError>((tx, row))
     }
     .await;
+    let committed = match prepared {
+        Ok((tx, row)) => match tx.commit().await {
+            Ok(()) => Ok(row),
+            // The connection died with the COMMIT in flight: whether the row was written is
+            // unknown until the database is back. The file stays until that is known.
+            Err(e @ agencyflow_db::DbError::Unavailable(_)) => {
+                s.settle_in_doubt(staged);
+                return Err(e.into());
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
+    };
     match committed {
         Ok((id, old)) => {
             if let Some(old) = old {

@@ -14,7 +14,10 @@ pub use agencyflow_db;
 pub use agencyflow_server;
 
 pub mod chaos;
+pub mod keys;
+pub mod oidc;
 pub mod smtp;
+pub mod wait;
 
 /// The JWT secret test servers sign with.
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
@@ -73,6 +76,7 @@ fn cluster() -> &'static Shared {
                     bin_dir: None,
                     port: None,
                     ephemeral: true,
+                    settings: Vec::new(),
                 });
                 match started {
                     Ok(c) => {
@@ -141,21 +145,24 @@ impl TestDb {
         let admin = agencyflow_db::connect_one(&cluster_admin_url())
             .await
             .expect("connect to test cluster");
-        let mut tries = 0;
-        loop {
-            match admin
-                .batch_execute(&format!("create database {name} template {TEMPLATE_DB}"))
-                .await
-            {
-                Ok(()) => break,
-                // Another test's clone may briefly hold the template; retry.
-                Err(e) if tries < 50 && e.to_string().contains("being accessed") => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Another test's clone may briefly hold the template: retry that, for a while.
+        let (admin, sql) = (
+            &admin,
+            format!("create database {name} template {TEMPLATE_DB}"),
+        );
+        let sql = sql.as_str();
+        wait::until(
+            std::time::Duration::from_secs(60),
+            "the template database to be free to clone",
+            || async move {
+                match admin.batch_execute(sql).await {
+                    Ok(()) => true,
+                    Err(e) if e.to_string().contains("being accessed") => false,
+                    Err(e) => panic!("cloning the template: {e}"),
                 }
-                Err(e) => panic!("cloning the template: {e}"),
-            }
-        }
+            },
+        )
+        .await;
         TestDb { name }
     }
 
@@ -342,6 +349,34 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async {
                 if let Ok(c) = agencyflow_db::connect_one(&url).await {
+                    // A database with a logical slot (realtime's postgres_changes) cannot be
+                    // dropped: end its sessions, then drop its slots, then the database.
+                    for _ in 0..40 {
+                        let _ = c
+                            .execute(
+                                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                                &[&name],
+                            )
+                            .await;
+                        let _ = c
+                            .execute(
+                                "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = $1 and not active",
+                                &[&name],
+                            )
+                            .await;
+                        let left = c
+                            .query_one(
+                                "select count(*) from pg_replication_slots where database = $1",
+                                &[&name],
+                            )
+                            .await
+                            .map(|r| r.get::<_, i64>(0))
+                            .unwrap_or(0);
+                        if left == 0 {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                     let _ = c
                         .batch_execute(&format!("drop database if exists {name} with (force)"))
                         .await;

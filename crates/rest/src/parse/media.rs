@@ -5,9 +5,16 @@ use crate::error::{ErrorKind, RestError};
 /// What the response body is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseMedia {
-    Json { strip_nulls: bool },
-    SingleObject { strip_nulls: bool },
+    Json {
+        strip_nulls: bool,
+    },
+    SingleObject {
+        strip_nulls: bool,
+    },
     Csv,
+    /// `application/geo+json`: a GeoJSON `FeatureCollection` of the rows (PostGIS 3's
+    /// `ST_AsGeoJSON(record)`), when the schema cache found PostGIS.
+    GeoJson,
     OpenApi,
 }
 
@@ -25,6 +32,7 @@ impl ResponseMedia {
                 "application/vnd.pgrst.object+json;nulls=stripped; charset=utf-8"
             }
             ResponseMedia::Csv => "text/csv; charset=utf-8",
+            ResponseMedia::GeoJson => "application/geo+json; charset=utf-8",
             ResponseMedia::OpenApi => "application/openapi+json; charset=utf-8",
         }
     }
@@ -74,6 +82,7 @@ impl PlanMedia {
                 ResponseMedia::SingleObject { .. } => "application/vnd.pgrst.object+json",
                 ResponseMedia::Json { strip_nulls: true } => "application/vnd.pgrst.array+json",
                 ResponseMedia::Csv => "text/csv",
+                ResponseMedia::GeoJson => "application/geo+json",
                 _ => "application/json",
             };
             ct.push_str(&format!("; for=\"{name}\""));
@@ -120,6 +129,7 @@ fn parse_plan_media(essence: &str, params: &[(String, String)]) -> Option<PlanMe
                     }
                     "application/vnd.pgrst.array+json" => ResponseMedia::Json { strip_nulls: true },
                     "text/csv" => ResponseMedia::Csv,
+                    "application/geo+json" => ResponseMedia::GeoJson,
                     _ => return None,
                 });
             }
@@ -230,13 +240,34 @@ pub fn negotiate_accept(value: Option<&str>, root: bool) -> Result<ResponseMedia
     negotiate(value, root, false).map(|(m, _)| m)
 }
 
+/// The outcome of negotiating an `Accept` header: the media answered, and the EXPLAIN asked
+/// for instead (`application/vnd.pgrst.plan`), if any.
+pub type Negotiated = Result<(ResponseMedia, Option<PlanMedia>), RestError>;
+
 /// As [`negotiate_accept`]; with `plan_enabled`, `application/vnd.pgrst.plan` is producible
-/// too: the media is then the one the plan is for.
-pub fn negotiate(
+/// too: the media is then the one the plan is for. `application/geo+json` is producible
+/// here; whether it is in the end depends on PostGIS (see [`negotiate_without_geojson`]).
+pub fn negotiate(value: Option<&str>, root: bool, plan_enabled: bool) -> Negotiated {
+    negotiate_with(value, root, plan_enabled, true)
+}
+
+/// The negotiation when `application/geo+json` is not producible (no PostGIS): what the
+/// planner answers instead of a GeoJSON pick (PostgREST's media handler map has no GeoJSON
+/// entry then, so the next acceptable type wins, or PGRST107).
+pub fn negotiate_without_geojson(
     value: Option<&str>,
     root: bool,
     plan_enabled: bool,
-) -> Result<(ResponseMedia, Option<PlanMedia>), RestError> {
+) -> Negotiated {
+    negotiate_with(value, root, plan_enabled, false)
+}
+
+fn negotiate_with(
+    value: Option<&str>,
+    root: bool,
+    plan_enabled: bool,
+    geojson: bool,
+) -> Negotiated {
     let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok((
             if root {
@@ -269,6 +300,9 @@ pub fn negotiate(
         }
         if !root && plan_enabled {
             if let Some(plan) = parse_plan_media(&essence, &params) {
+                if !geojson && plan.for_media == Some(ResponseMedia::GeoJson) {
+                    continue;
+                }
                 let media = plan
                     .for_media
                     .unwrap_or(ResponseMedia::Json { strip_nulls: false });
@@ -289,6 +323,7 @@ pub fn negotiate(
             }
             "application/vnd.pgrst.object" if !root => ResponseMedia::SingleObject { strip_nulls },
             "text/csv" if !root => ResponseMedia::Csv,
+            "application/geo+json" if !root && geojson => ResponseMedia::GeoJson,
             _ => continue,
         };
         candidates.push((q, i, media, None));
@@ -341,16 +376,16 @@ mod tests {
                 ResponseMedia::Json { strip_nulls: false },
             ),
             (Some("application/json;q=0, text/csv"), ResponseMedia::Csv),
+            (Some("application/geo+json"), ResponseMedia::GeoJson),
+            (
+                Some("application/geo+json;q=0.5, text/csv"),
+                ResponseMedia::Csv,
+            ),
         ];
         for (input, want) in ok {
             assert_eq!(negotiate_accept(*input, false).unwrap(), *want, "{input:?}");
         }
-        for bad in [
-            "text/html",
-            "application/xml",
-            "application/geo+json",
-            "image/png;q=1",
-        ] {
+        for bad in ["text/html", "application/xml", "image/png;q=1"] {
             let e = negotiate_accept(Some(bad), false).unwrap_err();
             assert_eq!(
                 (e.code.as_str(), e.status.as_u16()),
@@ -363,6 +398,34 @@ mod tests {
             ResponseMedia::OpenApi
         );
         assert!(negotiate_accept(Some("text/csv"), true).is_err());
+        assert!(negotiate_accept(Some("application/geo+json"), true).is_err());
+    }
+
+    #[test]
+    fn geojson_falls_back_to_the_next_acceptable_type_without_postgis() {
+        let both = Some("application/geo+json, application/json;q=0.5");
+        assert_eq!(
+            negotiate(both, false, false).unwrap().0,
+            ResponseMedia::GeoJson
+        );
+        assert_eq!(
+            negotiate_without_geojson(both, false, false).unwrap().0,
+            ResponseMedia::Json { strip_nulls: false }
+        );
+        let e = negotiate_without_geojson(Some("application/geo+json"), false, false).unwrap_err();
+        assert_eq!((e.code.as_str(), e.status.as_u16()), ("PGRST107", 406));
+        assert_eq!(
+            e.message,
+            "None of these media types are available: application/geo+json"
+        );
+        let plan = Some("application/vnd.pgrst.plan+json; for=\"application/geo+json\"");
+        let (media, explain) = negotiate(plan, false, true).unwrap();
+        assert_eq!(media, ResponseMedia::GeoJson);
+        assert_eq!(
+            explain.unwrap().content_type(),
+            "application/vnd.pgrst.plan+json; for=\"application/geo+json\"; charset=utf-8"
+        );
+        assert!(negotiate_without_geojson(plan, false, true).is_err());
     }
 
     #[test]

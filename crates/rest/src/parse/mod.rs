@@ -110,6 +110,9 @@ pub struct ApiRequest {
     /// PGRST107 when no built-in media type answers the `Accept` header: raised by the
     /// planner unless the function called has a media type handler that does.
     pub accept_error: Option<RestError>,
+    /// When `accept` is `application/geo+json`: what answers instead if the database has no
+    /// PostGIS (the next acceptable type, or PGRST107); the planner decides.
+    pub accept_without_geojson: Option<media::Negotiated>,
     pub content_type: RequestMedia,
     pub range: Option<RangeHeader>,
     /// The decoded body (writes and POST RPC).
@@ -199,14 +202,14 @@ pub fn parse_request(
         )));
     }
     let accept_header = header(parts.headers, "accept");
-    let (accept, explain, accept_error) = match media::negotiate(
-        accept_header,
-        matches!(target, Target::Root),
-        config.plan_enabled,
-    ) {
-        Ok((m, plan)) => (m, plan, None),
-        Err(e) => (ResponseMedia::Json { strip_nulls: false }, None, Some(e)),
-    };
+    let root = matches!(target, Target::Root);
+    let (accept, explain, accept_error) =
+        match media::negotiate(accept_header, root, config.plan_enabled) {
+            Ok((m, plan)) => (m, plan, None),
+            Err(e) => (ResponseMedia::Json { strip_nulls: false }, None, Some(e)),
+        };
+    let accept_without_geojson = (accept == ResponseMedia::GeoJson)
+        .then(|| media::negotiate_without_geojson(accept_header, root, config.plan_enabled));
     // Only a call can have a media type handler: reads skip the list (the hot path).
     let accept_types = if matches!(target, Target::Rpc(_)) {
         media::accept_list(accept_header)
@@ -239,6 +242,7 @@ pub fn parse_request(
         explain,
         accept_types,
         accept_error,
+        accept_without_geojson,
         content_type,
         range,
         payload: None,

@@ -83,6 +83,9 @@ pub struct Plan {
     pub explain: Option<crate::parse::PlanMedia>,
     /// Reads of tables return the `response.*` settings too (a pre-request may set them).
     pub(crate) response_settings: bool,
+    /// `application/geo+json`: PostGIS's `ST_AsGeoJSON(record)`, which turns each row into a
+    /// Feature (from the schema cache).
+    pub(crate) geojson_function: Option<QualifiedName>,
     pub(crate) query: Query,
 }
 
@@ -308,6 +311,9 @@ pub(crate) struct InsertQuery {
     pub body: String,
     pub missing_default: bool,
     pub on_conflict: Option<OnConflict>,
+    /// A table's rows carry `xmax` (0 for a row the upsert inserted); a view's do not, so a
+    /// merge upsert on a view counts what it inserts in a transaction setting instead.
+    pub has_xmax: bool,
     pub returning: Returning,
     pub root: ReadNode,
 }
@@ -369,12 +375,25 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
     let mut applied = Vec::new();
     let tx_honoured = config.tx_end_allow_override && req.prefer.tx.is_some();
     let strict = req.prefer.handling == Some(Handling::Strict);
+    // `application/geo+json` needs PostGIS: without it, the next acceptable media type
+    // answers, or PGRST107 once the target is known (PostgREST keeps GeoJSON out of its
+    // media handlers when PostGIS is missing; v12 itself ran the query and failed with
+    // 42883).
+    let mut geojson_error = None;
+    let (media, explain) = match (&req.accept_without_geojson, &cache.geojson_function) {
+        (Some(Ok((m, e))), None) => (*m, *e),
+        (Some(Err(e)), None) => {
+            geojson_error = Some(e.clone());
+            (ResponseMedia::Json { strip_nulls: false }, None)
+        }
+        _ => (req.accept, req.explain),
+    };
     let mut plan = Plan {
         action: Action::Read,
         method: req.method,
         read_only: req.method.is_read(),
         volatile_call_via_get: false,
-        media: req.accept,
+        media,
         count: req.prefer.count,
         return_pref,
         offset: 0,
@@ -392,8 +411,11 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
         estimate_threshold: config.max_rows,
         timezone: None,
         raw_media: None,
-        explain: req.explain,
+        explain,
         response_settings: config.pre_request,
+        geojson_function: (media == ResponseMedia::GeoJson)
+            .then(|| cache.geojson_function.clone())
+            .flatten(),
         query: Query::None,
     };
     let mut ctx = read::Ctx {
@@ -457,13 +479,13 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
             } else if req.method.is_read() {
                 plan.volatile_call_via_get = true;
             }
-            plan.raw_media = planned.raw_media.filter(|_| req.explain.is_none());
+            plan.raw_media = planned.raw_media.filter(|_| plan.explain.is_none());
             plan.query = Query::Call(planned.query);
         }
     }
     // No media type answers the Accept header: PGRST107, once the target is known.
     if plan.raw_media.is_none() {
-        if let Some(e) = &req.accept_error {
+        if let Some(e) = req.accept_error.as_ref().or(geojson_error.as_ref()) {
             return Err(e.clone());
         }
     }
@@ -481,8 +503,11 @@ pub fn plan(req: &ApiRequest, cache: &SchemaCache, config: &RestConfig) -> Resul
                 }
             ));
         }
+        // The resolution applies when there is a conflict target (a primary key or
+        // `on_conflict`); otherwise the insert is a plain one and says so.
+        let upserts = matches!(&plan.query, Query::Insert(q) if q.on_conflict.is_some());
         if plan.action == Action::Insert {
-            if let Some(r) = req.prefer.resolution {
+            if let Some(r) = req.prefer.resolution.filter(|_| upserts) {
                 applied.push(format!(
                     "resolution={}",
                     match r {

@@ -97,22 +97,23 @@ pub(crate) fn plan_insert(
                     .clone()
                     .unwrap_or_else(|| table.primary_key.clone());
                 check_columns_exist(table, &target)?;
+                // No primary key (a table without one, a view that does not show its base
+                // table's) and no `on_conflict`: a plain insert, as PostgREST does; the
+                // resolution is then not applied.
                 if target.is_empty() {
-                    return Err(RestError::postgres(
-                        "42P10",
-                        "there is no unique or exclusion constraint matching the ON CONFLICT specification",
-                    ));
+                    None
+                } else {
+                    Some(match resolution {
+                        Resolution::IgnoreDuplicates => OnConflict::DoNothing { target },
+                        Resolution::MergeDuplicates if keys.is_empty() => {
+                            OnConflict::DoNothing { target }
+                        }
+                        Resolution::MergeDuplicates => OnConflict::DoUpdate {
+                            target,
+                            set: keys.clone(),
+                        },
+                    })
                 }
-                Some(match resolution {
-                    Resolution::IgnoreDuplicates => OnConflict::DoNothing { target },
-                    Resolution::MergeDuplicates if keys.is_empty() => {
-                        OnConflict::DoNothing { target }
-                    }
-                    Resolution::MergeDuplicates => OnConflict::DoUpdate {
-                        target,
-                        set: keys.clone(),
-                    },
-                })
             }
         }
     };
@@ -124,6 +125,7 @@ pub(crate) fn plan_insert(
         body,
         missing_default: ctx.req.prefer.missing_default && ctx.req.columns.is_some(),
         on_conflict,
+        has_xmax: table.kind == crate::schema::RelationKind::Table,
         returning: returning(ctx, table),
         root,
     })

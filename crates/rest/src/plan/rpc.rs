@@ -19,18 +19,20 @@ pub(crate) struct PlannedCall {
     pub raw_media: Option<super::RawMedia>,
 }
 
-/// The media types PostgREST always produces (besides a function's own).
-fn builtin_media(essence: &str) -> bool {
-    matches!(
-        essence,
-        "*/*"
-            | "application/*"
-            | "application/json"
-            | "application/vnd.pgrst.array+json"
-            | "application/vnd.pgrst.object+json"
-            | "application/vnd.pgrst.object"
-            | "text/csv"
-    )
+/// The media types PostgREST always produces (besides a function's own); GeoJSON when the
+/// database has PostGIS (`geojson`).
+fn builtin_media(essence: &str, geojson: bool) -> bool {
+    (geojson && essence == "application/geo+json")
+        || matches!(
+            essence,
+            "*/*"
+                | "application/*"
+                | "application/json"
+                | "application/vnd.pgrst.array+json"
+                | "application/vnd.pgrst.object+json"
+                | "application/vnd.pgrst.object"
+                | "text/csv"
+        )
 }
 
 /// A function returning a media type domain handles the first accepted type that is its
@@ -39,6 +41,7 @@ fn media_handler(
     req: &crate::parse::ApiRequest,
     f: &Function,
     shape: CallShape,
+    geojson: bool,
 ) -> Option<super::RawMedia> {
     let mt = f.return_media_type.as_deref()?;
     let default_select = match &req.select {
@@ -62,7 +65,7 @@ fn media_handler(
         if essence.eq_ignore_ascii_case(mt) {
             return Some(raw(mt));
         }
-        if builtin_media(essence) {
+        if builtin_media(essence, geojson) {
             return None;
         }
     }
@@ -389,7 +392,7 @@ pub(crate) fn plan_call(ctx: &mut Ctx, name: &str) -> Result<PlannedCall, RestEr
         CallShape::Scalar | CallShape::Void => {}
     }
     Ok(PlannedCall {
-        raw_media: media_handler(req, function, shape),
+        raw_media: media_handler(req, function, shape, ctx.cache.geojson_function.is_some()),
         query,
         offset,
         volatile: function.volatility == Volatility::Volatile,

@@ -1120,3 +1120,181 @@ fn aggregates_in_to_one_spreads_are_hoisted_to_the_parent() {
         s.sql
     );
 }
+
+#[test]
+fn geojson_needs_postgis_and_is_a_feature_collection_of_its_rows() {
+    let geo = [("accept", "application/geo+json")];
+    // The fixture has no PostGIS: 406 PGRST107 once the target resolves (an unknown
+    // table is still 404), or the next acceptable media type.
+    let e = err(&with(Method::GET, "/clients", "", &geo, ""));
+    assert_eq!((e.status.as_u16(), e.code.as_str()), (406, "PGRST107"));
+    assert_eq!(
+        e.message,
+        "None of these media types are available: application/geo+json"
+    );
+    let e = err(&with(Method::GET, "/nope", "", &geo, ""));
+    assert_eq!(e.code, "42P01");
+    let (p, s) = run(&with(
+        Method::GET,
+        "/clients",
+        "",
+        &[("accept", "application/geo+json, text/csv;q=0.5")],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(p.media, ResponseMedia::Csv);
+    assert!(!s.sql.contains("st_asgeojson"), "{}", s.sql);
+
+    // With PostGIS: every row through the extension's ST_AsGeoJSON(record), by its schema.
+    let mut cache = crate::schema::fixture::cache();
+    cache.geojson_function = Some(QualifiedName::new("extensions", "st_asgeojson"));
+    let feature_collection = "pg_catalog.json_build_object('type', 'FeatureCollection', 'features', coalesce(pg_catalog.json_agg(\"extensions\".\"st_asgeojson\"(_postgrest_t)::json), '[]'))::text AS body";
+    let config = config();
+    for req in [
+        with(Method::GET, "/clients", "select=id,name", &geo, ""),
+        with(
+            Method::GET,
+            "/clients",
+            "select=id,projects(id)&id=eq.x",
+            &geo,
+            "",
+        ),
+        with(Method::GET, "/rpc/search_clients", "q=a", &geo, ""),
+        with(Method::GET, "/rpc/first_client", "p_org=x", &geo, ""),
+        with(
+            Method::POST,
+            "/clients",
+            "",
+            &[
+                ("accept", "application/geo+json"),
+                ("prefer", "return=representation"),
+            ],
+            r#"{"name":"x"}"#,
+        ),
+        with(
+            Method::DELETE,
+            "/clients",
+            "id=eq.x",
+            &[
+                ("accept", "application/geo+json"),
+                ("prefer", "return=representation"),
+            ],
+            "",
+        ),
+    ] {
+        let (p, s) = crate::testutil::run_on(&req, &config, &cache)
+            .unwrap_or_else(|e| panic!("{}?{}: {e:?}", req.path, req.query));
+        assert_eq!(p.media, ResponseMedia::GeoJson);
+        assert_eq!(
+            p.media.content_type(),
+            "application/geo+json; charset=utf-8"
+        );
+        assert!(s.sql.contains(feature_collection), "{}", s.sql);
+        assert_params_bound(&s);
+    }
+    // application/json is still JSON with PostGIS installed
+    let (p, s) = crate::testutil::run_on(&get("/clients", ""), &config, &cache).unwrap();
+    assert_eq!(p.media, ResponseMedia::Json { strip_nulls: false });
+    assert!(!s.sql.contains("st_asgeojson"), "{}", s.sql);
+}
+
+#[test]
+fn upserts_on_views_use_the_inherited_key_and_without_a_key_are_plain_inserts() {
+    let cache = crate::schema::fixture::cache();
+    let merge = [
+        ("prefer", "resolution=merge-duplicates"),
+        ("prefer", "return=representation"),
+    ];
+    // A view showing its base table's primary key: ON CONFLICT on those columns (PostgreSQL
+    // takes ON CONFLICT on an auto-updatable view to its base table).
+    let view = cache.table("public", "active_clients").unwrap();
+    assert!(!view.primary_key.is_empty(), "{:?}", view.primary_key);
+    let (p, s) = run(&with(
+        Method::POST,
+        "/active_clients",
+        "",
+        &merge,
+        r#"{"id":"x","org_id":"y","client_name":"z"}"#,
+    ))
+    .unwrap();
+    let target: Vec<String> = view
+        .primary_key
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect();
+    assert!(
+        s.sql.contains(&format!(
+            " ON CONFLICT ({}) DO UPDATE SET",
+            target.join(", ")
+        )),
+        "{}",
+        s.sql
+    );
+    assert!(p
+        .preference_applied
+        .contains(&"resolution=merge-duplicates".to_string()));
+    // A view's rows have no xmax: the inserted rows are counted in `pgrst.inserted`, up for
+    // each row offered, down for each updated, read after the statement.
+    assert!(!s.sql.contains("xmax"), "{}", s.sql);
+    for part in [
+        "AS _(\"client_name\" text, \"id\" uuid, \"org_id\" uuid) WHERE pg_catalog.set_config('pgrst.inserted', (coalesce(NULLIF(pg_catalog.current_setting('pgrst.inserted', true), '')::int, 0) + 1)::text, true) <> '0' ON CONFLICT",
+        "= EXCLUDED.\"org_id\" WHERE pg_catalog.set_config('pgrst.inserted', (coalesce(NULLIF(pg_catalog.current_setting('pgrst.inserted', true), '')::int, 0) - 1)::text, true) <> '-1' RETURNING",
+        "coalesce(NULLIF(pg_catalog.current_setting('pgrst.inserted', true), '')::bigint, 0) AS inserted_rows",
+    ] {
+        assert!(s.sql.contains(part), "{part}\n{}", s.sql);
+    }
+    // on_conflict names any columns of the view
+    let (_, s) = run(&with(
+        Method::POST,
+        "/active_clients",
+        "on_conflict=client_name",
+        &merge,
+        r#"{"client_name":"z"}"#,
+    ))
+    .unwrap();
+    assert!(
+        s.sql
+            .contains(" ON CONFLICT (\"client_name\") DO UPDATE SET"),
+        "{}",
+        s.sql
+    );
+    // Without a key (a view not showing its base table's): a plain insert, the resolution
+    // not applied, as PostgREST does.
+    let mut keyless = cache.clone();
+    let i = keyless
+        .tables
+        .iter()
+        .position(|t| t.name == "active_clients")
+        .unwrap();
+    keyless.tables[i].primary_key.clear();
+    let config = config();
+    let body = r#"{"client_name":"z"}"#;
+    let (p, s) = crate::testutil::run_on(
+        &with(Method::POST, "/active_clients", "", &merge, body),
+        &config,
+        &keyless,
+    )
+    .unwrap();
+    assert!(!s.sql.contains("ON CONFLICT"), "{}", s.sql);
+    assert_eq!(
+        p.preference_applied,
+        vec!["return=representation".to_string()]
+    );
+    let (_, s) = crate::testutil::run_on(
+        &with(
+            Method::POST,
+            "/active_clients",
+            "on_conflict=client_name",
+            &merge,
+            body,
+        ),
+        &config,
+        &keyless,
+    )
+    .unwrap();
+    assert!(
+        s.sql.contains(" ON CONFLICT (\"client_name\")"),
+        "{}",
+        s.sql
+    );
+}

@@ -200,6 +200,18 @@ func_args AS (
 )
 SELECT pg_catalog.json_build_object(
   'server_version_num', pg_catalog.current_setting('server_version_num')::int,
+  -- PostGIS 3's ST_AsGeoJSON(record), which `application/geo+json` answers with: the
+  -- extension's own function (in whatever schema it was installed), or null without PostGIS.
+  'geojson_function', (
+    SELECT pg_catalog.json_build_object('schema', gn.nspname, 'name', gp.proname)
+    FROM pg_catalog.pg_proc gp
+    JOIN pg_catalog.pg_namespace gn ON gn.oid = gp.pronamespace
+    JOIN pg_catalog.pg_depend gd ON gd.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+      AND gd.objid = gp.oid AND gd.deptype = 'e'
+    JOIN pg_catalog.pg_extension ge ON ge.oid = gd.refobjid AND ge.extname = 'postgis'
+    WHERE gp.proname = 'st_asgeojson' AND gp.proargtypes[0] = 'pg_catalog.record'::pg_catalog.regtype
+      AND gp.prorettype = 'pg_catalog.text'::pg_catalog.regtype
+    ORDER BY gp.oid LIMIT 1),
   'tables', coalesce((
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
       'schema', r.schema,

@@ -304,6 +304,8 @@ struct RawCatalog {
     #[serde(default)]
     server_version_num: i64,
     #[serde(default)]
+    geojson_function: Option<QualifiedName>,
+    #[serde(default)]
     tables: Vec<Table>,
     #[serde(default)]
     keys: Vec<UniqueKey>,
@@ -323,6 +325,9 @@ pub struct SchemaCacheError(#[from] serde_json::Error);
 #[derive(Debug, Clone, Default)]
 pub struct SchemaCache {
     pub server_version_num: i64,
+    /// PostGIS's `ST_AsGeoJSON(record)`, when the database has PostGIS: what answers
+    /// `Accept: application/geo+json` (without it that media type is not available).
+    pub geojson_function: Option<QualifiedName>,
     pub tables: Vec<Table>,
     pub keys: Vec<UniqueKey>,
     pub foreign_keys: Vec<ForeignKey>,
@@ -341,6 +346,7 @@ impl SchemaCache {
     fn build(raw: RawCatalog) -> SchemaCache {
         let mut cache = SchemaCache {
             server_version_num: raw.server_version_num,
+            geojson_function: raw.geojson_function,
             tables: raw.tables,
             keys: raw.keys,
             foreign_keys: raw.foreign_keys,

@@ -19,6 +19,7 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 pub const DUMP: &str = "db/database.dump";
 pub const ROLES: &str = "db/roles.sql";
+pub const BASE: &str = "db/base.tar";
 pub const SECRETS_DIR: &str = "secrets";
 pub const STORAGE_DIR: &str = "storage";
 
@@ -37,8 +38,26 @@ pub struct Manifest {
     pub migrations: Vec<MigrationEntry>,
     pub storage: StorageInfo,
     pub secrets: Vec<SecretInfo>,
+    /// The physical base backup, when the cluster archived its WAL (scheduled backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_backup: Option<BaseBackupInfo>,
     /// Every other member, in archive order.
     pub members: Vec<Member>,
+}
+
+/// `pg_basebackup` of the embedded cluster (tar format, with the WAL it needs to be
+/// consistent), the starting point of `restore --until`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseBackupInfo {
+    /// `db/base.tar`.
+    pub member: String,
+    /// Where the cluster archived its WAL when the backup was taken.
+    pub wal_archive: String,
+    /// The oldest WAL segment a recovery from this base backup reads (or an older one).
+    pub start_wal: String,
+    /// RFC 3339 (UTC, microseconds): the base backup was complete and consistent by then, so
+    /// a recovery target must not be earlier.
+    pub ended_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,6 +247,28 @@ fn member_path(path: &Path) -> Result<String, ArchiveError> {
     Ok(text.to_string())
 }
 
+/// The manifest alone (the archive is read to its end, where the manifest is; nothing is
+/// checked or written).
+pub fn read_manifest(archive: &Path) -> Result<Manifest, ArchiveError> {
+    let file = File::open(archive).map_err(|e| ArchiveError::Open {
+        path: archive.display().to_string(),
+        source: e,
+    })?;
+    let mut tar = tar::Archive::new(GzDecoder::new(BufReader::with_capacity(1 << 20, file)));
+    for entry in tar.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        if member_path(&entry.path().map_err(corrupt)?)? == MANIFEST {
+            let mut json = Vec::new();
+            (&mut entry)
+                .take(16 << 20)
+                .read_to_end(&mut json)
+                .map_err(corrupt)?;
+            return serde_json::from_slice(&json).map_err(corrupt);
+        }
+    }
+    Err(corrupt("no manifest"))
+}
+
 /// Reads the whole archive into `into` (a fresh, private folder), hashing every member, and
 /// checks it against its manifest: every member present, of its size and checksum, and
 /// nothing else. On an error `into` holds whatever was read: the caller removes it.
@@ -372,6 +413,7 @@ mod tests {
                 missing: vec![],
             },
             secrets: vec![],
+            base_backup: None,
             members,
         }
     }

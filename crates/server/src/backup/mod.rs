@@ -17,6 +17,7 @@
 //! moves the result into place: a refused or failed restore leaves the target as it was.
 pub mod archive;
 mod pg;
+pub mod wal;
 
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -64,6 +65,30 @@ pub struct RestoreArgs {
     /// Where the storage files go (default: <data-dir>/storage).
     #[arg(long = "storage-dir", env = "FILE_STORAGE_BACKEND_PATH")]
     pub storage_dir: Option<PathBuf>,
+    /// Point-in-time recovery: the database as it was at this moment, e.g.
+    /// "2026-12-06 10:00:00+00" (the archive's base backup, then its archived WAL replayed
+    /// up to the last transaction committed by then). Needs a backup taken while the WAL was
+    /// archived (`serve --backup-every`).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The WAL archive `--until` replays (default: `wal/` beside FILE, else the folder the
+    /// backup's server archived into).
+    #[arg(long = "wal-dir", requires = "until")]
+    pub wal_dir: Option<PathBuf>,
+}
+
+/// "2026-12-06 10:00:00+00", "2026-12-06T10:00:00.5Z", "2026-12-06 10:00:00+01:00": a moment
+/// with its offset (a time without one would depend on the machine's zone).
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let t = s.trim().replacen('T', " ", 1);
+    let t = t.strip_suffix('Z').map_or(t.clone(), |u| format!("{u}+00"));
+    chrono::DateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            format!(
+                "`{s}` is not a moment such as \"2026-12-06 10:00:00+00\" (with its UTC offset)"
+            )
+        })
 }
 
 /// `serve`'s scheduled backups.
@@ -75,9 +100,32 @@ pub struct ScheduleArgs {
     /// How many scheduled backups to keep: the newest; older ones are deleted.
     #[arg(long, env = "AGENCYFLOW_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     pub backup_keep: u32,
-    /// Where scheduled backups are written (default: <data-dir>/backups).
+    /// Where scheduled backups are written (default: <data-dir>/backups); the embedded
+    /// cluster's WAL is archived continuously into its `wal/` folder.
     #[arg(long, env = "AGENCYFLOW_BACKUP_DIR")]
     pub backup_dir: Option<PathBuf>,
+    /// With scheduled backups, the longest a completed transaction waits before its WAL
+    /// segment is archived (PostgreSQL's `archive_timeout`), e.g. `60s`, `5m`.
+    #[arg(long, env = "AGENCYFLOW_WAL_ARCHIVE_TIMEOUT", default_value = "60s", value_parser = parse_interval)]
+    pub wal_archive_timeout: Duration,
+}
+
+impl ScheduleArgs {
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.backup_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("backups"))
+    }
+
+    /// The embedded cluster's settings for archiving its WAL into the backup directory, when
+    /// backups are scheduled.
+    pub fn wal_archiving(&self, data_dir: &Path) -> Result<Vec<(String, String)>, RunError> {
+        if self.backup_every.is_none() {
+            return Ok(Vec::new());
+        }
+        wal::prepare(&self.dir(data_dir), self.wal_archive_timeout.as_secs())
+            .map_err(|e| ConfigError::new("AGENCYFLOW_BACKUP_DIR", e).into())
+    }
 }
 
 /// `30s`, `15m`, `24h`, `7d` (or a number of seconds).
@@ -274,7 +322,10 @@ pub async fn take(src: &Source, file: &Path, show_progress: bool) -> Result<Summ
         .query_one(
             "select pg_export_snapshot(), current_setting('server_version'), current_database(),
                     to_regclass('supabase_migrations.schema_migrations') is not null,
-                    to_regclass('storage.objects') is not null",
+                    to_regclass('storage.objects') is not null,
+                    current_setting('archive_mode') <> 'off'
+                      and coalesce(current_setting('agencyflow.wal_archive', true), '') <> '',
+                    current_setting('agencyflow.wal_archive', true)",
             &[],
         )
         .await
@@ -347,8 +398,45 @@ pub async fn take(src: &Source, file: &Path, show_progress: bool) -> Result<Summ
         Err(e) => return Err(e),
     };
     client.batch_execute("commit").await.map_err(db_err)?;
-    drop(client);
     bar.finish_and_clear();
+
+    // A physical base backup too when the cluster archives its WAL: what `restore --until`
+    // replays the archive on. Tar format, with the WAL that makes it consistent (`-X fetch`).
+    let mut base_backup = None;
+    if src.embedded && row.get::<_, bool>(5) {
+        let bar = spinner(show_progress, "taking a base backup");
+        let start_wal: String = client
+            .query_one("select pg_walfile_name(pg_current_wal_lsn())", &[])
+            .await
+            .map_err(db_err)?
+            .get(0);
+        let mut cmd = tools.command("pg_basebackup", &conn);
+        cmd.args([
+            "--format=tar",
+            "--wal-method=fetch",
+            "--checkpoint=fast",
+            "--no-manifest",
+            "-D",
+        ])
+        .arg(work.join("base"));
+        pg::run_async(cmd).await?;
+        let ended_at: String = client
+            .query_one(
+                "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                &[],
+            )
+            .await
+            .map_err(db_err)?
+            .get(0);
+        bar.finish_and_clear();
+        base_backup = Some(archive::BaseBackupInfo {
+            member: archive::BASE.into(),
+            wal_archive: row.get(6),
+            start_wal,
+            ended_at,
+        });
+    }
+    drop(client);
 
     let mut inputs = vec![
         Input {
@@ -360,6 +448,12 @@ pub async fn take(src: &Source, file: &Path, show_progress: bool) -> Result<Summ
             source: dump,
         },
     ];
+    if base_backup.is_some() {
+        inputs.push(Input {
+            path: archive::BASE.into(),
+            source: work.join("base").join("base.tar"),
+        });
+    }
     let mut secret_info = Vec::new();
     for (file_name, value, source) in &src.secrets {
         let path = work.join(file_name);
@@ -430,6 +524,7 @@ pub async fn take(src: &Source, file: &Path, show_progress: bool) -> Result<Summ
             missing: missing.clone(),
         },
         secrets: secret_info,
+        base_backup,
         members: Vec::new(),
     };
     let bar = bytes_bar(show_progress, "archiving", total);
@@ -544,6 +639,33 @@ fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
     removed
 }
 
+/// Deletes the archived WAL segments that no kept scheduled backup needs: those older than
+/// the oldest kept archive's base backup. Nothing when that archive has no base backup.
+fn prune_wal(dir: &Path) -> Result<usize, String> {
+    let mut archives: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(SCHEDULED_PREFIX) && n.ends_with(SCHEDULED_SUFFIX)
+            })
+        })
+        .collect();
+    archives.sort();
+    let Some(oldest) = archives.first() else {
+        return Ok(0);
+    };
+    let manifest =
+        archive::read_manifest(oldest).map_err(|e| format!("{}: {e}", oldest.display()))?;
+    Ok(match manifest.base_backup {
+        Some(b) => wal::cleanup(&dir.join(wal::WAL_DIR), &b.start_wal),
+        None => 0,
+    })
+}
+
 /// Starts `serve`'s scheduled backups, when `--backup-every` is set.
 pub fn spawn_schedule(
     args: &ServeArgs,
@@ -555,17 +677,17 @@ pub fn spawn_schedule(
     let Some(every) = s.backup_every else {
         return Ok(None);
     };
-    let dir = s
-        .backup_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("backups"));
+    let dir = s.dir(data_dir);
     fs::create_dir_all(&dir).map_err(|e| {
         ConfigError::new(
             "AGENCYFLOW_BACKUP_DIR",
             format!("creating {}: {e}", dir.display()),
         )
     })?;
-    let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+    // 0700, or 0711 when the cluster's user must pass through to `wal/` (wal::prepare).
+    if !dir.join(wal::WAL_DIR).is_dir() {
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+    }
     for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(&format!(".{SCHEDULED_PREFIX}")) && name.contains(".partial") {
@@ -606,6 +728,16 @@ pub fn spawn_schedule(
                     );
                     for old in prune(&dir, keep) {
                         tracing::info!(file = %old.display(), "old scheduled backup removed");
+                    }
+                    let d = dir.clone();
+                    match tokio::task::spawn_blocking(move || prune_wal(&d)).await {
+                        Ok(Ok(0)) => {}
+                        Ok(Ok(n)) => tracing::info!(
+                            files = n,
+                            "archived WAL older than the oldest kept backup removed"
+                        ),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "archived WAL not pruned"),
+                        Err(e) => tracing::warn!(error = %e, "archived WAL not pruned"),
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "scheduled backup failed"),
@@ -749,6 +881,13 @@ fn restore(g: &GlobalArgs, a: &RestoreArgs, data_dir: &Path) -> Result<(), RunEr
     if !a.file.is_file() {
         return Err(failed(format!("{}: no such archive", a.file.display())));
     }
+    if a.until.is_some() && external.is_some() {
+        return Err(ConfigError::new(
+            "DATABASE_URL",
+            "--until recovers the embedded cluster from its WAL archive; a DATABASE_URL database has its own point-in-time recovery",
+        )
+        .into());
+    }
     let storage_dir = a.storage_dir.clone();
     let storage_outside = storage_dir
         .as_deref()
@@ -855,7 +994,14 @@ fn restore(g: &GlobalArgs, a: &RestoreArgs, data_dir: &Path) -> Result<(), RunEr
         );
     }
 
-    // 2. The database: roles first, then the dump, in one transaction each.
+    // With --until: what point-in-time recovery needs, before anything is made of it.
+    let pitr = match a.until {
+        None => None,
+        Some(until) => Some(pitr_plan(a, &manifest, until).map_err(failed)?),
+    };
+
+    // 2. The database: roles first, then the dump, in one transaction each (or, with
+    // --until, the base backup and the WAL replayed up to that moment).
     let bar = spinner(true, "restoring the database");
     let roles = fs::read_to_string(unpacked.join(archive::ROLES))
         .map_err(|e| failed(format!("reading the roles: {e}")))?;
@@ -889,14 +1035,18 @@ fn restore(g: &GlobalArgs, a: &RestoreArgs, data_dir: &Path) -> Result<(), RunEr
         pg::run(cmd).map_err(|e| failed(format!("restoring the database: {e}")))?;
         Ok(())
     };
-    let restored = match &external {
-        Some(url) => restore_into(url),
-        None => {
+    let mut reached = None;
+    let restored = match (&external, &pitr) {
+        (_, Some((wal, until))) => recover_to(&staging, &unpacked.join(archive::BASE), wal, *until)
+            .map(|r| reached = Some(r)),
+        (Some(url), None) => restore_into(url),
+        (None, None) => {
             let mut cluster = EmbeddedCluster::start(&ClusterOptions {
                 data_dir: staging.clone(),
                 bin_dir: None,
                 port: None,
                 ephemeral: false,
+                settings: Vec::new(),
             })
             .map_err(|e| failed(e.to_string()))?;
             let r = restore_into(&cluster.url("postgres", "postgres"));
@@ -962,7 +1112,115 @@ fn restore(g: &GlobalArgs, a: &RestoreArgs, data_dir: &Path) -> Result<(), RunEr
             .join(", "),
         started.elapsed().as_secs_f64()
     );
+    if let Some(r) = reached {
+        println!("point-in-time recovery: {r}");
+    }
     Ok(())
+}
+
+/// Checks that the archive and the WAL archive can bring the database to `until`: a base
+/// backup that ended by then, and archived WAL. Returns the WAL folder.
+fn pitr_plan(
+    a: &RestoreArgs,
+    manifest: &Manifest,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<(PathBuf, chrono::DateTime<chrono::Utc>), String> {
+    let file = a.file.display();
+    let base = manifest.base_backup.as_ref().ok_or_else(|| {
+        format!(
+            "{file} has no base backup (taken while WAL archiving was off): --until needs a backup taken by `serve --backup-every` or while it runs; nothing was restored"
+        )
+    })?;
+    let ended = chrono::DateTime::parse_from_rfc3339(&base.ended_at)
+        .map_err(|e| format!("{file}: base backup end `{}`: {e}", base.ended_at))?
+        .with_timezone(&chrono::Utc);
+    if until < ended {
+        return Err(format!(
+            "--until {} is before the end of this archive's base backup ({}): recover from an older archive, or to a later moment; nothing was restored",
+            until.format("%Y-%m-%d %H:%M:%S%.f+00"),
+            ended.format("%Y-%m-%d %H:%M:%S%.f+00")
+        ));
+    }
+    let wal = wal::locate(a.wal_dir.as_deref(), &a.file, &base.wal_archive);
+    if wal::segments(&wal).is_empty() {
+        return Err(format!(
+            "no WAL archive in {} (no archived segment): --until replays the WAL archived beside the backups (pass --wal-dir); nothing was restored",
+            wal.display()
+        ));
+    }
+    let wal = fs::canonicalize(&wal).map_err(|e| format!("{}: {e}", wal.display()))?;
+    Ok((wal, until))
+}
+
+/// Point-in-time recovery into `<staging>/pg`: the base backup unpacked, then PostgreSQL
+/// replays its WAL and the archive's up to `until` (`recovery_target_time`), is promoted and
+/// stopped. Returns PostgreSQL's line on where it stopped.
+fn recover_to(
+    staging: &Path,
+    base_tar: &Path,
+    wal: &Path,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<String, RunError> {
+    let failed = |e: String| {
+        RunError::Failed(format!(
+            "point-in-time recovery failed, nothing was restored: {e}"
+        ))
+    };
+    let pgdata = staging.join("pg");
+    fs::create_dir(&pgdata).map_err(|e| failed(format!("creating {}: {e}", pgdata.display())))?;
+    fs::set_permissions(&pgdata, fs::Permissions::from_mode(0o700))
+        .map_err(|e| failed(e.to_string()))?;
+    let tar_file =
+        fs::File::open(base_tar).map_err(|e| failed(format!("{}: {e}", base_tar.display())))?;
+    tar::Archive::new(std::io::BufReader::new(tar_file))
+        .unpack(&pgdata)
+        .map_err(|e| failed(format!("unpacking the base backup: {e}")))?;
+    fs::write(pgdata.join("recovery.signal"), b"").map_err(|e| failed(e.to_string()))?;
+    agencyflow_db::cluster::chown_to_cluster_user(&pgdata).map_err(|e| failed(e.to_string()))?;
+    let target = until.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+    let log = staging.join("pg.log");
+    let setting = |k: &str, v: String| (k.to_string(), v);
+    // Ready (postmaster.pid says so) only once promoted: recovery reached the target.
+    let mut cluster = EmbeddedCluster::start(&ClusterOptions {
+        data_dir: staging.to_path_buf(),
+        bin_dir: None,
+        port: None,
+        ephemeral: false,
+        settings: vec![
+            setting("restore_command", wal::restore_command(wal)),
+            setting("recovery_target_time", target.clone()),
+            setting("recovery_target_action", "promote".into()),
+            setting("archive_mode", "off".into()),
+            // No read-only phase: "ready" in postmaster.pid then means promoted.
+            setting("hot_standby", "off".into()),
+        ],
+    })
+    .map_err(|e| {
+        let e = e.to_string();
+        if e.contains("before configured recovery target") {
+            failed(format!(
+                "the WAL archive in {} ends before {target} (the newest changes are archived within the archive timeout: wait, or recover to an earlier moment)",
+                wal.display()
+            ))
+        } else {
+            failed(e)
+        }
+    })?;
+    cluster.stop();
+    // Where it stopped, in PostgreSQL's words.
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let said = |what: &str| {
+        text.lines().rev().find(|l| l.contains(what)).map(|l| {
+            l.split_once("LOG:")
+                .map_or(l, |(_, m)| m)
+                .trim()
+                .to_string()
+        })
+    };
+    let line = said("recovery stopping")
+        .or_else(|| said("last completed transaction"))
+        .unwrap_or_else(|| format!("replayed to {target}"));
+    Ok(line)
 }
 
 #[cfg(test)]

@@ -11,7 +11,15 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 
-const SURFACES: [&str; 6] = ["rest", "auth", "functions", "storage", "health", "other"];
+const SURFACES: [&str; 7] = [
+    "rest",
+    "auth",
+    "functions",
+    "storage",
+    "realtime",
+    "health",
+    "other",
+];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -40,6 +48,7 @@ fn surface(path: &str) -> usize {
         "auth" => "auth",
         "functions" => "functions",
         "storage" => "storage",
+        "realtime" => "realtime",
         "health" => "health",
         _ => "other",
     };
@@ -124,6 +133,9 @@ impl Metrics {
                 h.restarts(),
                 h.failed_starts()
             ));
+        }
+        if let Some(rt) = &state.realtime {
+            out.push_str(&rt.render_metrics());
         }
         if let Some(rss) = rss_bytes() {
             out.push_str(&format!("# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"));

@@ -318,7 +318,7 @@ async fn auth_error_shapes_and_validation() {
         Some(json!({"email": "not-an-email", "password": PW})),
     )
     .await;
-    assert_error(&bad_email, 400, "email_address_invalid");
+    assert_error(&bad_email, 400, "validation_failed");
     let no_pw = call(
         &app,
         Method::POST,
@@ -447,7 +447,6 @@ async fn auth_refresh_reuse_outside_interval_revokes_session() {
     let second = refresh(&app, &r1).await;
     let r2 = second.body["refresh_token"].as_str().unwrap().to_string();
     let at = second.body["access_token"].as_str().unwrap().to_string();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     // r0 is neither active nor the active token's parent: reuse, the session ends.
     let reused = refresh(&app, &r0).await;
     assert_error(&reused, 400, "refresh_token_already_used");
@@ -1712,7 +1711,7 @@ async fn auth_otp_signup_recovery_and_invites() {
         Some(json!({"email": "not-an-email"})),
     )
     .await;
-    assert_error(&r, 400, "email_address_invalid");
+    assert_error(&r, 400, "validation_failed");
 }
 
 /// `POST /invite` (supabase-js `auth.admin.inviteUserByEmail`): admin only; the invitee
@@ -1748,7 +1747,7 @@ async fn auth_admin_invite_creates_the_user_and_its_token() {
     let r = invite(Some(service.clone()), json!({"data": {}})).await;
     assert_error(&r, 400, "validation_failed");
     let r = invite(Some(service.clone()), json!({"email": "nope"})).await;
-    assert_error(&r, 400, "email_address_invalid");
+    assert_error(&r, 400, "validation_failed");
 
     let data =
         json!({"invited_org_id": "b0000000-0000-4000-8000-000000000001", "invited_role": "member"});

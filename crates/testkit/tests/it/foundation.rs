@@ -16,6 +16,7 @@ fn opts(dir: &Path) -> ClusterOptions {
         bin_dir: None,
         port: None,
         ephemeral: true,
+        settings: Vec::new(),
     }
 }
 
@@ -25,6 +26,26 @@ fn alive(pid: u32) -> bool {
         Ok(s) => s.split_whitespace().nth(2).is_none_or(|st| st != "Z"),
         Err(_) => false,
     }
+}
+
+/// The processes whose parent is `pid` (a postmaster's backends and workers).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid ...`: the fields after the last ')'.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|ppid| ppid.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
 }
 
 fn cluster_dir() -> tempfile::TempDir {
@@ -104,25 +125,30 @@ async fn cluster_recovers_from_a_crash_and_a_stale_pid_file() {
     let dir = cluster_dir();
     let mut c = EmbeddedCluster::start(&opts(dir.path())).unwrap();
     let pid = c.pid().unwrap();
+    let backends = children_of(pid);
+    assert!(!backends.is_empty(), "the postmaster has its processes");
     // Crash: SIGKILL the postmaster, leaving postmaster.pid behind.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    for _ in 0..200 {
-        if !alive(pid) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        "the killed postmaster to die",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
     c.stop(); // reaps the child
     assert!(
         dir.path().join("pg/postmaster.pid").exists(),
         "crash leaves the pid file"
     );
-    // Let the orphaned backends notice the postmaster is gone.
-    std::thread::sleep(Duration::from_millis(500));
+    // The orphaned processes end once they notice the postmaster is gone.
+    wait_for(
+        "the orphaned PostgreSQL processes to end",
+        Duration::from_secs(30),
+        || backends.iter().all(|p| !alive(*p)),
+    );
     let mut c = EmbeddedCluster::start(&opts(dir.path())).unwrap();
     assert_eq!(select_one(&c).await, 1);
     c.stop();
@@ -166,15 +192,8 @@ fn sigkill(pid: u32) {
 }
 
 /// Polls `cond` every 20 ms; fails after `within`.
-fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + within;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(what: &str, within: Duration, cond: impl FnMut() -> bool) {
+    agencyflow_testkit::wait::until_blocking(within, what, cond)
 }
 
 fn policy(delay_ms: u64) -> RestartPolicy {
@@ -1140,7 +1159,24 @@ async fn one_sync_connections_closed_by_postgres_while_idle_are_not_reused() {
     su.execute("select pg_terminate_backend($1::text::int)", &[&first])
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the backend has gone (its end of the idle connection closed).
+    let (su_ref, first_ref) = (&su, &first);
+    agencyflow_testkit::wait::until(
+        Duration::from_secs(30),
+        "the terminated backend to end",
+        || async move {
+            su_ref
+                .query_one(
+                    "select count(*) from pg_stat_activity where pid = $1::text::int",
+                    &[first_ref],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+                == 0
+        },
+    )
+    .await;
     let second = pid(db
         .query_and_commit(&settings_for(user), "select pg_backend_pid()::text", &[])
         .await

@@ -15,7 +15,7 @@ use agencyflow_functions::provider::{
     self, ChatRequest, ChatResponse, ChatStream, Embeddings, Provider, ProviderError,
 };
 use agencyflow_testkit::agencyflow_db::tokio_postgres::Client;
-use agencyflow_testkit::{TestApp, TestDb};
+use agencyflow_testkit::{wait, TestApp, TestDb};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -635,8 +635,8 @@ async fn gemini_wire_format_streaming_and_embeddings() {
         "{body}"
     );
     assert!(m.last().0.ends_with(":streamGenerateContent?alt=sse"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(count(&db, "select 1 from ai_run_logs where agent_name = 'intelligence-stream' and success and output_tokens = 2").await, 1);
+    // The run is logged once the stream has ended, on the server's schedule.
+    wait_for(&db, "select 1 from ai_run_logs where agent_name = 'intelligence-stream' and success and output_tokens = 2", 1).await;
 
     // Embeddings: one text → embedContent, several → batchEmbedContents, at the column's size.
     let (s, _, v) = invoke(
@@ -1061,14 +1061,14 @@ async fn insert_docs(db: &Client, w: &World, n: usize) -> Vec<Uuid> {
     ids
 }
 
+/// Polls until `sql` yields `want` rows (30 s at most).
 pub(crate) async fn wait_for(db: &Client, sql: &str, want: i64) {
-    for _ in 0..200 {
-        if count(db, sql).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {want} rows of {sql}");
+    wait::until(
+        Duration::from_secs(30),
+        &format!("{want} rows of {sql}"),
+        || async move { count(db, sql).await == want },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -1275,16 +1275,27 @@ async fn backfill_embeds_every_row_and_failures_back_off() {
         .await,
         30
     );
-    // After max_attempts, jobs are failed, not retried forever.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    while run_batch(&t.db(), &failing, &cfg).await.unwrap().claimed > 0 {}
+    // After max_attempts, jobs are failed, not retried forever: batches claim them again
+    // once their backoff has passed, until every one has failed; then nothing is claimed.
+    let (tdb, failing_ref, cfg_ref, su) = (&t, &failing, &cfg, &db);
+    wait::until(
+        Duration::from_secs(30),
+        "every job failed after max_attempts",
+        || async move {
+            run_batch(&tdb.db(), failing_ref, cfg_ref).await.unwrap();
+            count(
+                su,
+                "select 1 from private.embedding_jobs where status = 'failed'",
+            )
+            .await
+                == 30
+        },
+    )
+    .await;
     assert_eq!(
-        count(
-            &db,
-            "select 1 from private.embedding_jobs where status = 'failed'"
-        )
-        .await,
-        30
+        run_batch(&t.db(), &failing, &cfg).await.unwrap().claimed,
+        0,
+        "failed jobs are not claimed again"
     );
 
     // Backfill with hash: every row embedded, progress reported up to the total.
@@ -1348,9 +1359,16 @@ async fn supabase_js_functions_invoke() {
     let w = world(&db).await;
     let (mock, _m) = spawn_mock().await;
     let app = app_with(&t, &openai_flags(&mock)).await;
-    std::env::set_var("FUNCTIONS_E2E_TOKEN", app.user_token(w.user));
-    std::env::set_var("FUNCTIONS_E2E_SESSION", w.session.to_string());
-    app.run_node_test("functions.test.js").await;
+    // Passed to Node's process only: the test process's environment is shared by every test.
+    let (token, session) = (app.user_token(w.user), w.session.to_string());
+    app.run_node_test_with_env(
+        "functions.test.js",
+        &[
+            ("FUNCTIONS_E2E_TOKEN", &token),
+            ("FUNCTIONS_E2E_SESSION", &session),
+        ],
+    )
+    .await;
 }
 
 /// Throughput of the whole pipeline with the `hash` provider: triggers queue the jobs, one

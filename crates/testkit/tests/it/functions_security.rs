@@ -1383,15 +1383,13 @@ async fn functions_attack_hanging_up_mid_call_does_not_refund_the_budget() {
         assert!(r.is_err(), "the client gave up");
     }
     // Both runs count, whether the server finished the calls or abandoned them.
-    let mut used = 0;
-    for _ in 0..100 {
-        used = usage_row(&db, w.org, "runs").await.0;
-        if used == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(used, 2);
+    let (su, org) = (&db, w.org);
+    agencyflow_testkit::wait::until(
+        Duration::from_secs(30),
+        "both abandoned runs to be counted",
+        || async move { usage_row(su, org, "runs").await.0 == 2 },
+    )
+    .await;
     assert_eq!(m.calls(), 2);
     m.delay_ms.store(0, Ordering::SeqCst);
     let (s, _, v) = invoke(

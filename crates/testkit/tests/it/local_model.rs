@@ -2,7 +2,7 @@
 //! a small agency corpus, and `search` finds documents from queries that share no word with
 //! them (which the lexical `hash` provider cannot). Needs the model files:
 //! `AGENCYFLOW_TEST_MODEL_DIR` (set by `./run test`) or the folder `scripts/setup` unpacks
-//! to; skipped, saying so, when they are absent. Also the `#[ignore]`d benchmark
+//! to; without them the tests fail, saying so. Also the `#[ignore]`d benchmark
 //! `local_model_bench` (see BENCHMARKS.md).
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use agencyflow_testkit::{TestApp, TestDb};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-fn model_dir() -> Option<PathBuf> {
+fn model_dir() -> PathBuf {
     agencyflow_localembed::test_model_dir(FunctionsArgs::default().local_model_dir())
 }
 
@@ -100,7 +100,7 @@ fn cos(a: &[f32], b: &[f32]) -> f32 {
 
 #[tokio::test]
 async fn local_model_semantic_search_finds_paraphrases() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let t = TestDb::new().await;
     let db = t.superuser().await;
     let (user, org) = org_with_user(&db).await;
@@ -253,7 +253,7 @@ fn rss_mib() -> f64 {
 #[tokio::test]
 #[ignore = "benchmark: run explicitly"]
 async fn local_model_bench() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let before = rss_mib();
     let started = Instant::now();
     let local = LocalProvider::load(&dir).unwrap();
@@ -344,7 +344,7 @@ async fn local_model_bench() {
 /// next one (a folder of its own, so other tests' copies do not interfere).
 #[tokio::test]
 async fn local_model_is_released_when_idle_and_reloaded_on_demand() {
-    let Some(dir) = model_dir() else { return };
+    let dir = model_dir();
     let own = tempfile::tempdir().unwrap();
     for f in ["model.safetensors", "tokenizer.json", "config.json"] {
         std::os::unix::fs::symlink(dir.join(f), own.path().join(f)).unwrap();

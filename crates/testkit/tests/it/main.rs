@@ -1,7 +1,11 @@
 //! Integration tests: one binary, one PostgreSQL cluster per run, a database per test.
 mod auth;
+mod auth_errors;
+mod auth_keys;
 mod auth_mail;
 mod auth_mfa;
+mod auth_mfa_bench;
+mod auth_oauth;
 mod auth_security;
 mod auth_webauthn;
 mod chaos;

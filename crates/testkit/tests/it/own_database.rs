@@ -160,22 +160,12 @@ async fn get(app: &TestApp, path: &str, token: Option<&str>) -> Resp {
 
 /// Polls `check` until it holds, failing after `deadline` (no fixed sleeps: a short pause
 /// between attempts only).
-async fn within<F, Fut>(deadline: Duration, what: &str, mut check: F)
+async fn within<F, Fut>(deadline: Duration, what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let started = Instant::now();
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    agencyflow_testkit::wait::until(deadline, what, check).await
 }
 
 #[tokio::test]

@@ -564,16 +564,18 @@ async fn rest_embed_ambiguity_is_300_pgrst201() {
     .expect(200);
 }
 
-/// Polls until the schema cache serves `path` (after a NOTIFY pgrst).
+/// Polls until the schema cache serves `path` (after a NOTIFY pgrst), 30 s at most.
 async fn wait_until_served(fx: &Fx, path: &str, token: Option<&str>) -> Resp {
-    for _ in 0..100 {
-        let r = fx.get(path, token).await;
-        if r.status != 404 && !r.text.contains("PGRST200") && !r.text.contains("PGRST202") {
-            return r;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{path} was never served after NOTIFY pgrst");
+    agencyflow_testkit::wait::eventually(
+        std::time::Duration::from_secs(30),
+        &format!("{path} to be served after NOTIFY pgrst"),
+        || async move {
+            let r = fx.get(path, token).await;
+            (r.status != 404 && !r.text.contains("PGRST200") && !r.text.contains("PGRST202"))
+                .then_some(r)
+        },
+    )
+    .await
 }
 
 async fn names_of(fx: &Fx, path: &str) -> Vec<String> {
@@ -1745,23 +1747,20 @@ async fn rest_notify_pgrst_reloads_the_schema_cache() {
         .await
         .error(400, "PGRST204");
     fx.su.batch_execute("notify pgrst").await.unwrap();
-    let mut ok = false;
-    for _ in 0..100 {
-        let r = fx
-            .call(Method::POST, "/gadgets", fx.a())
-            .body(json!({"id": 9, "color": "red"}))
-            .send()
-            .await;
-        if r.status == 201 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        ok,
-        "the new column was never served after an empty NOTIFY pgrst"
-    );
+    let fx = &fx;
+    agencyflow_testkit::wait::until(
+        std::time::Duration::from_secs(30),
+        "the new column to be served after an empty NOTIFY pgrst",
+        || async move {
+            fx.call(Method::POST, "/gadgets", fx.a())
+                .body(json!({"id": 9, "color": "red"}))
+                .send()
+                .await
+                .status
+                == 201
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

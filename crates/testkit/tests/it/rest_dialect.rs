@@ -1322,3 +1322,282 @@ async fn rest_output_formats_csv_media_handlers_plan_and_ordering() {
         .await
         .error(406, "PGRST107");
 }
+
+/// PostGIS in this test's database only (the agency's migrations never need it).
+const SHOPS: &str = r#"
+create extension if not exists postgis with schema extensions;
+create table public.shops (id int primary key, address text, shop_geom extensions.geometry(point, 4326));
+create table public.shop_beacons (id int primary key, shop_id int references public.shops, name text,
+  coords extensions.geometry(point, 4326));
+insert into public.shops values
+  (1, '1369 Cambridge St', 'SRID=4326;POINT(-71.10044 42.373695)'),
+  (2, '757 Massachusetts Ave', 'SRID=4326;POINT(-71.10543 42.366432)'),
+  (3, '605 W Kendall St', 'SRID=4326;POINT(-71.081924 42.36437)');
+insert into public.shop_beacons values (1, 1, 'Beacon-1', 'SRID=4326;POINT(-71.10044 42.373695)');
+grant select, insert, update, delete on public.shops, public.shop_beacons to authenticated;
+create function public.get_shop(shop int) returns setof public.shops language sql stable
+  as $$ select * from public.shops where id = shop $$;
+"#;
+
+fn feature(id: i32, address: &str, lon: f64, lat: f64) -> serde_json::Value {
+    json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+           "properties": {"id": id, "address": address}})
+}
+
+#[tokio::test]
+async fn rest_geojson_is_a_feature_collection_with_postgis_and_406_without() {
+    let fx = fixture().await;
+    let geo = |method: Method, path: &str| {
+        fx.call(method, path, fx.a())
+            .h("Accept", "application/geo+json")
+    };
+    // Without PostGIS in the database: not available (406 PGRST107), or the next
+    // acceptable type answers.
+    let j = geo(Method::GET, "/clients")
+        .send()
+        .await
+        .error(406, "PGRST107");
+    assert_eq!(
+        j,
+        json!({"code": "PGRST107", "message": "None of these media types are available: application/geo+json", "details": null, "hint": null})
+    );
+    let r = fx
+        .call(
+            Method::GET,
+            "/clients?select=name&order=name&limit=1",
+            fx.a(),
+        )
+        .h("Accept", "application/geo+json, application/json;q=0.5")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"name": "Acme"}]));
+
+    // With PostGIS (created here, picked up by the schema reload).
+    setup(&fx, SHOPS, "/shops").await;
+    let r = geo(Method::GET, "/shops?order=id").send().await;
+    r.expect(200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/geo+json; charset=utf-8")
+    );
+    assert_eq!(
+        r.json(),
+        json!({"type": "FeatureCollection", "features": [
+            feature(1, "1369 Cambridge St", -71.10044, 42.373695),
+            feature(2, "757 Massachusetts Ave", -71.10543, 42.366432),
+            feature(3, "605 W Kendall St", -71.081924, 42.36437),
+        ]})
+    );
+    // no rows: an empty collection
+    let r = geo(Method::GET, "/shops?id=gt.100").send().await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!({"type": "FeatureCollection", "features": []})
+    );
+    // the select decides the properties; the geometry must be selected
+    let r = geo(Method::GET, "/shops?select=id,shop_geom&id=eq.1")
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json()["features"][0]["properties"],
+        json!({"id": 1})
+    );
+    // embeds are properties
+    let r = geo(
+        Method::GET,
+        "/shops?select=id,shop_geom,shop_beacons(id,name)&id=eq.1",
+    )
+    .send()
+    .await;
+    assert_eq!(
+        r.expect(200).json()["features"],
+        json!([{"type": "Feature", "geometry": {"type": "Point", "coordinates": [-71.10044, 42.373695]},
+                "properties": {"id": 1, "shop_beacons": [{"id": 1, "name": "Beacon-1"}]}}])
+    );
+    // calls returning rows
+    let r = geo(Method::GET, "/rpc/get_shop?shop=2").send().await;
+    assert_eq!(
+        r.expect(200).json()["features"],
+        json!([feature(2, "757 Massachusetts Ave", -71.10543, 42.366432)])
+    );
+    // writes with return=representation
+    let r = geo(Method::POST, "/shops")
+        .prefer("return=representation")
+        .body(json!({"id": 4, "address": "1354 Massachusetts Ave", "shop_geom": "SRID=4326;POINT(-71.11834 42.373238)"}))
+        .send()
+        .await;
+    r.expect(201);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/geo+json; charset=utf-8")
+    );
+    assert_eq!(
+        r.json()["features"],
+        json!([feature(4, "1354 Massachusetts Ave", -71.11834, 42.373238)])
+    );
+    let r = geo(Method::PATCH, "/shops?id=eq.3")
+        .prefer("return=representation")
+        .body(json!({"address": "1354 Massachusetts Avenue"}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json()["features"],
+        json!([feature(
+            3,
+            "1354 Massachusetts Avenue",
+            -71.081924,
+            42.36437
+        )])
+    );
+    let r = geo(Method::DELETE, "/shops?id=eq.4")
+        .prefer("return=representation")
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json()["features"],
+        json!([feature(4, "1354 Massachusetts Ave", -71.11834, 42.373238)])
+    );
+    // application/json keeps the geometry as a GeoJSON object (PostGIS's json cast)
+    let r = fx.get("/shops?select=shop_geom&id=eq.1", fx.a()).await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"shop_geom": {"type": "Point", "crs": {"type": "name", "properties": {"name": "EPSG:4326"}}, "coordinates": [-71.10044, 42.373695]}}])
+    );
+    // a relation without a geometry column: PostGIS refuses it, 400 22023 as in PostgREST
+    let j = geo(Method::GET, "/clients")
+        .send()
+        .await
+        .error(400, "22023");
+    assert_eq!(j["message"], "geometry column is missing");
+    // and with PostGIS, GeoJSON is no longer refused by negotiation
+    let r = fx
+        .call(Method::GET, "/shops?select=id&id=eq.1", fx.a())
+        .h("Accept", "application/geo+json;q=0.5, application/json")
+        .send()
+        .await;
+    assert_eq!(r.expect(200).json(), json!([{"id": 1}]));
+}
+
+const GIZMOS: &str = r#"
+create table public.gizmos (id int generated by default as identity primary key,
+  sku text unique not null, name text, qty int not null default 0);
+insert into public.gizmos (id, sku, name, qty) values (1, 'A-1', 'anvil', 1), (2, 'B-2', 'bolt', 2);
+select pg_catalog.setval(pg_catalog.pg_get_serial_sequence('public.gizmos', 'id'), 100);
+-- auto-updatable views: one shows the primary key, one does not
+create view public.gizmo_list as select id, sku, name, qty from public.gizmos;
+create view public.gizmo_names as select sku, name from public.gizmos;
+grant select, insert, update on public.gizmos, public.gizmo_list, public.gizmo_names to authenticated;
+"#;
+
+#[tokio::test]
+async fn rest_upserts_on_auto_updatable_views() {
+    let fx = fixture().await;
+    setup(&fx, GIZMOS, "/gizmo_names").await;
+    let post = |path: &str, prefer: &str, body: serde_json::Value| {
+        fx.call(Method::POST, path, fx.a())
+            .prefer(prefer)
+            .body(body)
+    };
+    let applied = |r: &Resp| r.header("preference-applied").unwrap_or_default();
+    let fxr = &fx;
+    let rows = move || async move {
+        fxr.get("/gizmos?select=id,sku,name,qty&order=id", fxr.a())
+            .await
+            .expect(200)
+            .json()
+    };
+    // merge-duplicates on the view's inherited primary key: inserts and updates
+    let r = post(
+        "/gizmo_list",
+        "resolution=merge-duplicates, return=representation",
+        json!([{"id": 1, "sku": "A-1", "name": "anvil II", "qty": 5},
+               {"id": 3, "sku": "C-3", "name": "cog", "qty": 1}]),
+    )
+    .send()
+    .await;
+    assert_eq!(
+        r.expect(201).json(),
+        json!([{"id": 1, "sku": "A-1", "name": "anvil II", "qty": 5},
+               {"id": 3, "sku": "C-3", "name": "cog", "qty": 1}])
+    );
+    assert!(
+        applied(&r).contains("resolution=merge-duplicates"),
+        "{}",
+        applied(&r)
+    );
+    // only updates: 200
+    let r = post(
+        "/gizmo_list",
+        "resolution=merge-duplicates",
+        json!({"id": 3, "sku": "C-3", "name": "cog", "qty": 2}),
+    )
+    .send()
+    .await;
+    r.expect(200);
+    // ignore-duplicates: the existing row is left alone
+    let r = post(
+        "/gizmo_list",
+        "resolution=ignore-duplicates, return=representation",
+        json!([{"id": 1, "sku": "A-1", "name": "ignored", "qty": 0},
+               {"id": 4, "sku": "D-4", "name": "dial", "qty": 4}]),
+    )
+    .send()
+    .await;
+    assert_eq!(
+        r.expect(201).json(),
+        json!([{"id": 4, "sku": "D-4", "name": "dial", "qty": 4}])
+    );
+    // on_conflict on a unique column of the base table, through the view without the key
+    let r = post(
+        "/gizmo_names?on_conflict=sku",
+        "resolution=merge-duplicates, return=representation",
+        json!({"sku": "B-2", "name": "bolt II"}),
+    )
+    .send()
+    .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"sku": "B-2", "name": "bolt II"}])
+    );
+    // PUT on the view by its inherited key
+    let r = fx
+        .call(Method::PUT, "/gizmo_list?id=eq.2", fx.a())
+        .prefer("return=representation")
+        .body(json!({"id": 2, "sku": "B-2", "name": "bolt III", "qty": 9}))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect(200).json(),
+        json!([{"id": 2, "sku": "B-2", "name": "bolt III", "qty": 9}])
+    );
+    // A view without a primary key and no on_conflict: a plain insert, the resolution not
+    // applied (PostgREST's answer), so a duplicate is PostgreSQL's 23505 (409)
+    let r = post(
+        "/gizmo_names",
+        "resolution=merge-duplicates, return=representation",
+        json!({"sku": "E-5", "name": "eel"}),
+    )
+    .send()
+    .await;
+    assert_eq!(r.expect(201).json(), json!([{"sku": "E-5", "name": "eel"}]));
+    assert_eq!(applied(&r), "return=representation");
+    post(
+        "/gizmo_names",
+        "resolution=merge-duplicates",
+        json!({"sku": "E-5", "name": "eel again"}),
+    )
+    .send()
+    .await
+    .error(409, "23505");
+    assert_eq!(
+        rows().await,
+        json!([
+            {"id": 1, "sku": "A-1", "name": "anvil II", "qty": 5},
+            {"id": 2, "sku": "B-2", "name": "bolt III", "qty": 9},
+            {"id": 3, "sku": "C-3", "name": "cog", "qty": 2},
+            {"id": 4, "sku": "D-4", "name": "dial", "qty": 4},
+            // 101 went to the insert through gizmo_names that conflicted on sku
+            {"id": 102, "sku": "E-5", "name": "eel", "qty": 0},
+        ])
+    );
+}

@@ -251,3 +251,113 @@ async fn attack_jwt_role_claim_naming_a_non_api_database_role_is_never_executed(
         assert_eq!(r.status(), 401, "apikey with role {role}");
     }
 }
+
+/// The same attacks against RS256 signing (`GOTRUE_JWT_KEYS` with an RSA key that signs and an
+/// EC key that only verifies): HS256 signed with the RSA public key as the HMAC secret,
+/// `alg: none` naming the key, a `kid` pointing at another key, the wrong `alg` for a `kid`,
+/// and an RS256 token without a `kid`. Each must be refused by every surface, while a real
+/// token of the key is accepted.
+#[tokio::test]
+async fn attack_jwt_rs256_algorithm_confusion_and_kid_tricks_are_refused() {
+    use agencyflow_testkit::keys::{es256_jwk, jwt_keys, rsa_jwk, rsa_public_pem};
+    let rsa = rsa_jwk(0, &["sign", "verify"]);
+    let ec = es256_jwk(&["verify"]);
+    let set = jwt_keys(&[&rsa, &ec]);
+    let t = TestDb::new().await;
+    let app = t.spawn_app_with(&["--jwt-keys", &set]).await;
+    let user = Uuid::new_v4();
+    let c = claims("authenticated", user);
+    let ours = agencyflow_auth::JwtKeys::hs256(SECRET, None)
+        .with_jwks(&set)
+        .unwrap();
+    // Control: a token of the signing key is accepted.
+    let good = ours.sign(&c).unwrap();
+    let r = app
+        .http
+        .get(app.url("/rest/v1/clients?select=id"))
+        .header("apikey", &app.anon_key)
+        .header("Authorization", format!("Bearer {good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let admin = claims("service_role", user);
+    let mut public = rsa.clone();
+    for m in ["d", "p", "q", "dp", "dq", "qi"] {
+        public.as_object_mut().unwrap().remove(m);
+    }
+    // HS256 with the public key (PEM, as the classic attack; the JWK; the modulus) as secret.
+    for secret in [
+        rsa_public_pem(0),
+        public.to_string(),
+        rsa["n"].as_str().unwrap().to_string(),
+    ] {
+        for header in [
+            json!({"alg": "HS256", "typ": "JWT", "kid": "test-rsa-1"}),
+            json!({"alg": "HS256", "typ": "JWT"}),
+        ] {
+            let token = hs256(header, &admin, secret.as_bytes());
+            refused_everywhere(&app, "HS256 with the RSA public key", &token).await;
+        }
+    }
+    // alg none naming the RSA key.
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT", "kid": "test-rsa-1"})
+            .to_string()
+            .as_bytes()),
+        b64(admin.to_string().as_bytes())
+    );
+    refused_everywhere(&app, "alg none with kid", &none).await;
+    // Another RSA key's signature under our kid.
+    let mut foreign = rsa_jwk(1, &["sign"]);
+    foreign["kid"] = json!("test-rsa-1");
+    let forged = agencyflow_auth::JwtKeys::hs256(b"unrelated-secret-unrelated-secret-00", None)
+        .with_jwks(&jwt_keys(&[&foreign]))
+        .unwrap()
+        .sign(&admin)
+        .unwrap();
+    refused_everywhere(&app, "another RSA key under our kid", &forged).await;
+    // Our real RS256 signature, its header changed: another kid, another alg, no kid.
+    let rest = good.split_once('.').unwrap().1;
+    for header in [
+        json!({"alg": "RS256", "typ": "JWT", "kid": ec["kid"]}),
+        json!({"alg": "ES256", "typ": "JWT", "kid": "test-rsa-1"}),
+        json!({"alg": "RS256", "typ": "JWT", "kid": "not-a-key-we-hold"}),
+        json!({"alg": "RS256", "typ": "JWT"}),
+        json!({"alg": "PS256", "typ": "JWT", "kid": "test-rsa-1"}),
+        json!({"alg": "RS512", "typ": "JWT", "kid": "test-rsa-1"}),
+    ] {
+        let token = format!("{}.{rest}", b64(header.to_string().as_bytes()));
+        refused_everywhere(&app, &format!("header {header}"), &token).await;
+    }
+    // An ES256 token of the verify-only key is fine; the same under the RSA kid is not.
+    let ec_signing = {
+        let mut k = ec.clone();
+        k["key_ops"] = json!(["sign"]);
+        k
+    };
+    let ec_token = agencyflow_auth::JwtKeys::hs256(SECRET, None)
+        .with_jwks(&jwt_keys(&[&ec_signing]))
+        .unwrap()
+        .sign(&c)
+        .unwrap();
+    let r = app
+        .http
+        .get(app.url("/rest/v1/clients?select=id"))
+        .header("apikey", &app.anon_key)
+        .header("Authorization", format!("Bearer {ec_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ec_rest = ec_token.split_once('.').unwrap().1;
+    let swapped = format!(
+        "{}.{ec_rest}",
+        b64(json!({"alg": "ES256", "typ": "JWT", "kid": "test-rsa-1"})
+            .to_string()
+            .as_bytes())
+    );
+    refused_everywhere(&app, "ES256 signature under the RSA kid", &swapped).await;
+}

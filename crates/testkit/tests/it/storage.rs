@@ -1788,10 +1788,10 @@ async fn storage_range_requests() {
 
 // ---- The s3 backend against a real S3 wire protocol (moto's server). ----
 
-/// `moto_server`: `AGENCYFLOW_TEST_MOTO_SERVER` (set by `./run test`, which then fails
-/// without it), else where `scripts/setup --with-s3-server` puts it; skipped, saying so,
-/// when neither is there.
-fn moto_server() -> Option<PathBuf> {
+/// `moto_server`: `AGENCYFLOW_TEST_MOTO_SERVER` (set by `./run test`), else where
+/// `scripts/setup --with-s3-server` puts it; without it the test fails, saying so (a test
+/// never passes by skipping what it tests).
+fn moto_server() -> PathBuf {
     if let Some(p) = std::env::var_os("AGENCYFLOW_TEST_MOTO_SERVER").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(p);
         assert!(
@@ -1799,18 +1799,19 @@ fn moto_server() -> Option<PathBuf> {
             "AGENCYFLOW_TEST_MOTO_SERVER={} does not exist",
             p.display()
         );
-        return Some(p);
+        return p;
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("no HOME: set AGENCYFLOW_TEST_MOTO_SERVER");
     let p = cache.join("agencyflow/moto-venv/bin/moto_server");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPED: no moto_server (run `bash scripts/setup --with-s3-server`)");
-        None
-    }
+    assert!(
+        p.is_file(),
+        "no moto_server at {}: run `bash scripts/setup --with-s3-server`, or set AGENCYFLOW_TEST_MOTO_SERVER",
+        p.display()
+    );
+    p
 }
 
 /// S3 keys in the bucket (ListObjectsV2, unsigned: moto accepts it).
@@ -1831,7 +1832,7 @@ async fn s3_keys(http: &reqwest::Client, endpoint: &str, bucket: &str) -> Vec<St
 
 #[tokio::test]
 async fn storage_s3_backend_against_an_s3_server() {
-    let Some(moto) = moto_server() else { return };
+    let moto = moto_server();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -1177,16 +1177,12 @@ async fn object_count(e: &Env, name: &str) -> i64 {
 
 /// Polls until `f` is true (a minute at most): the server finishes what a client dropped on
 /// its own schedule.
-async fn eventually<F, Fut>(what: &str, mut f: F)
+async fn eventually<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    agencyflow_testkit::wait::until(Duration::from_secs(60), what, f).await
 }
 
 #[tokio::test]

@@ -1,0 +1,891 @@
+//! postgres_changes: subscriptions, capture and delivery under RLS.
+//!
+//! **Capture, once per database.** Every process with a postgres_changes subscription runs
+//! [`capture_loop`], which tries a session advisory lock on its own connection; the holder
+//! (the leader) reads the logical slot (wal2json, through `realtime.peek_changes`), and for
+//! each committed transaction after the recorded position NOTIFYs every change, updating
+//! `realtime.capture_position` in the same transaction, then advances the slot. A crash
+//! between the two repeats nothing (the position skips it); a crash before the commit loses
+//! nothing (the slot was not advanced). Past `--realtime-max-slot-lag-mb`, or when PostgreSQL
+//! invalidated the slot (`max_slot_wal_keep_size`), the slot is dropped and recreated with a
+//! warning.
+//!
+//! **Delivery, on every process.** Each process receives the change NOTIFYs
+//! ([`deliver`]): subscriptions of the table whose event and filters match are grouped by
+//! (role, claims); one authorisation query per group runs as that role with those claims,
+//! evaluating the table's SELECT privilege and SELECT policies (as PostgreSQL would for the
+//! role) on the change's own values. DELETEs are authorised on the old row (replica identity
+//! full) and carry only the primary key when the table has RLS.
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use agencyflow_db::{tokio_postgres, TxSettings, Type};
+use agencyflow_keys::Caller;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::hub::{Outbox, SocketId};
+use crate::metrics::Metrics;
+use crate::protocol;
+use crate::Realtime;
+
+/// One binding of a join's `config.postgres_changes`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChangeSpec {
+    pub event: String,
+    pub schema: String,
+    #[serde(default)]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    In,
+}
+
+#[derive(Debug, Clone)]
+struct Filter {
+    column: String,
+    op: Op,
+    values: Vec<String>,
+}
+
+/// Splits on commas outside parentheses (`a=eq.1,b=in.(x,y)`).
+fn split_top(s: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn parse_filters(s: &str) -> Result<Vec<Filter>, String> {
+    let mut out = Vec::new();
+    for part in split_top(s) {
+        let bad = || {
+            format!("invalid filter \"{part}\": expected column=op.value with op one of eq, neq, lt, lte, gt, gte, in")
+        };
+        let (column, rest) = part.split_once('=').ok_or_else(bad)?;
+        let (op, value) = rest.split_once('.').ok_or_else(bad)?;
+        let op = match op {
+            "eq" => Op::Eq,
+            "neq" => Op::Neq,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "in" => Op::In,
+            _ => return Err(bad()),
+        };
+        if column.trim().is_empty() {
+            return Err(bad());
+        }
+        let values = if op == Op::In {
+            let inner = value
+                .strip_prefix('(')
+                .and_then(|v| v.strip_suffix(')'))
+                .ok_or_else(|| format!("invalid filter \"{part}\": in needs a list: in.(a,b)"))?;
+            let vals: Vec<String> = inner
+                .split(',')
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .collect();
+            if vals.len() > 100 {
+                return Err(format!(
+                    "invalid filter \"{part}\": in takes at most 100 values"
+                ));
+            }
+            vals
+        } else {
+            vec![value.to_string()]
+        };
+        out.push(Filter {
+            column: column.trim().to_string(),
+            op,
+            values,
+        });
+    }
+    Ok(out)
+}
+
+impl ChangeSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.event.as_str(), "*" | "INSERT" | "UPDATE" | "DELETE") {
+            return Err(format!(
+                "invalid postgres_changes event \"{}\": one of *, INSERT, UPDATE, DELETE",
+                self.event
+            ));
+        }
+        if self.schema.is_empty() {
+            return Err("postgres_changes needs a schema".into());
+        }
+        if let Some(f) = self.filter.as_deref().filter(|f| !f.is_empty()) {
+            if self.table.as_deref().is_none_or(|t| t == "*") {
+                return Err("a postgres_changes filter needs a table".into());
+            }
+            parse_filters(f)?;
+        }
+        Ok(())
+    }
+
+    /// The join reply's entry: the client's own binding with its id.
+    pub fn reply(&self, id: u64) -> Value {
+        let mut v = json!({"id": id, "event": self.event, "schema": self.schema});
+        if let Some(t) = &self.table {
+            v["table"] = json!(t);
+        }
+        if let Some(f) = &self.filter {
+            v["filter"] = json!(f);
+        }
+        v
+    }
+}
+
+struct Sub {
+    id: u64,
+    socket: SocketId,
+    topic: String,
+    outbox: Outbox,
+    caller: Arc<RwLock<Caller>>,
+    event: String,
+    schema: String,
+    table: Option<String>,
+    filters: Vec<Filter>,
+}
+
+/// The SELECT check of one table: its SQL (cached a few seconds) and whether RLS is on.
+struct TableCheck {
+    sql: Arc<str>,
+    rls: bool,
+    at: Instant,
+}
+
+#[derive(Default)]
+pub struct Changes {
+    subs: RwLock<HashMap<u64, Arc<Sub>>>,
+    capture_started: AtomicBool,
+    checks: Mutex<HashMap<String, Arc<TableCheck>>>,
+    types: Mutex<HashMap<u32, String>>,
+}
+
+/// Registers a join's bindings; returns (id, binding) in the client's order.
+pub(crate) fn subscribe(
+    rt: &Realtime,
+    specs: &[ChangeSpec],
+    caller: Arc<RwLock<Caller>>,
+    outbox: Outbox,
+    socket: SocketId,
+    topic: &str,
+) -> Vec<(u64, ChangeSpec)> {
+    let mut out = Vec::with_capacity(specs.len());
+    let mut subs = rt.inner.changes.subs.write().expect("subs");
+    for s in specs {
+        let id = rt.next_id();
+        subs.insert(
+            id,
+            Arc::new(Sub {
+                id,
+                socket,
+                topic: topic.to_string(),
+                outbox: outbox.clone(),
+                caller: caller.clone(),
+                event: s.event.clone(),
+                schema: s.schema.clone(),
+                table: s.table.clone().filter(|t| t != "*"),
+                filters: s
+                    .filter
+                    .as_deref()
+                    .filter(|f| !f.is_empty())
+                    .map(|f| parse_filters(f).unwrap_or_default())
+                    .unwrap_or_default(),
+            }),
+        );
+        out.push((id, s.clone()));
+    }
+    drop(subs);
+    if !rt
+        .inner
+        .changes
+        .capture_started
+        .swap(true, Ordering::AcqRel)
+    {
+        tokio::spawn(capture_loop(rt.clone()));
+    }
+    out
+}
+
+pub(crate) fn unsubscribe(rt: &Realtime, ids: &[u64]) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut subs = rt.inner.changes.subs.write().expect("subs");
+    for id in ids {
+        subs.remove(id);
+    }
+}
+
+/// Waits until changes committed from now on reach this process: its LISTEN is up and the
+/// database's slot exists. The error says why capture is unavailable.
+pub(crate) async fn ready(rt: &Realtime) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if rt.inner.fanout.listening.load(Ordering::Acquire) {
+            if let Ok(c) = rt.inner.db.client().await {
+                let r = c
+                    .query_one(
+                        "select current_setting('wal_level'), exists (select 1 from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name())",
+                        &[],
+                    )
+                    .await;
+                match r {
+                    Ok(row) => {
+                        let level: String = row.get(0);
+                        if level != "logical" {
+                            return Err(format!("Unable to subscribe to changes: PostgreSQL's wal_level is {level}, postgres_changes need wal_level = logical"));
+                        }
+                        if row.get::<_, bool>(1) {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => {
+                        return Err(format!("Unable to subscribe to changes: {e}"));
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("Unable to subscribe to changes: change capture did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The advisory lock key of the capture leader (per database).
+const LEADER_LOCK: i64 = 0x6167_666c_7274_0001;
+
+fn parse_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap_or(("0", "0"));
+    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
+}
+
+/// wal2json's `add-tables`: schema.table pairs, special characters escaped.
+fn add_tables(tables: &[(String, String)]) -> String {
+    let esc = |s: &str| {
+        s.chars()
+            .flat_map(|c| {
+                if matches!(c, ',' | '.' | '*' | '\\' | ' ' | '\'') {
+                    vec!['\\', c]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect::<String>()
+    };
+    if tables.is_empty() {
+        // Nothing is published: name a table that cannot exist, so nothing is decoded.
+        return "realtime.\\*none\\*".into();
+    }
+    tables
+        .iter()
+        .map(|(s, t)| format!("{}.{}", esc(s), esc(t)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn capture_loop(rt: Realtime) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match capture_session(&rt).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "realtime capture stopped; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One connection's life: wait for leadership, then capture until an error.
+async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
+    let client = agencyflow_db::connect_one(&rt.inner.db_url).await?;
+    loop {
+        let got: bool = client
+            .query_one("select pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+            .await?
+            .get(0);
+        if got {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::info!("realtime: this process captures postgres_changes for the database");
+    let m = &rt.inner.metrics;
+    let state: String = client
+        .query_one("select realtime.ensure_slot()", &[])
+        .await?
+        .get(0);
+    if state == "lost" {
+        reset_slot(
+            &client,
+            m,
+            "PostgreSQL invalidated it (max_slot_wal_keep_size)",
+        )
+        .await?;
+    }
+    let max_lag = (rt.inner.args.max_slot_lag_mb as i64).saturating_mul(1024 * 1024);
+    let mut tables: Vec<(String, String)> = Vec::new();
+    let mut tables_at = Instant::now() - Duration::from_secs(3600);
+    let mut lag_at = Instant::now() - Duration::from_secs(3600);
+    let poll = Duration::from_millis(rt.inner.args.poll_ms.max(1));
+    loop {
+        if tables_at.elapsed() > Duration::from_secs(5) {
+            tables = client
+                .query(
+                    "select schema_name, table_name from realtime.published_tables()",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            tables_at = Instant::now();
+        }
+        if lag_at.elapsed() > Duration::from_secs(10) {
+            lag_at = Instant::now();
+            let lag: Option<i64> = client
+                .query_one("select realtime.slot_lag()", &[])
+                .await?
+                .get(0);
+            m.slot_lag_bytes.store(lag.unwrap_or(-1), Ordering::Relaxed);
+            match lag {
+                None => {
+                    client
+                        .query_one("select realtime.ensure_slot()", &[])
+                        .await?;
+                }
+                Some(l) if l > max_lag => {
+                    reset_slot(
+                        &client,
+                        m,
+                        &format!("it held {l} bytes of WAL, over the limit of {max_lag}"),
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        let n = capture_batch(rt, &client, &add_tables(&tables)).await?;
+        if n == 0 {
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+async fn reset_slot(
+    client: &tokio_postgres::Client,
+    m: &Metrics,
+    why: &str,
+) -> Result<(), agencyflow_db::DbError> {
+    tracing::warn!(reason = %why, "realtime: dropping and recreating the logical slot; changes in between are not delivered");
+    Metrics::inc(&m.slot_resets);
+    client.query_one("select realtime.drop_slot()", &[]).await?;
+    client
+        .query_one("select realtime.ensure_slot()", &[])
+        .await?;
+    Ok(())
+}
+
+/// Reads up to ~1000 changes, hands the new ones to the fan-out, advances the slot.
+/// Returns the number of rows read.
+async fn capture_batch(
+    rt: &Realtime,
+    client: &tokio_postgres::Client,
+    tables: &str,
+) -> Result<usize, agencyflow_db::DbError> {
+    let rows = client
+        .query(
+            "select lsn::text, data from realtime.peek_changes(1000, $1)",
+            &[&tables],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let position: u64 = client
+        .query_opt("select lsn::text from realtime.capture_position", &[])
+        .await?
+        .map(|r| parse_lsn(r.get(0)))
+        .unwrap_or(0);
+    // Whole transactions: changes between B and C, C's lsn is the transaction's end.
+    let mut pending: Vec<Value> = Vec::new();
+    let mut out: Vec<Value> = Vec::new();
+    let mut last_end: Option<String> = None;
+    for r in &rows {
+        let lsn: &str = r.get(0);
+        let data: &str = r.get(1);
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        match v["action"].as_str() {
+            Some("B") => pending.clear(),
+            Some("C") => {
+                if parse_lsn(lsn) > position {
+                    let ts = v["timestamp"].clone();
+                    for mut c in pending.drain(..) {
+                        c["commit_timestamp"] = ts.clone();
+                        out.push(c);
+                    }
+                }
+                pending.clear();
+                last_end = Some(lsn.to_string());
+            }
+            Some("I" | "U" | "D") => pending.push(v),
+            _ => {}
+        }
+    }
+    let Some(end) = last_end else {
+        return Ok(rows.len());
+    };
+    Metrics::inc_by(&rt.inner.metrics.changes_captured, out.len() as u64);
+    client.batch_execute("begin").await?;
+    let result: Result<(), tokio_postgres::Error> = async {
+        for c in &out {
+            let body = json!({"k": "c", "d": c});
+            let text = body.to_string();
+            if text.len() < 7000 {
+                let msg = json!({"n": rt.inner.node, "m": body}).to_string();
+                client
+                    .execute("select pg_notify($1, $2)", &[&crate::fanout::CHANNEL, &msg])
+                    .await?;
+            } else {
+                client
+                    .execute(
+                        "with s as (insert into realtime.fanout_spool (body) values ($2) returning id)
+                         select pg_notify($1, json_build_object('n', $3::text, 's', s.id)::text) from s",
+                        &[&crate::fanout::CHANNEL, &text, &rt.inner.node],
+                    )
+                    .await?;
+            }
+        }
+        client
+            .execute(
+                "insert into realtime.capture_position (id, lsn) values (true, $1::text::pg_lsn)
+                 on conflict (id) do update set lsn = excluded.lsn, updated_at = now()",
+                &[&end],
+            )
+            .await?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => client.batch_execute("commit").await?,
+        Err(e) => {
+            let _ = client.batch_execute("rollback").await;
+            return Err(e.into());
+        }
+    }
+    client
+        .execute("select realtime.advance_slot($1::text::pg_lsn)", &[&end])
+        .await?;
+    Ok(rows.len())
+}
+
+/// Whether a record's value satisfies a filter (compared as numbers when both sides are
+/// numbers, else as text).
+fn matches(f: &Filter, record: &Map<String, Value>) -> bool {
+    let Some(v) = record.get(&f.column) else {
+        return false;
+    };
+    let text = match v {
+        Value::Null => return false,
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let cmp = |want: &str| -> Option<std::cmp::Ordering> {
+        match (text.parse::<f64>(), want.parse::<f64>()) {
+            (Ok(a), Ok(b)) if !matches!(v, Value::String(_)) => a.partial_cmp(&b),
+            _ => Some(text.as_str().cmp(want)),
+        }
+    };
+    use std::cmp::Ordering as O;
+    match f.op {
+        Op::Eq => cmp(&f.values[0]) == Some(O::Equal),
+        Op::Neq => cmp(&f.values[0]) != Some(O::Equal),
+        Op::Lt => cmp(&f.values[0]) == Some(O::Less),
+        Op::Lte => matches!(cmp(&f.values[0]), Some(O::Less | O::Equal)),
+        Op::Gt => cmp(&f.values[0]) == Some(O::Greater),
+        Op::Gte => matches!(cmp(&f.values[0]), Some(O::Greater | O::Equal)),
+        Op::In => f.values.iter().any(|w| cmp(w) == Some(O::Equal)),
+    }
+}
+
+fn columns_to_record(cols: &Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    for c in cols.as_array().into_iter().flatten() {
+        if let Some(n) = c["name"].as_str() {
+            m.insert(n.to_string(), c["value"].clone());
+        }
+    }
+    m
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The SELECT check of `schema.table` for whichever role runs it: privilege, then (with
+/// RLS) bypass or the applicable permissive policies and all applicable restrictive ones,
+/// over `jsonb_populate_record` of the change's values aliased as the table.
+async fn table_check(
+    rt: &Realtime,
+    schema: &str,
+    table: &str,
+) -> Result<Arc<TableCheck>, agencyflow_db::DbError> {
+    let name = format!("{}.{}", quote_ident(schema), quote_ident(table));
+    if let Some(c) = rt.inner.changes.checks.lock().expect("checks").get(&name) {
+        if c.at.elapsed() < Duration::from_secs(5) {
+            return Ok(c.clone());
+        }
+    }
+    let mut client = rt.inner.db.client().await?;
+    let tx = client.transaction().await?;
+    // Deparse with only pg_catalog visible: every other name comes out schema-qualified.
+    tx.batch_execute("set local search_path = pg_catalog")
+        .await?;
+    let row = tx
+        .query_opt(
+            "select c.relrowsecurity,
+               coalesce((select json_agg(json_build_object(
+                   'permissive', p.polpermissive,
+                   'roles', (select coalesce(json_agg(r::int8), '[]') from unnest(p.polroles) r),
+                   'qual', pg_get_expr(p.polqual, p.polrelid)))
+                 from pg_policy p where p.polrelid = c.oid and p.polcmd in ('r', '*')), '[]')::text
+             from pg_class c where c.oid = to_regclass($1)",
+            &[&name],
+        )
+        .await?;
+    tx.rollback().await?;
+    let Some(row) = row else {
+        return Err(agencyflow_db::DbError::Other(format!("no table {name}")));
+    };
+    let rls: bool = row.get(0);
+    let policies: Value = serde_json::from_str(row.get::<_, &str>(1)).unwrap_or(json!([]));
+    let applies = |p: &Value| -> String {
+        let roles: Vec<i64> = p["roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .collect();
+        if roles.is_empty() || roles.contains(&0) {
+            "true".into()
+        } else {
+            roles
+                .iter()
+                .map(|r| format!("pg_catalog.pg_has_role(current_user, {r}::oid, 'member')"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        }
+    };
+    let mut permissive = Vec::new();
+    let mut restrictive = Vec::new();
+    for p in policies.as_array().into_iter().flatten() {
+        let qual = p["qual"].as_str().unwrap_or("false");
+        let expr = format!("(({}) and coalesce(({qual}), false))", applies(p));
+        if p["permissive"].as_bool().unwrap_or(true) {
+            permissive.push(expr);
+        } else {
+            restrictive.push(format!(
+                "(not ({}) or coalesce(({qual}), false))",
+                applies(p)
+            ));
+        }
+    }
+    let rls_expr = if rls {
+        let perm = if permissive.is_empty() {
+            "false".to_string()
+        } else {
+            permissive.join(" or ")
+        };
+        let restr = if restrictive.is_empty() {
+            "true".to_string()
+        } else {
+            restrictive.join(" and ")
+        };
+        format!("(select rolbypassrls from pg_catalog.pg_roles where rolname = current_user) or (({perm}) and ({restr}))")
+    } else {
+        "true".into()
+    };
+    let sql = format!(
+        "select pg_catalog.has_table_privilege({lit}, 'select') and coalesce((select ({rls_expr}) from pg_catalog.jsonb_populate_record(null::{name}, $1::text::jsonb) as {alias}), false)",
+        lit = quote_literal(&name),
+        alias = quote_ident(table),
+    );
+    let check = Arc::new(TableCheck {
+        sql: sql.into(),
+        rls,
+        at: Instant::now(),
+    });
+    rt.inner
+        .changes
+        .checks
+        .lock()
+        .expect("checks")
+        .insert(name, check.clone());
+    Ok(check)
+}
+
+/// The client's type names (`int4`, `timestamptz`, ...) of the change's columns.
+async fn type_names(rt: &Realtime, oids: &[u32]) -> HashMap<u32, String> {
+    let missing: Vec<u32> = {
+        let t = rt.inner.changes.types.lock().expect("types");
+        oids.iter()
+            .filter(|o| !t.contains_key(o))
+            .copied()
+            .collect()
+    };
+    if !missing.is_empty() {
+        if let Ok(c) = rt.inner.db.client().await {
+            let ids: Vec<i64> = missing.iter().map(|o| *o as i64).collect();
+            if let Ok(rows) = c
+                .query(
+                    "select oid::int8, typname::text from pg_catalog.pg_type where oid::int8 = any($1)",
+                    &[&ids],
+                )
+                .await
+            {
+                let mut t = rt.inner.changes.types.lock().expect("types");
+                for r in rows {
+                    t.insert(r.get::<_, i64>(0) as u32, r.get(1));
+                }
+            }
+        }
+    }
+    let t = rt.inner.changes.types.lock().expect("types");
+    oids.iter()
+        .filter_map(|o| t.get(o).map(|n| (*o, n.clone())))
+        .collect()
+}
+
+/// `2026-12-06 10:00:00.123456+00` → `2026-12-06T10:00:00.123Z`.
+fn commit_timestamp(ts: &Value) -> Value {
+    let Some(s) = ts.as_str() else {
+        return Value::Null;
+    };
+    let b = s.as_bytes();
+    let norm = if b.len() >= 3 && matches!(b[b.len() - 3], b'+' | b'-') {
+        format!("{s}:00")
+    } else {
+        s.to_string()
+    };
+    match chrono::DateTime::parse_from_str(&norm, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        Ok(t) => json!(t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()),
+        Err(_) => json!(s),
+    }
+}
+
+/// Delivers one captured change to this process's subscribers (see the module doc).
+pub(crate) async fn deliver(rt: &Realtime, body: Value) {
+    let c = &body["d"];
+    let (Some(action), Some(schema), Some(table)) = (
+        c["action"].as_str(),
+        c["schema"].as_str(),
+        c["table"].as_str(),
+    ) else {
+        return;
+    };
+    let kind = match action {
+        "I" => "INSERT",
+        "U" => "UPDATE",
+        "D" => "DELETE",
+        _ => return,
+    };
+    let record = columns_to_record(&c["columns"]);
+    let old = columns_to_record(&c["identity"]);
+    let row = if kind == "DELETE" { &old } else { &record };
+    // Matching subscriptions, grouped by (role, claims).
+    let mut groups: HashMap<(String, String), Vec<Arc<Sub>>> = HashMap::new();
+    {
+        let subs = rt.inner.changes.subs.read().expect("subs");
+        for s in subs.values() {
+            if s.schema != "*" && s.schema != schema {
+                continue;
+            }
+            if s.table.as_deref().is_some_and(|t| t != table) {
+                continue;
+            }
+            if s.event != "*" && s.event != kind {
+                continue;
+            }
+            if !s.filters.iter().all(|f| matches(f, row)) {
+                continue;
+            }
+            let caller = s.caller.read().expect("caller");
+            groups
+                .entry((caller.role.clone(), caller.claims.json.clone()))
+                .or_default()
+                .push(s.clone());
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let check = match table_check(rt, schema, table).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, schema, table, "realtime: cannot build the RLS check");
+            return;
+        }
+    };
+    let row_text = Value::Object(row.clone()).to_string();
+    // One query per (role, claims) group.
+    let mut allowed: Vec<Arc<Sub>> = Vec::new();
+    for ((role, claims), subs) in groups {
+        Metrics::inc(&rt.inner.metrics.authorization_queries);
+        let settings = TxSettings::new(role, claims).read_only(true);
+        let visible = match rt.inner.db.begin(&settings).await {
+            Ok(mut tx) => match tx.query_typed(&check.sql, &[(&row_text, Type::TEXT)]).await {
+                Ok(rows) => rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false),
+                Err(e) => {
+                    tracing::debug!(error = %e, "realtime: authorisation query failed; not delivered");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime: authorisation transaction failed");
+                false
+            }
+        };
+        if visible {
+            allowed.extend(subs);
+        }
+    }
+    if allowed.is_empty() {
+        return;
+    }
+    // The change's data, once.
+    let cols = if kind == "DELETE" {
+        &c["identity"]
+    } else {
+        &c["columns"]
+    };
+    let oids: Vec<u32> = cols
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["typeoid"].as_u64().map(|o| o as u32))
+        .collect();
+    let names = type_names(rt, &oids).await;
+    let columns: Vec<Value> = cols
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|col| {
+            let oid = col["typeoid"].as_u64().unwrap_or(0) as u32;
+            json!({"name": col["name"], "type": names.get(&oid).cloned().unwrap_or_else(|| col["type"].as_str().unwrap_or("").to_string())})
+        })
+        .collect();
+    let pk: HashSet<&str> = c["pk"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    let mut data = json!({
+        "schema": schema,
+        "table": table,
+        "type": kind,
+        "commit_timestamp": commit_timestamp(&c["commit_timestamp"]),
+        "columns": columns,
+        "errors": null,
+    });
+    match kind {
+        "INSERT" => data["record"] = Value::Object(record.clone()),
+        "UPDATE" => {
+            data["record"] = Value::Object(record.clone());
+            data["old_record"] = Value::Object(old.clone());
+        }
+        _ => {
+            let old_out: Map<String, Value> = if check.rls {
+                old.iter()
+                    .filter(|(k, _)| pk.contains(k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            } else {
+                old.clone()
+            };
+            data["old_record"] = Value::Object(old_out);
+        }
+    }
+    // One message per channel, with the ids of its bindings that matched.
+    let mut per_channel: HashMap<(SocketId, String), (Outbox, Vec<u64>)> = HashMap::new();
+    for s in &allowed {
+        per_channel
+            .entry((s.socket, s.topic.clone()))
+            .or_insert_with(|| (s.outbox.clone(), Vec::new()))
+            .1
+            .push(s.id);
+    }
+    for ((_, topic), (outbox, ids)) in per_channel {
+        let payload = json!({"ids": ids, "data": data});
+        let msg = protocol::encode(outbox.vsn, None, None, &topic, "postgres_changes", &payload);
+        if outbox.send(msg, &rt.inner.metrics) {
+            Metrics::inc(&rt.inner.metrics.changes_delivered);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_and_match() {
+        let f = parse_filters("status=eq.done,priority=in.(high,urgent)").unwrap();
+        assert_eq!(f.len(), 2);
+        let rec: Map<String, Value> =
+            serde_json::from_value(json!({"status": "done", "priority": "high", "n": 5})).unwrap();
+        assert!(f.iter().all(|x| matches(x, &rec)));
+        let n = parse_filters("n=gt.4").unwrap();
+        assert!(matches(&n[0], &rec));
+        let n = parse_filters("n=lte.4").unwrap();
+        assert!(!matches(&n[0], &rec));
+        assert!(parse_filters("n=like.4").is_err());
+        assert!(parse_filters("n").is_err());
+        assert!(parse_filters("n=in.1").is_err());
+    }
+
+    #[test]
+    fn lsn_and_timestamp() {
+        assert!(parse_lsn("0/157A858") > parse_lsn("0/157A6F0"));
+        assert!(parse_lsn("1/0") > parse_lsn("0/FFFFFFFF"));
+        assert_eq!(
+            commit_timestamp(&json!("2026-12-06 16:12:45.74471+00")),
+            json!("2026-12-06T16:12:45.744Z")
+        );
+    }
+}
