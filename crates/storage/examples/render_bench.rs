@@ -54,7 +54,7 @@ fn stats(label: &str, mut ms: Vec<f64>) {
     ms.sort_by(|a, b| a.total_cmp(b));
     let median = ms[ms.len() / 2];
     println!(
-        "{label}: median {median:.1} ms, min {:.1}, max {:.1} (n={})",
+        "{label}: median {median:.3} ms, min {:.3}, max {:.3} (n={})",
         ms[0],
         ms[ms.len() - 1],
         ms.len()

@@ -676,3 +676,82 @@ async fn storage_transform_supabase_js_e2e() {
         )
         .await;
 }
+
+/// TUS against a plain upload, through the real router (in the test binary's build, so
+/// debug numbers: a ratio, not a throughput to quote). `BENCH_MIB` (default 64):
+/// `cargo nextest run -p agencyflow-testkit --test it bench_tus --run-ignored only --no-capture`.
+#[tokio::test]
+#[ignore = "a benchmark: run on demand"]
+async fn bench_tus_against_a_plain_upload() {
+    use base64::Engine;
+    let mib: usize = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let e = setup_with(&["--storage-file-size-limit", &((mib + 1) << 20).to_string()]).await;
+    let ta = e.ta();
+    let bytes: Vec<u8> = (0..mib << 20)
+        .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
+        .collect();
+    let started = std::time::Instant::now();
+    let r = e
+        .req(
+            Method::POST,
+            &format!("/object/documents/{}/plain.bin", e.a_org),
+            Some(&ta),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let plain = started.elapsed().as_secs_f64();
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let started = std::time::Instant::now();
+    let r = e
+        .req(Method::POST, "/upload/resumable", Some(&ta))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", bytes.len().to_string())
+        .header(
+            "upload-metadata",
+            format!(
+                "bucketName {},objectName {},contentType {}",
+                b64("documents"),
+                b64(&format!("{}/tus.bin", e.a_org)),
+                b64("application/octet-stream")
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let chunk = 6 << 20;
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let end = (offset + chunk).min(bytes.len());
+        let r = e
+            .app
+            .http
+            .patch(e.app.url(&location))
+            .bearer_auth(&ta)
+            .header("apikey", &e.app.anon_key)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset.to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .body(bytes[offset..end].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+        offset = end;
+    }
+    let tus = started.elapsed().as_secs_f64();
+    println!(
+        "{mib} MiB: plain POST {:.0} MiB/s ({plain:.2} s), TUS in 6 MiB PATCHes {:.0} MiB/s ({tus:.2} s), TUS/plain {:.2}",
+        mib as f64 / plain,
+        mib as f64 / tus,
+        plain / tus
+    );
+}
