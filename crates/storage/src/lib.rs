@@ -20,6 +20,7 @@ pub mod drain;
 pub mod error;
 pub mod list_v2;
 pub mod objects;
+pub mod render;
 pub mod resumable;
 
 use std::path::PathBuf;
@@ -90,6 +91,57 @@ pub struct StorageArgs {
         default_value_t = resumable::DEFAULT_EXPIRY_MS
     )]
     pub storage_tus_url_expiry_ms: u64,
+    /// Image transformations (`/render/image/...`) on or off (Storage's
+    /// `IMAGE_TRANSFORMATION_ENABLED`; on by default here).
+    #[arg(
+        long = "storage-image-transformation",
+        env = "IMAGE_TRANSFORMATION_ENABLED",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub storage_image_transformation: bool,
+    /// The smallest width or height a transformation may ask for (smaller ones are raised).
+    #[arg(
+        long = "storage-image-min-size",
+        env = "IMAGE_TRANSFORMATION_LIMIT_MIN_SIZE",
+        default_value_t = 1
+    )]
+    pub storage_image_min_size: u32,
+    /// The largest width or height a transformation may ask for (larger ones are lowered to
+    /// it, as Storage clamps them).
+    #[arg(
+        long = "storage-image-max-size",
+        env = "IMAGE_TRANSFORMATION_LIMIT_MAX_SIZE",
+        default_value_t = 2000
+    )]
+    pub storage_image_max_size: u32,
+    /// The largest source a transformation reads, in bytes (imgproxy's setting; Supabase
+    /// documents 25 MB).
+    #[arg(
+        long = "storage-image-max-src-file-size",
+        env = "IMGPROXY_MAX_SRC_FILE_SIZE",
+        default_value_t = 25 * 1024 * 1024
+    )]
+    pub storage_image_max_src_file_size: u64,
+    /// The largest source a transformation decodes, in megapixels, judged from the image's
+    /// header before any pixel is decoded (imgproxy's setting; Supabase documents 50).
+    #[arg(
+        long = "storage-image-max-src-resolution",
+        env = "IMGPROXY_MAX_SRC_RESOLUTION",
+        default_value_t = 50.0
+    )]
+    pub storage_image_max_src_resolution: f64,
+    /// Transformations computed at once, each on a blocking thread (default: the CPU count).
+    #[arg(long = "storage-image-workers", env = "IMGPROXY_WORKERS")]
+    pub storage_image_workers: Option<usize>,
+    /// The byte budget of the disk cache of transformed images (`<storage dir>/.render-cache`);
+    /// past it the least recently used renditions are removed.
+    #[arg(
+        long = "storage-image-cache-size",
+        env = "STORAGE_IMAGE_CACHE_SIZE",
+        default_value_t = 1 << 30
+    )]
+    pub storage_image_cache_size: u64,
 }
 
 impl StorageArgs {
@@ -97,6 +149,18 @@ impl StorageArgs {
     pub fn check(&self) -> Result<(), String> {
         if self.storage_tus_url_expiry_ms == 0 {
             return Err("TUS_URL_EXPIRY_MS must be more than 0".into());
+        }
+        if self.storage_image_min_size == 0
+            || self.storage_image_max_size < self.storage_image_min_size
+        {
+            return Err("IMAGE_TRANSFORMATION_LIMIT_MIN_SIZE must be at least 1 and at most IMAGE_TRANSFORMATION_LIMIT_MAX_SIZE".into());
+        }
+        let mp = self.storage_image_max_src_resolution;
+        if mp.is_nan() || mp <= 0.0 {
+            return Err("IMGPROXY_MAX_SRC_RESOLUTION must be more than 0".into());
+        }
+        if self.storage_image_workers == Some(0) {
+            return Err("IMGPROXY_WORKERS must be at least 1".into());
         }
         match self.storage_backend.as_str() {
             "local" | "file" => Ok(()),
@@ -130,6 +194,24 @@ impl StorageArgs {
         }
     }
 
+    /// The image transformation settings.
+    pub fn render_settings(&self) -> render::RenderSettings {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        render::RenderSettings {
+            enabled: self.storage_image_transformation,
+            sides: render::transform::SideLimits {
+                min: self.storage_image_min_size,
+                max: self.storage_image_max_size,
+            },
+            source: render::transform::SourceLimits {
+                max_bytes: self.storage_image_max_src_file_size,
+                max_pixels: (self.storage_image_max_src_resolution * 1_000_000.0) as u64,
+            },
+            workers: self.storage_image_workers.unwrap_or(cores).max(1),
+            cache_bytes: self.storage_image_cache_size,
+        }
+    }
+
     fn backend(&self) -> Result<Arc<dyn Backend>, String> {
         self.backend_in(self.dir_or(|| PathBuf::from(".")))
     }
@@ -151,16 +233,19 @@ pub struct StorageState {
     pub file_size_limit: u64,
     /// Unfinished resumable uploads ([`resumable`]).
     pub resumable: resumable::Resumable,
+    /// Image transformations and their disk cache ([`render`]).
+    pub render: render::Renderer,
 }
 
 impl StorageState {
-    /// `resumable` holds the parts of unfinished resumable uploads.
+    /// `resumable` holds the parts of unfinished resumable uploads, `render` transforms images.
     pub fn new(
         db: Db,
         keys: Arc<JwtKeys>,
         backend: Arc<dyn Backend>,
         file_size_limit: u64,
         resumable: resumable::Resumable,
+        render: render::Renderer,
     ) -> Self {
         StorageState {
             db,
@@ -168,6 +253,7 @@ impl StorageState {
             backend,
             file_size_limit,
             resumable,
+            render,
         }
     }
 
@@ -184,6 +270,8 @@ impl StorageState {
             dir.join(".resumable"),
             std::time::Duration::from_millis(args.storage_tus_url_expiry_ms),
         );
+        // Renditions are cached on local disk whatever the backend (like resumable parts).
+        let render = render::Renderer::new(args.render_settings(), dir.join(".render-cache"));
         let backend = args.backend_in(dir)?;
         Ok(Self::new(
             db,
@@ -191,6 +279,7 @@ impl StorageState {
             backend,
             args.storage_file_size_limit,
             resumable,
+            render,
         ))
     }
 }
@@ -367,6 +456,7 @@ async fn analytics_buckets() -> StorageError {
 /// The `/storage/v1` router (and the sweeper of expired resumable uploads).
 pub fn router(state: StorageState) -> Router {
     state.resumable.start_sweeper();
+    state.render.start();
     Router::new()
         .route("/bucket", get(buckets::list).post(buckets::create))
         .route("/bucket/", get(buckets::list).post(buckets::create))
@@ -381,6 +471,7 @@ pub fn router(state: StorageState) -> Router {
         .route("/upload/resumable", any(resumable_create))
         .route("/upload/resumable/", any(resumable_create))
         .route("/upload/resumable/{id}", any(resumable_upload))
+        .route("/render/image/{*rest}", get(render::dispatch))
         // Not implemented (docs/storage.md): Storage's own "feature not enabled" answer.
         .route("/vector", any(vector_buckets))
         .route("/vector/{*rest}", any(vector_buckets))

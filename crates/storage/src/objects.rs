@@ -47,7 +47,7 @@ pub(crate) fn iso(column: &str) -> String {
     ISO_MS.replace("{}", column)
 }
 /// RFC 5987 `attr-char`s stay as they are in `filename*=`.
-const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+pub(crate) const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'!')
     .remove(b'#')
     .remove(b'$')
@@ -100,7 +100,7 @@ pub fn validate_bucket(id: &str) -> Result<()> {
 }
 
 /// `bucket/some/name` → (bucket, name), both validated.
-fn split_path(rest: &str) -> Result<(String, String)> {
+pub(crate) fn split_path(rest: &str) -> Result<(String, String)> {
     let (bucket, name) = rest
         .split_once('/')
         .ok_or_else(|| StorageError::invalid_key(rest))?;
@@ -109,7 +109,7 @@ fn split_path(rest: &str) -> Result<(String, String)> {
     Ok((bucket.to_string(), name.to_string()))
 }
 
-fn object_key(bucket: &str, name: &str, version: &str) -> String {
+pub(crate) fn object_key(bucket: &str, name: &str, version: &str) -> String {
     format!("{bucket}/{name}/{version}")
 }
 
@@ -691,10 +691,12 @@ impl StorageState {
     }
 
     /// Removes the file of a version no row names any more (after the commit that replaced it).
+    /// Its transformed images go too.
     pub async fn forget_version(&self, bucket: &str, name: &str, version: &str) {
         if let Err(e) = self.backend.delete(object_key(bucket, name, version)).await {
             tracing::warn!(error = %e, "removing a replaced object's file");
         }
+        self.render.forget(bucket, name).await;
     }
 }
 
@@ -829,17 +831,22 @@ pub(crate) async fn probe_write(
 }
 
 /// An object row as the caller sees it.
-struct Found {
-    version: String,
-    metadata: Value,
-    last_modified: String,
+pub(crate) struct Found {
+    pub(crate) version: String,
+    pub(crate) metadata: Value,
+    pub(crate) last_modified: String,
 }
 
 const FIND_SQL: &str = "select version, coalesce(metadata, '{}'::jsonb), \
     to_char(updated_at at time zone 'UTC', 'Dy, DD Mon YYYY HH24:MI:SS \"GMT\"') \
     from storage.objects where bucket_id = $1 and name = $2";
 
-async fn find(s: &StorageState, caller: &Caller, bucket: &str, name: &str) -> Result<Found> {
+pub(crate) async fn find(
+    s: &StorageState,
+    caller: &Caller,
+    bucket: &str,
+    name: &str,
+) -> Result<Found> {
     let tx = s.db.begin(&caller.tx().read_only(true)).await?;
     let rows = tx
         .query_typed_and_commit(FIND_SQL, &[(&bucket, Type::TEXT), (&name, Type::TEXT)])
@@ -1393,6 +1400,7 @@ async fn move_or_copy(
     if let Err(e) = s.backend.delete(old_key).await {
         tracing::warn!(error = %e, "removing a moved object's old file");
     }
+    s.render.forget(&b.bucket_id, &b.source_key).await;
     Ok(Json(json!({ "message": "Successfully moved" })).into_response())
 }
 
@@ -1427,6 +1435,7 @@ async fn delete_rows(
             if let Err(e) = s.backend.delete(object_key(bucket, name, &v)).await {
                 tracing::warn!(error = %e, "removing a deleted object's file");
             }
+            s.render.forget(bucket, name).await;
         }
         out.push(obj);
     }
@@ -1475,7 +1484,12 @@ fn sign_token(s: &StorageState, claims: Value) -> Result<String> {
 }
 
 /// Verifies a signed-URL token of `kind` for exactly `url`.
-fn verify_token(s: &StorageState, token: Option<String>, kind: &str, url: &str) -> Result<Value> {
+pub(crate) fn verify_token(
+    s: &StorageState,
+    token: Option<String>,
+    kind: &str,
+    url: &str,
+) -> Result<Value> {
     let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
         StorageError::bad_request("querystring must have required property 'token'")
     })?;
@@ -1505,6 +1519,10 @@ struct SignBody {
     expires_in: Value,
     #[serde(default)]
     paths: Vec<String>,
+    /// An image transformation (storage-js's `createSignedUrl(path, expires, { transform })`):
+    /// carried by the token, which then opens `/render/image/sign/...` only.
+    #[serde(default)]
+    transform: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1563,15 +1581,23 @@ async fn sign_one(
     let (bucket, name) = split_path(rest)?;
     let b: SignBody = json_body(headers, body).await?;
     let secs = expires_in(&b.expires_in, MAX_SIGNED_URL_SECS)?;
+    let transformations = crate::render::signed_transformations(s, b.transform.as_ref())?;
     // Only what the caller may read can be signed.
     find(s, &caller, &bucket, &name).await?;
     let url = format!("{bucket}/{name}");
     let t = now();
-    let token = sign_token(
-        s,
-        json!({ "url": url, "storage": "download", "iat": t, "exp": expiry(t, secs)? }),
-    )?;
-    Ok(Json(json!({ "signedURL": format!("/object/sign/{url}?token={token}") })).into_response())
+    let mut claims =
+        json!({ "url": url, "storage": "download", "iat": t, "exp": expiry(t, secs)? });
+    // As Storage signs a transformation: in the token, and the URL is the render route's.
+    let route = match transformations {
+        Some(tr) => {
+            claims["transformations"] = Value::String(tr);
+            "render/image"
+        }
+        None => "object",
+    };
+    let token = sign_token(s, claims)?;
+    Ok(Json(json!({ "signedURL": format!("/{route}/sign/{url}?token={token}") })).into_response())
 }
 
 async fn sign_many(
@@ -1620,12 +1646,24 @@ async fn download_signed(
     want: Want<'_>,
 ) -> Result<Response> {
     let (bucket, name) = split_path(rest)?;
-    verify_token(
+    let claims = verify_token(
         s,
         query_param(query, "token"),
         "download",
         &format!("{bucket}/{name}"),
     )?;
+    // A URL signed for a transformed image does not open the original (Storage would).
+    if claims
+        .get("transformations")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.is_empty())
+    {
+        return Err(StorageError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidSignature",
+            "The url was signed for an image transformation: use /render/image/sign/",
+        ));
+    }
     let found = find(s, &Caller::service(), &bucket, &name).await?;
     serve(s, &bucket, &name, found, query, want).await
 }

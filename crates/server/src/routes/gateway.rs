@@ -30,6 +30,8 @@ const OPEN_STORAGE: &[(&str, &[&str])] = &[
     ("/storage/v1/object/public/", &["GET", "HEAD"]),
     ("/storage/v1/object/sign/", &["GET", "HEAD"]),
     ("/storage/v1/object/upload/sign/", &["PUT"]),
+    ("/storage/v1/render/image/public/", &["GET", "HEAD"]),
+    ("/storage/v1/render/image/sign/", &["GET", "HEAD"]),
 ];
 
 fn open_storage(method: &axum::http::Method, path: &str) -> bool {

@@ -28,3 +28,4 @@ mod security_membership;
 mod storage;
 mod storage_compat;
 mod storage_security;
+mod storage_transform;
