@@ -963,8 +963,13 @@ async fn metrics_count_requests_per_surface_in_prometheus_format() {
             )),
             "{text}"
         );
+        // A gauge of this moment: background work (the embedding worker, realtime) may be
+        // waiting for a connection just then, so only its presence and form are checked.
+        let waiting = format!("agencyflow_db_pool_waiting{{pool=\"{pool}\"}} ");
         assert!(
-            text.contains(&format!("agencyflow_db_pool_waiting{{pool=\"{pool}\"}} 0")),
+            text.lines().any(|l| l
+                .strip_prefix(&waiting)
+                .is_some_and(|n| n.parse::<u64>().is_ok())),
             "{text}"
         );
     }
