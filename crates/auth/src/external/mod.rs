@@ -174,6 +174,13 @@ async fn start_flow(
     let flow_state_id =
         match pkce {
             Some(p) => {
+                // A PKCE start writes a flow-state row for anyone who asks: limited per client
+                // IP like sign-ins, so the table cannot be filled by a loop of anonymous calls.
+                crate::handlers::rate_limit(
+                    state,
+                    crate::ratelimit::Limit::SignInSignUpsPerIp,
+                    &info.client.ip,
+                )?;
                 let mut tx = state.tx().await?;
                 let id: Uuid = tx
                 .query_one(

@@ -885,3 +885,30 @@ async fn auth_oauth_supabase_js_e2e() {
     .await;
     assert_eq!(users_with_email(&t, &id_user.email).await, 1);
 }
+
+#[tokio::test]
+async fn auth_oauth_pkce_starts_are_rate_limited_per_ip() {
+    // Each PKCE start writes an auth.flow_state row for an anonymous caller: past the
+    // sign-in limit (3 here) the next start is 429 and writes nothing.
+    let t = TestDb::new().await;
+    let (_mock, app) = setup(&t, "keycloak", &["--rate-limit-sign-in-sign-ups", "3"]).await;
+    let c = browser();
+    let url = app.url(
+        "/auth/v1/authorize?provider=keycloak&code_challenge=\
+         E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=s256",
+    );
+    for _ in 0..3 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 302);
+    }
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let rows: i64 = t
+        .superuser()
+        .await
+        .query_one("select count(*) from auth.flow_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3);
+}
