@@ -11,7 +11,7 @@
 //! warning.
 //!
 //! **Delivery, on every process.** Each process receives the change NOTIFYs
-//! ([`deliver`]): subscriptions of the table whose event and filters match are grouped by
+//! ([`deliver_batch`], changes that arrived together): subscriptions of the table whose event and filters match are grouped by
 //! (role, claims); one authorisation query per group runs as that role with those claims,
 //! evaluating the table's SELECT privilege and SELECT policies (as PostgreSQL would for the
 //! role) on the change's own values. DELETEs are authorised on the old row (replica identity
@@ -310,6 +310,9 @@ fn add_tables(tables: &[(String, String)]) -> String {
         .join(",")
 }
 
+/// The channel the published tables' statement triggers notify at commit.
+const WAKE_CHANNEL: &str = "agencyflow_realtime_wake";
+
 async fn capture_loop(rt: Realtime) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -354,6 +357,15 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
     let mut tables_at = Instant::now() - Duration::from_secs(3600);
     let mut lag_at = Instant::now() - Duration::from_secs(3600);
     let poll = Duration::from_millis(rt.inner.args.poll_ms.max(1));
+    // Published tables' triggers NOTIFY at commit (migration 20261207300000): the slot is
+    // read at once instead of at the next poll. Without the listener, the poll alone.
+    let mut wake = match agencyflow_db::listen::listen(&rt.inner.db_url, WAKE_CHANNEL).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "realtime: cannot LISTEN for wake-ups; polling only");
+            None
+        }
+    };
     loop {
         if tables_at.elapsed() > Duration::from_secs(5) {
             tables = client
@@ -393,7 +405,24 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
         }
         let n = capture_batch(rt, &client, &add_tables(&tables)).await?;
         if n == 0 {
-            tokio::time::sleep(poll).await;
+            match wake.as_mut() {
+                Some(w) => {
+                    tokio::select! {
+                        m = w.rx.recv() => if m.is_none() {
+                            tracing::warn!("realtime: wake-up listener lost; polling only");
+                            wake = None;
+                        },
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                    // Wake-ups that came meanwhile are covered by the read that follows.
+                    while let Some(w) = wake.as_mut() {
+                        if w.rx.try_recv().is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => tokio::time::sleep(poll).await,
+            }
         }
     }
 }
@@ -466,15 +495,32 @@ async fn capture_batch(
     Metrics::inc_by(&rt.inner.metrics.changes_captured, out.len() as u64);
     client.batch_execute("begin").await?;
     let result: Result<(), tokio_postgres::Error> = async {
+        // Changes go out packed, several to a NOTIFY (`cs`), up to ~6,500 bytes each; a
+        // single larger change through the spool.
+        let notify = |msg: String| async move {
+            client
+                .execute("select pg_notify($1, $2)", &[&crate::fanout::CHANNEL, &msg])
+                .await
+        };
+        let mut pack: Vec<String> = Vec::new();
+        let mut pack_len = 0;
         for c in &out {
             let body = json!({"k": "c", "d": c});
             let text = body.to_string();
-            if text.len() < 7000 {
-                let msg = json!({"n": rt.inner.node, "m": body}).to_string();
-                client
-                    .execute("select pg_notify($1, $2)", &[&crate::fanout::CHANNEL, &msg])
-                    .await?;
+            if text.len() < 6500 {
+                if pack_len + text.len() > 6500 {
+                    notify(packed(rt, &pack)).await?;
+                    pack.clear();
+                    pack_len = 0;
+                }
+                pack_len += text.len() + 1;
+                pack.push(c.to_string());
             } else {
+                if !pack.is_empty() {
+                    notify(packed(rt, &pack)).await?;
+                    pack.clear();
+                    pack_len = 0;
+                }
                 client
                     .execute(
                         "with s as (insert into realtime.fanout_spool (body) values ($2) returning id)
@@ -483,6 +529,9 @@ async fn capture_batch(
                     )
                     .await?;
             }
+        }
+        if !pack.is_empty() {
+            notify(packed(rt, &pack)).await?;
         }
         client
             .execute(
@@ -505,6 +554,15 @@ async fn capture_batch(
         .execute("select realtime.advance_slot($1::text::pg_lsn)", &[&end])
         .await?;
     Ok(rows.len())
+}
+
+/// A NOTIFY payload carrying several changes (each already JSON text).
+fn packed(rt: &Realtime, changes: &[String]) -> String {
+    format!(
+        "{{\"n\":{},\"m\":{{\"k\":\"cs\",\"d\":[{}]}}}}",
+        Value::String(rt.inner.node.clone()),
+        changes.join(",")
+    )
 }
 
 /// Whether a record's value satisfies a filter (compared as numbers when both sides are
@@ -637,8 +695,12 @@ async fn table_check(
     } else {
         "true".into()
     };
+    // $1: a JSON array of rows; the answer: the 1-based positions of those the caller may
+    // see. The array's own names are unlikely to clash with a column the policies name.
     let sql = format!(
-        "select pg_catalog.has_table_privilege({lit}, 'select') and coalesce((select ({rls_expr}) from pg_catalog.jsonb_populate_record(null::{name}, $1::text::jsonb) as {alias}), false)",
+        "select _af_rows._af_pos from pg_catalog.jsonb_array_elements($1::text::jsonb) with ordinality as _af_rows(_af_row, _af_pos), \
+         lateral pg_catalog.jsonb_populate_record(null::{name}, _af_rows._af_row) as {alias} \
+         where pg_catalog.has_table_privilege({lit}, 'select') and coalesce(({rls_expr}), false) order by 1",
         lit = quote_literal(&name),
         alias = quote_ident(table),
     );
@@ -708,86 +770,273 @@ fn commit_timestamp(ts: &Value) -> Value {
     }
 }
 
-/// Delivers one captured change to this process's subscribers (see the module doc).
-pub(crate) async fn deliver(rt: &Realtime, body: Value) {
-    let c = &body["d"];
-    let (Some(action), Some(schema), Some(table)) = (
-        c["action"].as_str(),
-        c["schema"].as_str(),
-        c["table"].as_str(),
-    ) else {
+/// One captured change, parsed once.
+struct Captured {
+    kind: &'static str,
+    schema: String,
+    table: String,
+    record: Map<String, Value>,
+    old: Map<String, Value>,
+    body: Value,
+}
+
+impl Captured {
+    fn parse(body: Value) -> Option<Captured> {
+        let c = &body["d"];
+        let kind = match c["action"].as_str()? {
+            "I" => "INSERT",
+            "U" => "UPDATE",
+            "D" => "DELETE",
+            _ => return None,
+        };
+        Some(Captured {
+            kind,
+            schema: c["schema"].as_str()?.to_string(),
+            table: c["table"].as_str()?.to_string(),
+            record: columns_to_record(&c["columns"]),
+            old: columns_to_record(&c["identity"]),
+            body,
+        })
+    }
+
+    /// The row RLS judges: the new one, or the old one of a DELETE.
+    fn row(&self) -> &Map<String, Value> {
+        if self.kind == "DELETE" {
+            &self.old
+        } else {
+            &self.record
+        }
+    }
+}
+
+/// A (role, claims) group: its caller and, per change it may receive, the subscriptions.
+struct Group {
+    role: String,
+    claims: String,
+    per_change: HashMap<usize, Vec<Arc<Sub>>>,
+}
+
+/// Delivers captured changes to this process's subscribers (see the module doc), in order.
+/// The whole batch is authorised in one read-only transaction, one pipelined round trip:
+/// per (role, claims) group, the role switch and one query per table evaluating that
+/// table's SELECT privilege and policies on all of the batch's rows the group would get.
+pub(crate) async fn deliver_batch(rt: &Realtime, bodies: Vec<Value>) {
+    let changes: Vec<Captured> = bodies.into_iter().filter_map(Captured::parse).collect();
+    if changes.is_empty() {
         return;
-    };
-    let kind = match action {
-        "I" => "INSERT",
-        "U" => "UPDATE",
-        "D" => "DELETE",
-        _ => return,
-    };
-    let record = columns_to_record(&c["columns"]);
-    let old = columns_to_record(&c["identity"]);
-    let row = if kind == "DELETE" { &old } else { &record };
+    }
     // Matching subscriptions, grouped by (role, claims).
-    let mut groups: HashMap<(String, String), Vec<Arc<Sub>>> = HashMap::new();
+    let mut groups: HashMap<(String, String), Group> = HashMap::new();
     {
         let subs = rt.inner.changes.subs.read().expect("subs");
-        for s in subs.values() {
-            if s.schema != "*" && s.schema != schema {
-                continue;
+        for (i, ch) in changes.iter().enumerate() {
+            for s in subs.values() {
+                if s.schema != "*" && s.schema != ch.schema {
+                    continue;
+                }
+                if s.table.as_deref().is_some_and(|t| t != ch.table) {
+                    continue;
+                }
+                if s.event != "*" && s.event != ch.kind {
+                    continue;
+                }
+                if !s.filters.iter().all(|f| matches(f, ch.row())) {
+                    continue;
+                }
+                let caller = s.caller.read().expect("caller");
+                groups
+                    .entry((caller.role.clone(), caller.claims.json.clone()))
+                    .or_insert_with(|| Group {
+                        role: caller.role.clone(),
+                        claims: caller.claims.json.clone(),
+                        per_change: HashMap::new(),
+                    })
+                    .per_change
+                    .entry(i)
+                    .or_default()
+                    .push(s.clone());
             }
-            if s.table.as_deref().is_some_and(|t| t != table) {
-                continue;
-            }
-            if s.event != "*" && s.event != kind {
-                continue;
-            }
-            if !s.filters.iter().all(|f| matches(f, row)) {
-                continue;
-            }
-            let caller = s.caller.read().expect("caller");
-            groups
-                .entry((caller.role.clone(), caller.claims.json.clone()))
-                .or_default()
-                .push(s.clone());
         }
     }
     if groups.is_empty() {
         return;
     }
-    let check = match table_check(rt, schema, table).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, schema, table, "realtime: cannot build the RLS check");
-            return;
-        }
-    };
-    let row_text = Value::Object(row.clone()).to_string();
-    // One query per (role, claims) group.
-    let mut allowed: Vec<Arc<Sub>> = Vec::new();
-    for ((role, claims), subs) in groups {
-        Metrics::inc(&rt.inner.metrics.authorization_queries);
-        let settings = TxSettings::new(role, claims).read_only(true);
-        let visible = match rt.inner.db.begin(&settings).await {
-            Ok(mut tx) => match tx.query_typed(&check.sql, &[(&row_text, Type::TEXT)]).await {
-                Ok(rows) => rows.first().map(|r| r.get::<_, bool>(0)).unwrap_or(false),
-                Err(e) => {
-                    tracing::debug!(error = %e, "realtime: authorisation query failed; not delivered");
-                    false
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "realtime: authorisation transaction failed");
-                false
+    // The checks of the tables involved.
+    let mut checks: HashMap<(String, String), Arc<TableCheck>> = HashMap::new();
+    for g in groups.values() {
+        for &i in g.per_change.keys() {
+            let key = (changes[i].schema.clone(), changes[i].table.clone());
+            if checks.contains_key(&key) {
+                continue;
             }
-        };
-        if visible {
-            allowed.extend(subs);
+            match table_check(rt, &key.0, &key.1).await {
+                Ok(c) => {
+                    checks.insert(key, c);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, schema = %key.0, table = %key.1, "realtime: cannot build the RLS check");
+                }
+            }
         }
     }
-    if allowed.is_empty() {
-        return;
+    let groups: Vec<Group> = groups.into_values().collect();
+    // Per group, per table: the changes to judge, as a JSON array of rows.
+    let mut work: Vec<(usize, Arc<TableCheck>, Vec<usize>, String)> = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        let mut per_table: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for &i in g.per_change.keys() {
+            per_table
+                .entry((&changes[i].schema, &changes[i].table))
+                .or_default()
+                .push(i);
+        }
+        for ((schema, table), mut idx) in per_table {
+            let Some(check) = checks.get(&(schema.to_string(), table.to_string())) else {
+                continue;
+            };
+            idx.sort_unstable();
+            let rows = Value::Array(
+                idx.iter()
+                    .map(|&i| Value::Object(changes[i].row().clone()))
+                    .collect(),
+            );
+            work.push((gi, check.clone(), idx, rows.to_string()));
+        }
     }
-    // The change's data, once.
+    let visible = authorize(rt, &groups, &work).await;
+    // Messages, change by change, in commit order.
+    let mut allowed: Vec<Vec<Arc<Sub>>> = vec![Vec::new(); changes.len()];
+    for (gi, i) in visible {
+        if let Some(subs) = groups[gi].per_change.get(&i) {
+            allowed[i].extend(subs.iter().cloned());
+        }
+    }
+    for (i, subs) in allowed.into_iter().enumerate() {
+        if subs.is_empty() {
+            continue;
+        }
+        let ch = &changes[i];
+        let rls = checks
+            .get(&(ch.schema.clone(), ch.table.clone()))
+            .is_some_and(|c| c.rls);
+        send_change(rt, ch, rls, subs).await;
+    }
+}
+
+/// Runs the batch's checks; returns the (group, change) pairs that may be delivered.
+async fn authorize(
+    rt: &Realtime,
+    groups: &[Group],
+    work: &[(usize, Arc<TableCheck>, Vec<usize>, String)],
+) -> Vec<(usize, usize)> {
+    if work.is_empty() {
+        return Vec::new();
+    }
+    let m = &rt.inner.metrics;
+    Metrics::inc_by(&m.authorization_queries, work.len() as u64);
+    match authorize_pipelined(rt, groups, work).await {
+        Ok(v) => return v,
+        Err(e) => {
+            tracing::debug!(error = %e, "realtime: pipelined authorisation failed; checking group by group");
+        }
+    }
+    // One group's failure (a policy raising on some row) must not hide the others' changes.
+    let mut out = Vec::new();
+    for (gi, check, idx, rows) in work {
+        let g = &groups[*gi];
+        let settings = TxSettings::new(g.role.clone(), g.claims.clone()).read_only(true);
+        let got = match rt.inner.db.begin(&settings).await {
+            Ok(mut tx) => tx
+                .query_typed(&check.sql, &[(rows, Type::TEXT)])
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match got {
+            Ok(rows) => out.extend(visible_indices(&rows, idx).map(|i| (*gi, i))),
+            Err(e) => {
+                tracing::debug!(error = %e, "realtime: authorisation query failed; not delivered")
+            }
+        }
+    }
+    out
+}
+
+/// All checks in one read-only transaction, pipelined: `begin`, then per group its
+/// settings and its tables' checks, then `rollback`.
+async fn authorize_pipelined(
+    rt: &Realtime,
+    groups: &[Group],
+    work: &[(usize, Arc<TableCheck>, Vec<usize>, String)],
+) -> Result<Vec<(usize, usize)>, agencyflow_db::DbError> {
+    use futures::future::{join_all, BoxFuture, FutureExt};
+    let client = rt.inner.db.client().await?;
+    let mut settings: HashMap<usize, (Vec<String>, Vec<String>)> = HashMap::new();
+    let mut sql = "";
+    for (gi, _, _, _) in work {
+        if !settings.contains_key(gi) {
+            let g = &groups[*gi];
+            let (s, k, v) = rt
+                .inner
+                .db
+                .settings_statement(&TxSettings::new(g.role.clone(), g.claims.clone()));
+            sql = s;
+            settings.insert(*gi, (k, v));
+        }
+    }
+    let setup = client.prepare_cached(sql).await?;
+    client
+        .batch_execute("begin isolation level read committed read only")
+        .await?;
+    let c: &tokio_postgres::Client = &client;
+    let mut futs: Vec<BoxFuture<'_, Result<Option<(usize, Vec<tokio_postgres::Row>)>, tokio_postgres::Error>>> =
+        Vec::new();
+    let mut current: Option<usize> = None;
+    for (wi, (gi, check, _, rows)) in work.iter().enumerate() {
+        if current != Some(*gi) {
+            current = Some(*gi);
+            let (k, v) = &settings[gi];
+            let setup = &setup;
+            futs.push(async move { c.query(setup, &[k, v]).await.map(|_| None) }.boxed());
+        }
+        let sql: &str = &check.sql;
+        futs.push(
+            async move {
+                c.query_typed(sql, &[(rows, Type::TEXT)])
+                    .await
+                    .map(|r| Some((wi, r)))
+            }
+            .boxed(),
+        );
+    }
+    let results = join_all(futs).await;
+    let _ = client.batch_execute("rollback").await;
+    let mut out = Vec::new();
+    for r in results {
+        if let Some((wi, rows)) = r? {
+            let (gi, _, idx, _) = &work[wi];
+            out.extend(visible_indices(&rows, idx).map(|i| (*gi, i)));
+        }
+    }
+    Ok(out)
+}
+
+/// The check returns the 1-based positions of the visible rows in the JSON array.
+fn visible_indices<'a>(
+    rows: &'a [tokio_postgres::Row],
+    idx: &'a [usize],
+) -> impl Iterator<Item = usize> + 'a {
+    rows.iter().filter_map(move |r| {
+        let pos: i64 = r.get(0);
+        idx.get((pos - 1) as usize).copied()
+    })
+}
+
+/// Sends one authorised change to its subscriptions: one message per channel, with the ids
+/// of the channel's bindings that matched.
+async fn send_change(rt: &Realtime, ch: &Captured, rls: bool, subs: Vec<Arc<Sub>>) {
+    let c = &ch.body["d"];
+    let kind = ch.kind;
     let cols = if kind == "DELETE" {
         &c["identity"]
     } else {
@@ -816,41 +1065,42 @@ pub(crate) async fn deliver(rt: &Realtime, body: Value) {
         .filter_map(|p| p["name"].as_str())
         .collect();
     let mut data = json!({
-        "schema": schema,
-        "table": table,
+        "schema": ch.schema,
+        "table": ch.table,
         "type": kind,
         "commit_timestamp": commit_timestamp(&c["commit_timestamp"]),
         "columns": columns,
         "errors": null,
     });
     match kind {
-        "INSERT" => data["record"] = Value::Object(record.clone()),
+        "INSERT" => data["record"] = Value::Object(ch.record.clone()),
         "UPDATE" => {
-            data["record"] = Value::Object(record.clone());
-            data["old_record"] = Value::Object(old.clone());
+            data["record"] = Value::Object(ch.record.clone());
+            data["old_record"] = Value::Object(ch.old.clone());
         }
         _ => {
-            let old_out: Map<String, Value> = if check.rls {
-                old.iter()
+            let old_out: Map<String, Value> = if rls {
+                ch.old
+                    .iter()
                     .filter(|(k, _)| pk.contains(k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
             } else {
-                old.clone()
+                ch.old.clone()
             };
             data["old_record"] = Value::Object(old_out);
         }
     }
-    // One message per channel, with the ids of its bindings that matched.
     let mut per_channel: HashMap<(SocketId, String), (Outbox, Vec<u64>)> = HashMap::new();
-    for s in &allowed {
+    for s in &subs {
         per_channel
             .entry((s.socket, s.topic.clone()))
             .or_insert_with(|| (s.outbox.clone(), Vec::new()))
             .1
             .push(s.id);
     }
-    for ((_, topic), (outbox, ids)) in per_channel {
+    for ((_, topic), (outbox, mut ids)) in per_channel {
+        ids.sort_unstable();
         let payload = json!({"ids": ids, "data": data});
         let msg = protocol::encode(outbox.vsn, None, None, &topic, "postgres_changes", &payload);
         if outbox.send(msg, &rt.inner.metrics) {

@@ -134,7 +134,20 @@ async fn listener(rt: Realtime) {
                 loop {
                     tokio::select! {
                         m = l.rx.recv() => match m {
-                            Some(payload) => receive(&rt, &payload).await,
+                            Some(payload) => {
+                                // Changes that arrived together are authorised together.
+                                let mut changes = Vec::new();
+                                receive(&rt, &payload, &mut changes).await;
+                                while changes.len() < MAX_CHANGE_BATCH {
+                                    match l.rx.try_recv() {
+                                        Ok(p) => receive(&rt, &p, &mut changes).await,
+                                        Err(_) => break,
+                                    }
+                                }
+                                if !changes.is_empty() {
+                                    crate::changes::deliver_batch(&rt, changes).await;
+                                }
+                            }
                             None => break,
                         },
                         _ = alive.tick() => {
@@ -172,12 +185,17 @@ fn expire_peers(rt: &Realtime) {
     }
 }
 
-async fn receive(rt: &Realtime, payload: &str) {
+/// Changes delivered (and authorised) together at most.
+const MAX_CHANGE_BATCH: usize = 2000;
+
+/// Handles one NOTIFY: broadcasts and presence at once; captured changes are appended to
+/// `changes` for the caller to deliver as a batch.
+async fn receive(rt: &Realtime, payload: &str, changes: &mut Vec<Value>) {
     let Ok(env) = serde_json::from_str::<Value>(payload) else {
         return;
     };
     let node = env["n"].as_str().unwrap_or("").to_string();
-    let body = if let Some(id) = env["s"].as_i64() {
+    let mut body = if let Some(id) = env["s"].as_i64() {
         let Ok(c) = rt.inner.db.client().await else {
             return;
         };
@@ -198,9 +216,15 @@ async fn receive(rt: &Realtime, payload: &str) {
         env["m"].clone()
     };
     let kind = body["k"].as_str().unwrap_or("");
-    if kind == "c" {
-        crate::changes::deliver(rt, body).await;
-        return;
+    match kind {
+        "c" => return changes.push(body),
+        "cs" => {
+            if let Value::Array(items) = body["d"].take() {
+                changes.extend(items.into_iter().map(|d| json!({"k": "c", "d": d})));
+            }
+            return;
+        }
+        _ => {}
     }
     if node == rt.inner.node {
         return;

@@ -149,7 +149,10 @@ async fn members_see_their_orgs_changes_only_with_delete_carrying_the_key() {
     // Under RLS a deleted row is only its primary key.
     assert_eq!(del["data"]["old_record"], json!({"id": a1}));
     assert!(del["data"].get("record").is_none());
-    assert!(metric(&app, "authorization_queries_total").await >= 6.0);
+    // Two (role, claims) groups, three changes: at most one check per group and change
+    // (fewer when changes arrive together and are judged in one query).
+    let checks = metric(&app, "authorization_queries_total").await;
+    assert!((1.0..=6.0).contains(&checks), "{checks}");
 }
 
 #[tokio::test]
