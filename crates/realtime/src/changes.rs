@@ -989,8 +989,8 @@ async fn authorize_pipelined(
         .batch_execute("begin isolation level read committed read only")
         .await?;
     let c: &tokio_postgres::Client = &client;
-    let mut futs: Vec<BoxFuture<'_, Result<Option<(usize, Vec<tokio_postgres::Row>)>, tokio_postgres::Error>>> =
-        Vec::new();
+    type Answer = Result<Option<(usize, Vec<tokio_postgres::Row>)>, tokio_postgres::Error>;
+    let mut futs: Vec<BoxFuture<'_, Answer>> = Vec::new();
     let mut current: Option<usize> = None;
     for (wi, (gi, check, _, rows)) in work.iter().enumerate() {
         if current != Some(*gi) {
