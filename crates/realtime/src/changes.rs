@@ -316,9 +316,14 @@ const WAKE_CHANNEL: &str = "agencyflow_realtime_wake";
 async fn capture_loop(rt: Realtime) {
     let mut backoff = Duration::from_millis(500);
     loop {
+        let started = Instant::now();
         match capture_session(&rt).await {
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "realtime capture stopped; retrying"),
+        }
+        // A session that ran a while was healthy: the next failure starts the back-off anew.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_millis(500);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -357,6 +362,35 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
     let mut tables_at = Instant::now() - Duration::from_secs(3600);
     let mut lag_at = Instant::now() - Duration::from_secs(3600);
     let poll = Duration::from_millis(rt.inner.args.poll_ms.max(1));
+    // The position is read once: while this session holds the leader lock, nobody else
+    // writes it.
+    let mut cursor = Cursor {
+        position: client
+            .query_opt("select lsn::text from realtime.capture_position", &[])
+            .await?
+            .map(|r| parse_lsn(r.get(0)))
+            .unwrap_or(0),
+        advance_to: None,
+        peek: client
+            .prepare("select lsn::text, data from realtime.peek_changes(1000, $1)")
+            .await?,
+        advance: client
+            .prepare("select realtime.advance_slot($1::text::pg_lsn)")
+            .await?,
+        // One statement, one transaction: the notifications (delivered at its commit, in
+        // order) and the new position. A crash before the commit sends nothing and leaves
+        // the position, so the changes are read again; after it, the position skips them.
+        publish: client
+            .prepare(
+                "with p as (
+                   insert into realtime.capture_position (id, lsn) values (true, $3::text::pg_lsn)
+                   on conflict (id) do update set lsn = excluded.lsn, updated_at = now())
+                 select count(*) from (
+                   select pg_notify($1, m.msg) from unnest($2::text[]) with ordinality as m(msg, i)
+                   order by m.i) as sent",
+            )
+            .await?,
+    };
     // Published tables' triggers NOTIFY at commit (migration 20261207300000): the slot is
     // read at once instead of at the next poll. Without the listener, the poll alone.
     let mut wake = match agencyflow_db::listen::listen(&rt.inner.db_url, WAKE_CHANNEL).await {
@@ -403,7 +437,7 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
                 _ => {}
             }
         }
-        let n = capture_batch(rt, &client, &add_tables(&tables)).await?;
+        let n = capture_batch(rt, &client, &add_tables(&tables), &mut cursor).await?;
         if n == 0 {
             match wake.as_mut() {
                 Some(w) => {
@@ -441,27 +475,44 @@ async fn reset_slot(
     Ok(())
 }
 
-/// Reads up to ~1000 changes, hands the new ones to the fan-out, advances the slot.
+/// The leader's place in the slot, kept between batches of one session.
+struct Cursor {
+    /// `realtime.capture_position`: the end of the last transaction handed to the fan-out.
+    position: u64,
+    /// Where the slot is to be advanced before the next read (the last batch's end).
+    advance_to: Option<String>,
+    /// The session's statements, prepared once (each then costs one round trip, not two).
+    peek: tokio_postgres::Statement,
+    advance: tokio_postgres::Statement,
+    publish: tokio_postgres::Statement,
+}
+
+/// Reads up to ~1000 changes, hands the new ones to the fan-out, and records the position.
+/// Two round trips a batch: (advance the slot past the previous batch; peek), then one
+/// statement that NOTIFYs the changes and records the position, committed together.
 /// Returns the number of rows read.
 async fn capture_batch(
     rt: &Realtime,
     client: &tokio_postgres::Client,
     tables: &str,
+    cursor: &mut Cursor,
 ) -> Result<usize, agencyflow_db::DbError> {
-    let rows = client
-        .query(
-            "select lsn::text, data from realtime.peek_changes(1000, $1)",
-            &[&tables],
-        )
-        .await?;
+    let peek_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tables];
+    let peek = client.query(&cursor.peek, &peek_params);
+    let rows = match cursor.advance_to.take() {
+        // Pipelined: the advance goes first, the peek right behind it in the same flight.
+        Some(upto) => {
+            let advance_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&upto];
+            let advance = client.execute(&cursor.advance, &advance_params);
+            let (a, p) = futures::join!(advance, peek);
+            a?;
+            p?
+        }
+        None => peek.await?,
+    };
     if rows.is_empty() {
         return Ok(0);
     }
-    let position: u64 = client
-        .query_opt("select lsn::text from realtime.capture_position", &[])
-        .await?
-        .map(|r| parse_lsn(r.get(0)))
-        .unwrap_or(0);
     // Whole transactions: changes between B and C, C's lsn is the transaction's end.
     let mut pending: Vec<Value> = Vec::new();
     let mut out: Vec<Value> = Vec::new();
@@ -475,7 +526,7 @@ async fn capture_batch(
         match v["action"].as_str() {
             Some("B") => pending.clear(),
             Some("C") => {
-                if parse_lsn(lsn) > position {
+                if parse_lsn(lsn) > cursor.position {
                     let ts = v["timestamp"].clone();
                     for mut c in pending.drain(..) {
                         c["commit_timestamp"] = ts.clone();
@@ -493,66 +544,49 @@ async fn capture_batch(
         return Ok(rows.len());
     };
     Metrics::inc_by(&rt.inner.metrics.changes_captured, out.len() as u64);
-    client.batch_execute("begin").await?;
-    let result: Result<(), tokio_postgres::Error> = async {
-        // Changes go out packed, several to a NOTIFY (`cs`), up to ~6,500 bytes each; a
-        // single larger change through the spool.
-        let notify = |msg: String| async move {
-            client
-                .execute("select pg_notify($1, $2)", &[&crate::fanout::CHANNEL, &msg])
-                .await
-        };
-        let mut pack: Vec<String> = Vec::new();
-        let mut pack_len = 0;
-        for c in &out {
-            let body = json!({"k": "c", "d": c});
-            let text = body.to_string();
-            if text.len() < 6500 {
-                if pack_len + text.len() > 6500 {
-                    notify(packed(rt, &pack)).await?;
-                    pack.clear();
-                    pack_len = 0;
-                }
-                pack_len += text.len() + 1;
-                pack.push(c.to_string());
-            } else {
-                if !pack.is_empty() {
-                    notify(packed(rt, &pack)).await?;
-                    pack.clear();
-                    pack_len = 0;
-                }
-                client
-                    .execute(
-                        "with s as (insert into realtime.fanout_spool (body) values ($2) returning id)
-                         select pg_notify($1, json_build_object('n', $3::text, 's', s.id)::text) from s",
-                        &[&crate::fanout::CHANNEL, &text, &rt.inner.node],
-                    )
-                    .await?;
+    // The notifications: changes packed several to one, up to ~6,500 bytes; a larger change
+    // goes through the spool (its row written first; swept after a minute if unused).
+    let mut messages: Vec<String> = Vec::new();
+    let mut pack: Vec<String> = Vec::new();
+    let mut pack_len = 0;
+    for c in &out {
+        let text = c.to_string();
+        if text.len() < 6500 {
+            if pack_len + text.len() > 6500 {
+                messages.push(packed(rt, &pack));
+                pack.clear();
+                pack_len = 0;
             }
-        }
-        if !pack.is_empty() {
-            notify(packed(rt, &pack)).await?;
-        }
-        client
-            .execute(
-                "insert into realtime.capture_position (id, lsn) values (true, $1::text::pg_lsn)
-                 on conflict (id) do update set lsn = excluded.lsn, updated_at = now()",
-                &[&end],
-            )
-            .await?;
-        Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => client.batch_execute("commit").await?,
-        Err(e) => {
-            let _ = client.batch_execute("rollback").await;
-            return Err(e.into());
+            pack_len += text.len() + 1;
+            pack.push(text);
+        } else {
+            if !pack.is_empty() {
+                messages.push(packed(rt, &pack));
+                pack.clear();
+                pack_len = 0;
+            }
+            let body = json!({"k": "c", "d": c}).to_string();
+            let id: i64 = client
+                .query_one(
+                    "insert into realtime.fanout_spool (body) values ($1) returning id",
+                    &[&body],
+                )
+                .await?
+                .get(0);
+            messages.push(json!({"n": rt.inner.node, "s": id}).to_string());
         }
     }
+    if !pack.is_empty() {
+        messages.push(packed(rt, &pack));
+    }
+    // One statement, one transaction: the notifications (delivered at its commit, in
+    // order) and the new position. A crash before the commit sends nothing and leaves the
+    // position, so the changes are read again; after it, the position skips them.
     client
-        .execute("select realtime.advance_slot($1::text::pg_lsn)", &[&end])
+        .query_one(&cursor.publish, &[&crate::fanout::CHANNEL, &messages, &end])
         .await?;
+    cursor.position = parse_lsn(&end);
+    cursor.advance_to = Some(end);
     Ok(rows.len())
 }
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::hub::topic_key;
+use crate::limits::tenant_key;
 use crate::metrics::Metrics;
 use crate::protocol::BroadcastPayload;
 use crate::Realtime;
@@ -29,6 +30,8 @@ pub enum ApiError {
     Invalid(String),
     #[error("message too large")]
     TooLarge,
+    #[error("Too many messages per second for this tenant")]
+    TooMany,
     #[error("internal error")]
     Internal,
 }
@@ -40,6 +43,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooMany => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(json!({"error": self.to_string()}))).into_response()
@@ -76,9 +80,11 @@ pub struct BatchMessage {
     private: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send(
     rt: &Realtime,
     caller: &Caller,
+    ip: Option<std::net::IpAddr>,
     sub_topic: &str,
     event: &str,
     private: bool,
@@ -100,6 +106,11 @@ async fn send(
             )));
         }
     }
+    if !rt.inner.tenants.take(&tenant_key(caller, ip)) {
+        Metrics::inc(&rt.inner.metrics.rate_limited);
+        Metrics::inc(&rt.inner.metrics.dropped);
+        return Err(ApiError::TooMany);
+    }
     Metrics::inc(&rt.inner.metrics.events_in);
     let key = topic_key(&format!("realtime:{sub_topic}"), private);
     rt.inner
@@ -112,12 +123,30 @@ async fn send(
     Ok(())
 }
 
+/// The client's address, when the server was started with connect info.
+fn client_ip(ext: &http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Reads a body of at most `limit` bytes, after the caller was authenticated.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge)
+}
+
 pub async fn broadcast_batch(
     State(rt): State<Realtime>,
     headers: HeaderMap,
-    body: Bytes,
+    ext: http::Extensions,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
+    // The caller first: an unauthenticated request's body is never read.
     let caller = caller(&rt, &headers)?;
+    let ip = client_ip(&ext);
+    // A batch holds at most four messages' worth of the per-message limit.
+    let body = read_body(body, rt.inner.args.max_message_bytes.saturating_mul(4)).await?;
     let batch: BatchBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Invalid(format!("invalid body: {e}")))?;
     for m in &batch.messages {
@@ -130,6 +159,7 @@ pub async fn broadcast_batch(
         send(
             &rt,
             &caller,
+            ip,
             topic,
             &m.event,
             m.private,
@@ -145,12 +175,12 @@ pub async fn broadcast_one(
     Path((topic, event)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    ext: http::Extensions,
+    body: axum::body::Body,
 ) -> Result<StatusCode, ApiError> {
     let caller = caller(&rt, &headers)?;
-    if body.len() > rt.inner.args.max_message_bytes {
-        return Err(ApiError::TooLarge);
-    }
+    let ip = client_ip(&ext);
+    let body = read_body(body, rt.inner.args.max_message_bytes).await?;
     let private = q.get("private").is_some_and(|v| v == "true");
     let binary = headers
         .get(http::header::CONTENT_TYPE)
@@ -164,6 +194,6 @@ pub async fn broadcast_one(
                 .map_err(|e| ApiError::Invalid(format!("invalid JSON payload: {e}")))?,
         )
     };
-    send(&rt, &caller, &topic, &event, private, payload).await?;
+    send(&rt, &caller, ip, &topic, &event, private, payload).await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod fanout;
 pub mod http_api;
 pub mod hub;
+pub(crate) mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod socket;
@@ -44,6 +45,16 @@ pub struct RealtimeArgs {
         default_value_t = 100
     )]
     pub max_events_per_second: u32,
+    /// Events (broadcasts, presence) one tenant may send per second on this process, over
+    /// all its sockets and HTTP broadcasts together: a tenant is a signed-in user (the JWT's
+    /// `sub`), or, without one, the client's IP address. Beyond it: dropped (counted),
+    /// answered `error` on the socket and 429 over HTTP.
+    #[arg(
+        long = "realtime-max-tenant-events-per-second",
+        env = "REALTIME_MAX_TENANT_EVENTS_PER_SECOND",
+        default_value_t = 500
+    )]
+    pub max_tenant_events_per_second: u32,
     /// Joins a socket may send per second.
     #[arg(
         long = "realtime-max-joins-per-second",
@@ -92,6 +103,7 @@ impl Default for RealtimeArgs {
             max_channels: 100,
             max_message_bytes: 256 * 1024,
             max_events_per_second: 100,
+            max_tenant_events_per_second: 500,
             max_joins_per_second: 20,
             heartbeat_timeout_secs: 60.0,
             socket_queue: 1024,
@@ -125,6 +137,7 @@ pub(crate) struct Inner {
     pub changes: changes::Changes,
     pub fanout: fanout::Fanout,
     pub metrics: Metrics,
+    pub tenants: limits::TenantLimits,
     /// This process's id among the agencyflow processes on the database.
     pub node: String,
     next_id: AtomicU64,
@@ -151,6 +164,7 @@ impl Realtime {
                 hub: hub::Hub::default(),
                 changes: changes::Changes::default(),
                 fanout: fanout::Fanout::default(),
+                tenants: limits::TenantLimits::new(args.max_tenant_events_per_second),
                 metrics,
                 node,
                 args,

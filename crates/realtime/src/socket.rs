@@ -2,7 +2,7 @@
 //! access_token), its bounded queue, its limits.
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agencyflow_keys::{caller_from_token, AuthnError, Caller};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::changes::{self, ChangeSpec};
 use crate::hub::{gauge, topic_key, Outbox, Owner, SocketId};
+use crate::limits::{tenant_key, Bucket};
 use crate::metrics::Metrics;
 use crate::protocol::{self, BroadcastPayload, Incoming, Vsn};
 use crate::Realtime;
@@ -26,8 +27,12 @@ use crate::Realtime;
 pub async fn websocket(
     State(rt): State<Realtime>,
     Query(q): Query<HashMap<String, String>>,
+    ext: http::Extensions,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let ip = ext
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let vsn = match Vsn::parse(q.get("vsn").map(String::as_str)) {
         Ok(v) => v,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"message": e}))).into_response(),
@@ -36,39 +41,14 @@ pub async fn websocket(
     let limit = rt.inner.args.max_message_bytes;
     // The transport refuses far larger frames outright; up to twice the limit they are read
     // and answered with a 1009 close.
-    ws.max_message_size(limit.saturating_mul(2).max(64 * 1024))
+    // Buffers sized for the common message (a heartbeat, a change) rather than the
+    // transport's 128 KiB default allocated per socket: 10,000 idle sockets would hold 1.3 GB
+    // of read buffers. Larger messages still arrive whole; the buffer grows for them.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(limit.saturating_mul(2).max(64 * 1024))
         .max_frame_size(limit.saturating_mul(2).max(64 * 1024))
-        .on_upgrade(move |socket| run(rt, socket, vsn, apikey))
-}
-
-/// A small token bucket: `rate` per second, bursts up to `rate`.
-struct Bucket {
-    rate: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32) -> Self {
-        Bucket {
-            rate: rate.max(1) as f64,
-            tokens: rate.max(1) as f64,
-            at: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+        .on_upgrade(move |socket| run(rt, socket, vsn, apikey, ip))
 }
 
 /// A joined channel.
@@ -94,6 +74,8 @@ struct Conn {
     channels: HashMap<String, Channel>,
     events: Bucket,
     joins: Bucket,
+    /// The client's address: the tenant of events sent without a signed-in user.
+    ip: Option<std::net::IpAddr>,
 }
 
 fn close_frame(code: u16, reason: &str) -> Message {
@@ -103,17 +85,37 @@ fn close_frame(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn run(rt: Realtime, socket: WebSocket, vsn: Vsn, apikey: String) {
+async fn run(
+    rt: Realtime,
+    socket: WebSocket,
+    vsn: Vsn,
+    apikey: String,
+    ip: Option<std::net::IpAddr>,
+) {
     let m = &rt.inner.metrics;
     gauge(&m.connections, 1);
     Metrics::inc(&m.connections_total);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Message>(rt.inner.args.socket_queue.max(1));
     let slow = Arc::new(Notify::new());
+    // Writes what is queued, flushing once per run of queued messages (up to 64) rather than
+    // once per message: a fan-out of many messages costs a few writes, not one each.
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let closing = matches!(msg, Message::Close(_));
-            if sink.send(msg).await.is_err() || closing {
+        'out: while let Some(msg) = rx.recv().await {
+            let mut closing = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                break;
+            }
+            let mut n = 1;
+            while !closing && n < 64 {
+                let Ok(m) = rx.try_recv() else { break };
+                closing = matches!(m, Message::Close(_));
+                if sink.feed(m).await.is_err() {
+                    break 'out;
+                }
+                n += 1;
+            }
+            if sink.flush().await.is_err() || closing {
                 break;
             }
         }
@@ -130,6 +132,7 @@ async fn run(rt: Realtime, socket: WebSocket, vsn: Vsn, apikey: String) {
         channels: HashMap::new(),
         events: Bucket::new(rt.inner.args.max_events_per_second),
         joins: Bucket::new(rt.inner.args.max_joins_per_second),
+        ip,
         rt: rt.clone(),
     };
     let idle = rt.inner.args.heartbeat_timeout();
@@ -305,6 +308,19 @@ impl Conn {
                     Metrics::inc(&self.rt.inner.metrics.dropped);
                     self.error(&inc, "Too many messages per second");
                     return;
+                }
+                if matches!(inc.event.as_str(), "broadcast" | "presence") {
+                    let key = {
+                        let ch = &self.channels[&inc.topic];
+                        let caller = ch.caller.read().expect("caller");
+                        tenant_key(&caller, self.ip)
+                    };
+                    if !self.rt.inner.tenants.take(&key) {
+                        Metrics::inc(&self.rt.inner.metrics.rate_limited);
+                        Metrics::inc(&self.rt.inner.metrics.dropped);
+                        self.error(&inc, "Too many messages per second for this tenant");
+                        return;
+                    }
                 }
                 match inc.event.as_str() {
                     "broadcast" => self.broadcast(inc),

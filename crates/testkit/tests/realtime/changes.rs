@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::{metric, Client};
 
 /// A user with their personal organisation (created by the signup trigger).
-async fn user_with_org(db: &TestDb, email: &str) -> (Uuid, Uuid) {
+pub(crate) async fn user_with_org(db: &TestDb, email: &str) -> (Uuid, Uuid) {
     let su = db.superuser().await;
     let user = Uuid::new_v4();
     su.execute(
@@ -29,7 +29,7 @@ async fn user_with_org(db: &TestDb, email: &str) -> (Uuid, Uuid) {
 
 /// Joins a channel watching `clients` with `spec` overrides as `token`; waits for
 /// "Subscribed to PostgreSQL". Returns the binding id.
-async fn watch(c: &mut Client, name: &str, spec: Value, token: &str) -> u64 {
+pub(crate) async fn watch(c: &mut Client, name: &str, spec: Value, token: &str) -> u64 {
     let mut binding = json!({"event": "*", "schema": "public", "table": "clients"});
     for (k, v) in spec.as_object().unwrap() {
         binding[k] = v.clone();
@@ -53,13 +53,13 @@ async fn watch(c: &mut Client, name: &str, spec: Value, token: &str) -> u64 {
     got["id"].as_u64().expect("integer id")
 }
 
-async fn next_change(c: &mut Client) -> Value {
+pub(crate) async fn next_change(c: &mut Client) -> Value {
     let (_, _, _, _, p) = c.expect_event("postgres_changes").await;
     p
 }
 
 /// A marker change everyone may see the end of: a client in `org` named `marker`.
-async fn insert_client(
+pub(crate) async fn insert_client(
     su: &agencyflow_testkit::agencyflow_db::tokio_postgres::Client,
     org: Uuid,
     name: &str,

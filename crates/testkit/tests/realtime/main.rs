@@ -2,6 +2,7 @@
 //! RLS, several processes on one database (docs/realtime.md). supabase-js end to end in
 //! `e2e/realtime.test.js` (driven from `e2e_supabase_js`).
 mod changes;
+mod database;
 mod protocol;
 
 use std::time::{Duration, Instant};

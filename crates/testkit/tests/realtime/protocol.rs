@@ -598,3 +598,75 @@ async fn broadcast_and_presence_reach_another_process_on_the_same_database() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_tenants_event_limit_spans_its_sockets_and_http() {
+    let db = TestDb::new().await;
+    let app = db
+        .spawn_app_with(&["--realtime-max-tenant-events-per-second", "2"])
+        .await;
+    let (alice, bob) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let token = app.user_token(alice);
+    // Alice on two sockets: each under its own per-socket limit (100/s), together over
+    // the tenant's 2/s.
+    let mut socks = Vec::new();
+    for _ in 0..2 {
+        let mut c = Client::connect(&app, "1.0.0").await;
+        let (jr, reply) = c
+            .join("room", json!({"broadcast": {"ack": true}}), Some(&token))
+            .await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        socks.push((c, jr));
+    }
+    let mut refs = Vec::new();
+    for (c, jr) in socks.iter_mut() {
+        for _ in 0..10 {
+            let r = c
+                .push(
+                    Some(jr.as_str()),
+                    "realtime:room",
+                    "broadcast",
+                    json!({"type": "broadcast", "event": "e", "payload": {}}),
+                )
+                .await;
+            refs.push(r);
+        }
+    }
+    let mut refused = 0;
+    for (i, (c, _)) in socks.iter_mut().enumerate() {
+        for r in &refs[i * 10..(i + 1) * 10] {
+            let reply = c.reply(r).await;
+            if reply["status"] == "error" {
+                assert_eq!(
+                    reply["response"]["reason"],
+                    "Too many messages per second for this tenant"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 10, "{refused} of 20 refused");
+    // Over HTTP the same tenant is refused with 429; another user is not.
+    let send = |bearer: String| {
+        app.http
+            .post(app.url("/realtime/v1/api/broadcast/room/events/e"))
+            .header("apikey", &app.anon_key)
+            .header("authorization", format!("Bearer {bearer}"))
+            .json(&json!({}))
+            .send()
+    };
+    let mut too_many = 0;
+    for _ in 0..10 {
+        let resp = send(token.clone()).await.unwrap();
+        if resp.status() == 429 {
+            let body: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(
+                body["error"],
+                "Too many messages per second for this tenant"
+            );
+            too_many += 1;
+        }
+    }
+    assert!(too_many >= 5, "{too_many} of 10 refused");
+    assert_eq!(send(app.user_token(bob)).await.unwrap().status(), 202);
+}
