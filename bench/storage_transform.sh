@@ -10,15 +10,17 @@
 #     (/upload/resumable: create, then PATCH 6 MiB chunks as Supabase's clients send them,
 #     one curl per chunk).
 # Usage: bench/storage_transform.sh   (SIZE_MIB=100 RUNS=10; BIN=… skips the server's
-# release build, e.g. BIN=target/debug/agencyflow)
+# release build, e.g. BIN=target/debug/agencyflow; RB=… the render_bench example's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-100}
 RUNS=${RUNS:-10}
 CHUNK=$((6 * 1048576))
 echo "uptime             : $(uptime)"
-cargo build --release --locked -q -p agencyflow-storage --example render_bench
-RB=./target/release/examples/render_bench
+if [ -z "${RB:-}" ]; then
+  cargo build --release --locked -q -p agencyflow-storage --example render_bench
+  RB=./target/release/examples/render_bench
+fi
 src=$(mktemp --suffix=.jpg /tmp/agencyflow-photo-XXXX)
 $RB photo "$src"
 echo "== in process (release) =="
@@ -61,7 +63,7 @@ file "$dir/out.webp" 2>/dev/null | sed 's/^.*: /output             : /' || true
 echo "cold  (render)     : $(stats "${cold[@]}")"
 cached=()
 for _ in $(seq 1 $((RUNS * 5))); do
-  cached+=("$(render 80)")
+  cached+=("$(render $((70 + RUNS)))")
   grep -qi '^x-render-cache: hit' "$dir/headers" || { echo "not a cache hit"; exit 1; }
 done
 echo "cached (disk hit)  : $(stats "${cached[@]}")"
@@ -80,7 +82,9 @@ location=$(curl -sf -o /dev/null -D - "${H[@]}" -X POST -H 'tus-resumable: 1.0.0
   "$base/upload/resumable" | awk 'tolower($1) == "location:" {print $2}' | tr -d '\r')
 offset=0
 while [ "$offset" -lt "$size" ]; do
-  tail -c +$((offset + 1)) "$dir/src.bin" | head -c "$CHUNK" | curl -sf -o /dev/null "${H[@]}" -X PATCH \
+  # (dd, not tail | head: under pipefail, tail's SIGPIPE would fail the pipeline)
+  dd if="$dir/src.bin" bs=1M skip=$((offset / 1048576)) count=$((CHUNK / 1048576)) status=none |
+    curl -sf -o /dev/null "${H[@]}" -X PATCH \
     -H 'tus-resumable: 1.0.0' -H "upload-offset: $offset" -H 'content-type: application/offset+octet-stream' \
     --data-binary @- "localhost:$port$location"
   offset=$(( offset + CHUNK < size ? offset + CHUNK : size ))
