@@ -627,6 +627,7 @@ impl Pkce {
             &[&user_id, &purpose.as_str()],
         )
         .await?;
+        sweep_flow_states(tx).await?;
         tx.execute(
             "insert into auth.flow_state (user_id, auth_code, code_challenge_method, code_challenge, authentication_method)
              values ($1, $2, $3, $4, $5)",
@@ -1741,6 +1742,19 @@ pub async fn invite(
         &MailCtx::of(&user),
     );
     Ok(Json(user.to_json()).into_response())
+}
+
+/// Removes up to 100 flow states older than 24 hours (abandoned sign-ins; a flow is good for
+/// minutes): run with every new flow, so the table stays bounded by the rate of new flows.
+pub(crate) async fn sweep_flow_states(tx: &mut agencyflow_db::ClaimsTxn) -> Result<(), AuthError> {
+    tx.execute(
+        "delete from auth.flow_state where id in (
+           select id from auth.flow_state where created_at < now() - interval '24 hours'
+           order by created_at limit 100)",
+        &[],
+    )
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -182,6 +182,7 @@ async fn start_flow(
                     &info.client.ip,
                 )?;
                 let mut tx = state.tx().await?;
+                crate::otp::sweep_flow_states(&mut tx).await?;
                 let id: Uuid = tx
                 .query_one(
                     "insert into auth.flow_state (auth_code, code_challenge_method, code_challenge,

@@ -912,3 +912,46 @@ async fn auth_oauth_pkce_starts_are_rate_limited_per_ip() {
         .get(0);
     assert_eq!(rows, 3);
 }
+
+#[tokio::test]
+async fn auth_oauth_abandoned_flow_states_are_swept_by_new_flows() {
+    // Flow states of sign-ins never finished: a new flow removes those over 24 hours old,
+    // and leaves recent ones (a sign-in in progress) alone.
+    let t = TestDb::new().await;
+    let (_mock, app) = setup(&t, "keycloak", &[]).await;
+    let su = t.superuser().await;
+    su.batch_execute(
+        "insert into auth.flow_state (auth_code, code_challenge_method, code_challenge,
+           authentication_method, provider_type, created_at)
+         select gen_random_uuid()::text, 's256', 'x', 'oauth', 'keycloak', now() - interval '2 days'
+           from generate_series(1, 5);
+         insert into auth.flow_state (auth_code, code_challenge_method, code_challenge,
+           authentication_method, provider_type, created_at)
+         values (gen_random_uuid()::text, 's256', 'x', 'oauth', 'keycloak', now() - interval '1 hour');",
+    )
+    .await
+    .unwrap();
+    let r = browser()
+        .get(app.url(
+            "/auth/v1/authorize?provider=keycloak&code_challenge=\
+             E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=s256",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let (old, recent): (i64, i64) = {
+        let row = su
+            .query_one(
+                "select count(*) filter (where created_at < now() - interval '1 day'),
+                        count(*) filter (where created_at >= now() - interval '1 day')
+                   from auth.flow_state",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(old, 0, "abandoned flows swept");
+    assert_eq!(recent, 2, "the hour-old flow and the new one kept");
+}
