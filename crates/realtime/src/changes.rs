@@ -175,6 +175,9 @@ struct Sub {
 struct TableCheck {
     sql: Arc<str>,
     rls: bool,
+    /// The columns the SELECT policies read (from pg_depend); only these travel to the
+    /// check. `None`: all of them (a policy reads the whole row).
+    columns: Option<Vec<String>>,
     at: Instant,
 }
 
@@ -672,7 +675,16 @@ async fn table_check(
                    'permissive', p.polpermissive,
                    'roles', (select coalesce(json_agg(r::int8), '[]') from unnest(p.polroles) r),
                    'qual', pg_get_expr(p.polqual, p.polrelid)))
-                 from pg_policy p where p.polrelid = c.oid and p.polcmd in ('r', '*')), '[]')::text
+                 from pg_policy p where p.polrelid = c.oid and p.polcmd in ('r', '*')), '[]')::text,
+               (select case when bool_or(d.deptype = 'n' and d.refobjsubid = 0) then null
+                       else coalesce(json_agg(distinct a.attname::text)
+                                       filter (where a.attname is not null), '[]') end
+                  from pg_policy p
+                  join pg_depend d on d.classid = 'pg_policy'::regclass and d.objid = p.oid
+                       and d.refclassid = 'pg_class'::regclass and d.refobjid = c.oid
+                  left join pg_attribute a on a.attrelid = c.oid and a.attnum = d.refobjsubid
+                                          and d.refobjsubid > 0
+                 where p.polrelid = c.oid and p.polcmd in ('r', '*'))::text
              from pg_class c where c.oid = to_regclass($1)",
             &[&name],
         )
@@ -683,6 +695,13 @@ async fn table_check(
     };
     let rls: bool = row.get(0);
     let policies: Value = serde_json::from_str(row.get::<_, &str>(1)).unwrap_or(json!([]));
+    let columns: Option<Vec<String>> = if rls {
+        row.get::<_, Option<&str>>(2)
+            .and_then(|t| serde_json::from_str::<Vec<String>>(t).ok())
+    } else {
+        // Without RLS only the privilege is checked: no column is read.
+        Some(Vec::new())
+    };
     let applies = |p: &Value| -> String {
         let roles: Vec<i64> = p["roles"]
             .as_array()
@@ -695,7 +714,9 @@ async fn table_check(
         } else {
             roles
                 .iter()
-                .map(|r| format!("pg_catalog.pg_has_role(current_user, {r}::oid, 'member')"))
+                .map(|r| {
+                    format!("(select pg_catalog.pg_has_role(current_user, {r}::oid, 'member'))")
+                })
                 .collect::<Vec<_>>()
                 .join(" or ")
         }
@@ -734,13 +755,14 @@ async fn table_check(
     let sql = format!(
         "select _af_rows._af_pos from pg_catalog.jsonb_array_elements($1::text::jsonb) with ordinality as _af_rows(_af_row, _af_pos), \
          lateral pg_catalog.jsonb_populate_record(null::{name}, _af_rows._af_row) as {alias} \
-         where pg_catalog.has_table_privilege({lit}, 'select') and coalesce(({rls_expr}), false) order by 1",
+         where (select pg_catalog.has_table_privilege({lit}, 'select')) and coalesce(({rls_expr}), false) order by 1",
         lit = quote_literal(&name),
         alias = quote_ident(table),
     );
     let check = Arc::new(TableCheck {
         sql: sql.into(),
         rls,
+        columns,
         at: Instant::now(),
     });
     rt.inner
@@ -931,7 +953,16 @@ pub(crate) async fn deliver_batch(rt: &Realtime, bodies: Vec<Value>) {
             idx.sort_unstable();
             let rows = Value::Array(
                 idx.iter()
-                    .map(|&i| Value::Object(changes[i].row().clone()))
+                    .map(|&i| {
+                        let row = changes[i].row();
+                        Value::Object(match &check.columns {
+                            None => row.clone(),
+                            Some(cols) => cols
+                                .iter()
+                                .filter_map(|c| row.get(c).map(|v| (c.clone(), v.clone())))
+                                .collect(),
+                        })
+                    })
                     .collect(),
             );
             work.push((gi, check.clone(), idx, rows.to_string()));
@@ -1019,6 +1050,13 @@ async fn authorize_pipelined(
         }
     }
     let setup = client.prepare_cached(sql).await?;
+    // The checks, prepared once per connection (planned once, not per group and batch).
+    let mut prepared: HashMap<&str, tokio_postgres::Statement> = HashMap::new();
+    for (_, check, _, _) in work {
+        if !prepared.contains_key(&*check.sql) {
+            prepared.insert(&check.sql, client.prepare_cached(&check.sql).await?);
+        }
+    }
     client
         .batch_execute("begin isolation level read committed read only")
         .await?;
@@ -1033,15 +1071,8 @@ async fn authorize_pipelined(
             let setup = &setup;
             futs.push(async move { c.query(setup, &[k, v]).await.map(|_| None) }.boxed());
         }
-        let sql: &str = &check.sql;
-        futs.push(
-            async move {
-                c.query_typed(sql, &[(rows, Type::TEXT)])
-                    .await
-                    .map(|r| Some((wi, r)))
-            }
-            .boxed(),
-        );
+        let stmt = &prepared[&*check.sql];
+        futs.push(async move { c.query(stmt, &[rows]).await.map(|r| Some((wi, r))) }.boxed());
     }
     let results = join_all(futs).await;
     let _ = client.batch_execute("rollback").await;
