@@ -270,62 +270,68 @@ impl TestDb {
     /// As [`spawn_app_with`](Self::spawn_app_with), logging in as `api_url` (another login
     /// role than `authenticator`, as on a database of one's own).
     pub async fn spawn_app_on(&self, api_url: &str, extra_args: &[&str]) -> TestApp {
-        use agencyflow_server::config::{Cli, Command};
-        use clap::Parser;
-        let mut args = vec![
-            "agencyflow",
-            "--jwt-secret",
-            TEST_JWT_SECRET,
-            "serve",
-            "--port",
-            "0",
-        ];
-        // A small pool keeps hundreds of parallel tests under max_connections; benches
-        // pass their own `--db-pool`.
-        if !extra_args.contains(&"--db-pool") {
-            args.extend_from_slice(&["--db-pool", "4"]);
-        }
-        // Hundreds of tests share two cores: a request may wait long for one of its four
-        // connections without anything being wrong.
-        if !extra_args.contains(&"--db-pool-acquisition-timeout") {
-            args.extend_from_slice(&["--db-pool-acquisition-timeout", "120"]);
-        }
-        // Likewise a request (an embedding on the local model, a big import) may take long
-        // on loaded cores; outage tests pass their own short deadline.
-        if !extra_args.contains(&"--request-timeout") {
-            args.extend_from_slice(&["--request-timeout", "300"]);
-        }
-        args.extend_from_slice(extra_args);
-        let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("test server flags: {e}"));
-        let Command::Serve(serve) = cli.command else {
-            unreachable!()
-        };
-        let keys = agencyflow_auth::JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), None);
-        let state = agencyflow_server::run::build_state(
-            api_url,
-            serve,
-            keys.clone(),
-            Some("test-vault-key-test-vault-key-0123456789".into()),
-        )
+        spawn_app_at(api_url, extra_args).await
+    }
+}
+
+/// The server on any database (`api_url`: its API login), as [`TestDb::spawn_app_with`]
+/// does on a test database: for a cluster of a test's own.
+pub async fn spawn_app_at(api_url: &str, extra_args: &[&str]) -> TestApp {
+    use agencyflow_server::config::{Cli, Command};
+    use clap::Parser;
+    let mut args = vec![
+        "agencyflow",
+        "--jwt-secret",
+        TEST_JWT_SECRET,
+        "serve",
+        "--port",
+        "0",
+    ];
+    // A small pool keeps hundreds of parallel tests under max_connections; benches
+    // pass their own `--db-pool`.
+    if !extra_args.contains(&"--db-pool") {
+        args.extend_from_slice(&["--db-pool", "4"]);
+    }
+    // Hundreds of tests share two cores: a request may wait long for one of its four
+    // connections without anything being wrong.
+    if !extra_args.contains(&"--db-pool-acquisition-timeout") {
+        args.extend_from_slice(&["--db-pool-acquisition-timeout", "120"]);
+    }
+    // Likewise a request (an embedding on the local model, a big import) may take long
+    // on loaded cores; outage tests pass their own short deadline.
+    if !extra_args.contains(&"--request-timeout") {
+        args.extend_from_slice(&["--request-timeout", "300"]);
+    }
+    args.extend_from_slice(extra_args);
+    let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("test server flags: {e}"));
+    let Command::Serve(serve) = cli.command else {
+        unreachable!()
+    };
+    let keys = agencyflow_auth::JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), None);
+    let state = agencyflow_server::run::build_state(
+        api_url,
+        serve,
+        keys.clone(),
+        Some("test-vault-key-test-vault-key-0123456789".into()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("building app state: {e}"));
+    let anon_key = state.settings.anon_key.clone();
+    let service_role_key = state.settings.service_role_key.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .unwrap_or_else(|e| panic!("building app state: {e}"));
-        let anon_key = state.settings.anon_key.clone();
-        let service_role_key = state.settings.service_role_key.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let app = agencyflow_server::router(state);
-        tokio::spawn(async move {
-            let _ = axum_serve(listener, app).await;
-        });
-        TestApp {
-            base: format!("http://{addr}"),
-            anon_key,
-            service_role_key,
-            keys,
-            http: reqwest::Client::new(),
-        }
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = agencyflow_server::router(state);
+    tokio::spawn(async move {
+        let _ = axum_serve(listener, app).await;
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        anon_key,
+        service_role_key,
+        keys,
+        http: reqwest::Client::new(),
     }
 }
 

@@ -350,3 +350,59 @@ async fn a_slot_past_its_lag_limit_is_dropped_and_recreated() {
     insert_client(&su, org_a, "after").await;
     assert_eq!(next_change(&mut c).await["data"]["record"]["name"], "after");
 }
+
+#[tokio::test]
+async fn without_logical_wal_a_subscription_is_told_why() {
+    // A database of one's own (DATABASE_URL) on a cluster with wal_level = replica: the
+    // join succeeds, and the system message says why changes cannot be delivered.
+    use agencyflow_testkit::agencyflow_db::{self, migrate, ClusterOptions, EmbeddedCluster};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let cluster = tokio::task::spawn_blocking(move || {
+        EmbeddedCluster::start(&ClusterOptions {
+            data_dir,
+            bin_dir: None,
+            port: None,
+            ephemeral: true,
+            settings: vec![("wal_level".into(), "replica".into())],
+        })
+    })
+    .await
+    .unwrap()
+    .expect("a cluster with wal_level = replica");
+    let admin = agencyflow_db::connect_one(&cluster.url("postgres", "postgres"))
+        .await
+        .unwrap();
+    admin.batch_execute("create database app").await.unwrap();
+    let mut owner = agencyflow_db::connect_one(&cluster.url("postgres", "app"))
+        .await
+        .unwrap();
+    migrate::apply(&mut owner, &migrate::embedded(), |_| {})
+        .await
+        .unwrap();
+    let app = agencyflow_testkit::spawn_app_at(&cluster.url("authenticator", "app"), &[]).await;
+    let mut c = Client::connect(&app, "2.0.0").await;
+    let (_, reply) = c
+        .join(
+            "no-wal",
+            json!({"postgres_changes": [{"event": "*", "schema": "public", "table": "clients"}]}),
+            Some(&app.service_role_key),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    let (_, _, _, _, sys) = c.expect_event("system").await;
+    assert_eq!(sys["status"], "error", "{sys}");
+    assert_eq!(sys["extension"], "postgres_changes");
+    let message = sys["message"].as_str().unwrap();
+    assert!(
+        message.contains("wal_level is replica") && message.contains("wal_level = logical"),
+        "{message}"
+    );
+    // And nothing was left in PostgreSQL: no slot.
+    let slots: i64 = owner
+        .query_one("select count(*) from pg_replication_slots", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0);
+}
