@@ -524,7 +524,7 @@ async fn process_batch(
                     tr.changed += 1;
                 }
                 for r in &m.rules {
-                    tr.rule(*r, 1);
+                    tr.rule(r, 1);
                 }
             }
         }
