@@ -201,26 +201,28 @@ impl Scratch {
     }
 }
 
+/// A key=value connection string of `cfg` (values quoted as libpq wants them).
 fn conninfo(cfg: &agencyflow_db::tokio_postgres::Config) -> String {
     use agencyflow_db::tokio_postgres::config::Host;
+    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
     let mut parts = Vec::new();
     if let Some(h) = cfg.get_hosts().first() {
         match h {
-            Host::Tcp(h) => parts.push(format!("host={h}")),
-            Host::Unix(p) => parts.push(format!("host={}", p.display())),
+            Host::Tcp(h) => parts.push(format!("host={}", q(h))),
+            Host::Unix(p) => parts.push(format!("host={}", q(&p.display().to_string()))),
         }
     }
     if let Some(p) = cfg.get_ports().first() {
         parts.push(format!("port={p}"));
     }
     if let Some(u) = cfg.get_user() {
-        parts.push(format!("user={u}"));
+        parts.push(format!("user={}", q(u)));
     }
     if let Some(pw) = cfg.get_password() {
-        parts.push(format!("password={}", String::from_utf8_lossy(pw)));
+        parts.push(format!("password={}", q(&String::from_utf8_lossy(pw))));
     }
     if let Some(d) = cfg.get_dbname() {
-        parts.push(format!("dbname={d}"));
+        parts.push(format!("dbname={}", q(d)));
     }
     parts.join(" ")
 }
@@ -777,4 +779,26 @@ fn print_report(r: &Report) {
         "{} ({} refused, {:.1}s)",
         r.outcome, r.refused_total, r.seconds
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_connection_strings_quote_their_values() {
+        let cfg: agencyflow_db::tokio_postgres::Config =
+            "host=/run/pg port=5432 user=postgres password='a b\\'c' dbname=x"
+                .parse()
+                .unwrap();
+        let s = conninfo(&cfg);
+        assert_eq!(
+            s,
+            "host='/run/pg' port=5432 user='postgres' password='a b\\'c' dbname='x'"
+        );
+        let back: agencyflow_db::tokio_postgres::Config = s.parse().unwrap();
+        assert_eq!(back.get_password(), Some(&b"a b'c"[..]));
+        assert!(is_connection("postgres://u@h/db"));
+        assert!(!is_connection("./old-project.dump"));
+    }
 }
