@@ -115,14 +115,19 @@ pub const TABLES: &[TableSpec] = &[
         ],
         wizard_sessions,
     ),
-    spec(
-        "wizard_answers",
-        &[
-            derive("session_id", "wizard_sessions", Missing::Refuse),
-            ORG,
-        ],
-        wizard_answers,
-    ),
+    // Newest first: January had no unique (session_id, screen_id), so of duplicates the
+    // newest answer goes in and the older ones are refused by agencyflow's unique key.
+    TableSpec {
+        order: "updated_at desc, id",
+        ..spec(
+            "wizard_answers",
+            &[
+                derive("session_id", "wizard_sessions", Missing::Refuse),
+                ORG,
+            ],
+            wizard_answers,
+        )
+    },
     spec(
         "context_snapshots",
         &[ORG, tenant("project_id", "projects", Missing::Refuse)],
@@ -539,10 +544,7 @@ pub fn link_wizard_user(m: &mut Mapping, ctx: &Ctx) {
 fn wizard_answers(m: &mut Mapping, _: &mut Ctx) -> R {
     let step = m.row.get("step_number").and_then(Value::as_i64);
     match (m.str("screen_id").map(str::to_string), step) {
-        (Some(s), Some(_)) => {
-            m.map_value("wizard_answers", "screen_id")?;
-            let _ = s;
-        }
+        (Some(_), Some(_)) => m.map_value("wizard_answers", "screen_id")?,
         (Some(s), None) => {
             m.map_value("wizard_answers", "screen_id")?;
             let n: i64 = s.trim_start_matches("step-").parse().unwrap_or(0);

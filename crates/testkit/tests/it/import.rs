@@ -578,7 +578,9 @@ async fn a_refused_row_fails_the_import_and_leaves_nothing_behind() {
     src.batch_execute(
         "insert into tasks (id, org_id, phase_id, title, owner, status) values (fx('task-someday'), fx('org-a'), fx('phase-1'), 'Someday', 'Client', 'someday');
          alter table payments drop constraint payments_invoice_id_fkey;
-         insert into payments (id, org_id, invoice_id, amount_cents, status) values (fx('pay-orphan'), fx('org-a'), fx('inv-gone'), 100, 'completed');",
+         insert into payments (id, org_id, invoice_id, amount_cents, status) values (fx('pay-orphan'), fx('org-a'), fx('inv-gone'), 100, 'completed');
+         insert into wizard_answers (id, org_id, session_id, screen_id, step_number, data, updated_at)
+           values (fx('wa-1-older'), fx('org-a'), fx('ws-a'), 'step-1', 1, '{}', now() - interval '1 day');",
     )
     .await
     .unwrap();
@@ -592,7 +594,7 @@ async fn a_refused_row_fails_the_import_and_leaves_nothing_behind() {
     )
     .await;
     let err = r.unwrap_err();
-    assert!(err.contains("2 row(s) refused"), "{err}");
+    assert!(err.contains("3 row(s) refused"), "{err}");
     assert_eq!(report["outcome"], "refused: rolled back");
     let task = &table(&report, "tasks")["refused"][0];
     let id: String = src
@@ -632,7 +634,7 @@ async fn a_refused_row_fails_the_import_and_leaves_nothing_behind() {
     .await;
     r.unwrap();
     assert_eq!(report["outcome"], "committed");
-    assert_eq!(report["refused_total"], 2);
+    assert_eq!(report["refused_total"], 3);
     let c = target.superuser().await;
     let n: i64 = c
         .query_one("select count(*) from tasks", &[])
