@@ -69,11 +69,22 @@ pub struct SupabaseArgs {
     /// S3 endpoint of the old project's storage (e.g. https://<ref>.supabase.co/storage/v1/s3).
     #[arg(long = "storage-from-s3-endpoint")]
     pub s3_endpoint: Option<String>,
+    /// Region of the old project's S3 endpoint (the project's region, e.g. eu-central-1).
     #[arg(long = "storage-from-s3-region")]
     pub s3_region: Option<String>,
-    #[arg(long = "storage-from-s3-access-key-id")]
+    /// Access key of the old project's S3 endpoint (Storage → Settings → S3 access keys).
+    #[arg(
+        long = "storage-from-s3-access-key-id",
+        env = "SUPABASE_S3_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
     pub s3_access_key_id: Option<String>,
-    #[arg(long = "storage-from-s3-secret-access-key")]
+    /// Secret of that access key (better from the environment than on the command line).
+    #[arg(
+        long = "storage-from-s3-secret-access-key",
+        env = "SUPABASE_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
     pub s3_secret_access_key: Option<String>,
     /// Where the imported files go (agencyflow's own storage settings, as for `serve`).
     #[command(flatten)]
