@@ -15,7 +15,8 @@ Examples:
   agencyflow seed --demo                 # load the demo agency
   agencyflow backup agencyflow.tar.gz    # database, storage files and secrets in one archive
   agencyflow --data-dir /srv/new restore agencyflow.tar.gz
-  agencyflow serve --backup-every 24h --backup-keep 7 --backup-dir /srv/backups";
+  agencyflow serve --backup-every 24h --backup-keep 7 --backup-dir /srv/backups
+  agencyflow import supabase --from old.dump --storage-from ./old-storage --dry-run --report import.json";
 
 #[derive(Debug, Parser)]
 #[command(name = "agencyflow", version, about = "A self-hosted, Supabase-compatible backend for AI-agency workflows, in one binary", after_help = EXAMPLES)]
@@ -105,6 +106,10 @@ pub enum Command {
     /// Bring a new, empty data directory (or an empty DATABASE_URL database) to an archive's
     /// state; the archive is checked first.
     Restore(crate::backup::RestoreArgs),
+    /// Move in from elsewhere: `import supabase --from <URL or pg_dump file>` brings a hosted
+    /// Supabase project's rows, users (with their passwords) and files across, all or
+    /// nothing (docs/import.md).
+    Import(crate::import::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]

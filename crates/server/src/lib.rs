@@ -2,6 +2,7 @@
 pub mod app;
 pub mod backup;
 pub mod config;
+pub mod import;
 pub mod keys;
 pub mod routes;
 pub mod run;

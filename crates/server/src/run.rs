@@ -216,6 +216,9 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             Command::Embed {
                 action: EmbedAction::Backfill { functions },
             } => embed_backfill(&database, &functions, &dir).await,
+            Command::Import(args) => {
+                crate::import::import_command(&database, &global, &args, &dir).await
+            }
             Command::Keys | Command::Restore(_) => Ok(()),
         }
     });

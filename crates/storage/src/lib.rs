@@ -177,7 +177,7 @@ impl StorageArgs {
     }
 
     /// The configured backend (building it does no I/O); `dir` is the local backend's.
-    fn backend_in(&self, dir: PathBuf) -> Result<Arc<dyn Backend>, String> {
+    pub fn backend_in(&self, dir: PathBuf) -> Result<Arc<dyn Backend>, String> {
         match self.storage_backend.as_str() {
             #[cfg(feature = "s3")]
             "s3" => Ok(Arc::new(backend::ObjectStoreBackend::s3(

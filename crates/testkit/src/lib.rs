@@ -19,6 +19,10 @@ pub mod oidc;
 pub mod smtp;
 pub mod wait;
 
+/// A database shaped like the original hosted Supabase project (`agencyflow import`'s tests
+/// and benchmark): see the file's header.
+pub const IMPORT_FIXTURE_SQL: &str = include_str!("import_fixture.sql");
+
 /// The JWT secret test servers sign with.
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
 

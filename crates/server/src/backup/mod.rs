@@ -16,7 +16,7 @@
 //! target data directory, restores the database into a new cluster there, and only then
 //! moves the result into place: a refused or failed restore leaves the target as it was.
 pub mod archive;
-mod pg;
+pub(crate) mod pg;
 pub mod wal;
 
 use std::fs;
