@@ -64,8 +64,8 @@ async function tablesPage(main, args) {
     clear(ul, tables.filter((t) => t.name.toLowerCase().includes(f)).map((t) => h('li', {},
       h('a', { href: `#/tables/${enc(t.schema)}/${enc(t.name)}`, 'aria-current': args[1] === t.name ? 'page' : null },
         h('span', {}, t.schema === 'public' ? t.name : `${t.schema}.${t.name}`),
-        h('span', { class: 'count', title: t.exact ? 'rows' : 'estimated rows' },
-          t.count === null ? '?' : (t.exact ? '' : '≈') + Number(t.count).toLocaleString()),
+        h('span', { class: 'count', title: t.exact ? 'rows' : t.capped ? 'more rows than this (counting stopped)' : 'estimated rows' },
+          t.count === null ? '?' : t.capped ? `${Number(t.count).toLocaleString()}+` : (t.exact ? '' : '≈') + Number(t.count).toLocaleString()),
         t.kind !== 'table' ? h('span', { class: 'tag' }, t.kind) : null,
         t.kind === 'table' && !t.rls ? h('span', { class: 'tag warn', title: 'row-level security is off' }, 'no RLS') : null))));
   };

@@ -47,24 +47,30 @@ pub async fn list(State(state): State<ConsoleState>, _admin: Admin) -> Result<Js
         let (schema, name): (String, String) = (r.get(0), r.get(1));
         let kind: String = r.get(2);
         let estimate: f32 = r.get(4);
-        let (count, exact) = if kind == "table" && estimate >= EXACT_COUNT_BELOW {
-            (Some(estimate as i64), false)
+        let (count, exact, capped) = if kind == "table" && estimate >= EXACT_COUNT_BELOW {
+            (Some(estimate as i64), false, false)
         } else {
-            // Its own transaction: a view that fails (or times out) costs only its count.
+            // Counted up to the bound (a view over a big table costs at most that much), in
+            // its own transaction: a view that fails or times out costs only its count.
             let sql = format!(
-                "select count(*) from {}.{}",
+                "select count(*) from (select 1 from {}.{} limit {}) s",
                 quote_ident(&schema),
-                quote_ident(&name)
+                quote_ident(&name),
+                EXACT_COUNT_BELOW as i64 + 1
             );
             let mut tx = st.db.begin(&service_settings()).await?;
             match tx.query(&sql, &[]).await {
-                Ok(rows) => (Some(rows[0].get::<_, i64>(0)), true),
-                Err(_) => (None, false),
+                Ok(rows) => {
+                    let n = rows[0].get::<_, i64>(0);
+                    let capped = n > EXACT_COUNT_BELOW as i64;
+                    (Some(n.min(EXACT_COUNT_BELOW as i64)), !capped, capped)
+                }
+                Err(_) => (None, false, false),
             }
         };
         out.push(json!({
             "schema": schema, "name": name, "kind": kind, "rls": r.get::<_, bool>(3),
-            "count": count, "exact": exact, "comment": r.get::<_, Option<String>>(5),
+            "count": count, "exact": exact, "capped": capped, "comment": r.get::<_, Option<String>>(5),
         }));
     }
     Ok(Json(json!({ "tables": out, "schemas": schemas })))

@@ -801,3 +801,70 @@ fn agencyflow_server_seed() -> &'static str {
         )
     })
 }
+
+/// BENCHMARKS.md, console: a page of 100 `clients` through the console's rows API with
+/// 1,000,000 rows in the table, first page and last page (keyset on the primary key), and
+/// sorted by an unindexed column. Long (the insert): `--ignored`.
+#[tokio::test]
+#[ignore]
+async fn console_bench_pages_of_a_million_rows() {
+    let fx = fixture_with(&[]).await;
+    add_admin(&fx).await;
+    let started = std::time::Instant::now();
+    fx.su
+        .batch_execute(&format!(
+            "insert into clients (org_id, name) select '{}', 'Row ' || n from generate_series(1, 1000000) n; analyze clients;",
+            fx.org_a
+        ))
+        .await
+        .unwrap();
+    eprintln!("inserted 1,000,000 clients in {:?}", started.elapsed());
+    let op = sign_in(&fx.app).await;
+    let last_ids: Vec<String> = fx
+        .su
+        .query(
+            "select id::text from clients order by id desc offset 100 limit 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let cases = [
+        ("first page (by id)", json!({"limit": 100})),
+        (
+            "last page (by id, keyset)",
+            json!({"limit": 100, "after": [last_ids[0], last_ids[0]]}),
+        ),
+        (
+            "first page sorted by name (no index)",
+            json!({"limit": 100, "order": {"column": "name"}}),
+        ),
+    ];
+    for (label, spec) in cases {
+        let path = format!(
+            "/tables/public/clients/rows?q={}",
+            urlencode(&spec.to_string())
+        );
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let v = op.get(&path).await;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert!(!v["rows"].as_array().unwrap().is_empty());
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        eprintln!(
+            "{label}: median {:.1} ms (min {:.1}, max {:.1})",
+            times[2], times[0], times[4]
+        );
+    }
+    let t = std::time::Instant::now();
+    let list = op.get("/tables").await;
+    eprintln!(
+        "table list with counts: {:.1} ms ({} tables)",
+        t.elapsed().as_secs_f64() * 1000.0,
+        list["tables"].as_array().unwrap().len()
+    );
+}
