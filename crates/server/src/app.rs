@@ -224,11 +224,16 @@ pub fn router(state: AppState) -> Router {
             routes::metrics::track,
         ))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .merge(storage.clone())
-        .layer(axum::middleware::from_fn_with_state(
+        .merge(storage.clone());
+    // The console's Logs page reads the last requests; without the console nothing is kept.
+    let api = if state.settings.serve.console.enabled {
+        api.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::metrics::remember,
-        ));
+        ))
+    } else {
+        api
+    };
     let mut router = api
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
