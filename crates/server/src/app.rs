@@ -240,7 +240,6 @@ pub fn router(state: AppState) -> Router {
             routes::lifecycle::gate,
         ))
         .layer(axum::middleware::from_fn(routes::panic::catch_panic))
-        .layer(axum::middleware::from_fn(routes::panic::json_errors))
         .layer(cors());
     if state.settings.serve.console.enabled {
         // The console calls the surfaces in-process, behind their own gates (keys, body
@@ -259,6 +258,8 @@ pub fn router(state: AppState) -> Router {
         router = router.merge(console);
     }
     router
+        // Outside the merge, so paths no router knows get a JSON 404 too.
+        .layer(axum::middleware::from_fn(routes::panic::json_errors))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
