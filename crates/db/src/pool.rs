@@ -451,6 +451,29 @@ impl Db {
         })
     }
 
+    /// A connection taken out of the pool for good, with a transaction begun under
+    /// `settings` (role, claims, search_path... as [`Db::begin`]). For SQL typed by an
+    /// operator (the console's SQL page): whatever session state it leaves behind (`SET`,
+    /// `RESET ROLE`, temporary tables, a `COMMIT` that ends the transaction early) dies with
+    /// the connection when the caller drops it, and never reaches a pooled request.
+    pub async fn begin_dedicated(
+        &self,
+        settings: &TxSettings,
+    ) -> Result<deadpool_postgres::ClientWrapper, DbError> {
+        let client = Object::take(self.client().await?);
+        let (keys, values) = self.settings_pairs(settings);
+        client
+            .batch_execute(if settings.read_only {
+                "begin isolation level read committed read only"
+            } else {
+                "begin isolation level read committed"
+            })
+            .await?;
+        client.query(SETUP_SQL, &[&keys, &values]).await?;
+        pre_request(&client, settings.pre_request.as_deref()).await?;
+        Ok(client)
+    }
+
     /// A whole request transaction in one round trip and one Sync: the settings, then `sql`
     /// (prepared once per connection; parameters as text), committed together, or rolled
     /// back together when either fails. For requests whose outcome cannot depend on commit
@@ -526,7 +549,10 @@ struct Setup {
 
 /// Sends the pre-request statement (when there is one) as part of a pipeline: called in
 /// `join!` order after BEGIN and the settings, so it goes out right behind them.
-async fn pre_request(client: &Object, pre: Option<&str>) -> Result<(), tokio_postgres::Error> {
+async fn pre_request(
+    client: &tokio_postgres::Client,
+    pre: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
     match pre {
         Some(sql) => client.batch_execute(sql).await,
         None => Ok(()),

@@ -37,6 +37,8 @@ pub struct AppState {
     pub lifecycle: Arc<routes::lifecycle::Lifecycle>,
     /// `/realtime/v1` (set by `run::build_state_with`, which knows the connection string).
     pub realtime: Option<agencyflow_realtime::Realtime>,
+    /// The last API requests, for the console's Logs page.
+    pub requests: Arc<agencyflow_console::RequestLog>,
 }
 
 /// The server's resolved configuration.
@@ -64,6 +66,7 @@ impl AppState {
             metrics: Arc::default(),
             lifecycle: Arc::default(),
             realtime: None,
+            requests: Arc::default(),
         }
     }
 
@@ -208,24 +211,55 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             routes::gateway::require_apikey,
         ));
-    Router::new()
+    let health = Router::new()
         .route("/health", get(routes::health::health))
+        .with_state(state.clone());
+    let api = Router::new()
         .route("/metrics", get(routes::metrics::metrics))
         .with_state(state.clone())
-        .merge(gated)
+        .merge(health.clone())
+        .merge(gated.clone())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::metrics::track,
         ))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .merge(storage)
+        .merge(storage.clone());
+    // The console's Logs page reads the last requests; without the console nothing is kept.
+    let api = if state.settings.serve.console.enabled {
+        api.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::metrics::remember,
+        ))
+    } else {
+        api
+    };
+    let mut router = api
         .layer(axum::middleware::from_fn_with_state(
-            state,
+            state.clone(),
             routes::lifecycle::gate,
         ))
         .layer(axum::middleware::from_fn(routes::panic::catch_panic))
+        .layer(cors());
+    if state.settings.serve.console.enabled {
+        // The console calls the surfaces in-process, behind their own gates (keys, body
+        // limits) but outside the metrics, drain and CORS layers; it is itself outside CORS
+        // (a same-origin app) and inside the drain gate and the panic catcher.
+        let internal = health
+            .merge(gated)
+            .layer(RequestBodyLimitLayer::new(body_limit))
+            .merge(storage);
+        let console = agencyflow_console::router(console_state(&state, internal))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                routes::lifecycle::gate,
+            ))
+            .layer(axum::middleware::from_fn(routes::panic::catch_panic));
+        router = router.merge(console);
+    }
+    router
+        // Outside the merge, so paths no router knows get a JSON 404 too.
         .layer(axum::middleware::from_fn(routes::panic::json_errors))
-        .layer(cors())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -234,4 +268,40 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// What the console gets from the server: both logins' pools, the surfaces to call, the keys
+/// (which stay on the server), and facts for its pages.
+fn console_state(state: &AppState, internal: Router) -> agencyflow_console::ConsoleState {
+    let serve = &state.settings.serve;
+    let schema_state = state.clone();
+    let f = &serve.functions;
+    agencyflow_console::ConsoleState::new(agencyflow_console::ConsoleConfig {
+        args: serve.console.clone(),
+        db: state.db.clone(),
+        admin_db: state.auth_db.clone(),
+        api: internal,
+        keys: state.keys.clone(),
+        anon_key: state.settings.anon_key.clone(),
+        service_role_key: state.settings.service_role_key.clone(),
+        schemas: Arc::new(move || schema_state.rest().config.schemas.clone()),
+        client_ip_header: serve.auth.rate_limit_header.clone(),
+        external_url: serve.auth.api_external_url.clone(),
+        requests: state.requests.clone(),
+        facts: serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "listen": format!("{}:{}", serve.host, serve.port),
+            "db_pool": serve.db_pool,
+            "schemas": serve.db_schemas,
+            "max_rows": serve.db_max_rows,
+            "request_timeout_s": serve.request_timeout,
+            "ai_limits": {
+                "runs_per_hour": f.ai_rate_limit_per_hour,
+                "chat_tokens_per_day": f.ai_chat_token_budget_per_day,
+                "embed_chars_per_day": f.ai_embed_budget_chars_per_day,
+                "cache_ttl_secs": f.ai_cache_ttl_secs,
+                "embed_worker": f.ai_embed_worker,
+            },
+        }),
+    })
 }

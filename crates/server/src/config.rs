@@ -103,6 +103,11 @@ pub enum Command {
     /// Write one archive of the database, the storage files and the secrets (works while
     /// `serve` runs).
     Backup(crate::backup::BackupArgs),
+    /// Operator accounts of the console (/console/).
+    Console {
+        #[command(subcommand)]
+        action: ConsoleAction,
+    },
     /// Bring a new, empty data directory (or an empty DATABASE_URL database) to an archive's
     /// state; the archive is checked first.
     Restore(crate::backup::RestoreArgs),
@@ -110,6 +115,24 @@ pub enum Command {
     /// Supabase project's rows, users (with their passwords) and files across, all or
     /// nothing (docs/import.md).
     Import(crate::import::ImportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsoleAction {
+    /// Create an operator account (or reset its password). The password is read from
+    /// standard input (one line); with --link, or when standard input is a terminal, a
+    /// one-time setup link valid 24 hours is printed instead.
+    AddAdmin {
+        /// The operator's e-mail address (their sign-in name).
+        email: String,
+        /// Print a one-time link to set the password in the browser.
+        #[arg(long)]
+        link: bool,
+        /// The console's public URL for the link (default: API_EXTERNAL_URL, else
+        /// http://127.0.0.1:54321).
+        #[arg(long, env = "API_EXTERNAL_URL")]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +249,8 @@ pub struct ServeArgs {
     pub realtime: agencyflow_realtime::RealtimeArgs,
     #[command(flatten)]
     pub backup: crate::backup::ScheduleArgs,
+    #[command(flatten)]
+    pub console: agencyflow_console::ConsoleArgs,
 }
 
 impl ServeArgs {

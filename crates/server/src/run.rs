@@ -13,8 +13,8 @@ use tokio::net::TcpListener;
 
 use crate::app::{self, AppState, Settings};
 use crate::config::{
-    default_data_dir, rest_settings, Cli, Command, ConfigError, EmbedAction, GlobalArgs, LogFormat,
-    ServeArgs,
+    default_data_dir, rest_settings, Cli, Command, ConfigError, ConsoleAction, EmbedAction,
+    GlobalArgs, LogFormat, ServeArgs,
 };
 use crate::keys;
 use crate::schema_cache::ReadError;
@@ -213,6 +213,9 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
             }
             Command::Migrate { dry_run } => run_migrations(&database.admin_url, dry_run).await,
             Command::Seed { .. } => seed_demo(&database.admin_url).await,
+            Command::Console {
+                action: ConsoleAction::AddAdmin { email, link, url },
+            } => add_admin(&database.admin_url, &email, link, url.as_deref()).await,
             Command::Embed {
                 action: EmbedAction::Backfill { functions },
             } => embed_backfill(&database, &functions, &dir).await,
@@ -313,6 +316,49 @@ async fn embed_backfill(
             "{} row(s) could not be embedded; see private.embedding_jobs.last_error",
             report.failed
         )));
+    }
+    Ok(())
+}
+
+/// `agencyflow console add-admin EMAIL [--link]`: the password from standard input, or a
+/// one-time setup link printed on the terminal.
+async fn add_admin(
+    admin_url: &str,
+    email: &str,
+    link: bool,
+    url: Option<&str>,
+) -> Result<(), RunError> {
+    use std::io::IsTerminal;
+    let mut client = agencyflow_db::connect_one(admin_url)
+        .await
+        .map_err(failed)?;
+    migrate::apply(&mut client, &migrate::embedded(), |_| {})
+        .await
+        .map_err(failed)?;
+    let password = if link || std::io::stdin().is_terminal() {
+        None
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(failed)?;
+        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        if p.is_empty() {
+            return Err(failed("no password on standard input (or use --link)"));
+        }
+        Some(p)
+    };
+    let token = agencyflow_console::session::add_admin(&client, email, password)
+        .await
+        .map_err(failed)?;
+    match token {
+        Some(t) => {
+            let base = url
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or("http://127.0.0.1:54321")
+                .trim_end_matches('/');
+            println!("operator {email}: set the password within 24 hours at");
+            println!("  {base}/console/#setup={t}");
+        }
+        None => println!("operator {email}: password set"),
     }
     Ok(())
 }

@@ -165,6 +165,53 @@ fn migrate_dry_run_then_apply_on_the_embedded_cluster() {
     assert_no_postgres_for(d.path());
 }
 
+#[test]
+fn console_add_admin_takes_a_password_on_stdin_or_prints_a_one_time_link() {
+    let d = data_dir();
+    let dir = d.path().to_str().unwrap();
+    let add = |extra: &[&str], stdin: &str| {
+        let mut c = Command::new(BIN);
+        c.args(["--data-dir", dir, "console", "add-admin", "ops@agency.test"])
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env_remove("API_EXTERNAL_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = add(&[], "a long operator password\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("password set"));
+    let o = add(&[], "short\n");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("at least 10 characters"),
+        "{}",
+        stderr(&o)
+    );
+    let o = add(&["--link", "--url", "https://ops.example/"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let link = out
+        .split_whitespace()
+        .find(|w| w.starts_with("https://ops.example/console/#setup="))
+        .unwrap_or_else(|| panic!("no link in {out}"));
+    assert!(
+        link.len() > "https://ops.example/console/#setup=".len() + 40,
+        "{link}"
+    );
+    assert_no_postgres_for(d.path());
+}
+
 fn postgres_pids_for(dir: &std::path::Path) -> Vec<String> {
     let out = Command::new("pgrep")
         .args(["-f", &format!("postgres -D {}", dir.display())])

@@ -166,6 +166,52 @@ pub async fn track(State(state): State<AppState>, req: Request<Body>, next: Next
     resp
 }
 
+/// Keeps each API request (method, path, status, latency, role, request id) in the console's
+/// in-memory ring buffer (the Logs page).
+pub async fn remember(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let h = req.headers();
+    let presented = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, t) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| t.trim().to_string())
+        })
+        .or_else(|| {
+            h.get("apikey")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+    let role = presented.and_then(|t| {
+        state.keys.verify_shared(&t).ok().and_then(|c| {
+            c.claims
+                .get("role")
+                .and_then(|r| r.as_str())
+                .map(str::to_string)
+        })
+    });
+    let request_id = h
+        .get(&crate::app::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let resp = next.run(req).await;
+    state.requests.push(agencyflow_console::RequestRecord {
+        at: chrono::Utc::now(),
+        method,
+        path,
+        status: resp.status().as_u16(),
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        role,
+        request_id,
+    });
+    resp
+}
+
 /// `/metrics` on the API address: the service_role key only (in `apikey` or as the bearer
 /// token), since request counts, pool sizes and memory tell an attacker how the service
 /// fares. The key-less form is served on `--metrics-addr` only.

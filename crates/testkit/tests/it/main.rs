@@ -9,6 +9,7 @@ mod auth_oauth;
 mod auth_security;
 mod auth_webauthn;
 mod chaos;
+mod console;
 mod foundation;
 mod functions;
 mod functions_security;

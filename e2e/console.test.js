@@ -1,0 +1,323 @@
+// The operator console in headless Chromium (Debian's `chromium`, driven by puppeteer-core),
+// against a server on the demo agency (run by crates/testkit/tests/it/console.rs, which
+// seeds the data and passes the facts below). Screenshots of every page go to
+// SCREENSHOT_DIR (kept out of git).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import puppeteer from 'puppeteer-core';
+
+const BASE = process.env.SUPABASE_URL;
+const SERVICE = process.env.SUPABASE_SERVICE_ROLE_KEY;
+const EMAIL = process.env.CONSOLE_EMAIL;
+const PASSWORD = process.env.CONSOLE_PASSWORD;
+const MEMBER_EMAIL = process.env.VIEW_AS_EMAIL; // a member of org A
+const ORG_A = process.env.ORG_A;
+const ORG_A_CLIENTS = Number(process.env.ORG_A_CLIENTS);
+const ORG_B_CLIENT = process.env.ORG_B_CLIENT; // a client name only org B has
+const XSS = '<img src=x onerror=alert(1)>';
+const SHOTS = process.env.SCREENSHOT_DIR;
+mkdirSync(SHOTS, { recursive: true });
+
+let browser;
+let page;
+const alerts = [];
+const pageErrors = [];
+
+before(async () => {
+  browser = await puppeteer.launch({
+    executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+    defaultViewport: { width: 1280, height: 800 },
+  });
+  page = await browser.newPage();
+  page.setDefaultTimeout(20000);
+  page.on('dialog', async (d) => {
+    if (d.type() === 'alert') alerts.push(d.message());
+    if (d.type() === 'prompt') await d.accept('e2e snippet'); else await d.accept();
+  });
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function shot(name) {
+  const file = join(SHOTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  return file;
+}
+
+/** Waits until no loading indicator is left in the main area. */
+async function settled() {
+  await page.waitForFunction(() => !document.querySelector('main .loading') && !document.querySelector('[aria-busy="true"]'));
+}
+
+async function clickText(text, scope = 'main') {
+  await page.waitForFunction((t, s) => [...document.querySelectorAll(`${s} button, ${s} a`)].some((b) => b.textContent.trim() === t && !b.disabled), {}, text, scope);
+  await page.evaluate((t, s) => [...document.querySelectorAll(`${s} button, ${s} a`)].find((b) => b.textContent.trim() === t && !b.disabled).click(), text, scope);
+}
+
+async function pagerText() {
+  return page.$eval('.pager .muted', (e) => e.textContent);
+}
+
+/** The values of one column, by header text, of the first grid that has that column. */
+async function column(name) {
+  return page.evaluate((n) => {
+    for (const table of document.querySelectorAll('table.grid')) {
+      const heads = [...table.querySelectorAll('thead th')].map((th) => th.textContent.replace(/[▲▼]/g, '').trim());
+      const i = heads.indexOf(n);
+      if (i >= 0) return [...table.querySelectorAll('tbody tr')].map((tr) => tr.children[i].textContent);
+    }
+    throw new Error(`no grid has a column ${n}`);
+  }, name);
+}
+
+async function gotoPage(hash) {
+  await page.evaluate((h) => { location.hash = h; }, hash);
+  await settled();
+}
+
+/** Picks "a user…" in the view-as control and the user with this e-mail. */
+async function viewAsUser(email) {
+  await page.select('select[aria-label="View as"]', 'user');
+  await page.type('input[aria-label="User e-mail for view as"]', email);
+  await page.waitForFunction((e) => [...document.querySelectorAll('select[aria-label="Matching users"] option')].some((o) => o.textContent === e), {}, email);
+  const id = await page.$eval('select[aria-label="Matching users"]', (s, e) => [...s.options].find((o) => o.textContent === e).value, email);
+  await page.select('select[aria-label="Matching users"]', id);
+}
+
+test('the console in a browser: sign in, tables, view as, SQL, auth, storage, audit', async (top) => {
+  // Each step leaves a screenshot of the page it failed on.
+  const t = {
+    test: (name, fn) => top.test(name, async () => {
+      try { await fn(); } catch (e) {
+        await shot(`failed-${name.replace(/[^a-z0-9]+/gi, '-')}`).catch(() => {});
+        throw new Error(`${e.message}\n--- page text ---\n${await page.$eval('main', (m) => m.innerText.slice(0, 1500)).catch(() => '')}`, { cause: e });
+      }
+    }),
+  };
+  await t.test('sign in', async () => {
+    await page.goto(`${BASE}/console/`);
+    await page.waitForSelector('form.signin input[type=email]');
+    await shot('00-sign-in');
+    await page.type('input[type=email]', EMAIL);
+    await page.type('input[type=password]', PASSWORD);
+    await page.click('button[type=submit]');
+    await page.waitForSelector('nav a[data-page=tables][aria-current=page]');
+    await settled();
+    // The session cookie is invisible to scripts (httpOnly).
+    assert.equal(await page.evaluate(() => document.cookie), '');
+  });
+
+  await t.test('the page is styled, not blank', async () => {
+    const style = await page.evaluate(() => {
+      const nav = document.querySelector('nav a[aria-current=page]');
+      return {
+        layout: getComputedStyle(document.querySelector('.layout')).display,
+        navBg: getComputedStyle(nav).backgroundColor,
+        navColor: getComputedStyle(nav).color,
+        header: getComputedStyle(document.querySelector('header.top')).borderBottomStyle,
+        text: document.body.innerText.length,
+      };
+    });
+    assert.equal(style.layout, 'grid', 'the stylesheet did not apply');
+    assert.notEqual(style.navBg, 'rgba(0, 0, 0, 0)');
+    assert.notEqual(style.navBg, style.navColor);
+    assert.equal(style.header, 'solid');
+    assert.ok(style.text > 200, 'the page is (nearly) blank');
+    const file = await shot('01-tables');
+    // A blank screenshot of 1280×800 compresses to a few kilobytes.
+    assert.ok(statSync(file).size > 15000, `screenshot ${file} looks blank (${statSync(file).size} bytes)`);
+  });
+
+  await t.test('browse clients: filter, sort, page', async () => {
+    await gotoPage('#/tables/public/clients');
+    await page.waitForSelector('table.grid tbody tr');
+    assert.match(await pagerText(), /page 1 · 100 rows/);
+    // Next page (keyset), then back.
+    await clickText('Next page →');
+    await page.waitForFunction(() => /page 2 ·/.test(document.querySelector('.pager .muted')?.textContent || ''));
+    await settled();
+    await clickText('← Previous');
+    await page.waitForFunction(() => /page 1 ·/.test(document.querySelector('.pager .muted')?.textContent || ''));
+    // Sort by name, descending.
+    await page.evaluate(() => [...document.querySelectorAll('th button.sort')].find((b) => b.textContent.trim() === 'name').click());
+    await settled();
+    await page.evaluate(() => [...document.querySelectorAll('th button.sort')].find((b) => b.textContent.startsWith('name')).click());
+    await page.waitForSelector('th[aria-sort=descending]');
+    await settled();
+    const names = await column('name');
+    const sorted = [...names].sort((a, b) => (a < b ? 1 : a > b ? -1 : 0));
+    assert.deepEqual(names, sorted);
+    // Filter: name ilike "Bulk 01" (the seeded bulk rows).
+    await clickText('+ Filter');
+    await page.select('.filter select[aria-label="Filter column"]', 'name');
+    await page.select('.filter select[aria-label="Filter operator"]', 'ilike');
+    await page.type('.filter input[aria-label="Filter value"]', 'Bulk 01');
+    await clickText('Apply');
+    await page.waitForFunction(() => /page 1 · 10 rows/.test(document.querySelector('.pager .muted')?.textContent || ''));
+    for (const n of await column('name')) assert.match(n, /^Bulk 01\d$/);
+    await shot('02-tables-filtered');
+  });
+
+  await t.test('an XSS payload in a name renders as text', async () => {
+    await page.$eval('.filter input[aria-label="Filter value"]', (i) => { i.value = ''; });
+    await page.type('.filter input[aria-label="Filter value"]', 'onerror');
+    await clickText('Apply');
+    await page.waitForFunction(() => /page 1 · 1 rows/.test(document.querySelector('.pager .muted')?.textContent || ''));
+    assert.deepEqual(await column('name'), [XSS]);
+    assert.equal(await page.$('img[src=x]'), null, 'the payload became an element');
+    assert.deepEqual(alerts, []);
+  });
+
+  await t.test('edit a row and see it saved', async () => {
+    await page.click('table.grid tbody tr button[aria-label="Edit row"]');
+    await page.waitForSelector('form.editor');
+    const notes = await page.$('form.editor [data-column=notes]');
+    await notes.evaluate((e) => { e.value = ''; });
+    await notes.type('checked in the browser test');
+    await clickText('Save changes');
+    await page.waitForFunction(() => [...document.querySelectorAll('.notice')].some((n) => n.textContent === 'Row saved'));
+    await settled();
+    const r = await fetch(`${BASE}/rest/v1/clients?select=notes&name=eq.${encodeURIComponent(XSS)}`, { headers: { apikey: SERVICE, authorization: `Bearer ${SERVICE}` } });
+    assert.deepEqual(await r.json(), [{ notes: 'checked in the browser test' }]);
+    assert.ok((await column('notes')).includes('checked in the browser test'));
+  });
+
+  await t.test('view as a member of org A sees none of org B', async () => {
+    await page.evaluate(() => { location.hash = '#/tables'; });
+    await gotoPage('#/tables/public/clients');
+    await page.waitForSelector('table.grid tbody tr');
+    await viewAsUser(MEMBER_EMAIL);
+    await page.waitForFunction(() => / as user:/.test(document.querySelector('.pager .muted')?.textContent || ''));
+    await settled();
+    const orgs = new Set(await column('org_id'));
+    assert.deepEqual([...orgs], [ORG_A]);
+    // Every page, not just the first.
+    const seen = [];
+    for (;;) {
+      seen.push(...(await column('name')));
+      const next = await page.$eval('.pager button:last-child', (b) => !b.disabled);
+      if (!next) break;
+      const before = await pagerText();
+      await clickText('Next page →');
+      await page.waitForFunction((b) => document.querySelector('.pager .muted')?.textContent !== b, {}, before);
+      await settled();
+    }
+    assert.equal(seen.length, ORG_A_CLIENTS);
+    assert.ok(!seen.includes(ORG_B_CLIENT));
+    await shot('03-tables-view-as');
+  });
+
+  await t.test('SQL as a user sees row-level security apply', async () => {
+    await gotoPage('#/sql');
+    await page.$eval('textarea.sql', (e) => { e.value = ''; });
+    await page.type('textarea.sql', 'select count(*) as n, count(distinct org_id) as orgs from clients');
+    await clickText('Run (Ctrl+Enter)');
+    await page.waitForSelector('.results table.grid');
+    const all = await column('n');
+    assert.ok(Number(all[0]) > ORG_A_CLIENTS);
+    await viewAsUser(MEMBER_EMAIL);
+    await clickText('Run (Ctrl+Enter)');
+    await page.waitForFunction(() => /as user:/.test(document.querySelector('.results .muted')?.textContent || ''));
+    assert.deepEqual(await column('n'), [String(ORG_A_CLIENTS)]);
+    assert.deepEqual(await column('orgs'), ['1']);
+    // Results are text too.
+    await page.select('select[aria-label="View as"]', 'service_role');
+    await page.$eval('textarea.sql', (e) => { e.value = ''; });
+    await page.type('textarea.sql', `select name from clients where name like '%onerror%'`);
+    await clickText('Run (Ctrl+Enter)');
+    await page.waitForFunction((x) => [...document.querySelectorAll('.results td')].some((td) => td.textContent === x), {}, XSS);
+    assert.equal(await page.$('img[src=x]'), null);
+    await clickText('EXPLAIN ANALYZE');
+    await page.waitForSelector('pre.plan');
+    assert.match(await page.$eval('pre.plan', (e) => e.textContent), /actual time/);
+    await clickText('Save as snippet');
+    await page.waitForFunction(() => [...document.querySelectorAll('.snippets button.link')].some((b) => b.textContent === 'e2e snippet'));
+    await shot('04-sql');
+  });
+
+  await t.test('invite a user', async () => {
+    await gotoPage('#/auth');
+    await page.waitForSelector('table.grid');
+    const invite = await page.$$('form.card input[type=email]');
+    await invite[1].type('invited@console.test');
+    await clickText('Invite');
+    await page.waitForSelector('[data-testid=invite-link] code');
+    assert.match(await page.$eval('[data-testid=invite-link] code', (e) => e.textContent), /\/verify\?token=/);
+    await shot('05-auth');
+  });
+
+  await t.test('storage: create a bucket, upload, preview, delete', async () => {
+    await gotoPage('#/storage');
+    await page.waitForSelector('form.card input[pattern]');
+    await page.type('form.card input[pattern]', 'console-e2e');
+    await clickText('Create bucket');
+    await page.waitForSelector('.drop input[type=file]');
+    await settled();
+    // A 2×2 PNG.
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP4z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==', 'base64');
+    const file = join(tmpdir(), `console-e2e-${process.pid}.png`);
+    writeFileSync(file, png);
+    const input = await page.$('.drop input[type=file]');
+    await input.uploadFile(file);
+    await page.waitForFunction((n) => [...document.querySelectorAll('table.grid td')].some((td) => td.textContent === n), {}, file.split('/').pop());
+    await settled();
+    await clickText('Preview');
+    await page.waitForSelector('.preview img');
+    await page.waitForFunction(() => document.querySelector('.preview img').naturalWidth === 2);
+    await shot('06-storage');
+    await clickText('Delete');
+    await page.waitForFunction(() => /empty/.test(document.querySelector('.detail .empty')?.textContent || ''));
+  });
+
+  for (const [hash, name, expect] of [
+    ['#/database', '07-database', 'Row-level security per table'],
+    ['#/ai', '08-ai', 'Runs by organization and function'],
+    ['#/logs', '09-logs', 'Recent API requests'],
+    ['#/api', '10-api', 'Client setup'],
+  ]) {
+    await t.test(`${name.slice(3)} page renders`, async () => {
+      await gotoPage(hash);
+      await page.waitForFunction((x) => document.querySelector('main').innerText.includes(x), {}, expect);
+      await settled();
+      if (hash === '#/ai') {
+        // The demo's seeded runs are counted per organization and function.
+        const runs = (await column('runs')).map(Number);
+        assert.ok(runs.length > 0 && runs.every((n) => n > 0), `AI runs: ${runs}`);
+      }
+      assert.equal(await page.$('main .error'), null, await page.$eval('main', (m) => m.innerText.slice(0, 500)));
+      await shot(name);
+    });
+  }
+
+  await t.test('the audit log shows each action', async () => {
+    await gotoPage('#/audit');
+    await page.waitForSelector('table.grid tbody tr');
+    const actions = new Set(await column('Action'));
+    for (const a of ['sign_in', 'tables.update', 'tables.view_as', 'sql.run', 'sql.explain', 'sql.snippet.save',
+      'auth.user.invite', 'storage.bucket.create', 'storage.object.upload', 'storage.object.delete']) {
+      assert.ok(actions.has(a), `${a} missing from the audit log: ${[...actions]}`);
+    }
+    await shot('11-audit');
+  });
+
+  await t.test('a narrow window still works', async () => {
+    await page.setViewport({ width: 420, height: 800 });
+    await gotoPage('#/tables/public/clients');
+    await page.waitForSelector('table.grid tbody tr');
+    const navWidth = await page.$eval('nav', (n) => n.getBoundingClientRect().width);
+    assert.ok(navWidth <= 420);
+    await shot('12-narrow');
+    await page.setViewport({ width: 1280, height: 800 });
+  });
+
+  assert.deepEqual(alerts, []);
+  assert.deepEqual(pageErrors, []);
+});
