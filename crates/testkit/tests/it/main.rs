@@ -12,6 +12,7 @@ mod chaos;
 mod foundation;
 mod functions;
 mod functions_security;
+mod graphql;
 mod local_model;
 mod own_database;
 mod rest;
