@@ -566,13 +566,11 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
                 non_null,
             },
         );
-        // The reverse: a collection, or an object when the local columns are unique.
+        // The reverse: a collection, or an object when the local columns are unique (they
+        // contain a unique key: `(org_id, snapshot_id)` with `unique (snapshot_id)`).
         let unique = cache
             .unique_keys(&local_table.schema, &local_table.name)
-            .any(|k| {
-                k.columns.len() == fk.local_cols.len()
-                    && k.columns.iter().all(|c| fk.local_cols.contains(c))
-            });
+            .any(|k| k.columns.iter().all(|c| fk.local_cols.contains(c)));
         let local_type = out.entities[fk.local].type_name.clone();
         let local_field = lower_first(&local_type);
         let name = fk.local_name.clone().unwrap_or_else(|| {

@@ -726,3 +726,55 @@ async fn graphql_introspection_per_role_and_only_when_the_schema_enables_it() {
     let msg = error(&fx, a, "{ __type(name: \"clients\") { name } }", json!({})).await;
     assert_eq!(msg, "Unknown field \"__type\" on type Query");
 }
+
+/// The e2e suite with graphql-request (e2e/graphql.test.js) on a seeded roadmap of org A.
+#[tokio::test]
+async fn graphql_e2e_graphql_request() {
+    let fx = fixture().await;
+    let org = fx.org_a;
+    // The fixture's "Acme Site" project of org A.
+    let project = uuid::Uuid::from_u128(0xd1000000_0000_4000_8000_000000000001);
+    let alice = fx
+        .su
+        .query_one(
+            "select user_id from team_members where org_id = $1 and role = 'owner'",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get::<_, uuid::Uuid>(0);
+    let phase: uuid::Uuid = fx
+        .su
+        .query_one(
+            &format!(
+                r#"with s as (insert into wizard_sessions (org_id, project_id, user_id, current_step, wizard_completed_at)
+                              values ('{org}', '{project}', '{alice}', 5, now())),
+                    snap as (insert into context_snapshots (org_id, project_id, version, is_active, summary)
+                             values ('{org}', '{project}', 1, true, 'Redesign the storefront') returning id),
+                    rm as (insert into roadmaps (org_id, snapshot_id, total_duration) select '{org}', id, '8 weeks' from snap returning id),
+                    ph as (insert into roadmap_phases (org_id, roadmap_id, title, order_index)
+                           select '{org}', rm.id, t, i from rm, (values ('Discovery', 0), ('Build', 1)) v(t, i)
+                           returning id, title),
+                    tk as (insert into tasks (org_id, phase_id, title)
+                           select '{org}', ph.id, t from ph join (values ('Discovery', 'Map the journeys'),
+                             ('Discovery', 'Interview the team'), ('Build', 'Ship the pages')) v(p, t) on v.p = ph.title)
+                select id from ph where title = 'Discovery'"#
+            ),
+            &[],
+        )
+        .await
+        .expect("seed roadmap")
+        .get(0);
+    fx.app
+        .run_node_test_with_env(
+            "graphql.test.js",
+            &[
+                ("GQL_ALICE_TOKEN", fx.alice.as_str()),
+                ("GQL_BOB_TOKEN", fx.bob.as_str()),
+                ("GQL_ORG_A", &org.to_string()),
+                ("GQL_PROJECT", &project.to_string()),
+                ("GQL_PHASE", &phase.to_string()),
+            ],
+        )
+        .await;
+}
