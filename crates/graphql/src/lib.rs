@@ -184,3 +184,6 @@ pub fn assemble(steps: &[(String, Step)], sql_results: Vec<Option<String>>) -> S
     out.push_str("}}");
     out
 }
+
+#[cfg(test)]
+mod tests;
