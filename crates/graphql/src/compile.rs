@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::doc::{fields_for, FieldSel};
 use crate::error::GqlError;
-use crate::reflect::{quote_ident, Entity, Field, Scalar, Schema};
+use crate::reflect::{quote_ident, Entity, Field, FnReturn, FunctionDef, Scalar, Schema};
 
 /// The default page size (pg_graphql's `max_rows` default).
 pub const DEFAULT_MAX_ROWS: i64 = 30;
@@ -631,7 +631,26 @@ impl<'a> Compiler<'a> {
         f: &FieldSel,
         join: Option<Join>,
     ) -> Result<String, GqlError> {
+        self.connection_from(e, f, join, None)
+    }
+
+    /// A connection over `source` (a function call, with its argument names) instead of the
+    /// entity's table.
+    fn connection_from(
+        &mut self,
+        e: &Entity,
+        f: &FieldSel,
+        join: Option<Join>,
+        source: Option<(&str, &[String])>,
+    ) -> Result<String, GqlError> {
+        let from_sql = match source {
+            Some((sql, _)) => sql.to_string(),
+            None => e.qualified_sql(),
+        };
         for k in f.args.keys() {
+            if source.is_some_and(|(_, extra)| extra.contains(k)) {
+                continue;
+            }
             if !matches!(
                 k.as_str(),
                 "first" | "last" | "before" | "after" | "offset" | "filter" | "orderBy"
@@ -790,11 +809,13 @@ impl<'a> Compiler<'a> {
                     }
                     format!(
                         "(SELECT pg_catalog.count(*) FROM {} {c} WHERE {})",
-                        e.qualified_sql(),
+                        &from_sql,
                         conds.join(" AND ")
                     )
                 }
-                "aggregate" if e.aggregate => self.aggregate(e, &cf, &filter_v, join.as_ref())?,
+                "aggregate" if e.aggregate => {
+                    self.aggregate(e, &cf, &filter_v, join.as_ref(), &from_sql)?
+                }
                 _ => return Err(unknown_field(&cf, &conn_type)),
             };
             pairs.push((cf.key.clone(), expr));
@@ -811,7 +832,7 @@ impl<'a> Compiler<'a> {
         };
         Ok(format!(
             "(SELECT {obj} FROM (SELECT {inner_alias}.*, pg_catalog.row_number() OVER (ORDER BY {order}){minus} AS \"__n\" FROM {} {inner_alias} WHERE {} ORDER BY {order} LIMIT {limit}{offset_sql}) {b})",
-            e.qualified_sql(),
+            from_sql,
             conds.join(" AND ")
         ))
     }
@@ -822,6 +843,7 @@ impl<'a> Compiler<'a> {
         f: &FieldSel,
         filter_v: &Value,
         join: Option<&Join>,
+        from_sql: &str,
     ) -> Result<String, GqlError> {
         let c = self.alias();
         let agg_type = format!("{}Aggregate", e.type_name);
@@ -889,7 +911,7 @@ impl<'a> Compiler<'a> {
         Ok(format!(
             "(SELECT {} FROM {} {c} WHERE {})",
             build_object(&pairs),
-            e.qualified_sql(),
+            from_sql,
             conds.join(" AND ")
         ))
     }
@@ -929,6 +951,84 @@ impl<'a> Compiler<'a> {
             e.qualified_sql()
         );
         Ok(Some(self.finish(sql, None)))
+    }
+
+    /// A function field: `"schema"."fn"("arg" => $1::type, ...)` as a scalar, one record or a
+    /// connection over its rows.
+    pub fn function(mut self, func: &FunctionDef, f: &FieldSel) -> Result<Statement, GqlError> {
+        let mut call_args = Vec::new();
+        for (k, v) in &f.args {
+            let Some(a) = func.arg(k) else {
+                if matches!(func.ret, FnReturn::Rows(_)) {
+                    continue; // a collection argument, checked by the connection
+                }
+                return Err(GqlError::new(format!(
+                    "Unknown argument \"{k}\" on field \"{}\"",
+                    f.name
+                ))
+                .at(f.line, f.column));
+            };
+            let field = Field {
+                name: a.name.clone(),
+                column: a.sql_name.clone(),
+                scalar: a.scalar.clone(),
+                is_array: a.is_array,
+                nullable: !a.required,
+                cast: a.cast.clone(),
+                write_cast: a.cast.clone(),
+                base_type: String::new(),
+                description: None,
+                insertable: false,
+                updatable: false,
+            };
+            let val = self.bind_value(&field, v, &a.cast)?;
+            call_args.push(format!("{} => {val}", quote_ident(&a.sql_name)));
+        }
+        for a in &func.args {
+            if a.required && f.args.get(&a.name).is_none_or(Value::is_null) {
+                return Err(GqlError::new(format!(
+                    "Argument \"{}\" of required type was not provided",
+                    a.name
+                ))
+                .at(f.line, f.column));
+            }
+        }
+        let call = format!(
+            "{}.{}({})",
+            quote_ident(&func.schema),
+            quote_ident(&func.sql_name),
+            call_args.join(", ")
+        );
+        let sql = match &func.ret {
+            FnReturn::Scalar { scalar, is_array } => {
+                no_subfields(f)?;
+                match scalar {
+                    Scalar::BigInt | Scalar::BigFloat | Scalar::Json if !is_array => {
+                        format!("SELECT pg_catalog.to_json(({call})::text)::text")
+                    }
+                    _ => format!("SELECT pg_catalog.to_json({call})::text"),
+                }
+            }
+            FnReturn::Row(i) => {
+                let e = &self.schema.entities[*i];
+                let a = self.alias();
+                let sub = fields_for(&f.selections, &e.type_name, &["Node"]);
+                let obj = self.node_object(e, &a, &sub)?;
+                let pk = e
+                    .pk_fields()
+                    .map(|p| format!("{a}.{} IS NOT NULL", quote_ident(&p.column)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!("SELECT (SELECT {obj} FROM {call} {a} WHERE {pk} LIMIT 1)::text")
+            }
+            FnReturn::Rows(i) => {
+                let e = &self.schema.entities[*i];
+                let names: Vec<String> = func.args.iter().map(|a| a.name.clone()).collect();
+                let expr = self.connection_from(e, f, None, Some((&call, &names)))?;
+                format!("SELECT ({expr})::text")
+            }
+        };
+        Ok(self.finish(sql, None))
     }
 
     fn mutation_result(

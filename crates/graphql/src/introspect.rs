@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::doc::{fields_for, FieldSel, Sel};
 use crate::error::GqlError;
-use crate::reflect::{Entity, Field, Scalar, Schema};
+use crate::reflect::{Entity, Field, FnReturn, Scalar, Schema};
 
 fn named(kind: &str, name: &str) -> Value {
     json!({"kind": kind, "name": name, "ofType": null})
@@ -514,6 +514,44 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
                     "Deletes zero or more records from the `{tn}` collection"
                 )),
             ));
+        }
+    }
+    for func in &schema.functions {
+        let mut args: Vec<Value> = func
+            .args
+            .iter()
+            .map(|a| {
+                let base = scalar_ref(&a.scalar);
+                let t = if a.is_array { list(base) } else { base };
+                input(
+                    &a.name,
+                    if a.required { non_null(t) } else { t },
+                    None,
+                    None,
+                )
+            })
+            .collect();
+        let ty = match &func.ret {
+            FnReturn::Scalar { scalar, is_array } => {
+                let base = scalar_ref(scalar);
+                if *is_array {
+                    list(base)
+                } else {
+                    base
+                }
+            }
+            FnReturn::Row(i) => named("OBJECT", &schema.entities[*i].type_name),
+            FnReturn::Rows(i) => {
+                let e = &schema.entities[*i];
+                args.extend(connection_args(e));
+                named("OBJECT", &format!("{}Connection", e.type_name))
+            }
+        };
+        let fl = field(&func.name, ty, args, func.description.as_deref());
+        if func.volatile {
+            m.push(fl);
+        } else {
+            q.push(fl);
         }
     }
     q.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));

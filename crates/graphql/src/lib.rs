@@ -122,12 +122,15 @@ pub fn plan(schema: &Schema, req: &GraphqlRequest) -> Result<Plan, GqlError> {
                 Some(s) => Step::Sql(s),
                 None => Step::Value(Value::Null),
             },
-            (OpKind::Query, name) => {
-                let e = schema
-                    .entity_by_collection(name)
-                    .ok_or_else(|| unknown(f, root))?;
-                Step::Sql(compile::Compiler::new(schema).collection(e, f)?)
-            }
+            (OpKind::Query, name) => match schema.entity_by_collection(name) {
+                Some(e) => Step::Sql(compile::Compiler::new(schema).collection(e, f)?),
+                None => {
+                    let func = schema
+                        .function(name, false)
+                        .ok_or_else(|| unknown(f, root))?;
+                    Step::Sql(compile::Compiler::new(schema).function(func, f)?)
+                }
+            },
             (OpKind::Mutation, name) => {
                 let by = |prefix: &str, ok: fn(&reflect::Entity) -> bool| {
                     name.strip_prefix(prefix)
@@ -141,6 +144,8 @@ pub fn plan(schema: &Schema, req: &GraphqlRequest) -> Result<Plan, GqlError> {
                     Step::Sql(compile::Compiler::new(schema).update(e, f)?)
                 } else if let Some(e) = by("deleteFrom", |e| e.deletable) {
                     Step::Sql(compile::Compiler::new(schema).delete(e, f)?)
+                } else if let Some(func) = schema.function(name, true) {
+                    Step::Sql(compile::Compiler::new(schema).function(func, f)?)
                 } else {
                     return Err(unknown(f, root));
                 }

@@ -178,6 +178,50 @@ impl Entity {
     }
 }
 
+/// An argument of a function field.
+#[derive(Debug, Clone)]
+pub struct ArgDef {
+    pub name: String,
+    pub sql_name: String,
+    pub scalar: Scalar,
+    pub is_array: bool,
+    /// What the value is cast to.
+    pub cast: String,
+    /// No default: the argument is required (non-null).
+    pub required: bool,
+}
+
+/// What a function field returns.
+#[derive(Debug, Clone)]
+pub enum FnReturn {
+    Scalar {
+        scalar: Scalar,
+        is_array: bool,
+    },
+    /// One row of a reflected entity (index), or null.
+    Row(usize),
+    /// `SETOF` a reflected entity: a `<Table>Connection`.
+    Rows(usize),
+}
+
+/// A user-defined function as a Query field (stable/immutable) or a Mutation field (volatile).
+#[derive(Debug, Clone)]
+pub struct FunctionDef {
+    pub name: String,
+    pub schema: String,
+    pub sql_name: String,
+    pub args: Vec<ArgDef>,
+    pub ret: FnReturn,
+    pub volatile: bool,
+    pub description: Option<String>,
+}
+
+impl FunctionDef {
+    pub fn arg(&self, name: &str) -> Option<&ArgDef> {
+        self.args.iter().find(|a| a.name == name)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EnumDef {
     pub name: String,
@@ -190,6 +234,7 @@ pub struct Schema {
     pub role: String,
     pub entities: Vec<Entity>,
     pub enums: Vec<EnumDef>,
+    pub functions: Vec<FunctionDef>,
     /// `@graphql({"introspection": true})` on any exposed schema.
     pub introspection: bool,
     by_type: HashMap<String, usize>,
@@ -207,6 +252,12 @@ impl Schema {
         self.entities
             .iter()
             .find(|e| e.schema == schema && e.table == table)
+    }
+    /// A function field of the Query (`mutation` false) or Mutation type.
+    pub fn function(&self, name: &str, mutation: bool) -> Option<&FunctionDef> {
+        self.functions
+            .iter()
+            .find(|f| f.name == name && f.volatile == mutation)
     }
     pub fn enum_def(&self, name: &str) -> Option<&EnumDef> {
         self.enums.iter().find(|e| e.name == name)
@@ -608,6 +659,7 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
         .enumerate()
         .map(|(i, e)| (e.collection.clone(), i))
         .collect();
+    out.functions = reflect_functions(cache, role, &out, &inflect_of);
     let mut enums: Vec<EnumDef> = enums.into_values().collect();
     enums.sort_by(|a, b| a.name.cmp(&b.name));
     out.enums = enums;
@@ -621,4 +673,98 @@ fn push_relation(e: &mut Entity, r: Relation) {
         return;
     }
     e.relations.push(r);
+}
+
+/// User-defined functions the role may execute: every input argument named, returning a
+/// scalar, a reflected entity's row, or a set of them. Functions of one row-type argument
+/// (computed fields) and those returning records, void or triggers are left out.
+fn reflect_functions(
+    cache: &SchemaCache,
+    role: &str,
+    schema: &Schema,
+    inflect_of: &dyn Fn(&str) -> bool,
+) -> Vec<FunctionDef> {
+    use agencyflow_rest::schema::Volatility;
+    let mut out: Vec<FunctionDef> = Vec::new();
+    for f in &cache.functions {
+        if !f.executable_by.iter().any(|r| r == role)
+            || f.arg_relation.is_some()
+            || f.return_base_type == "void"
+            || f.return_base_type == "record"
+            || f.return_media_type.is_some()
+        {
+            continue;
+        }
+        if f.args.iter().any(|a| !a.is_input() || a.name.is_empty()) {
+            continue;
+        }
+        let inflect = inflect_of(&f.schema);
+        let d = directive(f.comment.as_deref());
+        let name = d
+            .as_ref()
+            .and_then(|d| d.get("name"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                lower_first(&base_name(
+                    f.name.strip_prefix('_').unwrap_or(&f.name),
+                    inflect,
+                ))
+            });
+        if !valid_name(&name) {
+            continue;
+        }
+        let ret = match &f.return_relation {
+            Some(qn) => match schema
+                .entities
+                .iter()
+                .position(|e| e.schema == qn.schema && e.table == qn.name)
+            {
+                Some(i) if f.returns_set => FnReturn::Rows(i),
+                Some(i) => FnReturn::Row(i),
+                None => continue,
+            },
+            None if f.returns_set => continue,
+            None => {
+                let is_array = f.return_category == "A";
+                FnReturn::Scalar {
+                    scalar: Scalar::of_type(f.return_base_type.trim_start_matches('_')),
+                    is_array,
+                }
+            }
+        };
+        let args = f
+            .inputs()
+            .map(|a| {
+                let arg_name = base_name(&a.name, inflect);
+                ArgDef {
+                    name: if inflect {
+                        lower_first(&arg_name)
+                    } else {
+                        arg_name
+                    },
+                    sql_name: a.name.clone(),
+                    scalar: Scalar::of_type(a.base_type.trim_start_matches('_')),
+                    is_array: a.category == "A",
+                    cast: a.call_type().to_string(),
+                    required: !a.has_default,
+                }
+            })
+            .collect();
+        // Overloads: the first one of a name wins.
+        let volatile = f.volatility == Volatility::Volatile;
+        if out.iter().any(|x| x.name == name && x.volatile == volatile) {
+            continue;
+        }
+        out.push(FunctionDef {
+            name,
+            schema: f.schema.clone(),
+            sql_name: f.name.clone(),
+            args,
+            ret,
+            volatile,
+            description: description(f.comment.as_deref()),
+        });
+    }
+    out
 }

@@ -778,3 +778,54 @@ async fn graphql_e2e_graphql_request() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn graphql_functions_stable_as_queries_volatile_as_mutations() {
+    let fx = fixture().await;
+    let a = Some(fx.alice.as_str());
+    let acme = uuid::Uuid::from_u128(0xc1000000_0000_4000_8000_000000000001);
+    let acme_site = uuid::Uuid::from_u128(0xd1000000_0000_4000_8000_000000000001);
+    // A stable function returning jsonb: a Query field, JSON as a serialized string.
+    let q = r#"query($c: UUID!) { get_client_classification(p_client_id: $c) }"#;
+    let d = data(&fx, a, q, json!({"c": acme})).await;
+    let text = d["get_client_classification"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{d}"));
+    let v: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["client_status"], "client", "{v}");
+    // Invoker rights: bob's RLS hides alice's client, so the function sees nothing.
+    let d = data(&fx, Some(fx.bob.as_str()), q, json!({"c": acme})).await;
+    assert_eq!(d["get_client_classification"], Value::Null);
+    // A volatile function returning a table row: a Mutation field returning that record.
+    let m = r#"mutation($p: UUID!, $s: String) { create_context_snapshot(project_id: $p, summary: $s) { version is_active summary nodeId } }"#;
+    let d = data(&fx, a, m, json!({"p": acme_site, "s": "first"})).await;
+    assert_eq!(d["create_context_snapshot"]["version"], 1, "{d}");
+    let d = data(&fx, a, m, json!({"p": acme_site, "s": "second"})).await;
+    assert_eq!(d["create_context_snapshot"]["version"], 2);
+    assert_eq!(d["create_context_snapshot"]["is_active"], true);
+    // ... which is not a query field, and anon may not execute it at all.
+    let msg = error(
+        &fx,
+        a,
+        "{ create_context_snapshot(project_id: \"x\") { version } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        msg,
+        "Unknown field \"create_context_snapshot\" on type Query"
+    );
+    let msg = error(&fx, None, m, json!({"p": acme_site})).await;
+    assert_eq!(
+        msg,
+        "Unknown field \"create_context_snapshot\" on type Mutation"
+    );
+    let msg = error(
+        &fx,
+        a,
+        "mutation { create_context_snapshot { version } }",
+        json!({}),
+    )
+    .await;
+    assert!(msg.contains("project_id"), "{msg}");
+}
