@@ -206,6 +206,10 @@ pub fn router(state: AppState) -> Router {
             "/graphql/v1",
             any(routes::graphql::handle).with_state(state.clone()),
         )
+        .route(
+            "/graphql/v1/graphiql/{file}",
+            get(routes::graphql::graphiql_asset),
+        )
         // `GET /rest/v1/` (the OpenAPI document): nest's "/" only matches `/rest/v1`.
         .route(
             "/rest/v1/",

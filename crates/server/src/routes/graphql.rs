@@ -64,6 +64,110 @@ fn request_of(
     })
 }
 
+/// The GraphiQL files `scripts/setup` unpacks from npm (never committed, never from a CDN).
+const GRAPHIQL_FILES: [(&str, &str); 4] = [
+    ("react.production.min.js", "text/javascript; charset=utf-8"),
+    (
+        "react-dom.production.min.js",
+        "text/javascript; charset=utf-8",
+    ),
+    ("graphiql.min.js", "text/javascript; charset=utf-8"),
+    ("graphiql.min.css", "text/css; charset=utf-8"),
+];
+
+/// `$GRAPHIQL_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/agencyflow/graphiql`.
+fn graphiql_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("GRAPHIQL_DIR") {
+            return d.into();
+        }
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .unwrap_or_else(|| "/tmp".into());
+        cache.join("agencyflow").join("graphiql")
+    })
+}
+
+/// `GET /graphql/v1/graphiql/<file>`: one of the explorer's files from the cache folder.
+pub async fn graphiql_asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let Some((name, ct)) = GRAPHIQL_FILES.iter().find(|(n, _)| *n == file) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match tokio::fs::read(graphiql_dir().join(name)).await {
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, *ct),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The in-browser explorer (`GET /graphql/v1` with `Accept: text/html`), with the API key
+/// the page was opened with (`?apikey=`, checked by the gateway) as its default header; a
+/// session token goes in GraphiQL's Headers tab as `Authorization: Bearer ...`.
+fn explorer(uri: &Uri) -> Response {
+    let key = form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "apikey")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let present = GRAPHIQL_FILES
+        .iter()
+        .all(|(n, _)| graphiql_dir().join(n).is_file());
+    let html_headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    if !present {
+        let body = format!(
+            "<!doctype html><html><head><title>GraphiQL</title></head><body>\
+             <h1>GraphiQL is not installed</h1><p>The explorer's files (GraphiQL's browser build \
+             from npm) are not in <code>{}</code>. Run <code>scripts/setup</code> (it fetches them \
+             with npm into the cache folder), or set <code>GRAPHIQL_DIR</code> to a folder holding \
+             {}. <code>POST /graphql/v1</code> works without them.</p></body></html>",
+            html_escape(&graphiql_dir().display().to_string()),
+            GRAPHIQL_FILES.map(|(n, _)| n).join(", ")
+        );
+        return (StatusCode::OK, html_headers, body).into_response();
+    }
+    // The key as a JSON string safe inside <script> and in a URL.
+    let key_js = serde_json::to_string(&key)
+        .unwrap_or_else(|_| "\"\"".into())
+        .replace('<', "\\u003c");
+    let q: String = form_urlencoded::byte_serialize(key.as_bytes()).collect();
+    let asset = |n: &str| html_escape(&format!("/graphql/v1/graphiql/{n}?apikey={q}"));
+    let body = format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>GraphiQL · agencyflow</title>
+<style>body{{margin:0;height:100vh}}#graphiql{{height:100vh}}</style>
+<link rel="stylesheet" href="{css}"></head><body><div id="graphiql">Loading…</div>
+<script src="{react}"></script><script src="{react_dom}"></script><script src="{graphiql}"></script>
+<script>
+const apikey = {key_js};
+const fetcher = GraphiQL.createFetcher({{ url: '/graphql/v1', headers: {{ apikey }} }});
+ReactDOM.createRoot(document.getElementById('graphiql')).render(
+  React.createElement(GraphiQL, {{ fetcher, defaultEditorToolsVisibility: true,
+    defaultHeaders: JSON.stringify({{ Authorization: 'Bearer ' + apikey }}, null, 2) }}));
+</script></body></html>"#,
+        css = asset("graphiql.min.css"),
+        react = asset("react.production.min.js"),
+        react_dom = asset("react-dom.production.min.js"),
+        graphiql = asset("graphiql.min.js"),
+    );
+    (StatusCode::OK, html_headers, body).into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 pub async fn handle(
     State(state): State<AppState>,
     method: Method,
@@ -71,6 +175,16 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let has_query = uri
+        .query()
+        .is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "query"));
+    if method == Method::GET && wants_html && !has_query {
+        return explorer(&uri);
+    }
     if method != Method::GET && method != Method::POST {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -829,3 +829,67 @@ async fn graphql_functions_stable_as_queries_volatile_as_mutations() {
     .await;
     assert!(msg.contains("project_id"), "{msg}");
 }
+
+/// `GET /graphql/v1` for a browser: GraphiQL from the cache folder (`scripts/setup`), or a page
+/// saying how to get it; never a CDN.
+#[tokio::test]
+async fn graphql_explorer_page() {
+    let fx = fixture().await;
+    let r = fx
+        .app
+        .http
+        .get(fx.app.url("/graphql/v1"))
+        .query(&[("apikey", fx.app.anon_key.as_str())])
+        .header("Accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("unpkg") && !html.contains("cdn"), "{html}");
+    if html.contains("GraphiQL is not installed") {
+        assert!(html.contains("scripts/setup"), "{html}");
+    } else {
+        assert!(
+            html.contains("/graphql/v1/graphiql/graphiql.min.js?apikey="),
+            "{html}"
+        );
+        let js = fx
+            .app
+            .http
+            .get(fx.app.url("/graphql/v1/graphiql/graphiql.min.js"))
+            .query(&[("apikey", fx.app.anon_key.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(js.status().as_u16(), 200);
+        assert!(js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript"));
+    }
+    // Only the explorer's own files are served from the folder.
+    let r = fx
+        .app
+        .http
+        .get(fx.app.url("/graphql/v1/graphiql/..%2F..%2Fetc%2Fpasswd"))
+        .query(&[("apikey", fx.app.anon_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // Without the key the gateway refuses, as for every surface.
+    let r = fx
+        .app
+        .http
+        .get(fx.app.url("/graphql/v1"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
