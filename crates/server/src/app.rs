@@ -28,6 +28,8 @@ pub struct AppState {
     pub keys: Arc<JwtKeys>,
     pub settings: Arc<Settings>,
     pub schema_cache: SharedSchemaCache,
+    /// `/graphql/v1`'s schema per role, reflected from `schema_cache`.
+    pub graphql: Arc<agencyflow_graphql::SchemaStore>,
     /// What `/rest/v1` runs with now (settings, with the database's `pgrst.*` over them).
     rest: Arc<RwLock<Arc<RestRuntime>>>,
     /// Which surfaces the database can serve.
@@ -62,6 +64,7 @@ impl AppState {
             rest: Arc::new(RwLock::new(Arc::new(settings.rest.clone()))),
             settings: Arc::new(settings),
             schema_cache: SharedSchemaCache::default(),
+            graphql: Arc::default(),
             surfaces: Surfaces::default(),
             metrics: Arc::default(),
             lifecycle: Arc::default(),
@@ -202,6 +205,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/auth/v1", auth)
         .nest("/functions/v1", functions)
         .nest("/rest/v1", rest)
+        .route(
+            "/graphql/v1",
+            any(routes::graphql::handle).with_state(state.clone()),
+        )
+        .route(
+            "/graphql/v1/graphiql/{file}",
+            get(routes::graphql::graphiql_asset),
+        )
         // `GET /rest/v1/` (the OpenAPI document): nest's "/" only matches `/rest/v1`.
         .route(
             "/rest/v1/",

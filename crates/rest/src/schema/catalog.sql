@@ -9,7 +9,7 @@ user_ns AS (
     AND n.nspname NOT LIKE 'pg\_temp\_%'
 ),
 api_roles AS (
-  SELECT r.oid, r.rolname FROM pg_catalog.pg_roles r WHERE r.rolname IN ('anon', 'authenticated', 'service_role')
+  SELECT r.oid, r.rolname, r.rolbypassrls FROM pg_catalog.pg_roles r WHERE r.rolname IN ('anon', 'authenticated', 'service_role')
 ),
 -- A domain's underlying type, through domains over domains.
 domain_base AS (
@@ -62,7 +62,7 @@ types AS (
 rels AS (
   SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind,
     pg_catalog.pg_relation_is_updatable(c.oid::regclass, true) AS upd,
-    pg_catalog.obj_description(c.oid, 'pg_class') AS comment
+    pg_catalog.obj_description(c.oid, 'pg_class') AS comment, c.relrowsecurity
   FROM pg_catalog.pg_class c JOIN exposed n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND NOT c.relispartition
 ),
@@ -200,6 +200,13 @@ func_args AS (
 )
 SELECT pg_catalog.json_build_object(
   'server_version_num', pg_catalog.current_setting('server_version_num')::int,
+  -- The exposed schemas' comments: /graphql/v1 reads pg_graphql's `@graphql({...})`
+  -- schema directives (inflect_names, introspection) from them.
+  'schemas', coalesce((
+    SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+      'name', e.nspname, 'comment', pg_catalog.obj_description(e.oid, 'pg_namespace'))
+      ORDER BY e.nspname)
+    FROM exposed e), '[]'),
   -- PostGIS 3's ST_AsGeoJSON(record), which `application/geo+json` answers with: the
   -- extension's own function (in whatever schema it was installed), or null without PostGIS.
   'geojson_function', (
@@ -229,7 +236,13 @@ SELECT pg_catalog.json_build_object(
           'select', pg_catalog.has_any_column_privilege(ro.oid, r.oid, 'SELECT'),
           'insert', pg_catalog.has_any_column_privilege(ro.oid, r.oid, 'INSERT'),
           'update', pg_catalog.has_any_column_privilege(ro.oid, r.oid, 'UPDATE'),
-          'delete', pg_catalog.has_table_privilege(ro.oid, r.oid, 'DELETE')) ORDER BY ro.rolname)
+          'delete', pg_catalog.has_table_privilege(ro.oid, r.oid, 'DELETE'),
+          -- Whether any row can be read: no RLS, BYPASSRLS, or a permissive SELECT (or ALL)
+          -- policy for the role or PUBLIC (/graphql/v1 reflects only such tables).
+          'rows_visible', NOT r.relrowsecurity OR ro.rolbypassrls OR EXISTS (
+            SELECT 1 FROM pg_catalog.pg_policy po
+            WHERE po.polrelid = r.oid AND po.polpermissive AND po.polcmd IN ('r', '*')
+              AND (po.polroles @> ARRAY[0::oid] OR ro.oid = ANY (po.polroles)))) ORDER BY ro.rolname)
         FROM api_roles ro), '[]')
     ) ORDER BY r.schema, r.name)
     FROM rels r LEFT JOIN columns c ON c.attrelid = r.oid), '[]'),

@@ -104,6 +104,14 @@ pub struct TablePrivilege {
     pub insert: bool,
     pub update: bool,
     pub delete: bool,
+    /// Row-level security lets the role read some rows (no RLS, BYPASSRLS, or a permissive
+    /// SELECT/ALL policy for it): `/graphql/v1` reflects only such tables.
+    #[serde(default = "yes")]
+    pub rows_visible: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,10 +307,20 @@ impl Function {
     }
 }
 
+/// An exposed schema and its comment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaInfo {
+    pub name: String,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct RawCatalog {
     #[serde(default)]
     server_version_num: i64,
+    #[serde(default)]
+    schemas: Vec<SchemaInfo>,
     #[serde(default)]
     geojson_function: Option<QualifiedName>,
     #[serde(default)]
@@ -325,6 +343,8 @@ pub struct SchemaCacheError(#[from] serde_json::Error);
 #[derive(Debug, Clone, Default)]
 pub struct SchemaCache {
     pub server_version_num: i64,
+    /// The exposed schemas with their comments (`/graphql/v1`'s schema directives).
+    pub schemas: Vec<SchemaInfo>,
     /// PostGIS's `ST_AsGeoJSON(record)`, when the database has PostGIS: what answers
     /// `Accept: application/geo+json` (without it that media type is not available).
     pub geojson_function: Option<QualifiedName>,
@@ -346,6 +366,7 @@ impl SchemaCache {
     fn build(raw: RawCatalog) -> SchemaCache {
         let mut cache = SchemaCache {
             server_version_num: raw.server_version_num,
+            schemas: raw.schemas,
             geojson_function: raw.geojson_function,
             tables: raw.tables,
             keys: raw.keys,

@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 
-const SURFACES: [&str; 7] = [
+const SURFACES: [&str; 8] = [
     "rest",
+    "graphql",
     "auth",
     "functions",
     "storage",
@@ -45,6 +46,7 @@ impl Default for Metrics {
 fn surface(path: &str) -> usize {
     let s = match path.split('/').nth(1).unwrap_or("") {
         "rest" => "rest",
+        "graphql" => "graphql",
         "auth" => "auth",
         "functions" => "functions",
         "storage" => "storage",

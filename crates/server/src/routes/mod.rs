@@ -1,4 +1,5 @@
 pub mod gateway;
+pub mod graphql;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;

@@ -62,12 +62,12 @@ fn into_response(r: RestResponse, method: &Method, jwt_error: bool) -> Response 
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn fail(e: RestError, method: &Method) -> Response {
+pub(crate) fn fail(e: RestError, method: &Method) -> Response {
     let jwt = e.status == StatusCode::UNAUTHORIZED && e.code == ErrorKind::JwtInvalid.code();
     into_response(error_response(&e), method, jwt)
 }
 
-fn db_error(e: DbError, role_is_anon: bool) -> RestError {
+pub(crate) fn db_error(e: DbError, role_is_anon: bool) -> RestError {
     let cluster_down = e.cluster_state().is_some();
     match e {
         DbError::Postgres(pg) => RestError::from_postgres(

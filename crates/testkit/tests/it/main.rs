@@ -14,6 +14,7 @@ mod foundation;
 mod functions;
 mod functions_security;
 mod import;
+mod graphql;
 mod local_model;
 mod own_database;
 mod rest;

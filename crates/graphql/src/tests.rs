@@ -1,0 +1,214 @@
+//! Pure tests of reflection, naming and compilation on a small catalog (the HTTP behaviour is
+//! tested on the real schema in crates/testkit/tests/it/graphql.rs).
+use agencyflow_rest::SchemaCache;
+use serde_json::{json, Value};
+
+use crate::{plan, reflect, GraphqlRequest, Step};
+
+fn col(name: &str, ty: &str, base: &str, cat: &str, nullable: bool, pos: i32) -> Value {
+    json!({"name": name, "type": ty, "data_type": ty, "base_type": base, "category": cat,
+           "nullable": nullable, "default": null, "position": pos})
+}
+
+fn privs(select_anon: bool) -> Value {
+    json!([
+        {"role": "anon", "select": select_anon, "insert": false, "update": false, "delete": false},
+        {"role": "authenticated", "select": true, "insert": true, "update": true, "delete": true}
+    ])
+}
+
+fn cache(schema_comment: Option<&str>) -> SchemaCache {
+    SchemaCache::from_json(json!({
+        "schemas": [{"name": "public", "comment": schema_comment}],
+        "tables": [
+            {"schema": "public", "name": "blog_post", "kind": "table", "insertable": true,
+             "updatable": true, "deletable": true, "privileges": privs(false),
+             "comment": "Posts.\n@graphql({\"totalCount\": {\"enabled\": true}})",
+             "columns": [col("id", "bigint", "int8", "N", false, 1), col("author_id", "uuid", "uuid", "U", false, 2),
+                         col("title", "text", "text", "S", false, 3), col("tags", "text[]", "_text", "A", true, 4),
+                         col("meta", "jsonb", "jsonb", "U", true, 5)]},
+            {"schema": "public", "name": "author", "kind": "table", "insertable": true,
+             "updatable": true, "deletable": true, "privileges": privs(true),
+             "columns": [col("id", "uuid", "uuid", "U", false, 1), col("name", "text", "text", "S", false, 2)]},
+            {"schema": "public", "name": "no_pk", "kind": "view", "insertable": false,
+             "updatable": false, "deletable": false, "privileges": privs(true),
+             "columns": [col("x", "integer", "int4", "N", true, 1)]}
+        ],
+        "keys": [
+            {"schema": "public", "name": "blog_post", "primary": true, "columns": ["id"]},
+            {"schema": "public", "name": "author", "primary": true, "columns": ["id"]}
+        ],
+        "foreign_keys": [
+            {"name": "blog_post_author_id_fkey", "schema": "public", "table": "blog_post", "columns": ["author_id"],
+             "ref_schema": "public", "ref_table": "author", "ref_columns": ["id"]}
+        ]
+    }))
+    .expect("cache")
+}
+
+fn sql_of(schema: &reflect::Schema, query: &str) -> (String, Vec<Option<String>>) {
+    let p = plan(
+        schema,
+        &GraphqlRequest {
+            query: Some(query.into()),
+            ..GraphqlRequest::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{query}: {e}"));
+    match &p.steps[0].1 {
+        Step::Sql(s) => (s.sql.clone(), s.params.clone()),
+        Step::Value(v) => panic!("no SQL: {v}"),
+    }
+}
+
+fn err_of(schema: &reflect::Schema, query: &str) -> String {
+    plan(
+        schema,
+        &GraphqlRequest {
+            query: Some(query.into()),
+            ..GraphqlRequest::default()
+        },
+    )
+    .expect_err(query)
+    .message
+}
+
+#[test]
+fn naming_follows_pg_graphql_with_and_without_inflection() {
+    let plain = reflect::reflect(&cache(None), "authenticated");
+    let e = plain
+        .entity_by_collection("blog_postCollection")
+        .expect("blog_post");
+    assert_eq!(e.type_name, "blog_post");
+    assert_eq!(e.field("author_id").unwrap().name, "author_id");
+    // author_id does not end in "Id": the relation takes the referenced type's name.
+    assert!(e.relation("author").is_some());
+    assert!(plain
+        .entity_by_type("author")
+        .unwrap()
+        .relation("blog_postCollection")
+        .is_some());
+    assert!(e.total_count);
+    assert_eq!(e.description.as_deref(), Some("Posts."));
+    // A view without a primary key directive is not reflected.
+    assert!(plain.entity_by_table("public", "no_pk").is_none());
+    assert!(!plain.introspection);
+
+    let inflected = reflect::reflect(
+        &cache(Some(
+            r#"@graphql({"inflect_names": true, "introspection": true})"#,
+        )),
+        "authenticated",
+    );
+    let e = inflected
+        .entity_by_collection("blogPostCollection")
+        .expect("BlogPost");
+    assert_eq!(e.type_name, "BlogPost");
+    assert!(e.field("authorId").is_some());
+    assert!(e.relation("author").is_some());
+    assert!(inflected
+        .entity_by_type("Author")
+        .unwrap()
+        .relation("blogPostCollection")
+        .is_some());
+    assert!(inflected.introspection);
+    // Per role: anon may not select blog_post.
+    let anon = reflect::reflect(&cache(None), "anon");
+    assert!(anon.entity_by_collection("blog_postCollection").is_none());
+    assert!(anon.entity_by_collection("authorCollection").is_some());
+}
+
+#[test]
+fn values_are_bound_and_identifiers_come_from_the_catalog() {
+    let s = reflect::reflect(&cache(None), "authenticated");
+    let evil = "x'); drop table author; --";
+    let (sql, params) = sql_of(
+        &s,
+        &format!(
+            r#"{{ blog_postCollection(filter: {{title: {{eq: "{evil}"}}, tags: {{contains: ["a\"b"]}}}}) {{ edges {{ node {{ id meta author {{ name }} }} }} }} }}"#
+        ),
+    );
+    assert!(!sql.contains("drop table"), "{sql}");
+    assert!(params.contains(&Some(evil.to_string())), "{params:?}");
+    assert!(
+        params.contains(&Some(r#"{"a\"b"}"#.to_string())),
+        "{params:?}"
+    );
+    // bigint and jsonb render as text, as pg_graphql's BigInt and JSON strings
+    assert!(sql.contains("(b2.\"id\")::text"), "{sql}");
+    assert!(sql.contains("(b2.\"meta\")::text"), "{sql}");
+    // A name that is no GraphQL name cannot even be written as a filter key.
+    assert!(!err_of(
+        &s,
+        r#"{ blog_postCollection(filter: {"title\"; drop": {eq: 1}}) { edges { cursor } } }"#
+    )
+    .is_empty());
+    assert_eq!(
+        err_of(&s, "{ blog_postCollection { edges { node { nope } } } }"),
+        "Unknown field \"nope\" on type blog_post"
+    );
+    assert_eq!(
+        err_of(
+            &s,
+            "{ blog_postCollection(filter: {title: {contains: [\"a\"]}}) { edges { cursor } } }"
+        ),
+        "Unknown operator \"contains\" for StringFilter"
+    );
+    assert_eq!(
+        err_of(
+            &s,
+            "{ blog_postCollection(filter: {meta: {eq: \"{}\"}}) { edges { cursor } } }"
+        ),
+        "Unknown field \"meta\" on type blog_postFilter"
+    );
+}
+
+#[test]
+fn depth_and_fragment_cycles_are_refused() {
+    let s = reflect::reflect(&cache(None), "authenticated");
+    let mut q = String::from("{ authorCollection { edges { node { ");
+    for _ in 0..10 {
+        q.push_str("blog_postCollection { edges { node { author { ");
+    }
+    q.push_str("name");
+    for _ in 0..10 {
+        q.push_str(" } } } }");
+    }
+    q.push_str(" } } } }");
+    assert!(err_of(&s, &q).contains("nested too deeply"));
+    let cyc = "{ authorCollection { ...A } } fragment A on authorConnection { ...B } fragment B on authorConnection { ...A }";
+    assert!(err_of(&s, cyc).contains("within itself"));
+    assert_eq!(
+        err_of(&s, "subscription { authorCollection { __typename } }"),
+        "Subscriptions are not supported"
+    );
+}
+
+#[test]
+fn at_most_travels_with_update_and_delete() {
+    let s = reflect::reflect(&cache(None), "authenticated");
+    let p = plan(
+        &s,
+        &GraphqlRequest {
+            query: Some(r#"mutation { u: updateauthorCollection(set: {name: "n"}, atMost: 3) { affectedCount } d: deleteFromauthorCollection { affectedCount } }"#.into()),
+            ..GraphqlRequest::default()
+        },
+    )
+    .unwrap();
+    assert!(!p.read_only);
+    let at: Vec<_> = p
+        .steps
+        .iter()
+        .map(|(_, s)| match s {
+            Step::Sql(st) => st.at_most,
+            Step::Value(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            Some((3, "update impacts too many records")),
+            Some((1, "delete impacts too many records"))
+        ]
+    );
+}
