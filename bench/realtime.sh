@@ -33,6 +33,7 @@ server=$!
 trap 'kill -TERM $server; while kill -0 $server 2>/dev/null; do sleep 0.1; done; rm -rf "$dir"' EXIT
 until curl -sf "localhost:$port/health" >/dev/null; do sleep 0.1; done
 read -r sock pgport < <(awk 'NR==5{s=$1} NR==4{p=$1} END{print s, p}' "$dir/pg/postmaster.pid")
+export PG_PID=$(head -1 "$dir/pg/postmaster.pid")   # the generator counts this cluster's CPU only
 psql_() { psql -X -q -At -h "$sock" -p "$pgport" -U postgres -d postgres "$@"; }
 anon=$($BIN --data-dir "$dir" keys | awk '/^anon/ {print $3}')
 psql_ -v ON_ERROR_STOP=1 <<SQL >/dev/null

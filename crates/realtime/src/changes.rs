@@ -1027,60 +1027,46 @@ async fn authorize(
     out
 }
 
-/// All checks in one read-only transaction, pipelined: `begin`, then per group its
-/// settings and its tables' checks, then `rollback`.
+/// All checks in one statement (`realtime.check_groups`, migration 20261207300300) in a
+/// read-only transaction, one round trip: per (group, table) the function switches to the
+/// group's role and claims and runs the table's check over the group's rows.
 async fn authorize_pipelined(
     rt: &Realtime,
     groups: &[Group],
     work: &[(usize, Arc<TableCheck>, Vec<usize>, String)],
 ) -> Result<Vec<(usize, usize)>, agencyflow_db::DbError> {
-    use futures::future::{join_all, BoxFuture, FutureExt};
     let client = rt.inner.db.client().await?;
-    let mut settings: HashMap<usize, (Vec<String>, Vec<String>)> = HashMap::new();
-    let mut sql = "";
-    for (gi, _, _, _) in work {
-        if !settings.contains_key(gi) {
-            let g = &groups[*gi];
-            let (s, k, v) = rt
-                .inner
-                .db
-                .settings_statement(&TxSettings::new(g.role.clone(), g.claims.clone()));
-            sql = s;
-            settings.insert(*gi, (k, v));
-        }
-    }
-    let setup = client.prepare_cached(sql).await?;
-    // The checks, prepared once per connection (planned once, not per group and batch).
-    let mut prepared: HashMap<&str, tokio_postgres::Statement> = HashMap::new();
-    for (_, check, _, _) in work {
-        if !prepared.contains_key(&*check.sql) {
-            prepared.insert(&check.sql, client.prepare_cached(&check.sql).await?);
-        }
-    }
-    client
-        .batch_execute("begin isolation level read committed read only")
+    let roles: Vec<&str> = work
+        .iter()
+        .map(|(gi, ..)| groups[*gi].role.as_str())
+        .collect();
+    let claims: Vec<&str> = work
+        .iter()
+        .map(|(gi, ..)| groups[*gi].claims.as_str())
+        .collect();
+    let checks: Vec<&str> = work.iter().map(|(_, c, ..)| &*c.sql).collect();
+    let batches: Vec<&str> = work.iter().map(|(.., rows)| rows.as_str()).collect();
+    let stmt = client
+        .prepare_cached("select item, pos from realtime.check_groups($1, $2, $3, $4)")
         .await?;
-    let c: &tokio_postgres::Client = &client;
-    type Answer = Result<Option<(usize, Vec<tokio_postgres::Row>)>, tokio_postgres::Error>;
-    let mut futs: Vec<BoxFuture<'_, Answer>> = Vec::new();
-    let mut current: Option<usize> = None;
-    for (wi, (gi, check, _, rows)) in work.iter().enumerate() {
-        if current != Some(*gi) {
-            current = Some(*gi);
-            let (k, v) = &settings[gi];
-            let setup = &setup;
-            futs.push(async move { c.query(setup, &[k, v]).await.map(|_| None) }.boxed());
-        }
-        let stmt = &prepared[&*check.sql];
-        futs.push(async move { c.query(stmt, &[rows]).await.map(|r| Some((wi, r))) }.boxed());
-    }
-    let results = join_all(futs).await;
-    let _ = client.batch_execute("rollback").await;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&roles, &claims, &checks, &batches];
+    let (b, q, r) = futures::join!(
+        client.batch_execute("begin isolation level read committed read only"),
+        client.query(&stmt, &params),
+        client.batch_execute("rollback")
+    );
+    b?;
+    r?;
     let mut out = Vec::new();
-    for r in results {
-        if let Some((wi, rows)) = r? {
-            let (gi, _, idx, _) = &work[wi];
-            out.extend(visible_indices(&rows, idx).map(|i| (*gi, i)));
+    for row in q? {
+        let item: i32 = row.get(0);
+        let pos: i64 = row.get(1);
+        let Some((gi, _, idx, _)) = work.get((item - 1) as usize) else {
+            continue;
+        };
+        if let Some(i) = idx.get((pos - 1) as usize) {
+            out.push((*gi, *i));
         }
     }
     Ok(out)

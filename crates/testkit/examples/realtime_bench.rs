@@ -186,8 +186,14 @@ fn report(name: &str, mut lat: Vec<u64>, expected: u64, received: u64, leaks: u6
     );
 }
 
-/// CPU seconds (user + system) of every process named `postgres` so far.
+/// CPU seconds (user + system) so far of the bench's cluster: the postmaster `PG_PID`
+/// (environment) and its children. (Backends that ended meanwhile are not counted: the
+/// server's pool keeps its connections.)
 fn postgres_cpu_secs() -> f64 {
+    let postmaster: u64 = std::env::var("PG_PID")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("PG_PID: the bench cluster's postmaster pid");
     let mut ticks = 0u64;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -198,10 +204,12 @@ fn postgres_cpu_secs() -> f64 {
             let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
                 continue;
             };
-            if &stat[open + 1..close] != "postgres" {
+            let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+            let pid: u64 = stat[..open].trim().parse().unwrap_or(0);
+            let ppid: u64 = f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            if pid != postmaster && ppid != postmaster {
                 continue;
             }
-            let f: Vec<&str> = stat[close + 2..].split(' ').collect();
             // After the name: state(0) ... utime(11) stime(12).
             let u: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
             let s: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
