@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SOCKETS=${SOCKETS:-1000}; ORGS=${ORGS:-100}; RATE=${RATE:-500}; BRATE=${BRATE:-100}
 IDLE=${IDLE:-10000}; SECS=${SECS:-20}
+PHASES=${PHASES:-"changes broadcast idle"}   # which phases to run, in this order
+has() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 ulimit -n "$(ulimit -Hn)"   # 10,000 sockets need as many descriptors on each side
 if [ -z "${GEN:-}" ]; then
   cargo build --release --locked -q -p agencyflow-testkit --example realtime_bench
@@ -65,6 +67,7 @@ pgconn="host=$sock port=$pgport user=postgres dbname=postgres"
 rss() { awk '/VmRSS/ {print int($2 / 1024)}' /proc/$server/status; }
 srv_cpu() { awk '{print ($14 + $15) / 100}' /proc/$server/stat; }
 
+if has changes; then
 echo "== postgres_changes: $SOCKETS sockets, $ORGS orgs, $RATE inserts/s, ${SECS} s"
 c0=$(srv_cpu)
 $GEN changes "$ws" "$anon" --sockets "$SOCKETS" --rate "$RATE" --secs "$SECS" --tokens "$dir/tokens" --pg "$pgconn"
@@ -72,10 +75,14 @@ echo "server: CPU $(python3 -c "print(round($(srv_cpu) - $c0, 1))") s over both 
 curl -s -H "apikey: $($BIN --data-dir "$dir" keys | awk '/^service_role/ {print $3}')" \
   -H "Authorization: Bearer $($BIN --data-dir "$dir" keys | awk '/^service_role/ {print $3}')" \
   "localhost:$port/metrics" | grep -E '^agencyflow_realtime_(changes|authorization|dropped|slow)' || true
+fi
 
+if has broadcast; then
 echo "== broadcast: $SOCKETS sockets, $BRATE messages/s, ${SECS} s"
 $GEN broadcast "$ws" "$anon" --sockets "$SOCKETS" --rate "$BRATE" --secs "$SECS"
+fi
 
+if has idle; then
 echo "== idle: $IDLE sockets"
 before=$(rss)
 $GEN idle "$ws" "$anon" --sockets "$IDLE" --hold 15 >"$dir/idle.out" 2>&1 &
@@ -85,4 +92,5 @@ sleep 5
 echo "server RSS: $before MiB before, $(rss) MiB with $IDLE sockets connected and joined"
 wait $gen
 grep -v READY "$dir/idle.out"
+fi
 echo "uptime: $(uptime)"
