@@ -604,6 +604,30 @@ async fn after_table(
             tr.imported += added;
             tr.rule("profile_email", added + filled);
         }
+        // The user triggers are off while the import loads: the columns they derive are
+        // filled here, as they would have been.
+        "tasks" => {
+            let n = tx
+                .execute(
+                    "update public.tasks set completed_at = updated_at
+                      where status = 'done' and completed_at is null",
+                    &[],
+                )
+                .await
+                .map_err(failed)?;
+            tr.rule("task_completed_at", n);
+        }
+        "crm_deals" => {
+            let n = tx
+                .execute(
+                    "update public.crm_deals set closed_at = updated_at
+                      where status in ('won', 'lost') and closed_at is null",
+                    &[],
+                )
+                .await
+                .map_err(failed)?;
+            tr.rule("deal_closed_at", n);
+        }
         "documents" | "crm_interactions" => {
             let queued = tx
                 .execute(

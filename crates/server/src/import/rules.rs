@@ -272,6 +272,8 @@ pub const RULES: &[Rule] = &[
     Rule { id: "line_items_to_notes", table: "invoices", text: "line items that do not add up to amount_cents (agencyflow checks the sum) are moved into notes as JSON text; line_items becomes []" },
     Rule { id: "slug_generated", table: "organizations", text: "organizations had no slug: one is made from the name and the id's first 8 characters" },
     Rule { id: "profile_email", table: "profiles", text: "profiles get the user's e-mail; a user without a profile gets one" },
+    Rule { id: "task_completed_at", table: "tasks", text: "a done task without completed_at gets its updated_at (what agencyflow's trigger would have recorded; analytics count throughput by it)" },
+    Rule { id: "deal_closed_at", table: "crm_deals", text: "a won or lost deal without closed_at gets its updated_at (what agencyflow's trigger would have recorded; win rates count by it)" },
     Rule { id: "wizard_user_linked", table: "wizard_sessions", text: "wizard_sessions had no user_id: a session whose organization has exactly one member is linked to that member (a guest or personal workspace); otherwise it stays unlinked" },
     Rule { id: "wizard_step_derived", table: "wizard_answers", text: "a missing screen_id is derived from step_number (and the other way round); a row with neither is refused" },
     Rule { id: "roi_projection_json", table: "roadmaps", text: "roi_projection (text) becomes JSON: parsed when it is JSON, else a JSON string" },

@@ -336,6 +336,21 @@ async fn import_brings_every_row_users_files_and_a_second_run_adds_nothing() {
     );
     assert_eq!(one("select amount_cents || ' ' || currency from crm_deals where id = md5('deal-open')::uuid").await, Some(q("10000 USD")));
     assert_eq!(one("select amount_cents || ' ' || currency from crm_deals where id = md5('deal-won')::uuid").await, Some(q("250050 EUR")));
+    // Columns agencyflow's (disabled during the load) triggers derive are filled as they would be.
+    assert_eq!(
+        one(
+            "select (completed_at = updated_at)::text from tasks where id = md5('task-done')::uuid"
+        )
+        .await,
+        Some(q("true"))
+    );
+    assert_eq!(one("select coalesce(completed_at::text, 'none') from tasks where id = md5('task-todo')::uuid").await, Some(q("none")));
+    assert_eq!(
+        one("select (closed_at is not null)::text from crm_deals where id = md5('deal-won')::uuid")
+            .await,
+        Some(q("true"))
+    );
+    assert_eq!(one("select coalesce(closed_at::text, 'none') from crm_deals where id = md5('deal-open')::uuid").await, Some(q("none")));
     assert_eq!(one("select currency || ' ' || coalesce(provider_ref, '') || ' ' || method from payments where id = md5('pay-pending')::uuid").await, Some(q("USD pi_123 card")));
     assert_eq!(one("select currency || ' ' || provider_ref from payments where id = md5('pay-failed')::uuid").await, Some(q("EUR tx-3")));
     // Payments carried as they were: the paid trigger did not re-judge the invoices.
