@@ -313,9 +313,6 @@ fn add_tables(tables: &[(String, String)]) -> String {
         .join(",")
 }
 
-/// The channel the published tables' statement triggers notify at commit.
-const WAKE_CHANNEL: &str = "agencyflow_realtime_wake";
-
 async fn capture_loop(rt: Realtime) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -394,15 +391,6 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
             )
             .await?,
     };
-    // Published tables' triggers NOTIFY at commit (migration 20261207300000): the slot is
-    // read at once instead of at the next poll. Without the listener, the poll alone.
-    let mut wake = match agencyflow_db::listen::listen(&rt.inner.db_url, WAKE_CHANNEL).await {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!(error = %e, "realtime: cannot LISTEN for wake-ups; polling only");
-            None
-        }
-    };
     loop {
         if tables_at.elapsed() > Duration::from_secs(5) {
             tables = client
@@ -442,24 +430,7 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
         }
         let n = capture_batch(rt, &client, &add_tables(&tables), &mut cursor).await?;
         if n == 0 {
-            match wake.as_mut() {
-                Some(w) => {
-                    tokio::select! {
-                        m = w.rx.recv() => if m.is_none() {
-                            tracing::warn!("realtime: wake-up listener lost; polling only");
-                            wake = None;
-                        },
-                        _ = tokio::time::sleep(poll) => {}
-                    }
-                    // Wake-ups that came meanwhile are covered by the read that follows.
-                    while let Some(w) = wake.as_mut() {
-                        if w.rx.try_recv().is_err() {
-                            break;
-                        }
-                    }
-                }
-                None => tokio::time::sleep(poll).await,
-            }
+            tokio::time::sleep(poll).await;
         }
     }
 }
