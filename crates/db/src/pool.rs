@@ -377,17 +377,6 @@ impl Db {
 
     /// The `set_config` pairs of a request: search_path, the role's own settings, role,
     /// claims, the vault key for privileged roles, then the request's GUCs.
-    /// The statement that applies `settings` inside an open transaction, with its two
-    /// parameters (keys, values): for callers that pipeline several role switches in one
-    /// read-only transaction (realtime's authorisation of a batch of changes).
-    pub fn settings_statement(
-        &self,
-        settings: &TxSettings,
-    ) -> (&'static str, Vec<String>, Vec<String>) {
-        let (keys, values) = self.settings_pairs(settings);
-        (SETUP_SQL, keys, values)
-    }
-
     fn settings_pairs(&self, settings: &TxSettings) -> (Vec<String>, Vec<String>) {
         let mut keys = Vec::with_capacity(settings.gucs.len() + 6);
         let mut values = Vec::with_capacity(settings.gucs.len() + 6);
