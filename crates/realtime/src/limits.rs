@@ -56,7 +56,8 @@ pub(crate) fn tenant_key(caller: &Caller, ip: Option<IpAddr>) -> String {
 /// The per-tenant buckets (`--realtime-max-tenant-events-per-second`).
 pub(crate) struct TenantLimits {
     rate: u32,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    /// The buckets, and when idle ones were last forgotten.
+    buckets: Mutex<(HashMap<String, Bucket>, Instant)>,
 }
 
 /// Past this many tenants, buckets idle long enough to be full again are forgotten.
@@ -66,16 +67,20 @@ impl TenantLimits {
     pub(crate) fn new(rate: u32) -> Self {
         TenantLimits {
             rate,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new((HashMap::new(), Instant::now())),
         }
     }
 
     /// Takes one event from `key`'s bucket; false when the tenant is over its rate.
     pub(crate) fn take(&self, key: &str) -> bool {
-        let mut b = self.buckets.lock().expect("tenant buckets");
-        if b.len() > PRUNE_OVER {
+        let mut guard = self.buckets.lock().expect("tenant buckets");
+        let (b, pruned) = &mut *guard;
+        // At most once a second: with more active tenants than the threshold a sweep on
+        // every event would scan them all each time.
+        if b.len() > PRUNE_OVER && pruned.elapsed() > Duration::from_secs(1) {
             let idle = Duration::from_secs(2);
             b.retain(|_, v| v.at.elapsed() < idle);
+            *pruned = Instant::now();
         }
         if let Some(bucket) = b.get_mut(key) {
             return bucket.take();
