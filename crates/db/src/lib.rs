@@ -6,6 +6,7 @@ pub mod listen;
 pub mod migrate;
 pub mod pipe;
 pub mod pool;
+pub mod replication;
 pub mod supervise;
 
 pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};

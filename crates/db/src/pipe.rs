@@ -50,7 +50,7 @@ impl TextRows {
     }
 }
 
-enum Stream {
+pub(crate) enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
 }
@@ -63,7 +63,7 @@ impl Stream {
         }
     }
 
-    async fn read_buf(&mut self, b: &mut BytesMut) -> std::io::Result<usize> {
+    pub(crate) async fn read_buf(&mut self, b: &mut BytesMut) -> std::io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read_buf(b).await,
             Stream::Unix(s) => s.read_buf(b).await,
@@ -78,9 +78,9 @@ struct Prepared {
 
 /// One connection as the pool's login role.
 pub struct PipeConn {
-    stream: Stream,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
+    pub(crate) stream: Stream,
+    pub(crate) rbuf: BytesMut,
+    pub(crate) wbuf: BytesMut,
     statements: HashMap<String, Prepared>,
     setup_prepared: bool,
     /// The pre-request statement prepared on this connection: (SQL, name).
@@ -93,15 +93,17 @@ pub struct PipeConn {
     retire: bool,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> DbError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> DbError {
     DbError::Unavailable(e.to_string())
 }
 
-fn protocol(what: &str) -> DbError {
+pub(crate) fn protocol(what: &str) -> DbError {
     DbError::Other(format!("PostgreSQL protocol: {what}"))
 }
 
-fn pg_error(fields: &mut postgres_protocol::message::backend::ErrorFields<'_>) -> DbError {
+pub(crate) fn pg_error(
+    fields: &mut postgres_protocol::message::backend::ErrorFields<'_>,
+) -> DbError {
     let mut e = PgError {
         code: String::new(),
         message: String::new(),
@@ -126,6 +128,15 @@ impl PipeConn {
     /// (hosts in order, Unix sockets or TCP; trust, password, MD5 or SCRAM-SHA-256; no TLS,
     /// like the rest of the pool).
     pub async fn connect(config: &tokio_postgres::Config) -> Result<PipeConn, DbError> {
+        Self::connect_with(config, &[]).await
+    }
+
+    /// [`PipeConn::connect`] with extra startup parameters (`replication=database` for
+    /// [`crate::replication`]).
+    pub(crate) async fn connect_with(
+        config: &tokio_postgres::Config,
+        startup: &[(&str, &str)],
+    ) -> Result<PipeConn, DbError> {
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err(DbError::Other(
                 "sslmode=require: agencyflow connects to PostgreSQL without TLS".into(),
@@ -167,7 +178,7 @@ impl PipeConn {
                         busy: false,
                         retire: false,
                     };
-                    conn.startup(config).await?;
+                    conn.startup(config, startup).await?;
                     return Ok(conn);
                 }
                 Err(e) => last = Some(e),
@@ -195,13 +206,13 @@ impl PipeConn {
         matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
-    async fn flush(&mut self) -> Result<(), DbError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), DbError> {
         let r = self.stream.write_all(&self.wbuf).await;
         self.wbuf.clear();
         r.map_err(unavailable)
     }
 
-    async fn next_message(&mut self) -> Result<Message, DbError> {
+    pub(crate) async fn next_message(&mut self) -> Result<Message, DbError> {
         loop {
             if let Some(m) = Message::parse(&mut self.rbuf).map_err(unavailable)? {
                 return Ok(m);
@@ -218,7 +229,11 @@ impl PipeConn {
         }
     }
 
-    async fn startup(&mut self, config: &tokio_postgres::Config) -> Result<(), DbError> {
+    async fn startup(
+        &mut self,
+        config: &tokio_postgres::Config,
+        extra: &[(&str, &str)],
+    ) -> Result<(), DbError> {
         let user = config
             .get_user()
             .ok_or_else(|| DbError::Other("database URL has no user".into()))?;
@@ -232,6 +247,7 @@ impl PipeConn {
         if let Some(a) = config.get_application_name() {
             params.push(("application_name", a));
         }
+        params.extend_from_slice(extra);
         frontend::startup_message(params, &mut self.wbuf).map_err(unavailable)?;
         self.flush().await?;
         let password = || {

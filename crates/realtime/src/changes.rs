@@ -357,11 +357,6 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
         )
         .await?;
     }
-    let max_lag = (rt.inner.args.max_slot_lag_mb as i64).saturating_mul(1024 * 1024);
-    let mut tables: Vec<(String, String)> = Vec::new();
-    let mut tables_at = Instant::now() - Duration::from_secs(3600);
-    let mut lag_at = Instant::now() - Duration::from_secs(3600);
-    let poll = Duration::from_millis(rt.inner.args.poll_ms.max(1));
     // The position is read once: while this session holds the leader lock, nobody else
     // writes it.
     let mut cursor = Cursor {
@@ -391,44 +386,287 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
             )
             .await?,
     };
+    let mut watch = Watch::new(rt);
+    let slot: String = client
+        .query_one("select realtime.slot_name()", &[])
+        .await?
+        .get(0);
+    // Streaming first; polling through SQL when the replication login is not available.
     loop {
-        if tables_at.elapsed() > Duration::from_secs(5) {
-            tables = client
-                .query(
-                    "select schema_name, table_name from realtime.published_tables()",
-                    &[],
-                )
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
-            tables_at = Instant::now();
-        }
-        if lag_at.elapsed() > Duration::from_secs(10) {
-            lag_at = Instant::now();
-            let lag: Option<i64> = client
-                .query_one("select realtime.slot_lag()", &[])
-                .await?
-                .get(0);
-            m.slot_lag_bytes.store(lag.unwrap_or(-1), Ordering::Relaxed);
-            match lag {
-                None => {
-                    client
-                        .query_one("select realtime.ensure_slot()", &[])
-                        .await?;
-                }
-                Some(l) if l > max_lag => {
-                    reset_slot(
-                        &client,
-                        m,
-                        &format!("it held {l} bytes of WAL, over the limit of {max_lag}"),
-                    )
-                    .await?;
-                }
-                _ => {}
+        watch.tables(&client).await?;
+        let tables = add_tables(&watch.tables);
+        let config = match replication_config(rt) {
+            Ok(c) => c,
+            Err(e) => {
+                STREAM_WARNED
+                    .call_once(|| tracing::warn!(error = %e, "realtime: cannot stream the slot (bad --realtime-replication-url); polling it through SQL"));
+                return poll_capture(rt, &client, &mut cursor, &mut watch).await;
+            }
+        };
+        let options = [
+            ("format-version", "2"),
+            ("include-timestamp", "1"),
+            ("include-type-oids", "1"),
+            ("include-pk", "1"),
+            ("add-tables", tables.as_str()),
+        ];
+        let mut stream = match agencyflow_db::replication::LogicalStream::start(
+            &config, &slot, &options,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                STREAM_WARNED.call_once(|| {
+                        tracing::warn!(error = %e, user = ?config.get_user(), "realtime: cannot stream the slot over a replication connection (the role needs LOGIN and REPLICATION: see --realtime-replication-url); polling it through SQL, which adds latency")
+                    });
+                return poll_capture(rt, &client, &mut cursor, &mut watch).await;
+            }
+        };
+        Metrics::inc(&m.stream_starts);
+        match stream_capture(rt, &client, &mut cursor, &mut stream, &mut watch).await? {
+            StreamEnd::TablesChanged => continue,
+            StreamEnd::Reset(why) => {
+                // The walsender must let go of the slot before it can be dropped.
+                drop(stream);
+                wait_slot_inactive(&client).await?;
+                reset_slot(&client, m, &why).await?;
+                cursor.position = 0;
             }
         }
-        let n = capture_batch(rt, &client, &add_tables(&tables), &mut cursor).await?;
+    }
+}
+
+static STREAM_WARNED: std::sync::Once = std::sync::Once::new();
+
+/// The replication login's configuration: `--realtime-replication-url`, else the API
+/// login's URL with the user `supabase_replication_admin`.
+fn replication_config(rt: &Realtime) -> Result<tokio_postgres::Config, String> {
+    match &rt.inner.args.replication_url {
+        Some(url) => url.parse().map_err(|e| format!("{e}")),
+        None => {
+            let mut c: tokio_postgres::Config =
+                rt.inner.db_url.parse().map_err(|e| format!("{e}"))?;
+            c.user("supabase_replication_admin");
+            c.application_name("agencyflow realtime");
+            Ok(c)
+        }
+    }
+}
+
+async fn wait_slot_inactive(client: &tokio_postgres::Client) -> Result<(), agencyflow_db::DbError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let active: Option<bool> = client
+            .query_opt(
+                "select active from pg_catalog.pg_replication_slots where slot_name = realtime.slot_name()",
+                &[],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if active != Some(true) || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The leader's periodic checks: the published tables (every 5 s) and the slot's lag
+/// (every 10 s).
+struct Watch {
+    tables: Vec<(String, String)>,
+    tables_at: Instant,
+    lag_at: Instant,
+    max_lag: i64,
+}
+
+enum Lag {
+    Ok,
+    /// The slot vanished and was created again.
+    Recreated,
+    /// Over the limit, or invalidated: to be dropped and recreated (the reason).
+    Reset(String),
+}
+
+impl Watch {
+    fn new(rt: &Realtime) -> Watch {
+        let long_ago = Instant::now() - Duration::from_secs(3600);
+        Watch {
+            tables: Vec::new(),
+            tables_at: long_ago,
+            lag_at: long_ago,
+            max_lag: (rt.inner.args.max_slot_lag_mb as i64).saturating_mul(1024 * 1024),
+        }
+    }
+
+    /// Re-reads the published tables when due; true when they changed.
+    async fn tables(
+        &mut self,
+        client: &tokio_postgres::Client,
+    ) -> Result<bool, agencyflow_db::DbError> {
+        if self.tables_at.elapsed() < Duration::from_secs(5) {
+            return Ok(false);
+        }
+        self.tables_at = Instant::now();
+        let now: Vec<(String, String)> = client
+            .query(
+                "select schema_name, table_name from realtime.published_tables() order by 1, 2",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let changed = now != self.tables;
+        self.tables = now;
+        Ok(changed)
+    }
+
+    async fn lag(
+        &mut self,
+        client: &tokio_postgres::Client,
+        m: &Metrics,
+    ) -> Result<Lag, agencyflow_db::DbError> {
+        if self.lag_at.elapsed() < Duration::from_secs(10) {
+            return Ok(Lag::Ok);
+        }
+        self.lag_at = Instant::now();
+        let lag: Option<i64> = client
+            .query_one("select realtime.slot_lag()", &[])
+            .await?
+            .get(0);
+        m.slot_lag_bytes.store(lag.unwrap_or(-1), Ordering::Relaxed);
+        Ok(match lag {
+            None => {
+                client
+                    .query_one("select realtime.ensure_slot()", &[])
+                    .await?;
+                Lag::Recreated
+            }
+            Some(l) if l > self.max_lag => Lag::Reset(format!(
+                "it held {l} bytes of WAL, over the limit of {}",
+                self.max_lag
+            )),
+            _ => Lag::Ok,
+        })
+    }
+}
+
+enum StreamEnd {
+    /// The publication changed: the stream restarts with the new table list.
+    TablesChanged,
+    /// The slot is to be dropped and recreated (the reason).
+    Reset(String),
+}
+
+/// Streams the slot: each flight of messages the walsender pushed is one batch; its whole
+/// transactions after the position are published (as in [`poll_capture`]), then the slot is
+/// confirmed up to the last of them. Keepalives confirm up to the server's WAL end once
+/// everything before them is published, so the slot keeps no WAL while the published tables
+/// are quiet.
+async fn stream_capture(
+    rt: &Realtime,
+    client: &tokio_postgres::Client,
+    cursor: &mut Cursor,
+    stream: &mut agencyflow_db::replication::LogicalStream,
+    watch: &mut Watch,
+) -> Result<StreamEnd, agencyflow_db::DbError> {
+    use agencyflow_db::replication::ReplMessage;
+    let m = &rt.inner.metrics;
+    let mut txns = Txns::default();
+    let mut confirmed = 0u64;
+    let mut confirmed_at = Instant::now();
+    loop {
+        let first = tokio::select! {
+            r = stream.next() => Some(r?),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => None,
+        };
+        let mut reply = false;
+        let mut server_end = 0u64;
+        let mut handle = |msg: ReplMessage, txns: &mut Txns| match msg {
+            ReplMessage::Data { start, data, .. } => {
+                txns.absorb(start, &data, cursor.position);
+            }
+            ReplMessage::Keepalive { end, reply: r } => {
+                reply |= r;
+                server_end = server_end.max(end);
+            }
+        };
+        let mut read = 0usize;
+        if let Some(msg) = first {
+            handle(msg, &mut txns);
+            read += 1;
+            // Everything already received joins the batch (bounded).
+            while read < 5000 {
+                match stream.next_buffered()? {
+                    Some(msg) => {
+                        handle(msg, &mut txns);
+                        read += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        let mut to_confirm = confirmed;
+        if let Some(end) = txns.last_end {
+            if !txns.out.is_empty() {
+                let out = std::mem::take(&mut txns.out);
+                publish(rt, client, cursor, out, end).await?;
+            }
+            to_confirm = to_confirm.max(end);
+        }
+        // A keepalive's WAL end: every commit before it reached us and is published now,
+        // unless a transaction is still open (its changes wait in `pending`).
+        if txns.pending.is_empty() && server_end > 0 {
+            to_confirm = to_confirm.max(server_end);
+        }
+        let published = txns.last_end.is_some();
+        let due = reply
+            || (to_confirm > confirmed
+                && (published || confirmed_at.elapsed() > Duration::from_secs(1)))
+            || confirmed_at.elapsed() > Duration::from_secs(10);
+        if due {
+            confirmed = to_confirm;
+            stream.confirm(confirmed).await?;
+            confirmed_at = Instant::now();
+        }
+        txns.last_end = None;
+        if watch.tables(client).await? {
+            return Ok(StreamEnd::TablesChanged);
+        }
+        match watch.lag(client, m).await? {
+            Lag::Ok => {}
+            Lag::Recreated => {
+                return Err(agencyflow_db::DbError::Other(
+                    "the slot vanished while streaming".into(),
+                ))
+            }
+            Lag::Reset(why) => return Ok(StreamEnd::Reset(why)),
+        }
+    }
+}
+
+/// Polls the slot through SQL (`realtime.peek_changes`, then advance): the fallback when no
+/// replication login is available.
+async fn poll_capture(
+    rt: &Realtime,
+    client: &tokio_postgres::Client,
+    cursor: &mut Cursor,
+    watch: &mut Watch,
+) -> Result<(), agencyflow_db::DbError> {
+    let m = &rt.inner.metrics;
+    let poll = Duration::from_millis(rt.inner.args.poll_ms.max(1));
+    loop {
+        watch.tables(client).await?;
+        match watch.lag(client, m).await? {
+            Lag::Ok | Lag::Recreated => {}
+            Lag::Reset(why) => {
+                reset_slot(client, m, &why).await?;
+                cursor.position = 0;
+                cursor.advance_to = None;
+            }
+        }
+        let n = capture_batch(rt, client, &add_tables(&watch.tables), cursor).await?;
         if n == 0 {
             tokio::time::sleep(poll).await;
         }
@@ -453,7 +691,8 @@ async fn reset_slot(
 struct Cursor {
     /// `realtime.capture_position`: the end of the last transaction handed to the fan-out.
     position: u64,
-    /// Where the slot is to be advanced before the next read (the last batch's end).
+    /// Where the slot is to be advanced before the next read (the last batch's end; SQL
+    /// polling only).
     advance_to: Option<String>,
     /// The session's statements, prepared once (each then costs one round trip, not two).
     peek: tokio_postgres::Statement,
@@ -461,10 +700,49 @@ struct Cursor {
     publish: tokio_postgres::Statement,
 }
 
-/// Reads up to ~1000 changes, hands the new ones to the fan-out, and records the position.
-/// Two round trips a batch: (advance the slot past the previous batch; peek), then one
-/// statement that NOTIFYs the changes and records the position, committed together.
-/// Returns the number of rows read.
+/// wal2json (format 2) output assembled into whole transactions.
+#[derive(Default)]
+struct Txns {
+    /// The changes of the transaction being read (since its `B`).
+    pending: Vec<Value>,
+    /// Changes of transactions committed after the position, in commit order.
+    out: Vec<Value>,
+    /// The end (commit record) of the last transaction read.
+    last_end: Option<u64>,
+}
+
+impl Txns {
+    /// One wal2json message at `lsn`.
+    fn absorb(&mut self, lsn: u64, data: &[u8], position: u64) {
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        match v["action"].as_str() {
+            Some("B") => self.pending.clear(),
+            Some("C") => {
+                if lsn > position {
+                    let ts = v["timestamp"].clone();
+                    for mut c in self.pending.drain(..) {
+                        c["commit_timestamp"] = ts.clone();
+                        self.out.push(c);
+                    }
+                }
+                self.pending.clear();
+                self.last_end = Some(lsn);
+            }
+            Some("I" | "U" | "D") => self.pending.push(v),
+            _ => {}
+        }
+    }
+}
+
+fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Reads up to ~1000 changes through SQL, hands the new ones to the fan-out, and records
+/// the position. Two round trips a batch: (advance the slot past the previous batch; peek),
+/// then [`publish`]. Returns the number of rows read.
 async fn capture_batch(
     rt: &Realtime,
     client: &tokio_postgres::Client,
@@ -488,35 +766,37 @@ async fn capture_batch(
         return Ok(0);
     }
     // Whole transactions: changes between B and C, C's lsn is the transaction's end.
-    let mut pending: Vec<Value> = Vec::new();
-    let mut out: Vec<Value> = Vec::new();
-    let mut last_end: Option<String> = None;
+    let mut txns = Txns::default();
     for r in &rows {
         let lsn: &str = r.get(0);
         let data: &str = r.get(1);
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            continue;
-        };
-        match v["action"].as_str() {
-            Some("B") => pending.clear(),
-            Some("C") => {
-                if parse_lsn(lsn) > cursor.position {
-                    let ts = v["timestamp"].clone();
-                    for mut c in pending.drain(..) {
-                        c["commit_timestamp"] = ts.clone();
-                        out.push(c);
-                    }
-                }
-                pending.clear();
-                last_end = Some(lsn.to_string());
-            }
-            Some("I" | "U" | "D") => pending.push(v),
-            _ => {}
-        }
+        txns.absorb(parse_lsn(lsn), data.as_bytes(), cursor.position);
     }
-    let Some(end) = last_end else {
+    let Some(end) = txns.last_end else {
         return Ok(rows.len());
     };
+    if txns.out.is_empty() {
+        // Nothing to send (transactions of other tables, or our own position writes):
+        // only the slot moves, so publishing cannot feed itself.
+        cursor.advance_to = Some(format_lsn(end));
+        return Ok(rows.len());
+    }
+    publish(rt, client, cursor, txns.out, end).await?;
+    cursor.advance_to = Some(format_lsn(end));
+    Ok(rows.len())
+}
+
+/// Hands committed changes to every process's fan-out and records the position `end`, in one
+/// transaction: the notifications are delivered at its commit, in order. A crash before the
+/// commit sends nothing and leaves the position, so the changes are read again; after it,
+/// the position skips them.
+async fn publish(
+    rt: &Realtime,
+    client: &tokio_postgres::Client,
+    cursor: &mut Cursor,
+    out: Vec<Value>,
+    end: u64,
+) -> Result<(), agencyflow_db::DbError> {
     Metrics::inc_by(&rt.inner.metrics.changes_captured, out.len() as u64);
     // The notifications: changes packed several to one, up to ~6,500 bytes; a larger change
     // goes through the spool (its row written first; swept after a minute if unused).
@@ -553,15 +833,15 @@ async fn capture_batch(
     if !pack.is_empty() {
         messages.push(packed(rt, &pack));
     }
-    // One statement, one transaction: the notifications (delivered at its commit, in
-    // order) and the new position. A crash before the commit sends nothing and leaves the
-    // position, so the changes are read again; after it, the position skips them.
+    let end_text = format_lsn(end);
     client
-        .query_one(&cursor.publish, &[&crate::fanout::CHANNEL, &messages, &end])
+        .query_one(
+            &cursor.publish,
+            &[&crate::fanout::CHANNEL, &messages, &end_text],
+        )
         .await?;
-    cursor.position = parse_lsn(&end);
-    cursor.advance_to = Some(end);
-    Ok(rows.len())
+    cursor.position = end;
+    Ok(())
 }
 
 /// A NOTIFY payload carrying several changes (each already JSON text).

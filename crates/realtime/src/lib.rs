@@ -78,7 +78,14 @@ pub struct RealtimeArgs {
         default_value_t = 1024
     )]
     pub socket_queue: usize,
-    /// How often the capture leader polls the logical slot when it found nothing, in ms.
+    /// The replication login the capture leader streams the slot with (a role with
+    /// REPLICATION). Default: the database URL with the user `supabase_replication_admin`
+    /// (created by the migrations when they run as a superuser). When it cannot log in or
+    /// replicate, the leader polls the slot through SQL instead (slower; logged once).
+    #[arg(long = "realtime-replication-url", env = "REALTIME_REPLICATION_URL")]
+    pub replication_url: Option<String>,
+    /// How often the capture leader polls the logical slot when it found nothing, in ms
+    /// (only when it polls through SQL, see `--realtime-replication-url`).
     #[arg(
         long = "realtime-poll-ms",
         env = "REALTIME_POLL_MS",
@@ -107,6 +114,7 @@ impl Default for RealtimeArgs {
             max_joins_per_second: 20,
             heartbeat_timeout_secs: 60.0,
             socket_queue: 1024,
+            replication_url: None,
             poll_ms: 25,
             max_slot_lag_mb: 512,
             no_changes: false,

@@ -24,6 +24,8 @@ pub struct Metrics {
     /// Bytes of WAL the slot holds, as last measured by the capture leader (-1: unknown).
     pub slot_lag_bytes: AtomicI64,
     pub slot_resets: AtomicU64,
+    /// Replication streams the capture leader started (0 while it polls through SQL).
+    pub stream_starts: AtomicU64,
 }
 
 impl Metrics {
@@ -135,6 +137,12 @@ impl Metrics {
             "counter",
             "Slots dropped and recreated past the lag limit.",
             c(&self.slot_resets),
+        );
+        line(
+            "capture_streams_total",
+            "counter",
+            "Replication streams started by the capture leader (0: it polls the slot through SQL).",
+            c(&self.stream_starts),
         );
         out
     }

@@ -406,3 +406,98 @@ async fn without_logical_wal_a_subscription_is_told_why() {
         .get(0);
     assert_eq!(slots, 0);
 }
+
+/// The capture leader streams the slot over a replication connection (as
+/// `supabase_replication_admin`), and confirms it past WAL of tables nobody watches, so the
+/// slot holds nothing back while the published tables are quiet.
+#[tokio::test]
+async fn changes_are_streamed_over_a_replication_connection_that_keeps_the_slot_current() {
+    let db = TestDb::new().await;
+    let app = db.spawn_app().await;
+    let (alice, org_a) = user_with_org(&db, "alice-stream@rt.test").await;
+    let mut c = Client::connect(&app, "1.0.0").await;
+    watch(
+        &mut c,
+        "stream",
+        json!({"event": "INSERT", "schema": "public", "table": "clients"}),
+        &app.user_token(alice),
+    )
+    .await;
+    let su = db.superuser().await;
+    insert_client(&su, org_a, "streamed").await;
+    assert_eq!(
+        next_change(&mut c).await["data"]["record"]["name"],
+        "streamed"
+    );
+    assert!(metric(&app, "capture_streams_total").await >= 1.0);
+    let walsenders: i64 = su
+        .query_one(
+            "select count(*) from pg_replication_slots s join pg_stat_replication r on r.pid = s.active_pid
+              where s.slot_name = realtime.slot_name()
+                and r.usename = 'supabase_replication_admin' and r.application_name = 'agencyflow realtime'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(walsenders, 1);
+    // ~4 MB of WAL on a table outside the publication: the slot is confirmed past it.
+    su.batch_execute(
+        "create table public.quiet_filler as select g, repeat('x', 200) as pad from generate_series(1, 20000) g",
+    )
+    .await
+    .unwrap();
+    let written: String = su
+        .query_one("select pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eventually("the slot to be confirmed past the unrelated WAL", || {
+        let su = &su;
+        let written = written.clone();
+        async move {
+            su.query_one(
+                "select confirmed_flush_lsn >= $1::text::pg_lsn from pg_replication_slots
+                  where slot_name = realtime.slot_name()",
+                &[&written],
+            )
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        }
+    })
+    .await;
+    // And the stream still delivers after that.
+    insert_client(&su, org_a, "after quiet").await;
+    assert_eq!(
+        next_change(&mut c).await["data"]["record"]["name"],
+        "after quiet"
+    );
+}
+
+/// Without a replication login (here: one naming a role that may not replicate), the
+/// leader says so and polls the slot through SQL: changes still arrive, nothing is streamed.
+#[tokio::test]
+async fn without_a_replication_login_the_slot_is_polled_through_sql() {
+    let db = TestDb::new().await;
+    let url = db.api_url();
+    let app = db
+        .spawn_app_with(&["--realtime-replication-url", &url])
+        .await;
+    let (alice, org_a) = user_with_org(&db, "alice-poll@rt.test").await;
+    let mut c = Client::connect(&app, "2.0.0").await;
+    watch(
+        &mut c,
+        "poll",
+        json!({"event": "*", "schema": "public", "table": "clients"}),
+        &app.user_token(alice),
+    )
+    .await;
+    let su = db.superuser().await;
+    for name in ["polled one", "polled two"] {
+        insert_client(&su, org_a, name).await;
+        assert_eq!(next_change(&mut c).await["data"]["record"]["name"], name);
+    }
+    assert_eq!(metric(&app, "capture_streams_total").await, 0.0);
+    assert!(metric(&app, "changes_captured_total").await >= 2.0);
+}
