@@ -501,3 +501,67 @@ async fn without_a_replication_login_the_slot_is_polled_through_sql() {
     assert_eq!(metric(&app, "capture_streams_total").await, 0.0);
     assert!(metric(&app, "changes_captured_total").await >= 2.0);
 }
+
+/// `realtime.check_groups` prepares each distinct check once per session and executes it per
+/// group (planning the policies was most of a check's cost); a session keeps at most 64 of
+/// them, and the answers stay right across the cap.
+#[tokio::test]
+async fn check_groups_prepares_each_check_once_and_caps_the_statements() {
+    let db = TestDb::new().await;
+    let (api, conn) = tokio_postgres::connect(&db.api_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let check = |i: usize| {
+        format!(
+            "select r._af_pos from pg_catalog.jsonb_array_elements($1::text::jsonb) with ordinality as r(_af_row, _af_pos)
+              where {i} >= 0 and (r._af_row->>'v')::int > 0 order by 1"
+        )
+    };
+    let run = |sql: String| {
+        let api = &api;
+        async move {
+            api.query(
+                "select item, pos from realtime.check_groups($1, $2, $3, $4)",
+                &[
+                    &vec!["authenticated", "authenticated"],
+                    &vec!["{\"sub\":\"a\"}", "{\"sub\":\"b\"}"],
+                    &vec![sql.clone(), sql],
+                    &vec!["[{\"v\":1},{\"v\":0},{\"v\":2}]", "[{\"v\":0}]"],
+                ],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i64>(1)))
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(run(check(0)).await, vec![(1, 1), (1, 3)]);
+    assert_eq!(run(check(0)).await, vec![(1, 1), (1, 3)]);
+    // Two groups per call, two calls: one statement, planned once, executed four times.
+    let (count, executions): (i64, i64) = {
+        let r = api
+            .query_one(
+                "select count(*), coalesce(sum(generic_plans + custom_plans), 0)::int8
+                   from pg_prepared_statements where name like 'af\\_rt\\_check\\_%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((count, executions), (1, 4));
+    for i in 1..80 {
+        assert_eq!(run(check(i)).await, vec![(1, 1), (1, 3)], "check {i}");
+    }
+    let count: i64 = api
+        .query_one(
+            "select count(*) from pg_prepared_statements where name like 'af\\_rt\\_check\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((1..=64).contains(&count), "{count} statements kept");
+}
