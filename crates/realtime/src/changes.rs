@@ -416,6 +416,9 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
         .await
         {
             Ok(s) => s,
+            // Another walsender still holds the slot (a leader that just died), or the
+            // database is away: tried again after the back-off.
+            Err(e) if !cannot_replicate(&e) => return Err(e),
             Err(e) => {
                 STREAM_WARNED.call_once(|| {
                         tracing::warn!(error = %e, user = ?config.get_user(), "realtime: cannot stream the slot over a replication connection (the role needs LOGIN and REPLICATION: see --realtime-replication-url); polling it through SQL, which adds latency")
@@ -438,6 +441,19 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
 }
 
 static STREAM_WARNED: std::sync::Once = std::sync::Once::new();
+
+/// Whether a failed start of the stream means this login cannot replicate at all (no such
+/// role, refused by authentication or `pg_hba.conf`, no REPLICATION attribute, a URL we
+/// cannot use), as opposed to a passing condition.
+fn cannot_replicate(e: &agencyflow_db::DbError) -> bool {
+    match e {
+        agencyflow_db::DbError::Postgres(_) => e
+            .sqlstate()
+            .is_some_and(|c| c.starts_with("28") || c == "42501"),
+        agencyflow_db::DbError::Other(_) => true,
+        agencyflow_db::DbError::Unavailable(_) => false,
+    }
+}
 
 /// The replication login's configuration: `--realtime-replication-url`, else the API
 /// login's URL with the user `supabase_replication_admin`.
