@@ -8,6 +8,7 @@
 #  2. broadcast fan-out: SOCKETS sockets on one topic, BRATE messages/s sent over 4 sockets;
 #  3. IDLE sockets connected, each in a channel: the server's RSS.
 # Usage: bench/realtime.sh   (SOCKETS=1000 ORGS=100 RATE=500 BRATE=100 IDLE=10000 SECS=20;
+#        FILTER_ORG=1: each socket subscribes with filter org_id=eq.<its org>;
 #        BIN=… / GEN=… skip the release builds of the server / the load generator)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,7 +71,7 @@ srv_cpu() { awk '{print ($14 + $15) / 100}' /proc/$server/stat; }
 if has changes; then
 echo "== postgres_changes: $SOCKETS sockets, $ORGS orgs, $RATE inserts/s, ${SECS} s"
 c0=$(srv_cpu)
-$GEN changes "$ws" "$anon" --sockets "$SOCKETS" --rate "$RATE" --secs "$SECS" --tokens "$dir/tokens" --pg "$pgconn"
+$GEN changes "$ws" "$anon" --sockets "$SOCKETS" --rate "$RATE" --secs "$SECS" --tokens "$dir/tokens" --pg "$pgconn" ${FILTER_ORG:+--filter-org}
 echo "server: CPU $(python3 -c "print(round($(srv_cpu) - $c0, 1))") s over both phases, RSS $(rss) MiB"
 curl -s -H "apikey: $($BIN --data-dir "$dir" keys | awk '/^service_role/ {print $3}')" \
   -H "Authorization: Bearer $($BIN --data-dir "$dir" keys | awk '/^service_role/ {print $3}')" \

@@ -1266,6 +1266,32 @@ async fn authorize(
     }
     let m = &rt.inner.metrics;
     Metrics::inc_by(&m.authorization_queries, work.len() as u64);
+    // A large batch is split over several connections, so PostgreSQL checks the parts on
+    // several cores at once (each part is one statement, as below).
+    let parts = (work.len() / CHECKS_PER_PART).clamp(1, rt.inner.args.check_connections.max(1));
+    if parts > 1 {
+        let size = work.len().div_ceil(parts);
+        let runs = work
+            .chunks(size)
+            .map(|part| authorize_part(rt, groups, part));
+        return futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    }
+    authorize_part(rt, groups, work).await
+}
+
+/// Work items (group × table) below which a batch is not split over connections.
+const CHECKS_PER_PART: usize = 16;
+
+/// One part of a batch's checks: one statement, or group by group when it fails.
+async fn authorize_part(
+    rt: &Realtime,
+    groups: &[Group],
+    work: &[(usize, Arc<TableCheck>, Vec<usize>, String)],
+) -> Vec<(usize, usize)> {
     match authorize_pipelined(rt, groups, work).await {
         Ok(v) => return v,
         Err(e) => {

@@ -92,6 +92,14 @@ pub struct RealtimeArgs {
         default_value_t = 25
     )]
     pub poll_ms: u64,
+    /// Connections a large batch of postgres_changes authorisation checks is split over (so
+    /// PostgreSQL runs them on as many cores).
+    #[arg(
+        long = "realtime-check-connections",
+        env = "REALTIME_CHECK_CONNECTIONS",
+        default_value_t = 2
+    )]
+    pub check_connections: usize,
     /// WAL the slot may hold before it is dropped and recreated (with a log line), in MiB.
     #[arg(
         long = "realtime-max-slot-lag-mb",
@@ -116,6 +124,7 @@ impl Default for RealtimeArgs {
             socket_queue: 1024,
             replication_url: None,
             poll_ms: 25,
+            check_connections: 2,
             max_slot_lag_mb: 512,
             no_changes: false,
         }

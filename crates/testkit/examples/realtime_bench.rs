@@ -12,7 +12,7 @@
 //!   script can read the server's RSS.
 //!
 //! Usage: `realtime_bench MODE WS_BASE APIKEY [options]`, see `--help`-free parsing below:
-//! `--sockets N --rate R --secs S --tokens FILE --pg CONNSTR --hold S`.
+//! `--sockets N --rate R --secs S --tokens FILE --pg CONNSTR --hold S [--filter-org]`.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +40,9 @@ struct Opts {
     hold: u64,
     tokens: Option<String>,
     pg: Option<String>,
+    /// `changes`: each socket subscribes with `filter: org_id=eq.<its org>` (a dashboard's
+    /// usual subscription) instead of to every INSERT.
+    filter_org: bool,
 }
 
 fn opts() -> Opts {
@@ -66,6 +69,7 @@ fn opts() -> Opts {
         hold: num("--hold", 10),
         tokens: flag("--tokens"),
         pg: flag("--pg"),
+        filter_org: args.iter().any(|a| a == "--filter-org"),
     }
 }
 
@@ -300,6 +304,10 @@ async fn changes(o: Opts) {
         let org = i % orgs.len();
         sockets_per_org[org] += 1;
         let token = tokens[org].1.clone();
+        let mut binding = json!({"event": "INSERT", "schema": "public", "table": "clients"});
+        if o.filter_org {
+            binding["filter"] = json!(format!("org_id=eq.{}", tokens[org].0));
+        }
         let (o, stop, done_tx, sem) = (o.clone(), stop.clone(), done_tx.clone(), sem.clone());
         joins.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.expect("sem");
@@ -308,7 +316,7 @@ async fn changes(o: Opts) {
                 &mut ws,
                 &format!("realtime:bench-{i}"),
                 json!({"broadcast": {"self": false}, "presence": {"key": ""},
-                       "postgres_changes": [{"event": "INSERT", "schema": "public", "table": "clients"}],
+                       "postgres_changes": [binding],
                        "private": false}),
                 Some(&token),
             )
