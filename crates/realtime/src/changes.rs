@@ -951,7 +951,9 @@ async fn table_check(
                        and d.refclassid = 'pg_class'::regclass and d.refobjid = c.oid
                   left join pg_attribute a on a.attrelid = c.oid and a.attnum = d.refobjsubid
                                           and d.refobjsubid > 0
-                 where p.polrelid = c.oid and p.polcmd in ('r', '*'))::text
+                 where p.polrelid = c.oid and p.polcmd in ('r', '*'))::text,
+               (select coalesce(json_object_agg(a.attname, format_type(a.atttypid, a.atttypmod)), '{}')
+                  from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped)::text
              from pg_class c where c.oid = to_regclass($1)",
             &[&name],
         )
@@ -1019,12 +1021,30 @@ async fn table_check(
     };
     // $1: a JSON array of rows; the answer: the 1-based positions of those the caller may
     // see. The array's own names are unlikely to clash with a column the policies name.
+    // The row as the policies see it: only the columns they read, typed from the catalog
+    // (`jsonb_to_record` converts just those; `jsonb_populate_record` would look up every
+    // column of the table, per row and per group), or the whole row when a policy reads it
+    // whole; no row at all when they read no column.
+    let types: HashMap<String, String> =
+        serde_json::from_str(row.get::<_, &str>(3)).unwrap_or_default();
+    let alias = quote_ident(table);
+    let record = match &columns {
+        Some(cols) if cols.is_empty() => String::new(),
+        Some(cols) if cols.iter().all(|c| types.contains_key(c)) => format!(
+            ", lateral pg_catalog.jsonb_to_record(_af_rows._af_row) as {alias}({})",
+            cols.iter()
+                .map(|c| format!("{} {}", quote_ident(c), types[c]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!(
+            ", lateral pg_catalog.jsonb_populate_record(null::{name}, _af_rows._af_row) as {alias}"
+        ),
+    };
     let sql = format!(
-        "select _af_rows._af_pos from pg_catalog.jsonb_array_elements($1::text::jsonb) with ordinality as _af_rows(_af_row, _af_pos), \
-         lateral pg_catalog.jsonb_populate_record(null::{name}, _af_rows._af_row) as {alias} \
+        "select _af_rows._af_pos from pg_catalog.jsonb_array_elements($1::text::jsonb) with ordinality as _af_rows(_af_row, _af_pos){record} \
          where (select pg_catalog.has_table_privilege({lit}, 'select')) and coalesce(({rls_expr}), false) order by 1",
         lit = quote_literal(&name),
-        alias = quote_ident(table),
     );
     let check = Arc::new(TableCheck {
         sql: sql.into(),
