@@ -91,6 +91,25 @@ fn connection_args(e: &Entity) -> Vec<Value> {
     ]
 }
 
+/// The type of a function field (a scalar or list, a record, a connection) and the arguments
+/// its return adds (a connection's).
+fn fn_return_type(schema: &Schema, ret: &FnReturn) -> (Value, Vec<Value>) {
+    match ret {
+        FnReturn::Scalar { scalar, is_array } => {
+            let base = scalar_ref(scalar);
+            (if *is_array { list(base) } else { base }, Vec::new())
+        }
+        FnReturn::Row(i) => (named("OBJECT", &schema.entities[*i].type_name), Vec::new()),
+        FnReturn::Rows(i) => {
+            let e = &schema.entities[*i];
+            (
+                named("OBJECT", &format!("{}Connection", e.type_name)),
+                connection_args(e),
+            )
+        }
+    }
+}
+
 /// Every type of the schema, by name.
 fn types(schema: &Schema) -> BTreeMap<String, Value> {
     let mut t = BTreeMap::new();
@@ -229,6 +248,11 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
                     None,
                 ));
             }
+        }
+        // Computed fields (functions of the row), after the columns and relationships.
+        for cf in &e.computed {
+            let (ty, args) = fn_return_type(schema, &cf.ret);
+            fields.push(field(&cf.name, ty, args, cf.description.as_deref()));
         }
         entity_types.push(object(
             tn,
@@ -531,22 +555,8 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
                 )
             })
             .collect();
-        let ty = match &func.ret {
-            FnReturn::Scalar { scalar, is_array } => {
-                let base = scalar_ref(scalar);
-                if *is_array {
-                    list(base)
-                } else {
-                    base
-                }
-            }
-            FnReturn::Row(i) => named("OBJECT", &schema.entities[*i].type_name),
-            FnReturn::Rows(i) => {
-                let e = &schema.entities[*i];
-                args.extend(connection_args(e));
-                named("OBJECT", &format!("{}Connection", e.type_name))
-            }
-        };
+        let (ty, extra) = fn_return_type(schema, &func.ret);
+        args.extend(extra);
         let fl = field(&func.name, ty, args, func.description.as_deref());
         if func.volatile {
             m.push(fl);

@@ -212,3 +212,107 @@ fn at_most_travels_with_update_and_delete() {
         ]
     );
 }
+
+fn func(name: &str, arg_rel: &str, ret: Value, set: bool, base: &str) -> Value {
+    json!({"schema": "public", "name": name,
+           "args": [{"name": "rec", "type": format!("public.{arg_rel}"), "base_type": arg_rel,
+                     "category": "C", "mode": "i", "has_default": false}],
+           "return_type": base, "return_base_type": base, "returns_set": set,
+           "return_relation": ret, "volatility": "stable", "return_category": "S",
+           "executable_by": ["authenticated"],
+           "arg_relation": {"schema": "public", "name": arg_rel}})
+}
+
+/// A catalog with computed fields, an enum with `mappings` and a foreign key renamed by its
+/// constraint's comment.
+fn cache_extended() -> SchemaCache {
+    let mut c = serde_json::to_value(json!({})).unwrap();
+    let base = cache(None);
+    let mut tables: Vec<Value> = base
+        .tables
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    // blog_post.status: an enum whose labels are renamed
+    tables[0]["columns"].as_array_mut().unwrap().push(json!({
+        "name": "status", "type": "public.post_status", "data_type": "post_status",
+        "base_type": "post_status", "category": "E", "nullable": true, "default": null,
+        "position": 6, "enum": ["in-progress", "done"],
+        "enum_comment": "@graphql({\"name\": \"PostStatus\", \"mappings\": {\"in-progress\": \"IN_PROGRESS\"}})"}));
+    let mut out_fn = func("post_pair", "blog_post", Value::Null, false, "record");
+    out_fn["args"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "a", "type": "integer", "base_type": "int4", "category": "N", "mode": "o", "has_default": false}));
+    c["schemas"] = json!([{"name": "public"}]);
+    c["tables"] = Value::Array(tables);
+    c["keys"] = json!([
+        {"schema": "public", "name": "blog_post", "primary": true, "columns": ["id"]},
+        {"schema": "public", "name": "author", "primary": true, "columns": ["id"]}
+    ]);
+    c["foreign_keys"] = json!([
+        {"name": "blog_post_author_id_fkey", "schema": "public", "table": "blog_post", "columns": ["author_id"],
+         "ref_schema": "public", "ref_table": "author", "ref_columns": ["id"],
+         "comment": "@graphql({\"foreign_name\": \"writer\", \"local_name\": \"posts\"})"}
+    ]);
+    c["functions"] = json!([
+        func("_title_upper", "blog_post", Value::Null, false, "text"),
+        func(
+            "author_posts",
+            "author",
+            json!({"schema": "public", "name": "blog_post"}),
+            true,
+            "blog_post"
+        ),
+        out_fn,
+    ]);
+    SchemaCache::from_json(c).expect("cache")
+}
+
+#[test]
+fn computed_fields_enum_mappings_and_constraint_names() {
+    let s = reflect::reflect(&cache_extended(), "authenticated");
+    let post = s.entity_by_type("blog_post").unwrap();
+    assert!(post.relation("writer").is_some(), "{:?}", post.relations);
+    assert!(s
+        .entity_by_type("author")
+        .unwrap()
+        .relation("posts")
+        .is_some());
+    // `_title_upper` → `title_upper`; the OUT-parameter (record) function is left out.
+    assert!(post.computed_field("title_upper").is_some());
+    assert!(post.computed_field("post_pair").is_none());
+    assert!(s.function("post_pair", false).is_none());
+    let (sql, _) = sql_of(
+        &s,
+        "{ blog_postCollection { edges { node { title_upper writer { author_posts(first: 2) { totalCount edges { node { id } } } } } } } }",
+    );
+    assert!(
+        sql.contains(r#""public"."_title_upper"(ROW(b2."id", b2."author_id", b2."title", b2."tags", b2."meta", b2."status")::"public"."blog_post")"#),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(r#"FROM "public"."author_posts"(ROW("#),
+        "{sql}"
+    );
+    // The enum is named by its directive and its values mapped both ways.
+    let en = s.enum_def("PostStatus").expect("PostStatus");
+    assert_eq!(en.values, ["IN_PROGRESS", "done"]);
+    let (sql, params) = sql_of(
+        &s,
+        "{ blog_postCollection(filter: {status: {in: [IN_PROGRESS, done]}}) { edges { node { status } } } }",
+    );
+    assert!(
+        sql.contains(r#"CASE WHEN b2."status" = 'in-progress' THEN 'IN_PROGRESS' ELSE (b2."status")::text END"#),
+        "{sql}"
+    );
+    assert!(params.contains(&Some("in-progress".into())), "{params:?}");
+    assert!(params.contains(&Some("done".into())), "{params:?}");
+    assert_eq!(
+        err_of(
+            &s,
+            r#"{ blog_postCollection(filter: {status: {eq: "in-progress"}}) { edges { cursor } } }"#
+        ),
+        "Invalid input for PostStatus type"
+    );
+}
