@@ -929,7 +929,16 @@ impl<'a> Compiler<'a> {
                 "aggregate" if e.aggregate => {
                     self.aggregate(e, &cf, &filter_v, join.as_ref(), &from_sql)?
                 }
-                _ => return Err(unknown_field(&cf, &conn_type)),
+                // pg_graphql's messages for a connection's unknown fields.
+                "aggregate" => {
+                    return Err(
+                        GqlError::new("enable the aggregate directive to use aggregates")
+                            .at(cf.line, cf.column),
+                    )
+                }
+                _ => {
+                    return Err(GqlError::new("unknown field in connection").at(cf.line, cf.column))
+                }
             };
             pairs.push((cf.key.clone(), expr));
         }
@@ -982,6 +991,16 @@ impl<'a> Compiler<'a> {
                             sp.push((cf.key.clone(), lit(&sub_type)));
                             continue;
                         }
+                        if matches!(func, "min" | "max")
+                            && e.field(&cf.name).is_some_and(|x| x.scalar == Scalar::Uuid)
+                        {
+                            // pg_graphql's words for it.
+                            return Err(GqlError::new(format!(
+                                "UUID fields (like \"{}\") are not supported for min/max aggregation because they don't have a meaningful natural ordering",
+                                cf.name
+                            ))
+                            .at(cf.line, cf.column));
+                        }
                         let col = e
                             .field(&cf.name)
                             .filter(|x| !x.is_array)
@@ -1000,13 +1019,11 @@ impl<'a> Compiler<'a> {
                             })
                             .ok_or_else(|| unknown_field(&cf, &sub_type))?;
                         let colref = format!("{c}.{}", quote_ident(&col.column));
-                        let expr = match (func, &col.scalar) {
-                            ("avg", _) => format!("(pg_catalog.avg({colref}))::text"),
-                            ("sum", Scalar::Float) => format!("pg_catalog.sum({colref})"),
-                            ("sum", _) => format!("(pg_catalog.sum({colref}))::text"),
-                            (_, Scalar::BigInt | Scalar::BigFloat) => {
-                                format!("(pg_catalog.{func}({colref}))::text")
-                            }
+                        // pg_graphql returns aggregates as JSON numbers, bigint and numeric
+                        // included (`sum {id: 10}`, `max {price: 29.99}`), and `avg` as a
+                        // double (`2.5`).
+                        let expr = match func {
+                            "avg" => format!("(pg_catalog.avg({colref}))::float8"),
                             _ => format!("pg_catalog.{func}({colref})"),
                         };
                         sp.push((cf.key.clone(), expr));

@@ -313,7 +313,7 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
                     })
                     .map(|f| {
                         let ty = match (func, &f.scalar) {
-                            ("avg", _) => scalar("BigFloat"),
+                            ("avg", _) => scalar("Float"),
                             ("sum", Scalar::Float) => scalar("Float"),
                             ("sum", Scalar::BigFloat) => scalar("BigFloat"),
                             ("sum", _) => scalar("BigInt"),

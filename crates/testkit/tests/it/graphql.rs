@@ -388,15 +388,10 @@ async fn graphql_relationships_node_counts_fragments_variables_and_directives() 
     );
     let agg = &d["all"]["aggregate"];
     assert_eq!(agg["count"], 3);
-    assert_eq!(agg["sum"]["health_score"], "180");
-    assert_eq!(agg["sum"]["value_cents"], "6000");
-    assert!(
-        agg["avg"]["health_score"]
-            .as_str()
-            .unwrap()
-            .starts_with("60"),
-        "{agg}"
-    );
+    // Aggregates are JSON numbers in pg_graphql, bigint included; avg a double.
+    assert_eq!(agg["sum"]["health_score"], 180);
+    assert_eq!(agg["sum"]["value_cents"], 6000);
+    assert_eq!(agg["avg"]["health_score"].as_f64(), Some(60.0), "{agg}");
     assert_eq!(agg["max"]["name"], "Gamma");
     assert_eq!(agg["min"]["next_action_date"], "2026-01-15");
     let acme = &d["acme"]["edges"][0]["node"];
@@ -1223,5 +1218,67 @@ async fn graphql_page_info_matches_pg_graphql() {
         (json!({"last": 2, "before": cur(0)}), (s(&[]), false, false)),
     ] {
         assert_eq!(page(vars.clone()).await, want, "{vars}");
+    }
+}
+
+/// pg_graphql's names and messages: a foreign key constraint's comment names both
+/// relationship fields; a connection's unknown field, aggregates without the directive and
+/// min/max of a UUID have pg_graphql's messages.
+#[tokio::test]
+async fn graphql_constraint_names_and_pg_graphql_messages() {
+    let fx = fixture().await;
+    let a = Some(fx.alice.as_str());
+    let fk: String = fx
+        .su
+        .query_one(
+            "select conname::text from pg_constraint
+              where conrelid = 'public.projects'::regclass and confrelid = 'public.clients'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    ddl_then_reload(
+        &fx,
+        &format!(
+            r#"comment on constraint "{fk}" on public.projects is e'@graphql({{"foreign_name": "owner", "local_name": "work"}})';"#
+        ),
+        "{ projectsCollection(first: 1) { edges { node { owner { name } } } } }",
+    )
+    .await;
+    let d = data(
+        &fx,
+        a,
+        r#"{ projectsCollection(filter: {name: {eq: "Acme Site"}}) { edges { node { owner { name work { totalCount } } } } } }"#,
+        json!({}),
+    )
+    .await;
+    let owner = &d["projectsCollection"]["edges"][0]["node"]["owner"];
+    assert_eq!(owner["name"], "Acme", "{d}");
+    assert_eq!(owner["work"]["totalCount"], 2, "{d}");
+    // The default names are gone.
+    let msg = error(
+        &fx,
+        a,
+        "{ projectsCollection { edges { node { clients { name } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(msg, "Unknown field \"clients\" on type projects");
+    for (q, want) in [
+        (
+            "{ crm_contactsCollection { aggregate { count } } }",
+            "enable the aggregate directive to use aggregates",
+        ),
+        (
+            "{ clientsCollection { nope } }",
+            "unknown field in connection",
+        ),
+        (
+            "{ clientsCollection { aggregate { min { id } } } }",
+            "UUID fields (like \"id\") are not supported for min/max aggregation because they don't have a meaningful natural ordering",
+        ),
+    ] {
+        assert_eq!(error(&fx, a, q, json!({})).await, want, "{q}");
     }
 }
