@@ -836,9 +836,12 @@ fn reflect_functions(
                 }
             })
             .collect();
-        // Overloads: the first one of a name wins.
+        // Overloaded functions are left out, as pg_graphql leaves them out (a SQL name two
+        // functions of the exposed schemas share); two names mapping to one field name too.
         let volatile = f.volatility == Volatility::Volatile;
-        if out.iter().any(|x| x.name == name && x.volatile == volatile) {
+        if cache.functions.iter().filter(|x| x.name == f.name).count() > 1
+            || out.iter().any(|x| x.name == name && x.volatile == volatile)
+        {
             continue;
         }
         out.push(FunctionDef {

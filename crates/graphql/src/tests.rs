@@ -316,3 +316,28 @@ fn computed_fields_enum_mappings_and_constraint_names() {
         "Invalid input for PostStatus type"
     );
 }
+
+#[test]
+fn overloaded_functions_are_left_out_as_pg_graphql_does() {
+    let scalar_fn = |name: &str, arg_type: &str, base: &str| {
+        json!({"schema": "public", "name": name,
+               "args": [{"name": "x", "type": arg_type, "base_type": base, "category": "N",
+                         "mode": "i", "has_default": false}],
+               "return_type": "integer", "return_base_type": "int4", "returns_set": false,
+               "return_relation": null, "volatility": "stable", "return_category": "N",
+               "executable_by": ["authenticated"]})
+    };
+    let c = SchemaCache::from_json(json!({
+        "schemas": [{"name": "public"}],
+        "functions": [scalar_fn("twice", "integer", "int4"), scalar_fn("twice", "bigint", "int8"),
+                      scalar_fn("once", "integer", "int4")]
+    }))
+    .expect("cache");
+    let s = reflect::reflect(&c, "authenticated");
+    assert!(s.function("once", false).is_some());
+    assert!(s.function("twice", false).is_none());
+    assert_eq!(
+        err_of(&s, "{ twice(x: 1) }"),
+        "Unknown field \"twice\" on type Query"
+    );
+}
