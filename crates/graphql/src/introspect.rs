@@ -91,6 +91,15 @@ fn connection_args(e: &Entity) -> Vec<Value> {
     ]
 }
 
+/// Whether a function field's type is listed (a record or connection of an entity whose
+/// schema does not enable introspection is not).
+fn fn_visible(schema: &Schema, ret: &FnReturn) -> bool {
+    match ret {
+        FnReturn::Scalar { .. } => true,
+        FnReturn::Row(i) | FnReturn::Rows(i) => schema.introspectable(*i),
+    }
+}
+
 /// The type of a function field (a scalar or list, a record, a connection) and the arguments
 /// its return adds (a connection's).
 fn fn_return_type(schema: &Schema, ret: &FnReturn) -> (Value, Vec<Value>) {
@@ -213,7 +222,10 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
     };
     scalar_filter(&Scalar::Id, false);
     let mut entity_types = Vec::new();
-    for e in &schema.entities {
+    for (ei, e) in schema.entities.iter().enumerate() {
+        if !schema.introspectable(ei) {
+            continue;
+        }
         let tn = &e.type_name;
         // The node type.
         let mut fields = vec![field(
@@ -231,6 +243,9 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
             ));
         }
         for r in &e.relations {
+            if !schema.introspectable(r.target) {
+                continue;
+            }
             let target = &schema.entities[r.target];
             if r.to_one {
                 let t = named("OBJECT", &target.type_name);
@@ -250,7 +265,7 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
             }
         }
         // Computed fields (functions of the row), after the columns and relationships.
-        for cf in &e.computed {
+        for cf in e.computed.iter().filter(|c| fn_visible(schema, &c.ret)) {
             let (ty, args) = fn_return_type(schema, &cf.ret);
             fields.push(field(&cf.name, ty, args, cf.description.as_deref()));
         }
@@ -463,7 +478,9 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
         schema
             .entities
             .iter()
-            .map(|e| named("OBJECT", &e.type_name))
+            .enumerate()
+            .filter(|(i, _)| schema.introspectable(*i))
+            .map(|(_, e)| named("OBJECT", &e.type_name))
             .collect(),
     );
     add(node);
@@ -479,7 +496,10 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
         Some("Retrieve a record by its `ID`"),
     )];
     let mut m = Vec::new();
-    for e in &schema.entities {
+    for (ei, e) in schema.entities.iter().enumerate() {
+        if !schema.introspectable(ei) {
+            continue;
+        }
         let tn = &e.type_name;
         q.push(field(
             &e.collection,
@@ -541,6 +561,9 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
         }
     }
     for func in &schema.functions {
+        if !schema.introspection_schemas.contains(&func.schema) || !fn_visible(schema, &func.ret) {
+            continue;
+        }
         let mut args: Vec<Value> = func
             .args
             .iter()

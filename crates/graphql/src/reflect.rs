@@ -274,6 +274,9 @@ pub struct Schema {
     pub functions: Vec<FunctionDef>,
     /// `@graphql({"introspection": true})` on any exposed schema.
     pub introspection: bool,
+    /// The exposed schemas whose comment enables introspection: only their types are listed
+    /// (pg_graphql 1.6's per-schema rule; the others still answer queries).
+    pub introspection_schemas: Vec<String>,
     by_type: HashMap<String, usize>,
     by_collection: HashMap<String, usize>,
 }
@@ -295,6 +298,12 @@ impl Schema {
         self.functions
             .iter()
             .find(|f| f.name == name && f.volatile == mutation)
+    }
+    /// Whether introspection lists the entity (its schema enables introspection).
+    pub fn introspectable(&self, i: usize) -> bool {
+        self.introspection_schemas
+            .iter()
+            .any(|s| *s == self.entities[i].schema)
     }
     pub fn enum_def(&self, name: &str) -> Option<&EnumDef> {
         self.enums.iter().find(|e| e.name == name)
@@ -456,15 +465,21 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
             .and_then(|v| v.as_bool())
             .unwrap_or(false)
     };
-    let introspection = schema_directive.values().any(|d| {
-        d.as_ref()
-            .and_then(|d| d.get("introspection"))
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false)
-    });
+    let mut introspection_schemas: Vec<String> = schema_directive
+        .iter()
+        .filter(|(_, d)| {
+            d.as_ref()
+                .and_then(|d| d.get("introspection"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        })
+        .map(|(s, _)| s.to_string())
+        .collect();
+    introspection_schemas.sort();
     let mut out = Schema {
         role: role.to_string(),
-        introspection,
+        introspection: !introspection_schemas.is_empty(),
+        introspection_schemas,
         ..Schema::default()
     };
     let mut enums: HashMap<String, EnumDef> = HashMap::new();

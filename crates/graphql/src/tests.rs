@@ -341,3 +341,73 @@ fn overloaded_functions_are_left_out_as_pg_graphql_does() {
         "Unknown field \"twice\" on type Query"
     );
 }
+
+/// pg_graphql 1.6: only the types of schemas whose comment enables introspection are listed;
+/// the others still answer queries, and an unlisted type is as null as an unknown one.
+#[test]
+fn introspection_lists_only_the_schemas_that_enable_it() {
+    let mut c = serde_json::to_value(json!({})).unwrap();
+    let base = cache(None);
+    let mut tables: Vec<Value> = base
+        .tables
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    // author moves to a schema without the directive
+    tables[1]["schema"] = json!("priv");
+    c["schemas"] = json!([{"name": "public", "comment": "@graphql({\"introspection\": true})"},
+                          {"name": "priv", "comment": "@graphql({\"introspection\": false})"}]);
+    c["tables"] = Value::Array(tables);
+    c["keys"] = json!([
+        {"schema": "public", "name": "blog_post", "primary": true, "columns": ["id"]},
+        {"schema": "priv", "name": "author", "primary": true, "columns": ["id"]}
+    ]);
+    c["foreign_keys"] = json!([
+        {"name": "fk", "schema": "public", "table": "blog_post", "columns": ["author_id"],
+         "ref_schema": "priv", "ref_table": "author", "ref_columns": ["id"]}
+    ]);
+    let s = reflect::reflect(&SchemaCache::from_json(c).expect("cache"), "authenticated");
+    let value = |q: &str| -> Value {
+        let p = plan(
+            &s,
+            &GraphqlRequest {
+                query: Some(q.into()),
+                ..GraphqlRequest::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{q}: {e}"));
+        match &p.steps[0].1 {
+            Step::Value(v) => v.clone(),
+            Step::Sql(_) => panic!("SQL for {q}"),
+        }
+    };
+    assert_eq!(value(r#"{ __type(name: "author") { name } }"#), Value::Null);
+    assert_eq!(
+        value(r#"{ __type(name: "blog_post") { name } }"#)["name"],
+        "blog_post"
+    );
+    let fields = value(r#"{ __type(name: "blog_post") { fields { name } } }"#);
+    let names: Vec<&str> = fields["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"title") && !names.contains(&"author"),
+        "{names:?}"
+    );
+    let q = value(r#"{ __schema { queryType { fields { name } } } }"#);
+    let qn: Vec<&str> = q["queryType"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        qn.contains(&"blog_postCollection") && !qn.contains(&"authorCollection"),
+        "{qn:?}"
+    );
+    // The hidden schema still answers queries.
+    sql_of(&s, "{ authorCollection { edges { node { name } } } }");
+}
