@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::doc::{fields_for, FieldSel};
 use crate::error::GqlError;
-use crate::reflect::{quote_ident, Entity, Field, FnReturn, FunctionDef, Scalar, Schema};
+use crate::reflect::{quote_ident, Computed, Entity, Field, FnReturn, FunctionDef, Scalar, Schema};
 
 /// The default page size (pg_graphql's `max_rows` default).
 pub const DEFAULT_MAX_ROWS: i64 = 30;
@@ -199,14 +199,49 @@ impl<'a> Compiler<'a> {
 
     // ---- values -----------------------------------------------------------------------
 
-    fn column_expr(alias: &str, f: &Field) -> String {
+    fn column_expr(&self, alias: &str, f: &Field) -> String {
         let c = format!("{alias}.{}", quote_ident(&f.column));
-        match f.scalar {
+        match &f.scalar {
             Scalar::BigInt | Scalar::BigFloat | Scalar::Json if !f.is_array => {
                 format!("({c})::text")
             }
+            // An enum's labels renamed by its `mappings` directive.
+            Scalar::Enum(name) if !f.is_array => match self.schema.enum_def(name) {
+                Some(en) if !en.mappings.is_empty() => {
+                    let cases: Vec<String> = en
+                        .mappings
+                        .iter()
+                        .map(|(sql, g)| format!("WHEN {c} = {} THEN {}", lit(sql), lit(g)))
+                        .collect();
+                    format!("CASE {} ELSE ({c})::text END", cases.join(" "))
+                }
+                _ => c,
+            },
             _ => c,
         }
+    }
+
+    /// The SQL value of a scalar expression (a computed field's result) rendered as the
+    /// scalar's JSON.
+    fn scalar_render(scalar: &Scalar, is_array: bool, expr: String) -> String {
+        match scalar {
+            Scalar::BigInt | Scalar::BigFloat | Scalar::Json if !is_array => {
+                format!("({expr})::text")
+            }
+            _ => expr,
+        }
+    }
+
+    /// The row of `e` under `alias` as a value of the relation's row type (what a computed
+    /// field's function takes): built from its columns, so it works whatever else the
+    /// alias carries (a page's row number, a CTE's record).
+    fn row_value(e: &Entity, alias: &str) -> String {
+        let cols: Vec<String> = e
+            .row_columns
+            .iter()
+            .map(|c| format!("{alias}.{}", quote_ident(c)))
+            .collect();
+        format!("ROW({})::{}", cols.join(", "), e.qualified_sql())
     }
 
     fn node_id_expr(e: &Entity, alias: &str) -> String {
@@ -232,7 +267,17 @@ impl<'a> Compiler<'a> {
             }
         } else {
             self.check_scalar(f, v)?;
-            text_of(v)
+            match (&f.scalar, v) {
+                // A GraphQL enum value as its SQL label (`mappings`).
+                (Scalar::Enum(name), Value::String(s)) => Some(
+                    self.schema
+                        .enum_def(name)
+                        .and_then(|en| en.sql_label(s))
+                        .unwrap_or(s)
+                        .to_string(),
+                ),
+                _ => text_of(v),
+            }
         };
         Ok(format!("{}::{}", self.bind(text), cast))
     }
@@ -250,7 +295,7 @@ impl<'a> Compiler<'a> {
             (Scalar::Enum(name), Value::String(s)) => self
                 .schema
                 .enum_def(name)
-                .is_none_or(|e| e.values.iter().any(|x| x == s)),
+                .is_none_or(|e| e.sql_label(s).is_some()),
             (
                 Scalar::String
                 | Scalar::Uuid
@@ -468,7 +513,9 @@ impl<'a> Compiler<'a> {
                 name => {
                     if let Some(col) = e.field(name) {
                         no_subfields(f)?;
-                        Self::column_expr(alias, col)
+                        self.column_expr(alias, col)
+                    } else if let Some(cf) = e.computed_field(name) {
+                        self.computed(e, alias, cf, f)?
                     } else if let Some(rel) = e.relation(name) {
                         self.charge(f)?;
                         let target = &self.schema.entities[rel.target];
@@ -490,6 +537,54 @@ impl<'a> Compiler<'a> {
             pairs.push((f.key.clone(), expr));
         }
         Ok(build_object(&pairs))
+    }
+
+    /// A computed field of the record `alias` of `e`: `"schema"."fn"(row)` as a scalar, one
+    /// record, or a connection over the rows it returns.
+    fn computed(
+        &mut self,
+        e: &Entity,
+        alias: &str,
+        cf: &Computed,
+        f: &FieldSel,
+    ) -> Result<String, GqlError> {
+        let call = format!(
+            "{}.{}({})",
+            quote_ident(&cf.schema),
+            quote_ident(&cf.sql_name),
+            Self::row_value(e, alias)
+        );
+        Ok(match &cf.ret {
+            FnReturn::Scalar { scalar, is_array } => {
+                no_subfields(f)?;
+                if let Some((k, _)) = f.args.iter().next() {
+                    return Err(GqlError::new(format!(
+                        "Unknown argument \"{k}\" on field \"{}\"",
+                        f.name
+                    ))
+                    .at(f.line, f.column));
+                }
+                Self::scalar_render(scalar, *is_array, call)
+            }
+            FnReturn::Row(i) => {
+                self.charge(f)?;
+                let target = &self.schema.entities[*i];
+                let a = self.alias();
+                let sub = fields_for(&f.selections, &target.type_name, &["Node"]);
+                let obj = self.node_object(target, &a, &sub)?;
+                let pk = target
+                    .pk_fields()
+                    .map(|p| format!("{a}.{} IS NOT NULL", quote_ident(&p.column)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!("(SELECT {obj} FROM {call} {a} WHERE {pk} LIMIT 1)")
+            }
+            FnReturn::Rows(i) => {
+                self.charge(f)?;
+                let target = &self.schema.entities[*i];
+                self.connection_from(target, f, None, Some((&call, &[])))?
+            }
+        })
     }
 
     fn join_cond(j: &Join, e: &Entity, alias: &str) -> String {
@@ -708,14 +803,17 @@ impl<'a> Compiler<'a> {
             let rev: Vec<(&Field, Dir)> = keys.iter().map(|(f, d)| (*f, d.reversed())).collect();
             conds.push(self.after_cursor(&rev, &inner_alias, c)?);
         }
-        let order: Vec<String> = keys
-            .iter()
-            .map(|(fl, d)| {
-                let d = if backward { d.reversed() } else { *d };
-                format!("{inner_alias}.{} {}", quote_ident(&fl.column), d.sql())
-            })
-            .collect();
-        let order = order.join(", ");
+        // The page's order (reversed when paging backwards), for the rows under `alias`.
+        let order_for = |alias: &str| -> String {
+            keys.iter()
+                .map(|(fl, d)| {
+                    let d = if backward { d.reversed() } else { *d };
+                    format!("{alias}.{} {}", quote_ident(&fl.column), d.sql())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let order = order_for(&inner_alias);
         let b = self.alias();
         let display = if backward {
             format!("{b}.\"__n\" DESC")
@@ -775,19 +873,34 @@ impl<'a> Compiler<'a> {
                     for pf in fields_for(&cf.selections, "PageInfo", &[]) {
                         let x = match pf.name.as_str() {
                             "__typename" => lit("PageInfo"),
-                            "hasNextPage" => {
-                                if backward {
-                                    (before.is_some()).to_string()
-                                } else {
-                                    format!("(pg_catalog.count(*) > {n})")
-                                }
+                            // pg_graphql's rule: on the paging side, a row beyond the page
+                            // (the page was read with one row more); on the other side, the
+                            // page does not start at the first row of the whole filtered
+                            // collection in the page's order (false for an empty page).
+                            "hasNextPage" if !backward => format!("(pg_catalog.count(*) > {n})"),
+                            "hasPreviousPage" if backward => {
+                                format!("(pg_catalog.count(*) > {n})")
                             }
-                            "hasPreviousPage" => {
-                                if backward {
-                                    format!("(pg_catalog.count(*) > {n})")
-                                } else {
-                                    (after.is_some() || offset.unwrap_or(0) > 0).to_string()
+                            "hasNextPage" | "hasPreviousPage" => {
+                                let c = self.alias();
+                                let mut conds = vec![self.filter(e, &c, &filter_v)?];
+                                if let Some(j) = &join {
+                                    conds.push(Self::join_cond(j, e, &c));
                                 }
+                                let pk = |a: &str| {
+                                    e.pk_fields()
+                                        .map(|p| format!("{a}.{}", quote_ident(&p.column)))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                };
+                                format!(
+                                    "COALESCE(pg_catalog.bool_or(ROW({}) IS DISTINCT FROM (SELECT ROW({}) FROM {} {c} WHERE {} ORDER BY {} LIMIT 1)) FILTER (WHERE {b}.\"__n\" = 1), false)",
+                                    pk(&b),
+                                    pk(&c),
+                                    from_sql,
+                                    conds.join(" AND "),
+                                    order_for(&c)
+                                )
                             }
                             "startCursor" => format!(
                                 "(pg_catalog.array_agg({cursor_expr} ORDER BY {display}) FILTER (WHERE {in_page}))[1]"
@@ -816,7 +929,16 @@ impl<'a> Compiler<'a> {
                 "aggregate" if e.aggregate => {
                     self.aggregate(e, &cf, &filter_v, join.as_ref(), &from_sql)?
                 }
-                _ => return Err(unknown_field(&cf, &conn_type)),
+                // pg_graphql's messages for a connection's unknown fields.
+                "aggregate" => {
+                    return Err(
+                        GqlError::new("enable the aggregate directive to use aggregates")
+                            .at(cf.line, cf.column),
+                    )
+                }
+                _ => {
+                    return Err(GqlError::new("unknown field in connection").at(cf.line, cf.column))
+                }
             };
             pairs.push((cf.key.clone(), expr));
         }
@@ -869,6 +991,16 @@ impl<'a> Compiler<'a> {
                             sp.push((cf.key.clone(), lit(&sub_type)));
                             continue;
                         }
+                        if matches!(func, "min" | "max")
+                            && e.field(&cf.name).is_some_and(|x| x.scalar == Scalar::Uuid)
+                        {
+                            // pg_graphql's words for it.
+                            return Err(GqlError::new(format!(
+                                "UUID fields (like \"{}\") are not supported for min/max aggregation because they don't have a meaningful natural ordering",
+                                cf.name
+                            ))
+                            .at(cf.line, cf.column));
+                        }
                         let col = e
                             .field(&cf.name)
                             .filter(|x| !x.is_array)
@@ -887,13 +1019,11 @@ impl<'a> Compiler<'a> {
                             })
                             .ok_or_else(|| unknown_field(&cf, &sub_type))?;
                         let colref = format!("{c}.{}", quote_ident(&col.column));
-                        let expr = match (func, &col.scalar) {
-                            ("avg", _) => format!("(pg_catalog.avg({colref}))::text"),
-                            ("sum", Scalar::Float) => format!("pg_catalog.sum({colref})"),
-                            ("sum", _) => format!("(pg_catalog.sum({colref}))::text"),
-                            (_, Scalar::BigInt | Scalar::BigFloat) => {
-                                format!("(pg_catalog.{func}({colref}))::text")
-                            }
+                        // pg_graphql returns aggregates as JSON numbers, bigint and numeric
+                        // included (`sum {id: 10}`, `max {price: 29.99}`), and `avg` as a
+                        // double (`2.5`).
+                        let expr = match func {
+                            "avg" => format!("(pg_catalog.avg({colref}))::float8"),
                             _ => format!("pg_catalog.{func}({colref})"),
                         };
                         sp.push((cf.key.clone(), expr));

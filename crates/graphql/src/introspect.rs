@@ -91,6 +91,34 @@ fn connection_args(e: &Entity) -> Vec<Value> {
     ]
 }
 
+/// Whether a function field's type is listed (a record or connection of an entity whose
+/// schema does not enable introspection is not).
+fn fn_visible(schema: &Schema, ret: &FnReturn) -> bool {
+    match ret {
+        FnReturn::Scalar { .. } => true,
+        FnReturn::Row(i) | FnReturn::Rows(i) => schema.introspectable(*i),
+    }
+}
+
+/// The type of a function field (a scalar or list, a record, a connection) and the arguments
+/// its return adds (a connection's).
+fn fn_return_type(schema: &Schema, ret: &FnReturn) -> (Value, Vec<Value>) {
+    match ret {
+        FnReturn::Scalar { scalar, is_array } => {
+            let base = scalar_ref(scalar);
+            (if *is_array { list(base) } else { base }, Vec::new())
+        }
+        FnReturn::Row(i) => (named("OBJECT", &schema.entities[*i].type_name), Vec::new()),
+        FnReturn::Rows(i) => {
+            let e = &schema.entities[*i];
+            (
+                named("OBJECT", &format!("{}Connection", e.type_name)),
+                connection_args(e),
+            )
+        }
+    }
+}
+
 /// Every type of the schema, by name.
 fn types(schema: &Schema) -> BTreeMap<String, Value> {
     let mut t = BTreeMap::new();
@@ -194,7 +222,10 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
     };
     scalar_filter(&Scalar::Id, false);
     let mut entity_types = Vec::new();
-    for e in &schema.entities {
+    for (ei, e) in schema.entities.iter().enumerate() {
+        if !schema.introspectable(ei) {
+            continue;
+        }
         let tn = &e.type_name;
         // The node type.
         let mut fields = vec![field(
@@ -212,6 +243,9 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
             ));
         }
         for r in &e.relations {
+            if !schema.introspectable(r.target) {
+                continue;
+            }
             let target = &schema.entities[r.target];
             if r.to_one {
                 let t = named("OBJECT", &target.type_name);
@@ -229,6 +263,11 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
                     None,
                 ));
             }
+        }
+        // Computed fields (functions of the row), after the columns and relationships.
+        for cf in e.computed.iter().filter(|c| fn_visible(schema, &c.ret)) {
+            let (ty, args) = fn_return_type(schema, &cf.ret);
+            fields.push(field(&cf.name, ty, args, cf.description.as_deref()));
         }
         entity_types.push(object(
             tn,
@@ -289,7 +328,7 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
                     })
                     .map(|f| {
                         let ty = match (func, &f.scalar) {
-                            ("avg", _) => scalar("BigFloat"),
+                            ("avg", _) => scalar("Float"),
                             ("sum", Scalar::Float) => scalar("Float"),
                             ("sum", Scalar::BigFloat) => scalar("BigFloat"),
                             ("sum", _) => scalar("BigInt"),
@@ -439,7 +478,9 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
         schema
             .entities
             .iter()
-            .map(|e| named("OBJECT", &e.type_name))
+            .enumerate()
+            .filter(|(i, _)| schema.introspectable(*i))
+            .map(|(_, e)| named("OBJECT", &e.type_name))
             .collect(),
     );
     add(node);
@@ -455,7 +496,10 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
         Some("Retrieve a record by its `ID`"),
     )];
     let mut m = Vec::new();
-    for e in &schema.entities {
+    for (ei, e) in schema.entities.iter().enumerate() {
+        if !schema.introspectable(ei) {
+            continue;
+        }
         let tn = &e.type_name;
         q.push(field(
             &e.collection,
@@ -517,6 +561,9 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
         }
     }
     for func in &schema.functions {
+        if !schema.introspection_schemas.contains(&func.schema) || !fn_visible(schema, &func.ret) {
+            continue;
+        }
         let mut args: Vec<Value> = func
             .args
             .iter()
@@ -531,22 +578,8 @@ fn types(schema: &Schema) -> BTreeMap<String, Value> {
                 )
             })
             .collect();
-        let ty = match &func.ret {
-            FnReturn::Scalar { scalar, is_array } => {
-                let base = scalar_ref(scalar);
-                if *is_array {
-                    list(base)
-                } else {
-                    base
-                }
-            }
-            FnReturn::Row(i) => named("OBJECT", &schema.entities[*i].type_name),
-            FnReturn::Rows(i) => {
-                let e = &schema.entities[*i];
-                args.extend(connection_args(e));
-                named("OBJECT", &format!("{}Connection", e.type_name))
-            }
-        };
+        let (ty, extra) = fn_return_type(schema, &func.ret);
+        args.extend(extra);
         let fl = field(&func.name, ty, args, func.description.as_deref());
         if func.volatile {
             m.push(fl);

@@ -161,6 +161,23 @@ pub struct Entity {
     pub total_count: bool,
     pub aggregate: bool,
     pub max_rows: Option<i64>,
+    /// Every column of the relation in order (the row type), for computed fields' argument.
+    pub row_columns: Vec<String>,
+    /// Functions of this relation's row type (pg_graphql's computed fields).
+    pub computed: Vec<Computed>,
+}
+
+/// A computed field: `schema.fn(row)` of a function whose only argument is the entity's row
+/// type (pg_graphql's "extending types with functions" and computed relationships).
+#[derive(Debug, Clone)]
+pub struct Computed {
+    pub name: String,
+    pub schema: String,
+    pub sql_name: String,
+    /// What it returns: a scalar (or a list of one), one record of an entity, or a set of
+    /// records of an entity (a `<Target>Connection` with the collection arguments).
+    pub ret: FnReturn,
+    pub description: Option<String>,
 }
 
 impl Entity {
@@ -169,6 +186,9 @@ impl Entity {
     }
     pub fn relation(&self, name: &str) -> Option<&Relation> {
         self.relations.iter().find(|r| r.name == name)
+    }
+    pub fn computed_field(&self, name: &str) -> Option<&Computed> {
+        self.computed.iter().find(|c| c.name == name)
     }
     pub fn pk_fields(&self) -> impl Iterator<Item = &Field> {
         self.primary_key.iter().map(|i| &self.fields[*i])
@@ -225,7 +245,24 @@ impl FunctionDef {
 #[derive(Debug, Clone)]
 pub struct EnumDef {
     pub name: String,
+    /// The GraphQL values (SQL labels renamed by the type's `mappings` directive).
     pub values: Vec<String>,
+    /// `mappings`: (SQL label, GraphQL value), for the labels it renames.
+    pub mappings: Vec<(String, String)>,
+}
+
+impl EnumDef {
+    /// The SQL label of a GraphQL value, if it is one of the enum's.
+    pub fn sql_label<'e>(&'e self, value: &'e str) -> Option<&'e str> {
+        if let Some((sql, _)) = self.mappings.iter().find(|(_, g)| g == value) {
+            return Some(sql);
+        }
+        // A label renamed by the mappings is no longer a value under its SQL name.
+        if self.mappings.iter().any(|(sql, _)| sql == value) {
+            return None;
+        }
+        self.values.iter().any(|v| v == value).then_some(value)
+    }
 }
 
 /// One role's GraphQL schema.
@@ -237,6 +274,9 @@ pub struct Schema {
     pub functions: Vec<FunctionDef>,
     /// `@graphql({"introspection": true})` on any exposed schema.
     pub introspection: bool,
+    /// The exposed schemas whose comment enables introspection: only their types are listed
+    /// (pg_graphql 1.6's per-schema rule; the others still answer queries).
+    pub introspection_schemas: Vec<String>,
     by_type: HashMap<String, usize>,
     by_collection: HashMap<String, usize>,
 }
@@ -258,6 +298,12 @@ impl Schema {
         self.functions
             .iter()
             .find(|f| f.name == name && f.volatile == mutation)
+    }
+    /// Whether introspection lists the entity (its schema enables introspection).
+    pub fn introspectable(&self, i: usize) -> bool {
+        self.introspection_schemas
+            .iter()
+            .any(|s| *s == self.entities[i].schema)
     }
     pub fn enum_def(&self, name: &str) -> Option<&EnumDef> {
         self.enums.iter().find(|e| e.name == name)
@@ -361,9 +407,47 @@ fn enabled(d: &Option<Value>, key: &str) -> bool {
 }
 
 fn enum_name(col: &Column, inflect: bool) -> String {
+    if let Some(n) = directive(col.enum_comment.as_deref())
+        .as_ref()
+        .and_then(|d| d.get("name"))
+        .and_then(|v| v.as_str())
+    {
+        return n.to_string();
+    }
     // `public.crm_sentiment` / `"My Type"`: the type's own name.
     let raw = col.pg_type.rsplit('.').next().unwrap_or(&col.pg_type);
     base_name(raw.trim_matches('"'), inflect)
+}
+
+/// An enum type as GraphQL sees it: its labels, renamed by the type comment's
+/// `@graphql({"mappings": {"sql-label": "GRAPHQL_VALUE"}})`.
+fn enum_def(name: String, col: &Column, labels: &[String]) -> EnumDef {
+    let mappings: Vec<(String, String)> = directive(col.enum_comment.as_deref())
+        .as_ref()
+        .and_then(|d| d.get("mappings"))
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter(|(sql, _)| labels.contains(sql))
+                .filter_map(|(sql, g)| g.as_str().map(|g| (sql.clone(), g.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let values = labels
+        .iter()
+        .map(|l| {
+            mappings
+                .iter()
+                .find(|(sql, _)| sql == l)
+                .map(|(_, g)| g.clone())
+                .unwrap_or_else(|| l.clone())
+        })
+        .collect();
+    EnumDef {
+        name,
+        values,
+        mappings,
+    }
 }
 
 /// Reflects the schema `role` sees.
@@ -381,15 +465,21 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
             .and_then(|v| v.as_bool())
             .unwrap_or(false)
     };
-    let introspection = schema_directive.values().any(|d| {
-        d.as_ref()
-            .and_then(|d| d.get("introspection"))
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false)
-    });
+    let mut introspection_schemas: Vec<String> = schema_directive
+        .iter()
+        .filter(|(_, d)| {
+            d.as_ref()
+                .and_then(|d| d.get("introspection"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        })
+        .map(|(s, _)| s.to_string())
+        .collect();
+    introspection_schemas.sort();
     let mut out = Schema {
         role: role.to_string(),
-        introspection,
+        introspection: !introspection_schemas.is_empty(),
+        introspection_schemas,
         ..Schema::default()
     };
     let mut enums: HashMap<String, EnumDef> = HashMap::new();
@@ -455,10 +545,9 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
             let scalar = match &c.enum_values {
                 Some(values) if !c.is_array() => {
                     let en = enum_name(c, inflect);
-                    enums.entry(en.clone()).or_insert_with(|| EnumDef {
-                        name: en.clone(),
-                        values: values.clone(),
-                    });
+                    enums
+                        .entry(en.clone())
+                        .or_insert_with(|| enum_def(en.clone(), c, values));
                     Scalar::Enum(en)
                 }
                 _ => Scalar::of_type(elem),
@@ -504,6 +593,8 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
             total_count: enabled(&d, "totalCount"),
             aggregate: enabled(&d, "aggregate"),
             max_rows,
+            row_columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+            computed: Vec::new(),
         });
         tables.push(t);
     }
@@ -531,13 +622,21 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
         ) else {
             continue;
         };
+        // `comment on constraint ... is e'@graphql({"local_name": ..., "foreign_name": ...})'`
+        let d = directive(fk.comment.as_deref());
+        let name_of = |key: &str| {
+            d.as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
         fks.push(Fk {
             local: l,
             foreign: f,
             local_cols: fk.columns.clone(),
             foreign_cols: fk.ref_columns.clone(),
-            local_name: None,
-            foreign_name: None,
+            local_name: name_of("local_name"),
+            foreign_name: name_of("foreign_name"),
         });
     }
     for (i, t) in tables.iter().enumerate() {
@@ -660,6 +759,7 @@ pub fn reflect(cache: &SchemaCache, role: &str) -> Schema {
         .map(|(i, e)| (e.collection.clone(), i))
         .collect();
     out.functions = reflect_functions(cache, role, &out, &inflect_of);
+    reflect_computed(cache, role, &mut out, &inflect_of);
     let mut enums: Vec<EnumDef> = enums.into_values().collect();
     enums.sort_by(|a, b| a.name.cmp(&b.name));
     out.enums = enums;
@@ -751,9 +851,12 @@ fn reflect_functions(
                 }
             })
             .collect();
-        // Overloads: the first one of a name wins.
+        // Overloaded functions are left out, as pg_graphql leaves them out (a SQL name two
+        // functions of the exposed schemas share); two names mapping to one field name too.
         let volatile = f.volatility == Volatility::Volatile;
-        if out.iter().any(|x| x.name == name && x.volatile == volatile) {
+        if cache.functions.iter().filter(|x| x.name == f.name).count() > 1
+            || out.iter().any(|x| x.name == name && x.volatile == volatile)
+        {
             continue;
         }
         out.push(FunctionDef {
@@ -767,4 +870,79 @@ fn reflect_functions(
         });
     }
     out
+}
+
+/// Computed fields: functions of exactly one argument, the row type of a reflected entity,
+/// that the role may execute, become fields of that entity's type (pg_graphql: a scalar, a
+/// list, one record of an entity, or `SETOF` an entity as a connection), whatever their
+/// volatility. Functions returning `record` (OUT parameters, `TABLE(...)`), `void`, a set of
+/// scalars, or an entity the role does not see are left out, as pg_graphql leaves them out.
+fn reflect_computed(
+    cache: &SchemaCache,
+    role: &str,
+    schema: &mut Schema,
+    inflect_of: &dyn Fn(&str) -> bool,
+) {
+    for f in &cache.functions {
+        let Some(arg) = &f.arg_relation else { continue };
+        if !f.executable_by.iter().any(|r| r == role)
+            || f.inputs().count() != 1
+            || f.return_base_type == "void"
+            || f.return_base_type == "record"
+            || f.return_media_type.is_some()
+        {
+            continue;
+        }
+        let Some(owner) = schema
+            .entities
+            .iter()
+            .position(|e| e.schema == arg.schema && e.table == arg.name)
+        else {
+            continue;
+        };
+        let ret = match &f.return_relation {
+            Some(qn) => match schema
+                .entities
+                .iter()
+                .position(|e| e.schema == qn.schema && e.table == qn.name)
+            {
+                Some(i) if f.returns_set => FnReturn::Rows(i),
+                Some(i) => FnReturn::Row(i),
+                None => continue,
+            },
+            None if f.returns_set => continue,
+            None => FnReturn::Scalar {
+                scalar: Scalar::of_type(f.return_base_type.trim_start_matches('_')),
+                is_array: f.return_category == "A",
+            },
+        };
+        let d = directive(f.comment.as_deref());
+        let name = d
+            .as_ref()
+            .and_then(|d| d.get("name"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                lower_first(&base_name(
+                    f.name.strip_prefix('_').unwrap_or(&f.name),
+                    inflect_of(&f.schema),
+                ))
+            });
+        let e = &mut schema.entities[owner];
+        if !valid_name(&name)
+            || name == "nodeId"
+            || e.field(&name).is_some()
+            || e.relation(&name).is_some()
+            || e.computed_field(&name).is_some()
+        {
+            continue;
+        }
+        e.computed.push(Computed {
+            name,
+            schema: f.schema.clone(),
+            sql_name: f.name.clone(),
+            ret,
+            description: description(f.comment.as_deref()),
+        });
+    }
 }

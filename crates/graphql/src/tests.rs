@@ -212,3 +212,202 @@ fn at_most_travels_with_update_and_delete() {
         ]
     );
 }
+
+fn func(name: &str, arg_rel: &str, ret: Value, set: bool, base: &str) -> Value {
+    json!({"schema": "public", "name": name,
+           "args": [{"name": "rec", "type": format!("public.{arg_rel}"), "base_type": arg_rel,
+                     "category": "C", "mode": "i", "has_default": false}],
+           "return_type": base, "return_base_type": base, "returns_set": set,
+           "return_relation": ret, "volatility": "stable", "return_category": "S",
+           "executable_by": ["authenticated"],
+           "arg_relation": {"schema": "public", "name": arg_rel}})
+}
+
+/// A catalog with computed fields, an enum with `mappings` and a foreign key renamed by its
+/// constraint's comment.
+fn cache_extended() -> SchemaCache {
+    let mut c = serde_json::to_value(json!({})).unwrap();
+    let base = cache(None);
+    let mut tables: Vec<Value> = base
+        .tables
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    // blog_post.status: an enum whose labels are renamed
+    tables[0]["columns"].as_array_mut().unwrap().push(json!({
+        "name": "status", "type": "public.post_status", "data_type": "post_status",
+        "base_type": "post_status", "category": "E", "nullable": true, "default": null,
+        "position": 6, "enum": ["in-progress", "done"],
+        "enum_comment": "@graphql({\"name\": \"PostStatus\", \"mappings\": {\"in-progress\": \"IN_PROGRESS\"}})"}));
+    let mut out_fn = func("post_pair", "blog_post", Value::Null, false, "record");
+    out_fn["args"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "a", "type": "integer", "base_type": "int4", "category": "N", "mode": "o", "has_default": false}));
+    c["schemas"] = json!([{"name": "public"}]);
+    c["tables"] = Value::Array(tables);
+    c["keys"] = json!([
+        {"schema": "public", "name": "blog_post", "primary": true, "columns": ["id"]},
+        {"schema": "public", "name": "author", "primary": true, "columns": ["id"]}
+    ]);
+    c["foreign_keys"] = json!([
+        {"name": "blog_post_author_id_fkey", "schema": "public", "table": "blog_post", "columns": ["author_id"],
+         "ref_schema": "public", "ref_table": "author", "ref_columns": ["id"],
+         "comment": "@graphql({\"foreign_name\": \"writer\", \"local_name\": \"posts\"})"}
+    ]);
+    c["functions"] = json!([
+        func("_title_upper", "blog_post", Value::Null, false, "text"),
+        func(
+            "author_posts",
+            "author",
+            json!({"schema": "public", "name": "blog_post"}),
+            true,
+            "blog_post"
+        ),
+        out_fn,
+    ]);
+    SchemaCache::from_json(c).expect("cache")
+}
+
+#[test]
+fn computed_fields_enum_mappings_and_constraint_names() {
+    let s = reflect::reflect(&cache_extended(), "authenticated");
+    let post = s.entity_by_type("blog_post").unwrap();
+    assert!(post.relation("writer").is_some(), "{:?}", post.relations);
+    assert!(s
+        .entity_by_type("author")
+        .unwrap()
+        .relation("posts")
+        .is_some());
+    // `_title_upper` → `title_upper`; the OUT-parameter (record) function is left out.
+    assert!(post.computed_field("title_upper").is_some());
+    assert!(post.computed_field("post_pair").is_none());
+    assert!(s.function("post_pair", false).is_none());
+    let (sql, _) = sql_of(
+        &s,
+        "{ blog_postCollection { edges { node { title_upper writer { author_posts(first: 2) { totalCount edges { node { id } } } } } } } }",
+    );
+    assert!(
+        sql.contains(r#""public"."_title_upper"(ROW(b2."id", b2."author_id", b2."title", b2."tags", b2."meta", b2."status")::"public"."blog_post")"#),
+        "{sql}"
+    );
+    assert!(
+        sql.contains(r#"FROM "public"."author_posts"(ROW("#),
+        "{sql}"
+    );
+    // The enum is named by its directive and its values mapped both ways.
+    let en = s.enum_def("PostStatus").expect("PostStatus");
+    assert_eq!(en.values, ["IN_PROGRESS", "done"]);
+    let (sql, params) = sql_of(
+        &s,
+        "{ blog_postCollection(filter: {status: {in: [IN_PROGRESS, done]}}) { edges { node { status } } } }",
+    );
+    assert!(
+        sql.contains(r#"CASE WHEN b2."status" = 'in-progress' THEN 'IN_PROGRESS' ELSE (b2."status")::text END"#),
+        "{sql}"
+    );
+    assert!(params.contains(&Some("in-progress".into())), "{params:?}");
+    assert!(params.contains(&Some("done".into())), "{params:?}");
+    assert_eq!(
+        err_of(
+            &s,
+            r#"{ blog_postCollection(filter: {status: {eq: "in-progress"}}) { edges { cursor } } }"#
+        ),
+        "Invalid input for PostStatus type"
+    );
+}
+
+#[test]
+fn overloaded_functions_are_left_out_as_pg_graphql_does() {
+    let scalar_fn = |name: &str, arg_type: &str, base: &str| {
+        json!({"schema": "public", "name": name,
+               "args": [{"name": "x", "type": arg_type, "base_type": base, "category": "N",
+                         "mode": "i", "has_default": false}],
+               "return_type": "integer", "return_base_type": "int4", "returns_set": false,
+               "return_relation": null, "volatility": "stable", "return_category": "N",
+               "executable_by": ["authenticated"]})
+    };
+    let c = SchemaCache::from_json(json!({
+        "schemas": [{"name": "public"}],
+        "functions": [scalar_fn("twice", "integer", "int4"), scalar_fn("twice", "bigint", "int8"),
+                      scalar_fn("once", "integer", "int4")]
+    }))
+    .expect("cache");
+    let s = reflect::reflect(&c, "authenticated");
+    assert!(s.function("once", false).is_some());
+    assert!(s.function("twice", false).is_none());
+    assert_eq!(
+        err_of(&s, "{ twice(x: 1) }"),
+        "Unknown field \"twice\" on type Query"
+    );
+}
+
+/// pg_graphql 1.6: only the types of schemas whose comment enables introspection are listed;
+/// the others still answer queries, and an unlisted type is as null as an unknown one.
+#[test]
+fn introspection_lists_only_the_schemas_that_enable_it() {
+    let mut c = serde_json::to_value(json!({})).unwrap();
+    let base = cache(None);
+    let mut tables: Vec<Value> = base
+        .tables
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap())
+        .collect();
+    // author moves to a schema without the directive
+    tables[1]["schema"] = json!("priv");
+    c["schemas"] = json!([{"name": "public", "comment": "@graphql({\"introspection\": true})"},
+                          {"name": "priv", "comment": "@graphql({\"introspection\": false})"}]);
+    c["tables"] = Value::Array(tables);
+    c["keys"] = json!([
+        {"schema": "public", "name": "blog_post", "primary": true, "columns": ["id"]},
+        {"schema": "priv", "name": "author", "primary": true, "columns": ["id"]}
+    ]);
+    c["foreign_keys"] = json!([
+        {"name": "fk", "schema": "public", "table": "blog_post", "columns": ["author_id"],
+         "ref_schema": "priv", "ref_table": "author", "ref_columns": ["id"]}
+    ]);
+    let s = reflect::reflect(&SchemaCache::from_json(c).expect("cache"), "authenticated");
+    let value = |q: &str| -> Value {
+        let p = plan(
+            &s,
+            &GraphqlRequest {
+                query: Some(q.into()),
+                ..GraphqlRequest::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{q}: {e}"));
+        match &p.steps[0].1 {
+            Step::Value(v) => v.clone(),
+            Step::Sql(_) => panic!("SQL for {q}"),
+        }
+    };
+    assert_eq!(value(r#"{ __type(name: "author") { name } }"#), Value::Null);
+    assert_eq!(
+        value(r#"{ __type(name: "blog_post") { name } }"#)["name"],
+        "blog_post"
+    );
+    let fields = value(r#"{ __type(name: "blog_post") { fields { name } } }"#);
+    let names: Vec<&str> = fields["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"title") && !names.contains(&"author"),
+        "{names:?}"
+    );
+    let q = value(r#"{ __schema { queryType { fields { name } } } }"#);
+    let qn: Vec<&str> = q["queryType"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        qn.contains(&"blog_postCollection") && !qn.contains(&"authorCollection"),
+        "{qn:?}"
+    );
+    // The hidden schema still answers queries.
+    sql_of(&s, "{ authorCollection { edges { node { name } } } }");
+}

@@ -425,6 +425,7 @@ fn result_table(f: &Function) -> Table {
                 position: i as i32 + 1,
                 comment: None,
                 enum_values: None,
+                enum_comment: None,
             })
             .collect(),
         privileges: Vec::new(),

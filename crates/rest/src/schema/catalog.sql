@@ -94,7 +94,10 @@ columns AS (
       'position', a.attnum,
       'comment', pg_catalog.col_description(a.attrelid, a.attnum),
       'enum', (SELECT pg_catalog.json_agg(e.enumlabel ORDER BY e.enumsortorder)
-               FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid)
+               FROM pg_catalog.pg_enum e WHERE e.enumtypid = a.atttypid),
+      -- An enum type's comment: /graphql/v1 reads pg_graphql's `name`/`mappings` directives.
+      'enum_comment', CASE WHEN ty.category = 'E'
+        THEN pg_catalog.obj_description(a.atttypid, 'pg_type') END
     ) ORDER BY a.attnum) AS cols
   FROM pg_catalog.pg_attribute a
   JOIN rels r ON r.oid = a.attrelid
@@ -117,6 +120,8 @@ keys AS (
 ),
 fks AS (
   SELECT con.conname, sn.nspname AS schema, s.relname AS name, tn.nspname AS ref_schema, t.relname AS ref_name,
+    -- /graphql/v1 reads pg_graphql's `local_name`/`foreign_name` directives from it.
+    pg_catalog.obj_description(con.oid, 'pg_constraint') AS comment,
     (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
        FROM pg_catalog.unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
        JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum) AS cols,
@@ -255,7 +260,8 @@ SELECT pg_catalog.json_build_object(
   'foreign_keys', coalesce((
     SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
       'name', f.conname, 'schema', f.schema, 'table', f.name, 'columns', f.cols,
-      'ref_schema', f.ref_schema, 'ref_table', f.ref_name, 'ref_columns', f.ref_cols)
+      'ref_schema', f.ref_schema, 'ref_table', f.ref_name, 'ref_columns', f.ref_cols,
+      'comment', f.comment)
       ORDER BY f.schema, f.name, f.conname)
     FROM fks f), '[]'),
   'view_columns', coalesce((

@@ -72,6 +72,9 @@ pub struct Column {
     pub comment: Option<String>,
     #[serde(default, rename = "enum")]
     pub enum_values: Option<Vec<String>>,
+    /// The comment of the column's enum type (`/graphql/v1` reads its `@graphql` directive).
+    #[serde(default)]
+    pub enum_comment: Option<String>,
 }
 
 impl Column {
@@ -163,6 +166,9 @@ pub struct ForeignKey {
     pub ref_schema: String,
     pub ref_table: String,
     pub ref_columns: Vec<String>,
+    /// The constraint's comment (`/graphql/v1` reads its `@graphql` directive).
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// A view column traced to the base-table column it shows.

@@ -388,15 +388,10 @@ async fn graphql_relationships_node_counts_fragments_variables_and_directives() 
     );
     let agg = &d["all"]["aggregate"];
     assert_eq!(agg["count"], 3);
-    assert_eq!(agg["sum"]["health_score"], "180");
-    assert_eq!(agg["sum"]["value_cents"], "6000");
-    assert!(
-        agg["avg"]["health_score"]
-            .as_str()
-            .unwrap()
-            .starts_with("60"),
-        "{agg}"
-    );
+    // Aggregates are JSON numbers in pg_graphql, bigint included; avg a double.
+    assert_eq!(agg["sum"]["health_score"], 180);
+    assert_eq!(agg["sum"]["value_cents"], 6000);
+    assert_eq!(agg["avg"]["health_score"].as_f64(), Some(60.0), "{agg}");
     assert_eq!(agg["max"]["name"], "Gamma");
     assert_eq!(agg["min"]["next_action_date"], "2026-01-15");
     let acme = &d["acme"]["edges"][0]["node"];
@@ -892,4 +887,398 @@ async fn graphql_explorer_page() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+}
+
+/// Runs DDL as the superuser and waits until `/graphql/v1` has reloaded its schema (`probe`,
+/// a query of alice's, answers without errors).
+async fn ddl_then_reload(fx: &Fx, sql: &str, probe: &str) {
+    fx.su.batch_execute(sql).await.expect("ddl");
+    agencyflow_testkit::wait::until(
+        std::time::Duration::from_secs(20),
+        "the schema reload",
+        || async {
+            let (_, v) = gql(fx, Some(fx.alice.as_str()), probe, json!({})).await;
+            v.get("errors").is_none()
+        },
+    )
+    .await;
+}
+
+/// pg_graphql's computed fields: a function whose only argument is a table's row type is a
+/// field of that table's type (scalar, one record, or SETOF a table as a connection with the
+/// collection arguments), in the same statement, RLS applying inside; functions returning
+/// `record` (OUT parameters, `TABLE(...)`) are left out as pg_graphql leaves them out.
+#[tokio::test]
+async fn graphql_computed_fields_scalar_record_and_connection() {
+    let fx = fixture().await;
+    let a = Some(fx.alice.as_str());
+    ddl_then_reload(
+        &fx,
+        r#"
+create function public._display_name(rec public.clients) returns text stable language sql
+  as $$ select rec.name || ' (' || rec.status || ')' $$;
+create function public.client_value_doubled(public.clients) returns bigint stable language sql
+  as $$ select $1.value_cents * 2 $$;
+create function public.client_projects(public.clients) returns setof public.projects stable language sql
+  as $$ select * from public.projects p where p.client_id = $1.id $$;
+create function public.project_client(public.projects) returns public.clients stable language sql
+  as $$ select * from public.clients c where c.id = $1.client_id $$;
+create function public.client_pair(rec public.clients, out a int, out b text) stable language sql
+  as $$ select 1, rec.name $$;
+create function public.client_table(rec public.clients) returns table (a int, b text) stable language sql
+  as $$ select 1, rec.name $$;
+grant execute on function public._display_name(public.clients), public.client_value_doubled(public.clients),
+  public.client_projects(public.clients), public.project_client(public.projects),
+  public.client_pair(public.clients), public.client_table(public.clients) to authenticated;
+"#,
+        "{ clientsCollection(first: 1) { edges { node { display_name } } } }",
+    )
+    .await;
+    let d = data(
+        &fx,
+        a,
+        r#"{ clientsCollection(orderBy: [{name: AscNullsLast}]) { edges { node {
+               name display_name client_value_doubled
+               client_projects(first: 1, orderBy: [{name: AscNullsLast}]) {
+                 totalCount pageInfo { hasNextPage } edges { node { name project_client { name } } } }
+             } } } }"#,
+        json!({}),
+    )
+    .await;
+    let edges = d["clientsCollection"]["edges"].as_array().unwrap();
+    let acme = &edges[0]["node"];
+    assert_eq!(acme["display_name"], "Acme (client)", "{d}");
+    // bigint as a string, as a column of that type.
+    assert_eq!(acme["client_value_doubled"], "2000");
+    let cp = &acme["client_projects"];
+    assert_eq!(cp["totalCount"], 2, "{d}");
+    assert_eq!(cp["pageInfo"]["hasNextPage"], true);
+    assert_eq!(names(cp), ["Acme App"]);
+    assert_eq!(cp["edges"][0]["node"]["project_client"]["name"], "Acme");
+    assert_eq!(edges[2]["node"]["display_name"], "Gamma (lead)");
+    assert_eq!(edges[2]["node"]["client_projects"]["totalCount"], 0);
+    assert_eq!(edges[2]["node"]["client_value_doubled"], Value::Null);
+    // A record-returning computed field of a row without one is null.
+    let d = data(
+        &fx,
+        a,
+        r#"{ projectsCollection(filter: {name: {eq: "Orphan"}}) { edges { node { project_client { name } } } } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        d["projectsCollection"]["edges"][0]["node"]["project_client"],
+        Value::Null
+    );
+    // In mutation records and node(nodeId:) too.
+    let d = data(
+        &fx,
+        a,
+        r#"mutation { updateclientsCollection(set: {status: "client"}, filter: {name: {eq: "Gamma"}}) {
+               records { nodeId display_name } } }"#,
+        json!({}),
+    )
+    .await;
+    let rec = &d["updateclientsCollection"]["records"][0];
+    assert_eq!(rec["display_name"], "Gamma (client)");
+    let q = format!(
+        r#"{{ node(nodeId: "{}") {{ ... on clients {{ display_name }} }} }}"#,
+        rec["nodeId"].as_str().unwrap()
+    );
+    let d = data(&fx, a, &q, json!({})).await;
+    assert_eq!(d["node"]["display_name"], "Gamma (client)");
+    // RLS applies inside the function: org B's member sees only org B's projects.
+    let d = data(
+        &fx,
+        Some(fx.bob.as_str()),
+        "{ clientsCollection { edges { node { name client_projects { edges { node { name } } } } } } }",
+        json!({}),
+    )
+    .await;
+    let e = &d["clientsCollection"]["edges"];
+    assert_eq!(e.as_array().unwrap().len(), 1, "{d}");
+    assert_eq!(names(&e[0]["node"]["client_projects"]), ["B Project"]);
+    // Reflection: fields of the type, not of Query; OUT-parameter and TABLE(...) functions
+    // (returning `record`) are not reflected.
+    let d = data(
+        &fx,
+        a,
+        r#"{ __type(name: "clients") { fields { name type { kind name } args { name } } }
+             q: __type(name: "Query") { fields { name } } }"#,
+        json!({}),
+    )
+    .await;
+    let fields = d["__type"]["fields"].as_array().unwrap();
+    let f = |n: &str| fields.iter().find(|f| f["name"] == n).cloned();
+    assert_eq!(
+        f("display_name").expect("display_name")["type"]["name"],
+        "String"
+    );
+    let cp = f("client_projects").expect("client_projects");
+    assert_eq!(cp["type"]["name"], "projectsConnection");
+    assert!(cp["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "first"));
+    assert!(
+        f("client_pair").is_none() && f("client_table").is_none(),
+        "{d}"
+    );
+    let qf: Vec<&str> = d["q"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !qf.contains(&"display_name") && !qf.contains(&"client_pair"),
+        "{qf:?}"
+    );
+    assert_eq!(
+        error(
+            &fx,
+            a,
+            "{ clientsCollection { edges { node { client_pair } } } }",
+            json!({})
+        )
+        .await,
+        "Unknown field \"client_pair\" on type clients"
+    );
+}
+
+/// pg_graphql's enum `mappings` directive: the GraphQL values replace the SQL labels in
+/// results, filters, inserts, updates and introspection.
+#[tokio::test]
+async fn graphql_enum_mappings_rename_values_both_ways() {
+    let fx = fixture().await;
+    let a = Some(fx.alice.as_str());
+    ddl_then_reload(
+        &fx,
+        r#"comment on type public.crm_sentiment is e'@graphql({"mappings": {"churn_risk": "CHURN_RISK", "positive": "POSITIVE"}})';"#,
+        "{ crm_interactionsCollection(filter: {sentiment: {eq: CHURN_RISK}}) { edges { cursor } } }",
+    )
+    .await;
+    let client = crate::rest::ACME;
+    let d = data(
+        &fx,
+        a,
+        r#"mutation($org: UUID!, $client: UUID!) {
+             insertIntocrm_interactionsCollection(objects: [
+               {org_id: $org, client_id: $client, subject: "one", sentiment: CHURN_RISK},
+               {org_id: $org, client_id: $client, subject: "two", sentiment: neutral}]) {
+               records { subject sentiment } } }"#,
+        json!({"org": fx.org_a, "client": client}),
+    )
+    .await;
+    assert_eq!(
+        d["insertIntocrm_interactionsCollection"]["records"],
+        json!([{"subject": "one", "sentiment": "CHURN_RISK"}, {"subject": "two", "sentiment": "neutral"}])
+    );
+    let stored: String = fx
+        .su
+        .query_one(
+            "select sentiment::text from crm_interactions where subject = 'one'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "churn_risk");
+    let subjects = |d: &Value| -> Vec<String> {
+        d["crm_interactionsCollection"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["subject"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let q = r#"query($f: crm_interactionsFilter) { crm_interactionsCollection(filter: $f, orderBy: [{subject: AscNullsLast}]) { edges { node { subject } } } }"#;
+    let d = data(&fx, a, q, json!({"f": {"sentiment": {"eq": "CHURN_RISK"}}})).await;
+    assert_eq!(subjects(&d), ["one"]);
+    let d = data(
+        &fx,
+        a,
+        q,
+        json!({"f": {"sentiment": {"in": ["CHURN_RISK", "neutral"]}}}),
+    )
+    .await;
+    assert_eq!(subjects(&d), ["one", "two"]);
+    let d = data(
+        &fx,
+        a,
+        q,
+        json!({"f": {"sentiment": {"neq": "CHURN_RISK"}}}),
+    )
+    .await;
+    assert_eq!(subjects(&d), ["two"]);
+    // The SQL label of a renamed value is not a value of the GraphQL enum.
+    let msg = error(&fx, a, q, json!({"f": {"sentiment": {"eq": "churn_risk"}}})).await;
+    assert_eq!(msg, "Invalid input for crm_sentiment type");
+    let d = data(
+        &fx,
+        a,
+        r#"mutation { updatecrm_interactionsCollection(set: {sentiment: POSITIVE}, filter: {subject: {eq: "two"}}) {
+             records { sentiment } } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        d["updatecrm_interactionsCollection"]["records"][0]["sentiment"],
+        "POSITIVE"
+    );
+    let stored: String = fx
+        .su
+        .query_one(
+            "select sentiment::text from crm_interactions where subject = 'two'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "positive");
+    let d = data(
+        &fx,
+        a,
+        r#"{ __type(name: "crm_sentiment") { kind enumValues { name } } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(d["__type"]["kind"], "ENUM");
+    assert_eq!(
+        d["__type"]["enumValues"],
+        json!([{"name": "POSITIVE"}, {"name": "neutral"}, {"name": "negative"}, {"name": "CHURN_RISK"}])
+    );
+}
+
+/// pageInfo as pg_graphql computes it: on the paging side, whether a row lies beyond the
+/// page; on the other side, whether the page does not start at the first row of the whole
+/// filtered collection (so false for an empty page, and false when the rows skipped by a
+/// cursor are filtered out).
+#[tokio::test]
+async fn graphql_page_info_matches_pg_graphql() {
+    let fx = fixture().await;
+    let a = Some(fx.alice.as_str());
+    let q = r#"query($first: Int, $last: Int, $after: Cursor, $before: Cursor, $offset: Int, $f: clientsFilter) {
+        clientsCollection(first: $first, last: $last, after: $after, before: $before, offset: $offset,
+                          filter: $f, orderBy: [{name: AscNullsLast}]) {
+          pageInfo { hasNextPage hasPreviousPage } edges { cursor node { name } } } }"#;
+    let page = |vars: Value| {
+        let fx = &fx;
+        async move {
+            let c = data(fx, a, q, vars).await["clientsCollection"].clone();
+            (
+                names(&c),
+                c["pageInfo"]["hasPreviousPage"].as_bool().unwrap(),
+                c["pageInfo"]["hasNextPage"].as_bool().unwrap(),
+            )
+        }
+    };
+    let all = data(&fx, a, q, json!({})).await["clientsCollection"].clone();
+    let cur = |i: usize| all["edges"][i]["cursor"].clone();
+    assert_eq!(names(&all), ["Acme", "Beta Co", "Gamma"]);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // (names, hasPreviousPage, hasNextPage)
+    for (vars, want) in [
+        (json!({"first": 2}), (s(&["Acme", "Beta Co"]), false, true)),
+        (
+            json!({"first": 2, "after": cur(0)}),
+            (s(&["Beta Co", "Gamma"]), true, false),
+        ),
+        // An empty page has no previous page.
+        (json!({"first": 2, "after": cur(2)}), (s(&[]), false, false)),
+        // The rows before the cursor are filtered out: the page starts the collection.
+        (
+            json!({"first": 2, "after": cur(0), "f": {"name": {"neq": "Acme"}}}),
+            (s(&["Beta Co", "Gamma"]), false, false),
+        ),
+        (
+            json!({"first": 1, "offset": 1}),
+            (s(&["Beta Co"]), true, true),
+        ),
+        (
+            json!({"first": 1, "offset": 0}),
+            (s(&["Acme"]), false, true),
+        ),
+        (json!({"first": 2, "offset": 5}), (s(&[]), false, false)),
+        (json!({"last": 2}), (s(&["Beta Co", "Gamma"]), true, false)),
+        (
+            json!({"last": 1, "before": cur(2)}),
+            (s(&["Beta Co"]), true, true),
+        ),
+        (
+            json!({"last": 2, "before": cur(2)}),
+            (s(&["Acme", "Beta Co"]), false, true),
+        ),
+        // The rows after the cursor are filtered out: the page ends the collection.
+        (
+            json!({"last": 2, "before": cur(2), "f": {"name": {"neq": "Gamma"}}}),
+            (s(&["Acme", "Beta Co"]), false, false),
+        ),
+        (json!({"last": 2, "before": cur(0)}), (s(&[]), false, false)),
+    ] {
+        assert_eq!(page(vars.clone()).await, want, "{vars}");
+    }
+}
+
+/// pg_graphql's names and messages: a foreign key constraint's comment names both
+/// relationship fields; a connection's unknown field, aggregates without the directive and
+/// min/max of a UUID have pg_graphql's messages.
+#[tokio::test]
+async fn graphql_constraint_names_and_pg_graphql_messages() {
+    let fx = fixture().await;
+    let a = Some(fx.alice.as_str());
+    let fk: String = fx
+        .su
+        .query_one(
+            "select conname::text from pg_constraint
+              where conrelid = 'public.projects'::regclass and confrelid = 'public.clients'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    ddl_then_reload(
+        &fx,
+        &format!(
+            r#"comment on constraint "{fk}" on public.projects is e'@graphql({{"foreign_name": "owner", "local_name": "work"}})';"#
+        ),
+        "{ projectsCollection(first: 1) { edges { node { owner { name } } } } }",
+    )
+    .await;
+    let d = data(
+        &fx,
+        a,
+        r#"{ projectsCollection(filter: {name: {eq: "Acme Site"}}) { edges { node { owner { name work { totalCount } } } } } }"#,
+        json!({}),
+    )
+    .await;
+    let owner = &d["projectsCollection"]["edges"][0]["node"]["owner"];
+    assert_eq!(owner["name"], "Acme", "{d}");
+    assert_eq!(owner["work"]["totalCount"], 2, "{d}");
+    // The default names are gone.
+    let msg = error(
+        &fx,
+        a,
+        "{ projectsCollection { edges { node { clients { name } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(msg, "Unknown field \"clients\" on type projects");
+    for (q, want) in [
+        (
+            "{ crm_contactsCollection { aggregate { count } } }",
+            "enable the aggregate directive to use aggregates",
+        ),
+        (
+            "{ clientsCollection { nope } }",
+            "unknown field in connection",
+        ),
+        (
+            "{ clientsCollection { aggregate { min { id } } } }",
+            "UUID fields (like \"id\") are not supported for min/max aggregation because they don't have a meaningful natural ordering",
+        ),
+    ] {
+        assert_eq!(error(&fx, a, q, json!({})).await, want, "{q}");
+    }
 }
