@@ -28,17 +28,25 @@ pub struct LogRecord {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The last events, newest last.
+/// The last events, newest last; warnings and errors also in a ring of their own, so that a
+/// burst of info lines does not push them out.
 pub struct LogTail {
     cap: usize,
-    inner: Mutex<(u64, VecDeque<LogRecord>)>,
+    inner: Mutex<Rings>,
+}
+
+#[derive(Default)]
+struct Rings {
+    seq: u64,
+    all: VecDeque<LogRecord>,
+    severe: VecDeque<LogRecord>,
 }
 
 impl LogTail {
     pub fn new(cap: usize) -> Self {
         LogTail {
             cap: cap.max(1),
-            inner: Mutex::new((0, VecDeque::new())),
+            inner: Mutex::default(),
         }
     }
 
@@ -50,18 +58,28 @@ impl LogTail {
 
     pub fn push(&self, mut r: LogRecord) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 += 1;
-        r.seq = g.0;
-        if g.1.len() == self.cap {
-            g.1.pop_front();
+        g.seq += 1;
+        r.seq = g.seq;
+        if r.level.parse::<Level>().is_ok_and(|l| l <= Level::WARN) {
+            if g.severe.len() == self.cap {
+                g.severe.pop_front();
+            }
+            g.severe.push_back(r.clone());
         }
-        g.1.push_back(r);
+        if g.all.len() == self.cap {
+            g.all.pop_front();
+        }
+        g.all.push_back(r);
     }
 
     /// The newest first, at `min` severity or worse (`None`: all), up to `limit`.
     pub fn recent(&self, min: Option<Level>, limit: usize) -> Vec<LogRecord> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.1.iter()
+        let ring = match min {
+            Some(m) if m <= Level::WARN => &g.severe,
+            _ => &g.all,
+        };
+        ring.iter()
             .rev()
             .filter(|r| min.is_none_or(|m| r.level.parse::<Level>().is_ok_and(|l| l <= m)))
             .take(limit)
@@ -94,6 +112,7 @@ fn secret_name(name: &str) -> bool {
     .iter()
     .any(|s| n.contains(s))
         || n == "key"
+        || n == "code"
         || n.ends_with("_key")
 }
 
@@ -134,9 +153,17 @@ pub fn scrub(text: &str) -> String {
                     continue;
                 }
             }
-            if let Some(kw) = ["password=", "password:", "pass=", "secret=", "apikey="]
-                .iter()
-                .find(|k| lower.starts_with(*k))
+            if let Some(kw) = [
+                "password=",
+                "password:",
+                "pass=",
+                "secret=",
+                "apikey=",
+                "token=",
+                "code=",
+            ]
+            .iter()
+            .find(|k| lower.starts_with(*k))
             {
                 let start = kw.len();
                 let end = rest[start..]
@@ -259,6 +286,30 @@ mod tests {
         assert_eq!(all[2].fields["password"], "[redacted]");
         assert_eq!(all[2].fields["user"], "ops");
         assert_eq!(all[1].fields["url"], "postgres://app:[redacted]@db:5432/x");
+        let tail2 = Arc::new(LogTail::new(3));
+        let sub = tracing_subscriber::registry().with(TailLayer(tail2.clone()));
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(
+                link = "https://x.test/auth/v1/verify?token=abc123&type=invite",
+                code = "123456",
+                "kept"
+            );
+            for _ in 0..5 {
+                tracing::info!("chatter");
+            }
+        });
+        let text = serde_json::to_string(&tail2.recent(None, 10)).unwrap();
+        assert!(
+            !text.contains("kept"),
+            "evicted from the ring of all: {text}"
+        );
+        let warn = tail2.recent(Some(Level::WARN), 10);
+        assert_eq!(warn.len(), 1, "a warning outlives the info chatter");
+        assert_eq!(
+            warn[0].fields["link"],
+            "https://x.test/auth/v1/verify?token=[redacted]&type=invite"
+        );
+        assert_eq!(warn[0].fields["code"], "[redacted]");
         // Filtered by level: WARN and worse.
         let warn = tail.recent(Some(Level::WARN), 10);
         assert_eq!(
