@@ -49,6 +49,8 @@ after(async () => {
 
 async function shot(name) {
   const file = join(SHOTS, `${name}.png`);
+  // The transient notices would cover the page in the docs' pictures.
+  await page.evaluate(() => document.getElementById('notices')?.replaceChildren()).catch(() => {});
   await page.screenshot({ path: file });
   return file;
 }
@@ -139,6 +141,7 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
     writeFileSync(join(SHOTS, 'first-load.json'), JSON.stringify({ ...result, urls: requests }, null, 2));
     assert.ok(bytes > 10000 && bytes < 500000, `first load ${bytes} bytes`);
     await fresh.close();
+    await page.bringToFront();
   });
 
   await t.test('the page is styled, not blank', async () => {
@@ -347,6 +350,9 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
   await t.test('realtime page: connections, channels, events per second', async () => {
     // A websocket client in another tab (no console there), broadcasting a few events.
     const other = await browser.newPage();
+    // The console's tab in front again: a background tab's polling (requestAnimationFrame)
+    // and screenshots stall.
+    await page.bringToFront();
     await other.evaluate(async (url) => {
       const ws = new WebSocket(url);
       window.ws = ws;
@@ -379,6 +385,7 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
     const jobs = await page.$eval('[data-testid=backup-jobs]', (e) => e.innerText);
     assert.match(jobs, /\bdone\b/, jobs);
     await page.waitForFunction(() => [...document.querySelectorAll('.grid-wrap[aria-label=backups] td')].some((td) => /agencyflow-console-.*\.tar\.gz/.test(td.textContent)));
+    await page.$eval('main h2:nth-of-type(3)', (e) => e.scrollIntoView());
     await shot('14-logs-backup');
   });
 
