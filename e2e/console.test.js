@@ -11,6 +11,7 @@ import puppeteer from 'puppeteer-core';
 
 const BASE = process.env.SUPABASE_URL;
 const SERVICE = process.env.SUPABASE_SERVICE_ROLE_KEY;
+const ANON = process.env.SUPABASE_ANON_KEY;
 const EMAIL = process.env.CONSOLE_EMAIL;
 const PASSWORD = process.env.CONSOLE_PASSWORD;
 const MEMBER_EMAIL = process.env.VIEW_AS_EMAIL; // a member of org A
@@ -48,6 +49,8 @@ after(async () => {
 
 async function shot(name) {
   const file = join(SHOTS, `${name}.png`);
+  // The transient notices would cover the page in the docs' pictures.
+  await page.evaluate(() => document.getElementById('notices')?.replaceChildren()).catch(() => {});
   await page.screenshot({ path: file });
   return file;
 }
@@ -113,6 +116,32 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
     await settled();
     // The session cookie is invisible to scripts (httpOnly).
     assert.equal(await page.evaluate(() => document.cookie), '');
+  });
+
+  await t.test('first load: bytes transferred and time to interactive', async () => {
+    // A fresh tab with the session cookie, the cache off: every byte of the console's first
+    // load (page, CSS, modules, the first API calls) counted by the DevTools protocol.
+    const fresh = await browser.newPage();
+    await fresh.setCacheEnabled(false);
+    const cdp = await fresh.target().createCDPSession();
+    await cdp.send('Network.enable');
+    let bytes = 0;
+    const requests = [];
+    cdp.on('Network.loadingFinished', (e) => { bytes += e.encodedDataLength; });
+    cdp.on('Network.requestWillBeSent', (e) => requests.push(e.request.url.replace(BASE, '')));
+    await fresh.goto(`${BASE}/console/`);
+    // Interactive: the tables page is drawn with its list, and nothing is loading.
+    await fresh.waitForSelector('nav a[data-page=tables][aria-current=page]');
+    await fresh.waitForFunction(() => document.querySelector('ul.tables li') && !document.querySelector('main .loading'));
+    const timing = await fresh.evaluate(() => {
+      const nav = performance.getEntriesByType('navigation')[0];
+      return { tti_ms: performance.now(), dom_content_loaded_ms: nav.domContentLoadedEventEnd, load_ms: nav.loadEventEnd };
+    });
+    const result = { bytes, requests: requests.length, ...timing };
+    writeFileSync(join(SHOTS, 'first-load.json'), JSON.stringify({ ...result, urls: requests }, null, 2));
+    assert.ok(bytes > 10000 && bytes < 500000, `first load ${bytes} bytes`);
+    await fresh.close();
+    await page.bringToFront();
   });
 
   await t.test('the page is styled, not blank', async () => {
@@ -251,6 +280,8 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
     await clickText('Invite');
     await page.waitForSelector('[data-testid=invite-link] code');
     assert.match(await page.$eval('[data-testid=invite-link] code', (e) => e.textContent), /\/verify\?token=/);
+    await page.waitForSelector('[data-testid=auth-in-force]');
+    assert.match(await page.$eval('[data-testid=auth-in-force]', (e) => e.textContent), /GOTRUE_JWT_EXP/);
     await shot('05-auth');
   });
 
@@ -275,11 +306,21 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
     await shot('06-storage');
     await clickText('Delete');
     await page.waitForFunction(() => /empty/.test(document.querySelector('.detail .empty')?.textContent || ''));
+    // Bucket limits: size and types.
+    await page.click('details.bucket-settings summary');
+    await page.type('input[aria-label="File size limit in bytes"]', '1048576');
+    await page.type('input[aria-label="Allowed MIME types"]', 'image/*, text/plain');
+    await clickText('Save bucket settings');
+    await page.waitForFunction(() => /up to 1\.0 MiB, image\/\*, text\/plain/.test(document.querySelector('details.bucket-settings summary')?.textContent || ''));
+    const r = await fetch(`${BASE}/storage/v1/bucket/console-e2e`, { headers: { apikey: SERVICE, authorization: `Bearer ${SERVICE}` } });
+    const b = await r.json();
+    assert.equal(b.file_size_limit, 1048576);
+    assert.deepEqual(b.allowed_mime_types, ['image/*', 'text/plain']);
   });
 
   for (const [hash, name, expect] of [
-    ['#/database', '07-database', 'Row-level security per table'],
-    ['#/ai', '08-ai', 'Runs by organization and function'],
+    ['#/database', '07-database', 'Schema linter'],
+    ['#/ai', '08-ai', 'Configured providers'],
     ['#/logs', '09-logs', 'Recent API requests'],
     ['#/api', '10-api', 'Client setup'],
   ]) {
@@ -287,7 +328,16 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
       await gotoPage(hash);
       await page.waitForFunction((x) => document.querySelector('main').innerText.includes(x), {}, expect);
       await settled();
+      if (hash === '#/database') {
+        // The table the driver made to break the rules (named like an XSS payload) is a
+        // finding, shown as text.
+        const objects = await page.$$eval('details.finding[data-rule=rls_disabled_in_public] li code', (cs) => cs.map((c) => c.textContent));
+        assert.ok(objects.includes(`public."${XSS}"`), `linter findings: ${objects}`);
+        assert.equal(await page.$('img[src=x]'), null);
+        await page.click('details.finding[data-rule=rls_disabled_in_public] summary');
+      }
       if (hash === '#/ai') {
+        assert.deepEqual(await column('provider'), ['none', 'hash']);
         // The demo's seeded runs are counted per organization and function.
         const runs = (await column('runs')).map(Number);
         assert.ok(runs.length > 0 && runs.every((n) => n > 0), `AI runs: ${runs}`);
@@ -297,12 +347,55 @@ test('the console in a browser: sign in, tables, view as, SQL, auth, storage, au
     });
   }
 
+  await t.test('realtime page: connections, channels, events per second', async () => {
+    // A websocket client in another tab (no console there), broadcasting a few events.
+    const other = await browser.newPage();
+    // The console's tab in front again: a background tab's polling (requestAnimationFrame)
+    // and screenshots stall.
+    await page.bringToFront();
+    await other.evaluate(async (url) => {
+      const ws = new WebSocket(url);
+      window.ws = ws;
+      await new Promise((resolve) => { ws.onopen = resolve; });
+      const send = (ref, event, payload) => ws.send(JSON.stringify({ join_ref: '1', ref: String(ref), topic: 'realtime:e2e', event, payload }));
+      send(1, 'phx_join', { config: { broadcast: { self: true } } });
+      // A broadcast every 200 ms while the test looks.
+      let i = 2;
+      window.ticker = setInterval(() => { send(i, 'broadcast', { type: 'broadcast', event: 'tick', payload: { i } }); i += 1; }, 200);
+    }, `${BASE.replace('http', 'ws')}/realtime/v1/websocket?apikey=${ANON}&vsn=1.0.0`);
+    await gotoPage('#/realtime');
+    await page.waitForFunction(() => {
+      const v = (k) => Number(document.querySelector(`[data-stat="${k}"] dd`)?.textContent);
+      return v('Connections') >= 1 && v('Channels') >= 1 && v('Events in / s') > 0;
+    });
+    await shot('13-realtime');
+    await other.evaluate(() => { clearInterval(window.ticker); window.ws.close(); });
+    await other.close();
+  });
+
+  await t.test('logs & health: the server log (XSS as text) and a backup taken now', async () => {
+    await gotoPage('#/logs');
+    await page.select('select[aria-label="Least severe level shown"]', 'warn');
+    await page.waitForFunction((x) => [...document.querySelectorAll('.grid-wrap[aria-label="server log"] td')].some((td) => td.textContent.includes(x)), {}, XSS)
+      .catch((e) => { throw new Error(`the XSS log event is not in the server log grid: ${e.message}`); });
+    assert.equal(await page.$('img[src=x]'), null);
+    await clickText('Take a backup now');
+    // The job runs in the background; the page polls it until it ends.
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=backup-jobs] td')].some((td) => td.textContent === 'done' || td.textContent === 'failed'), { timeout: 180000 });
+    const jobs = await page.$eval('[data-testid=backup-jobs]', (e) => e.innerText);
+    assert.match(jobs, /\bdone\b/, jobs);
+    await page.waitForFunction(() => [...document.querySelectorAll('.grid-wrap[aria-label=backups] td')].some((td) => /agencyflow-console-.*\.tar\.gz/.test(td.textContent)));
+    await page.$eval('main h2:nth-of-type(3)', (e) => e.scrollIntoView());
+    await shot('14-logs-backup');
+  });
+
   await t.test('the audit log shows each action', async () => {
     await gotoPage('#/audit');
     await page.waitForSelector('table.grid tbody tr');
     const actions = new Set(await column('Action'));
     for (const a of ['sign_in', 'tables.update', 'tables.view_as', 'sql.run', 'sql.explain', 'sql.snippet.save',
-      'auth.user.invite', 'storage.bucket.create', 'storage.object.upload', 'storage.object.delete']) {
+      'auth.user.invite', 'storage.bucket.create', 'storage.object.upload', 'storage.object.delete',
+      'storage.bucket.update', 'backups.take', 'backups.done']) {
       assert.ok(actions.has(a), `${a} missing from the audit log: ${[...actions]}`);
     }
     await shot('11-audit');

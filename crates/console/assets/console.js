@@ -6,7 +6,7 @@ const app = document.getElementById('app');
 
 const NAV = [
   ['tables', 'Tables'], ['sql', 'SQL'], ['auth', 'Auth'], ['storage', 'Storage'],
-  ['database', 'Database'], ['ai', 'AI'], ['logs', 'Logs & health'], ['api', 'API'], ['audit', 'Audit log'],
+  ['database', 'Database'], ['ai', 'AI'], ['realtime', 'Realtime'], ['logs', 'Logs & health'], ['api', 'API'], ['audit', 'Audit log'],
 ];
 
 function signInPage(message) {

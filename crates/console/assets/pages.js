@@ -90,7 +90,7 @@ async function tableView(root, schema, name, initialFilters) {
   const pager = h('div', { class: 'pager' });
   const filtersBox = h('div', { class: 'filters' });
   const editor = h('div', {});
-  const onePk = meta.primary_key.length === 1 ? meta.primary_key[0] : null;
+  const pk = meta.primary_key;
 
   const spec = () => ({ filters: q.filters, order: q.order, after: q.after, offset: q.offset || undefined, as: tableState.as, limit: 100 });
 
@@ -141,7 +141,8 @@ async function tableView(root, schema, name, initialFilters) {
       const page = q.cursors.length + 1;
       const next = h('button', { type: 'button', disabled: !r.more, onclick: () => {
         q.cursors.push({ after: q.after, offset: q.offset });
-        if (onePk) { const sc = q.order ? q.order.column : onePk; q.after = [last[sc] ?? null, last[onePk]]; }
+        // Keyset: [sort value, key values...] of the last row (any number of key columns).
+        if (pk.length) q.after = [q.order ? (last[q.order.column] ?? null) : null, ...pk.map((k) => last[k])];
         else q.offset = (q.offset || 0) + r.rows.length;
         reload();
       } }, 'Next page →');
@@ -355,7 +356,9 @@ async function authPage(main) {
       }); } }, h('h2', {}, 'Invite a user'), field('E-mail', inviteEmail), invite),
       h('section', { class: 'card' }, h('h2', {}, 'Settings in force'), settings)));
   load();
-  api('GET', '/auth-settings').then((r) => clear(settings, h('pre', { class: 'mono' }, JSON.stringify(r.settings, null, 2)))).catch((e) => clear(settings, errorBox(e)));
+  api('GET', '/auth-settings').then((r) => clear(settings,
+    h('h3', {}, 'Server settings (secrets hidden)'), h('pre', { class: 'mono', 'data-testid': 'auth-in-force' }, JSON.stringify(r.in_force, null, 2)),
+    h('h3', {}, 'Public settings (/auth/v1/settings)'), h('pre', { class: 'mono' }, JSON.stringify(r.settings, null, 2)))).catch((e) => clear(settings, errorBox(e)));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -369,6 +372,7 @@ async function storagePage(main) {
   clear(main, h('h1', {}, 'Storage'), h('div', { class: 'split' }, buckets, browser));
   async function loadBuckets() {
     const list = await api('GET', '/storage/buckets');
+    storageState.buckets = list;
     const name = h('input', { type: 'text', required: true, pattern: '[a-z0-9._-]+' });
     const pub = h('input', { type: 'checkbox' });
     const limit = h('input', { type: 'number', min: '0', placeholder: 'bytes' });
@@ -419,6 +423,18 @@ async function storagePage(main) {
     drop.addEventListener('dragover', (ev) => { ev.preventDefault(); drop.classList.add('over'); });
     drop.addEventListener('dragleave', () => drop.classList.remove('over'));
     drop.addEventListener('drop', (ev) => { ev.preventDefault(); drop.classList.remove('over'); upload([...ev.dataTransfer.files]); });
+    const bucket = (storageState.buckets || []).find((x) => x.id === b) || { id: b, public: false };
+    const bPublic = h('input', { type: 'checkbox', checked: !!bucket.public });
+    const bLimit = h('input', { type: 'number', min: '0', value: bucket.file_size_limit ?? '', placeholder: 'no limit', 'aria-label': 'File size limit in bytes' });
+    const bTypes = h('input', { type: 'text', value: (bucket.allowed_mime_types || []).join(', '), placeholder: 'any type, e.g. image/*, application/pdf', 'aria-label': 'Allowed MIME types' });
+    const bSave = h('button', { type: 'submit' }, 'Save bucket settings');
+    const bMsg = h('div', { 'aria-live': 'polite' });
+    const limits = h('details', { class: 'card bucket-settings' }, h('summary', {}, `Bucket settings: ${bucket.public ? 'public' : 'private'}, ${bucket.file_size_limit ? `up to ${fmtBytes(bucket.file_size_limit)}` : 'no size limit'}, ${(bucket.allowed_mime_types || []).length ? bucket.allowed_mime_types.join(', ') : 'any type'}`),
+      h('form', { onsubmit: (ev) => { ev.preventDefault(); busy(bSave, bMsg, async () => {
+        const types = bTypes.value.split(',').map((t) => t.trim()).filter(Boolean);
+        await api('PUT', `/storage/buckets/${enc(b)}`, { public: bPublic.checked, file_size_limit: bLimit.value === '' ? null : Number(bLimit.value), allowed_mime_types: types.length ? types : null });
+        notice(`Bucket ${b} saved`); await loadBuckets(); browse();
+      }); } }, h('label', {}, bPublic, ' Public'), field('File size limit (bytes)', bLimit), field('Allowed MIME types (comma-separated)', bTypes), bSave, bMsg));
     const objUrl = (name, download) => `/console/api/storage/object?bucket=${enc(b)}&path=${enc(path(name))}${download ? '&download=true' : ''}`;
     async function show(o) {
       const type = (o.metadata && o.metadata.mimetype) || '';
@@ -437,7 +453,7 @@ async function storagePage(main) {
     const rows = items.map((o) => ({ ...o, folder: o.id === null }));
     clear(browser,
       h('nav', { class: 'crumbs', 'aria-label': 'Folder' }, crumbs.map((c, i) => h('button', { type: 'button', class: 'link', onclick: () => { storageState.prefix = crumbs.slice(1, i + 1).join('/'); browse(); } }, i === 0 ? b : c))),
-      drop, progress, out,
+      limits, drop, progress, out,
       rows.length ? grid([
         { key: 'name', label: 'Name', render: (o) => (o.folder ? h('button', { type: 'button', class: 'link', onclick: () => { storageState.prefix = path(o.name); browse(); } }, `📁 ${o.name}/`) : o.name) },
         { key: 'size', label: 'Size', render: (o) => (o.folder ? '' : fmtBytes(o.metadata && o.metadata.size)) },
@@ -471,15 +487,37 @@ function simpleTable(rows, label) {
   return grid(keys.map((k) => ({ key: k, label: k })), rows, { label });
 }
 
+function lintSection(l) {
+  const byRule = {};
+  for (const f of l.findings) (byRule[f.rule] ||= []).push(f);
+  const failing = l.rules.filter((r) => r.findings > 0 || r.error);
+  const passing = l.rules.filter((r) => !r.findings && !r.error);
+  const order = { ERROR: 0, WARN: 1, INFO: 2 };
+  failing.sort((a, b) => order[a.level] - order[b.level]);
+  return h('section', { class: 'lint', 'aria-label': 'Schema linter' },
+    h('h2', {}, 'Schema linter'),
+    h('p', { class: 'muted' }, `Supabase's splinter rules over the exposed schemas (${l.schemas.join(', ')}): ${l.findings.length} finding(s), ${passing.length} of ${l.rules.length} rules pass.`),
+    failing.length ? null : empty('No findings.'),
+    failing.map((r) => h('details', { class: 'card finding', 'data-rule': r.rule },
+      h('summary', {}, h('span', { class: `tag level-${r.level.toLowerCase()}` }, r.level), ` ${r.title} · ${r.category.toLowerCase()} · ${r.findings} object(s)`),
+      h('p', {}, h('strong', {}, 'What it means: '), r.means),
+      h('p', {}, h('strong', {}, 'How to fix: '), h('code', {}, r.fix)),
+      r.error ? errorBox({ message: r.error }) : null,
+      h('ul', { class: 'objects' }, (byRule[r.rule] || []).map((f) => h('li', {}, h('code', {}, f.object), f.detail ? ` — ${f.detail}` : ''))),
+      h('p', { class: 'muted' }, `splinter ${r.code}_${r.rule}`))),
+    passing.length ? h('p', { class: 'muted' }, 'Passing: ', passing.map((r) => r.title).join(' · ')) : null);
+}
+
 async function databasePage(main) {
   clear(main, h('h1', {}, 'Database'), loading());
   try {
-    const d = await api('GET', '/database');
+    const [d, l] = await Promise.all([api('GET', '/database'), api('GET', '/lint')]);
     const applied = new Set((d.migrations || []).map((m) => m.version));
     const migrations = d.embedded_migrations.map((f) => ({ file: f, state: applied.has(f.split('_')[0]) ? 'applied' : 'pending' }));
     const byTable = {};
     for (const p of d.policies) (byTable[`${p.schema}.${p.table}`] ||= []).push(p);
     clear(main, h('h1', {}, 'Database'),
+      lintSection(l),
       h('h2', {}, 'Row-level security per table'),
       d.rls.map((t) => h('details', { class: 'card' },
         h('summary', {}, `${t.schema}.${t.table} — RLS ${t.enabled ? 'on' : 'OFF'}${t.forced ? ', forced' : ''} · ${(byTable[`${t.schema}.${t.table}`] || []).length} policies`),
@@ -498,6 +536,8 @@ async function aiPage(main) {
   try {
     const d = await api('GET', '/ai');
     clear(main, h('h1', {}, 'AI'),
+      h('h2', {}, 'Configured providers'),
+      simpleTable((d.providers || []).map((p) => ({ use: p.use, provider: p.provider, model: p.model, endpoint: p.endpoint, key: p.key ? 'set (hidden)' : 'none', note: p.note || '' })), 'AI providers'),
       h('h2', {}, 'Runs by organization and function'), simpleTable(d.by_function, 'AI runs'),
       h('h2', {}, 'Usage today against the limits'), simpleTable(d.usage_today, 'AI usage'),
       h('pre', { class: 'mono' }, JSON.stringify(d.limits, null, 2)),
@@ -509,7 +549,12 @@ async function aiPage(main) {
 async function logsPage(main) {
   const filter = h('input', { type: 'search', placeholder: 'Filter by path, status, role, request id', 'aria-label': 'Filter requests' });
   const health = h('div', {}, loading());
+  const supervisor = h('div', {});
+  const backups = h('div', {}, loading());
+  const tail = h('div', {}, loading());
   const reqs = h('div', {}, loading());
+  const level = h('select', { 'aria-label': 'Least severe level shown' },
+    ['error', 'warn', 'info', 'debug'].map((l) => h('option', { value: l, selected: l === 'info' }, l)));
   let all = [];
   const draw = () => {
     const f = filter.value.toLowerCase();
@@ -517,15 +562,107 @@ async function logsPage(main) {
     clear(reqs, simpleTable(rows.slice(0, 500).map((r) => ({ at: fmtDate(r.at), method: r.method, path: r.path, status: r.status, 'latency ms': r.latency_ms.toFixed(1), role: r.role, request_id: r.request_id })), 'recent requests'));
   };
   filter.addEventListener('input', draw);
+  async function loadTail() {
+    await busy(null, tail, async () => {
+      const r = await api('GET', `/logs?level=${enc(level.value)}&limit=300`);
+      clear(tail, r.events.length ? grid([
+        { key: 'at', label: 'When', render: (e) => fmtDate(e.at) },
+        { key: 'level', label: 'Level', render: (e) => h('span', { class: `tag level-${e.level.toLowerCase()}` }, e.level) },
+        { key: 'target', label: 'Source' },
+        { key: 'message', label: 'Message' },
+        { key: 'fields', label: 'Fields', render: (e) => cellText(Object.keys(e.fields).length ? e.fields : '') },
+      ], r.events, { label: 'server log' }) : empty(`No ${level.value} events or worse since the server started.`));
+    });
+  }
+  level.addEventListener('change', loadTail);
+  function drawSupervisor(s) {
+    if (!s) { clear(supervisor, h('p', { class: 'muted' }, 'DATABASE_URL: the database is not the embedded one, so there is no supervisor.')); return; }
+    clear(supervisor, h('p', {}, `Embedded PostgreSQL: ${s.state}${s.detail ? ` (${s.detail})` : ''} · ${s.restarts} restart(s) · ${s.failed_starts} failed start(s)`),
+      s.history.length ? grid([
+        { key: 'died_at', label: 'Died', render: (e) => fmtDate(e.died_at) },
+        { key: 'cause', label: 'Cause' },
+        { key: 'back_at', label: 'Back', render: (e) => fmtDate(e.back_at) ?? 'not yet' },
+        { key: 'down_ms', label: 'Down (ms)' },
+        { key: 'failed_attempts', label: 'Failed attempts' },
+      ], s.history, { label: 'restarts' }) : empty('No restarts since the server started.'));
+  }
+  const take = h('button', { type: 'button', class: 'primary' }, 'Take a backup now');
+  let polling = null;
+  async function loadBackups() {
+    const r = await api('GET', '/backups');
+    if (!r.available) { clear(backups, empty(r.reason)); return; }
+    const running = r.jobs.some((j) => j.state === 'running');
+    take.disabled = running;
+    clear(backups, h('p', { class: 'muted' }, `Folder: ${r.dir}`), h('div', { class: 'toolbar' }, take),
+      r.jobs.length ? h('div', { 'data-testid': 'backup-jobs' }, grid([
+        { key: 'started_at', label: 'Started', render: (j) => fmtDate(j.started_at) },
+        { key: 'by', label: 'By' },
+        { key: 'file', label: 'File' },
+        { key: 'state', label: 'State', render: (j) => (j.state === 'running' ? h('span', { class: 'loading-inline', role: 'status' }, 'running…') : j.state) },
+        { key: 'result', label: 'Result', render: (j) => (j.error ? j.error : j.result ? `${fmtBytes(j.result.bytes)}, ${j.result.objects} storage object(s)` : '') },
+      ], r.jobs, { label: 'backup jobs' })) : null,
+      h('h3', {}, 'Archives'),
+      r.archives.length ? grid([
+        { key: 'name', label: 'File' },
+        { key: 'bytes', label: 'Size', render: (a) => fmtBytes(a.bytes) },
+        { key: 'modified', label: 'Written', render: (a) => fmtDate(a.modified) },
+      ], r.archives, { label: 'backups' }) : empty('No backups in this folder yet.'));
+    clearTimeout(polling);
+    if (running && main.dataset.page === 'logs') polling = setTimeout(() => loadBackups().catch((e) => clear(backups, errorBox(e))), 1000);
+  }
+  take.addEventListener('click', () => busy(take, backups, async () => {
+    await api('POST', '/backups', {});
+    notice('Backup started');
+    await loadBackups();
+  }));
   const refresh = h('button', { type: 'button', onclick: () => load() }, 'Refresh');
   async function load() {
     await busy(refresh, health, async () => {
       const [hl, r] = await Promise.all([api('GET', '/health'), api('GET', '/requests')]);
       clear(health, h('p', {}, `/health answered ${hl.status}`), h('pre', { class: 'mono' }, JSON.stringify({ health: hl.health, server: hl.server }, null, 2)));
+      drawSupervisor(hl.supervisor);
       all = r.requests; draw();
     });
+    loadTail();
+    loadBackups().catch((e) => clear(backups, errorBox(e)));
   }
-  clear(main, h('h1', {}, 'Logs & health'), h('h2', {}, 'Health'), health, h('h2', {}, 'Recent API requests'), h('div', { class: 'toolbar' }, filter, refresh), reqs);
+  clear(main, h('h1', {}, 'Logs & health'), h('div', { class: 'toolbar' }, refresh),
+    h('h2', {}, 'Health'), health,
+    h('h2', {}, 'Database supervisor'), supervisor,
+    h('h2', {}, 'Backups'), backups,
+    h('h2', {}, 'Server log'), h('div', { class: 'toolbar' }, h('label', {}, 'Level ', level)), tail,
+    h('h2', {}, 'Recent API requests'), h('div', { class: 'toolbar' }, filter), reqs);
+  load();
+}
+
+let realtimeRun = 0;
+
+async function realtimePage(main) {
+  const run = ++realtimeRun;
+  const body = h('div', {}, loading());
+  clear(main, h('h1', {}, 'Realtime'), h('p', { class: 'muted' }, 'Websockets of /realtime/v1: refreshed every 2 seconds while this page is open.'), body);
+  let first = true;
+  async function load() {
+    if (run !== realtimeRun || main.dataset.page !== 'realtime' || !main.isConnected) return;
+    try {
+      const r = await api('GET', '/realtime');
+      if (!r.enabled) { clear(body, empty('Realtime is not enabled on this server.')); return; }
+      const n = r.now;
+      const ps = r.per_second || {};
+      clear(body,
+        h('dl', { class: 'stats' },
+          [['Connections', n.connections], ['Channels', n.channels],
+            ['Events in / s', ps.events_in ?? '—'], ['Events out / s', ps.events_out ?? '—'], ['Changes delivered / s', ps.changes_delivered ?? '—']]
+            .map(([k, v]) => h('div', { class: 'stat', 'data-stat': k }, h('dt', {}, k), h('dd', {}, String(v))))),
+        h('p', { class: 'muted' }, ps.window_secs ? `Rates over the last ${ps.window_secs} s.` : 'Rates appear after the first second.'),
+        h('h2', {}, 'Totals since the server started'),
+        simpleTable([{ 'connections accepted': n.connections_total, 'events in': n.events_in, 'events out': n.events_out, 'changes captured': n.changes_captured, 'changes delivered': n.changes_delivered, dropped: n.dropped, 'rate limited': n.rate_limited, 'joins refused': n.joins_refused, 'slot lag bytes': n.slot_lag_bytes }], 'realtime totals'),
+        h('h2', {}, 'Last minute, per second'),
+        simpleTable(r.last_minute.slice(-20).reverse().map((x) => ({ at: fmtDate(x.at), connections: x.connections, channels: x.channels, 'events in/s': x.events_in, 'events out/s': x.events_out })), 'realtime per second'));
+    } catch (e) { if (first) clear(body, errorBox(e)); }
+    first = false;
+    setTimeout(load, 2000);
+  }
   load();
 }
 
@@ -602,6 +739,7 @@ export const pages = {
   database: databasePage,
   ai: aiPage,
   logs: logsPage,
+  realtime: realtimePage,
   api: apiPage,
   audit: auditPage,
 };

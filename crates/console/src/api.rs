@@ -287,6 +287,65 @@ pub async fn create_bucket(
     Ok(Json(v))
 }
 
+/// A bucket's settings as the Storage page edits them (`PUT /storage/v1/bucket/{id}`).
+#[derive(Deserialize)]
+pub struct BucketLimits {
+    public: bool,
+    /// Bytes, or a size such as "5MB"; null: no limit of its own.
+    file_size_limit: Option<Value>,
+    /// e.g. `["image/*", "application/pdf"]`; null or empty: any type.
+    allowed_mime_types: Option<Vec<String>>,
+}
+
+/// `PUT /console/api/storage/buckets/{id}`: public/private, size limit and allowed types.
+pub async fn update_bucket(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Json(b): Json<BucketLimits>,
+) -> Result<Json<Value>> {
+    let st = &state.0;
+    let types = b
+        .allowed_mime_types
+        .map(|t| {
+            t.into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty());
+    let body = json!({
+        "public": b.public,
+        "file_size_limit": b.file_size_limit,
+        "allowed_mime_types": types,
+    });
+    st.call_json(
+        Method::PUT,
+        &format!("/storage/v1/bucket/{}", enc(&id)),
+        &Viewer::ServiceRole,
+        Some(body.clone()),
+    )
+    .await?;
+    st.audit(
+        Some(&admin),
+        &admin.client,
+        None,
+        "storage.bucket.update",
+        Some(&id),
+        body,
+    )
+    .await;
+    let v = st
+        .call_json(
+            Method::GET,
+            &format!("/storage/v1/bucket/{}", enc(&id)),
+            &Viewer::ServiceRole,
+            None,
+        )
+        .await?;
+    Ok(Json(v))
+}
+
 #[derive(Deserialize)]
 pub struct ListQuery {
     bucket: String,
@@ -631,6 +690,13 @@ pub async fn ai(State(state): State<ConsoleState>, _admin: Admin) -> Result<Json
         "limits".into(),
         st.facts.get("ai_limits").cloned().unwrap_or(Value::Null),
     );
+    out.insert(
+        "providers".into(),
+        st.settings
+            .get("ai_providers")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
     Ok(Json(Value::Object(out)))
 }
 
@@ -641,9 +707,10 @@ pub async fn health(State(state): State<ConsoleState>, _admin: Admin) -> Result<
         .call(Method::GET, "/health", &Viewer::Anon, &[], Body::empty())
         .await?;
     let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    Ok(Json(
-        json!({ "status": r.status.as_u16(), "health": body, "server": st.facts }),
-    ))
+    Ok(Json(json!({
+        "status": r.status.as_u16(), "health": body, "server": st.facts,
+        "supervisor": crate::ops::supervisor(st),
+    })))
 }
 
 pub async fn requests(State(state): State<ConsoleState>, _admin: Admin) -> Json<Value> {

@@ -28,6 +28,9 @@ use axum::Router;
 
 mod api;
 pub mod error;
+mod lint;
+pub mod logtail;
+pub mod ops;
 pub mod requests;
 pub mod session;
 mod sql;
@@ -35,6 +38,8 @@ mod tables;
 mod users;
 
 pub use error::ConsoleError;
+pub use logtail::{LogTail, TailLayer};
+pub use ops::{BackupDone, BackupFuture, BackupTaker, RealtimeCounters, RealtimeSource};
 pub use requests::{RequestLog, RequestRecord};
 
 /// The console's settings (flags and environment of `agencyflow serve`).
@@ -98,6 +103,17 @@ pub struct ConsoleConfig {
     pub requests: Arc<RequestLog>,
     /// Server facts shown on the Logs & health page (version, data directory...).
     pub facts: serde_json::Value,
+    /// The server's own last log events (see [`logtail`]).
+    pub log_tail: Arc<LogTail>,
+    /// The embedded cluster's supervisor (None with DATABASE_URL).
+    pub cluster: Option<agencyflow_db::ClusterHealth>,
+    /// "Take a backup now" (None when the console cannot: no schema owner connection).
+    pub backups: Option<Arc<dyn BackupTaker>>,
+    /// The realtime counters (None without `/realtime/v1`).
+    pub realtime: Option<RealtimeSource>,
+    /// What the server runs with, secrets redacted: `auth` (the auth settings in force) and
+    /// `ai_providers` (names, models, endpoints; never keys).
+    pub settings: serde_json::Value,
 }
 
 /// The console's shared state; cheap to clone.
@@ -118,12 +134,19 @@ pub(crate) struct Inner {
     pub requests: Arc<RequestLog>,
     pub facts: serde_json::Value,
     pub limiter: session::SignInLimiter,
+    pub log_tail: Arc<LogTail>,
+    pub cluster: Option<agencyflow_db::ClusterHealth>,
+    pub backups: Option<Arc<dyn BackupTaker>>,
+    pub backup_jobs: ops::BackupJobs,
+    pub realtime: Option<RealtimeSource>,
+    pub realtime_samples: ops::RealtimeSamples,
+    pub settings: serde_json::Value,
 }
 
 impl ConsoleState {
     pub fn new(c: ConsoleConfig) -> Self {
         let limiter = session::SignInLimiter::new(c.args.console_sign_in_limit);
-        ConsoleState(Arc::new(Inner {
+        let inner = Arc::new(Inner {
             args: c.args,
             db: c.db,
             admin_db: c.admin_db,
@@ -137,7 +160,18 @@ impl ConsoleState {
             requests: c.requests,
             facts: c.facts,
             limiter,
-        }))
+            log_tail: c.log_tail,
+            cluster: c.cluster,
+            backups: c.backups,
+            backup_jobs: Default::default(),
+            realtime: c.realtime,
+            realtime_samples: Default::default(),
+            settings: c.settings,
+        });
+        if inner.realtime.is_some() {
+            ops::spawn_sampler(Arc::downgrade(&inner));
+        }
+        ConsoleState(inner)
     }
 }
 
@@ -269,6 +303,10 @@ pub fn router(state: ConsoleState) -> Router {
             "/storage/buckets",
             get(api::buckets).post(api::create_bucket),
         )
+        .route(
+            "/storage/buckets/{id}",
+            axum::routing::put(api::update_bucket),
+        )
         .route("/storage/list", get(api::list_objects))
         .route(
             "/storage/object",
@@ -281,6 +319,10 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/ai", get(api::ai))
         .route("/health", get(api::health))
         .route("/requests", get(api::requests))
+        .route("/logs", get(ops::logs))
+        .route("/backups", get(ops::backups).post(ops::take_backup))
+        .route("/realtime", get(ops::realtime))
+        .route("/lint", get(lint::lint))
         .route("/api-info", get(api::api_info))
         .route("/keys", post(api::reveal_keys))
         .fallback(|| async { ConsoleError::not_found("no such console API route") })

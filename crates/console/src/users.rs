@@ -254,6 +254,6 @@ pub async fn settings(State(state): State<ConsoleState>, _admin: Admin) -> Resul
         .call_json(Method::GET, "/auth/v1/settings", &Viewer::Anon, None)
         .await?;
     Ok(Json(
-        json!({ "settings": v, "server": st.facts.get("auth").cloned().unwrap_or(Value::Null) }),
+        json!({ "settings": v, "in_force": st.settings.get("auth").cloned().unwrap_or(Value::Null) }),
     ))
 }

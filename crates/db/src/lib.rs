@@ -12,7 +12,9 @@ pub mod supervise;
 pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};
 pub use error::{DbError, PgError};
 pub use pool::{ClaimsTxn, Db, PoolOptions, TxSettings};
-pub use supervise::{ClusterHealth, DbState, RestartPolicy, SupervisedCluster};
+pub use supervise::{
+    ClusterHealth, DbState, RestartEvent, RestartPolicy, SupervisedCluster, RESTART_HISTORY,
+};
 pub use tokio_postgres;
 pub use tokio_postgres::types::Type;
 

@@ -92,6 +92,23 @@ pub enum DbState {
     Stopped,
 }
 
+/// One death of the postmaster and what the supervisor made of it (the console's Logs &
+/// health page shows the last [`RESTART_HISTORY`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartEvent {
+    /// When the postmaster was found dead.
+    pub died_at: std::time::SystemTime,
+    /// Its exit status or signal.
+    pub cause: String,
+    /// When a restart accepted connections again (None: under way, or it failed).
+    pub back_at: Option<std::time::SystemTime>,
+    /// Start attempts that failed before that.
+    pub failed_attempts: u32,
+}
+
+/// How many [`RestartEvent`]s are kept.
+pub const RESTART_HISTORY: usize = 50;
+
 /// The cluster's state as the HTTP side sees it: cheap to clone, and `is_up` is one atomic
 /// load, so every pool checkout can ask.
 #[derive(Clone)]
@@ -102,6 +119,7 @@ struct HealthInner {
     state: RwLock<DbState>,
     restarts: AtomicU64,
     failed_starts: AtomicU64,
+    history: Mutex<std::collections::VecDeque<RestartEvent>>,
 }
 
 impl ClusterHealth {
@@ -111,7 +129,34 @@ impl ClusterHealth {
             state: RwLock::new(DbState::Up),
             restarts: AtomicU64::new(0),
             failed_starts: AtomicU64::new(0),
+            history: Mutex::default(),
         }))
+    }
+
+    /// The last deaths of the postmaster and their restarts, oldest first.
+    pub fn restart_history(&self) -> Vec<RestartEvent> {
+        let h = self.0.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.iter().cloned().collect()
+    }
+
+    fn died(&self, cause: &str) {
+        let mut h = self.0.history.lock().unwrap_or_else(|p| p.into_inner());
+        if h.len() == RESTART_HISTORY {
+            h.pop_front();
+        }
+        h.push_back(RestartEvent {
+            died_at: std::time::SystemTime::now(),
+            cause: cause.to_string(),
+            back_at: None,
+            failed_attempts: 0,
+        });
+    }
+
+    fn update_last(&self, f: impl FnOnce(&mut RestartEvent)) {
+        let mut h = self.0.history.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(last) = h.back_mut() {
+            f(last);
+        }
     }
 
     pub fn is_up(&self) -> bool {
@@ -312,6 +357,7 @@ impl Supervisor {
             if ran >= STABLE_AFTER {
                 streak = 0;
             }
+            self.health.died(&cause);
             self.health.set(DbState::Restarting {
                 cause: cause.clone(),
             });
@@ -402,6 +448,8 @@ impl Supervisor {
             match self.start_once() {
                 Ok(Some(child)) => {
                     self.health.0.restarts.fetch_add(1, Ordering::Relaxed);
+                    self.health
+                        .update_last(|e| e.back_at = Some(std::time::SystemTime::now()));
                     self.health.set(DbState::Up);
                     tracing::info!(
                         attempt,
@@ -413,6 +461,7 @@ impl Supervisor {
                 Ok(None) => return None,
                 Err(reason) => {
                     self.health.0.failed_starts.fetch_add(1, Ordering::Relaxed);
+                    self.health.update_last(|e| e.failed_attempts += 1);
                     if self.stopping() {
                         return None;
                     }

@@ -222,6 +222,30 @@ impl FunctionsArgs {
         }
     }
 
+    /// The chat model called (AI_CHAT_MODEL, else the provider's default); None without a
+    /// chat provider.
+    pub fn chat_model(&self) -> Option<String> {
+        let default = match self.resolved_chat() {
+            ChatProviderKind::Gemini => "gemini-2.5-flash",
+            ChatProviderKind::Openai => "gpt-4o-mini",
+            ChatProviderKind::None | ChatProviderKind::Auto => return None,
+        };
+        Some(self.ai_chat_model.clone().unwrap_or_else(|| default.into()))
+    }
+
+    /// The embedding model used (AI_EMBED_MODEL, else the provider's default).
+    pub fn embed_model(&self) -> String {
+        let default = match self.resolved_embed() {
+            EmbedProviderKind::Gemini => "gemini-embedding-001",
+            EmbedProviderKind::Openai => "text-embedding-3-small",
+            EmbedProviderKind::Local => LOCAL_MODEL,
+            EmbedProviderKind::Hash | EmbedProviderKind::Auto => crate::provider::hash::MODEL,
+        };
+        self.ai_embed_model
+            .clone()
+            .unwrap_or_else(|| default.into())
+    }
+
     /// The embedding provider `auto` resolves to.
     pub fn resolved_embed(&self) -> EmbedProviderKind {
         match self.ai_embed_provider {

@@ -41,6 +41,8 @@ pub struct AppState {
     pub realtime: Option<agencyflow_realtime::Realtime>,
     /// The last API requests, for the console's Logs page.
     pub requests: Arc<agencyflow_console::RequestLog>,
+    /// The console's "take a backup now" (set by `serve`, which knows the schema owner).
+    pub backups: Option<Arc<dyn agencyflow_console::BackupTaker>>,
 }
 
 /// The server's resolved configuration.
@@ -70,6 +72,7 @@ impl AppState {
             lifecycle: Arc::default(),
             realtime: None,
             requests: Arc::default(),
+            backups: None,
         }
     }
 
@@ -299,6 +302,16 @@ fn console_state(state: &AppState, internal: Router) -> agencyflow_console::Cons
         client_ip_header: serve.auth.rate_limit_header.clone(),
         external_url: serve.auth.api_external_url.clone(),
         requests: state.requests.clone(),
+        log_tail: agencyflow_console::LogTail::global(),
+        cluster: state.db.cluster_health().cloned(),
+        backups: state.backups.clone(),
+        realtime: state.realtime.clone().map(|rt| {
+            Arc::new(move || realtime_counters(&rt)) as agencyflow_console::RealtimeSource
+        }),
+        settings: serde_json::json!({
+            "auth": crate::config::auth_in_force(&serve.auth),
+            "ai_providers": ai_providers(f),
+        }),
         facts: serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "listen": format!("{}:{}", serve.host, serve.port),
@@ -315,4 +328,64 @@ fn console_state(state: &AppState, internal: Router) -> agencyflow_console::Cons
             },
         }),
     })
+}
+
+/// The realtime counters `/metrics` renders, for the console's Realtime page.
+fn realtime_counters(rt: &agencyflow_realtime::Realtime) -> agencyflow_console::RealtimeCounters {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = rt.metrics();
+    agencyflow_console::RealtimeCounters {
+        connections: m.connections.load(Relaxed),
+        channels: m.channels.load(Relaxed),
+        connections_total: m.connections_total.load(Relaxed),
+        events_in: m.events_in.load(Relaxed),
+        events_out: m.events_out.load(Relaxed),
+        changes_captured: m.changes_captured.load(Relaxed),
+        changes_delivered: m.changes_delivered.load(Relaxed),
+        dropped: m.dropped.load(Relaxed),
+        rate_limited: m.rate_limited.load(Relaxed),
+        joins_refused: m.joins_refused.load(Relaxed),
+        slot_lag_bytes: m.slot_lag_bytes.load(Relaxed),
+    }
+}
+
+/// The AI providers configured: names, models, endpoints, whether a key is set (never the
+/// key).
+fn ai_providers(f: &agencyflow_functions::FunctionsArgs) -> serde_json::Value {
+    use agencyflow_functions::config::{ChatProviderKind, EmbedProviderKind};
+    let key_set = |k: &Option<String>| k.as_deref().is_some_and(|k| !k.is_empty());
+    let chat = match f.resolved_chat() {
+        ChatProviderKind::Gemini => serde_json::json!({
+            "use": "chat", "provider": "gemini", "model": f.chat_model(),
+            "endpoint": f.gemini_base_url, "key": key_set(&f.gemini_api_key),
+        }),
+        ChatProviderKind::Openai => serde_json::json!({
+            "use": "chat", "provider": "openai-compatible", "model": f.chat_model(),
+            "endpoint": agencyflow_functions::provider::openai_base(f), "key": key_set(&f.openai_api_key),
+        }),
+        _ => serde_json::json!({
+            "use": "chat", "provider": "none", "model": null, "endpoint": null, "key": false,
+            "note": "no chat model: set GEMINI_API_KEY or OPENAI_API_KEY (or OPENAI_BASE_URL)",
+        }),
+    };
+    let embed = match f.resolved_embed() {
+        EmbedProviderKind::Gemini => serde_json::json!({
+            "use": "embeddings", "provider": "gemini", "model": f.embed_model(),
+            "endpoint": f.gemini_base_url, "key": key_set(&f.gemini_api_key),
+        }),
+        EmbedProviderKind::Openai => serde_json::json!({
+            "use": "embeddings", "provider": "openai-compatible", "model": f.embed_model(),
+            "endpoint": agencyflow_functions::provider::openai_base(f), "key": key_set(&f.openai_api_key),
+        }),
+        EmbedProviderKind::Local => serde_json::json!({
+            "use": "embeddings", "provider": "local", "model": f.embed_model(),
+            "endpoint": f.local_model_dir().map(|d| d.display().to_string()), "key": false,
+        }),
+        _ => serde_json::json!({
+            "use": "embeddings", "provider": "hash", "model": f.embed_model(),
+            "endpoint": null, "key": false,
+            "note": "lexical feature hashing (offline): not semantic",
+        }),
+    };
+    serde_json::json!([chat, embed])
 }

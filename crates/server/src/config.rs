@@ -571,6 +571,75 @@ pub fn with_user(url: &str, user: &str) -> String {
     out.join(" ")
 }
 
+/// The auth settings in force, for the console: every setting by its GoTrue name, secrets
+/// shown only as set or not (`"[set, hidden]"`), never their values.
+pub fn auth_in_force(a: &agencyflow_auth::AuthArgs) -> serde_json::Value {
+    use serde_json::json;
+    let secret = |v: &Option<String>| match v.as_deref() {
+        Some(s) if !s.is_empty() => json!("[set, hidden]"),
+        _ => json!(null),
+    };
+    let ext = &a.external;
+    let provider = |enabled: bool,
+                    client_id: &Option<String>,
+                    s: &Option<String>,
+                    url: &Option<String>| {
+        json!({ "enabled": enabled, "client_id": client_id, "secret": secret(s), "url": url })
+    };
+    json!({
+        "GOTRUE_JWT_EXP": a.jwt_exp,
+        "GOTRUE_JWT_AUD": a.jwt_aud,
+        "GOTRUE_JWT_ADMIN_ROLES": a.jwt_admin_roles,
+        "GOTRUE_JWT_KEYS": secret(&a.jwt_keys),
+        "GOTRUE_JWT_ISSUER": a.jwt_issuer,
+        "API_EXTERNAL_URL": a.api_external_url,
+        "GOTRUE_SITE_URL": a.site_url,
+        "GOTRUE_URI_ALLOW_LIST": a.uri_allow_list,
+        "GOTRUE_DISABLE_SIGNUP": a.disable_signup,
+        "GOTRUE_MAILER_AUTOCONFIRM": a.mailer_autoconfirm,
+        "GOTRUE_MAILER_OTP_EXP": a.mailer_otp_exp,
+        "GOTRUE_SMTP_MAX_FREQUENCY": a.smtp_max_frequency,
+        "GOTRUE_EXTERNAL_ANONYMOUS_USERS_ENABLED": a.anonymous_users_enabled,
+        "GOTRUE_SECURITY_UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION": a.update_password_require_reauthentication,
+        "GOTRUE_PASSWORD_MIN_LENGTH": a.password_min_length,
+        "GOTRUE_SECURITY_REFRESH_TOKEN_REUSE_INTERVAL": a.refresh_token_reuse_interval,
+        "GOTRUE_RATE_LIMIT_HEADER": a.rate_limit_header,
+        "rate_limits": {
+            "sign_in_sign_ups": a.rate_limit_sign_in_sign_ups,
+            "email_sign_ins": a.rate_limit_email_sign_ins,
+            "token_refresh": a.rate_limit_token_refresh,
+            "anonymous_users": a.rate_limit_anonymous_users,
+            "verify": a.rate_limit_verify,
+            "user_updates": a.rate_limit_user_updates,
+        },
+        "smtp": {
+            "GOTRUE_SMTP_HOST": a.smtp.smtp_host,
+            "GOTRUE_SMTP_PORT": a.smtp.smtp_port,
+            "GOTRUE_SMTP_USER": a.smtp.smtp_user,
+            "GOTRUE_SMTP_PASS": secret(&a.smtp.smtp_pass),
+            "GOTRUE_SMTP_ADMIN_EMAIL": a.smtp.smtp_admin_email,
+            "GOTRUE_SMTP_SENDER_NAME": a.smtp.smtp_sender_name,
+        },
+        "mfa": {
+            "max_enrolled_factors": a.mfa.max_enrolled_factors,
+            "totp_enroll_enabled": a.mfa.totp_enroll_enabled,
+            "totp_verify_enabled": a.mfa.totp_verify_enabled,
+        },
+        "webauthn": {
+            "enroll_enabled": a.webauthn.enroll_enabled,
+            "rp_id": a.webauthn.rp_id,
+            "rp_origins": a.webauthn.rp_origins,
+        },
+        "external": {
+            "google": provider(ext.google.enabled, &ext.google.client_id, &ext.google.secret, &ext.google.url),
+            "github": provider(ext.github.enabled, &ext.github.client_id, &ext.github.secret, &ext.github.url),
+            "gitlab": provider(ext.gitlab.enabled, &ext.gitlab.client_id, &ext.gitlab.secret, &ext.gitlab.url),
+            "azure": provider(ext.azure.enabled, &ext.azure.client_id, &ext.azure.secret, &ext.azure.url),
+            "keycloak": provider(ext.keycloak.enabled, &ext.keycloak.client_id, &ext.keycloak.secret, &ext.keycloak.url),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,16 +42,44 @@ fn failed(e: impl std::fmt::Display) -> RunError {
     RunError::Failed(e.to_string())
 }
 
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"))
+}
+
+/// The log on standard error (text or JSON), and the same events into the console's log
+/// tail (in memory, secrets redacted).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let writer = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let tail = agencyflow_console::TailLayer(agencyflow_console::LogTail::global());
+    let _ = tracing_subscriber::registry()
+        .with(writer.with_filter(log_filter()))
+        .with(tail.with_filter(log_filter()))
+        .try_init();
+}
+
+/// Only the console's log tail, nothing written (a server in a test process): a no-op when
+/// the process already has a subscriber.
+pub fn init_log_tail() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let tail = agencyflow_console::TailLayer(agencyflow_console::LogTail::global());
+    let _ = tracing_subscriber::registry()
+        .with(tail.with_filter(log_filter()))
+        .try_init();
 }
 
 /// Where the database is: an external one, or the embedded cluster we started.
@@ -206,7 +234,7 @@ pub fn run(cli: Cli) -> Result<(), RunError> {
         match cli.command {
             Command::Serve(args) => {
                 let _backups = crate::backup::spawn_schedule(&args, &database, &global, &dir)?;
-                serve(&database, args, keys, &dir).await
+                serve(&database, args, keys, &dir, global.jwt_secret.as_deref()).await
             }
             Command::Backup(args) => {
                 crate::backup::backup_command(&database, &global, &args, &dir).await
@@ -513,6 +541,7 @@ async fn serve(
     args: ServeArgs,
     keys: JwtKeys,
     dir: &std::path::Path,
+    jwt_secret: Option<&str>,
 ) -> Result<(), RunError> {
     let started = std::time::Instant::now();
     if !args.no_migrate && database.migrate_on_serve {
@@ -541,7 +570,19 @@ async fn serve(
         .get_or_insert_with(|| dir.join("storage"));
     let hash_embeddings = prefer_local_embeddings(&mut args.functions, dir);
     let health = database.cluster.as_ref().map(|c| c.health());
-    let state = build_state_with(&database.api_url, args, keys, Some(vault_key), health).await?;
+    let mut state =
+        build_state_with(&database.api_url, args, keys, Some(vault_key), health).await?;
+    if state.settings.serve.console.enabled {
+        let embedded = database.cluster.is_some() || database.shared.is_some();
+        let b = crate::backup::console_backups(
+            &state.settings.serve,
+            &database.admin_url,
+            embedded,
+            jwt_secret,
+            dir,
+        )?;
+        state.backups = Some(std::sync::Arc::new(b));
+    }
     let functions_on = state.surfaces.get().functions.is_empty();
     if hash_embeddings && functions_on {
         warn_hash_embeddings(&state.settings.serve.functions);

@@ -315,6 +315,8 @@ struct Resp {
     status: u16,
     /// Header lines, lowercased.
     headers: String,
+    /// Header lines as sent (cookie values keep their case).
+    raw_headers: String,
     body: String,
 }
 
@@ -372,6 +374,7 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
     Resp {
         status,
         headers,
+        raw_headers: head.to_string(),
         body,
     }
 }
@@ -566,6 +569,10 @@ fn serve_prints_its_summary_and_comes_back_after_postgres_is_killed() {
             "4000",
             "--mailer-autoconfirm",
             "true",
+            "--dashboard-username",
+            "ops",
+            "--dashboard-password",
+            "a long console password",
         ],
     );
 
@@ -775,6 +782,61 @@ fn serve_prints_its_summary_and_comes_back_after_postgres_is_killed() {
         s.log_lines_with("restarted and accepts connections again")
             .len(),
         1
+    );
+
+    // The console's Logs & health page: the supervisor's restart with its cause and times,
+    // and the server's own log tail holding the warning.
+    let signed = s.req(
+        "POST",
+        "/console/api/sign-in",
+        &[("content-type", "application/json")],
+        r#"{"email":"ops","password":"a long console password"}"#,
+    );
+    assert_eq!(signed.status, 200, "{}", signed.body);
+    let cookie = signed
+        .raw_headers
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+                .map(|(_, v)| v.trim())
+        })
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let console = s.req("GET", "/console/api/health", &[("cookie", &cookie)], "");
+    assert_eq!(console.status, 200, "{}", console.body);
+    let sup = &console.json()["supervisor"];
+    assert_eq!(sup["state"], "up", "{sup}");
+    assert_eq!(sup["restarts"], 1, "{sup}");
+    let restart = &sup["history"][0];
+    assert!(
+        restart["cause"].as_str().unwrap().contains("SIGKILL"),
+        "{sup}"
+    );
+    assert!(
+        restart["back_at"].as_str().unwrap() > restart["died_at"].as_str().unwrap(),
+        "{sup}"
+    );
+    assert!(restart["down_ms"].as_u64().unwrap() >= 4000, "{sup}");
+    let tail = s.req(
+        "GET",
+        "/console/api/logs?level=warn",
+        &[("cookie", &cookie)],
+        "",
+    );
+    assert_eq!(tail.status, 200, "{}", tail.body);
+    assert!(
+        tail.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .unwrap()
+                .contains("exited unexpectedly")),
+        "{}",
+        tail.body
     );
 
     // The restarted postmaster is bound to agencyflow's life too: killed outright, agencyflow

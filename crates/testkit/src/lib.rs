@@ -312,7 +312,10 @@ pub async fn spawn_app_at(api_url: &str, extra_args: &[&str]) -> TestApp {
         unreachable!()
     };
     let keys = agencyflow_auth::JwtKeys::hs256(TEST_JWT_SECRET.as_bytes(), None);
-    let state = agencyflow_server::run::build_state(
+    // The console's log tail sees this process's events (nothing is written anywhere).
+    agencyflow_server::run::init_log_tail();
+    let backup_dir = serve.backup.backup_dir.clone();
+    let mut state = agencyflow_server::run::build_state(
         api_url,
         serve,
         keys.clone(),
@@ -320,6 +323,20 @@ pub async fn spawn_app_at(api_url: &str, extra_args: &[&str]) -> TestApp {
     )
     .await
     .unwrap_or_else(|e| panic!("building app state: {e}"));
+    // With `--backup-dir`, the console's "take a backup now" backs this database up there
+    // (as the schema owner, as `serve` does).
+    if let Some(dir) = backup_dir {
+        let admin = agencyflow_server::config::with_user(api_url, "postgres");
+        let b = agencyflow_server::backup::console_backups(
+            &state.settings.serve,
+            &admin,
+            false,
+            Some(TEST_JWT_SECRET),
+            &dir,
+        )
+        .unwrap_or_else(|e| panic!("console backups: {e}"));
+        state.backups = Some(std::sync::Arc::new(b));
+    }
     let anon_key = state.settings.anon_key.clone();
     let service_role_key = state.settings.service_role_key.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

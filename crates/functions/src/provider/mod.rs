@@ -123,7 +123,8 @@ fn policy(args: &FunctionsArgs) -> RetryPolicy {
     }
 }
 
-fn openai_base(args: &FunctionsArgs) -> String {
+/// The OpenAI-compatible endpoint the settings name.
+pub fn openai_base(args: &FunctionsArgs) -> String {
     args.openai_base_url
         .clone()
         .filter(|u| !u.is_empty())
@@ -136,17 +137,13 @@ pub fn chat_from_args(args: &FunctionsArgs) -> Option<DynProvider> {
         ChatProviderKind::Gemini => Some(Arc::new(Gemini::new(
             &args.gemini_base_url,
             args.gemini_api_key.clone().unwrap_or_default(),
-            args.ai_chat_model
-                .clone()
-                .unwrap_or_else(|| "gemini-2.5-flash".into()),
+            args.chat_model().unwrap_or_default(),
             policy(args),
         ))),
         ChatProviderKind::Openai => Some(Arc::new(OpenAi::new(
             &openai_base(args),
             args.openai_api_key.clone(),
-            args.ai_chat_model
-                .clone()
-                .unwrap_or_else(|| "gpt-4o-mini".into()),
+            args.chat_model().unwrap_or_default(),
             policy(args),
         ))),
         ChatProviderKind::None | ChatProviderKind::Auto => None,
@@ -159,25 +156,19 @@ pub fn embedder_from_args(args: &FunctionsArgs) -> DynProvider {
         EmbedProviderKind::Gemini => Arc::new(Gemini::new(
             &args.gemini_base_url,
             args.gemini_api_key.clone().unwrap_or_default(),
-            args.ai_embed_model
-                .clone()
-                .unwrap_or_else(|| "gemini-embedding-001".into()),
+            args.embed_model(),
             policy(args),
         )),
         EmbedProviderKind::Openai => Arc::new(OpenAi::new(
             &openai_base(args),
             args.openai_api_key.clone(),
-            args.ai_embed_model
-                .clone()
-                .unwrap_or_else(|| "text-embedding-3-small".into()),
+            args.embed_model(),
             policy(args),
         )),
         EmbedProviderKind::Local => local_embedder(args),
-        EmbedProviderKind::Hash | EmbedProviderKind::Auto => Arc::new(HashEmbedder::new(
-            args.ai_embed_model
-                .clone()
-                .unwrap_or_else(|| hash::MODEL.into()),
-        )),
+        EmbedProviderKind::Hash | EmbedProviderKind::Auto => {
+            Arc::new(HashEmbedder::new(args.embed_model()))
+        }
     }
 }
 

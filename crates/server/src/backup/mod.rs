@@ -606,6 +606,58 @@ pub async fn backup_command(
     Ok(())
 }
 
+/// The console's "take a backup now": [`take`] into the scheduled backups' folder, as a
+/// background job of the console (names `agencyflow-console-*.tar.gz`, which the scheduled
+/// backups' pruning leaves alone).
+pub struct ConsoleBackups {
+    src: Source,
+    dir: PathBuf,
+}
+
+impl agencyflow_console::BackupTaker for ConsoleBackups {
+    fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    fn take(&self, file: PathBuf) -> agencyflow_console::BackupFuture {
+        let src = self.src.clone();
+        Box::pin(async move {
+            let s = take(&src, &file, false).await?;
+            tracing::info!(file = %s.file.display(), bytes = s.bytes, objects = s.objects, "console backup written");
+            Ok(agencyflow_console::BackupDone {
+                file: s.file.display().to_string(),
+                bytes: s.bytes,
+                objects: s.objects,
+                missing: s.missing,
+            })
+        })
+    }
+}
+
+/// The console's backups of `admin_url` (the schema owner's connection), with `serve`'s
+/// storage and secrets settings.
+pub fn console_backups(
+    args: &ServeArgs,
+    admin_url: &str,
+    embedded: bool,
+    jwt_secret: Option<&str>,
+    data_dir: &Path,
+) -> Result<ConsoleBackups, RunError> {
+    Ok(ConsoleBackups {
+        src: Source {
+            admin_url: admin_url.to_string(),
+            embedded,
+            storage: storage_source(
+                &args.storage.storage_backend,
+                args.storage.storage_dir.as_deref(),
+                data_dir,
+            ),
+            secrets: secrets(jwt_secret, args.vault_key.as_deref(), data_dir)?,
+        },
+        dir: args.backup.dir(data_dir),
+    })
+}
+
 /// Stops the scheduled backups when dropped.
 pub struct Schedule(tokio::task::JoinHandle<()>);
 

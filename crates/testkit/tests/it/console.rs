@@ -771,10 +771,23 @@ async fn console_e2e_in_headless_chromium() {
         .await
         .unwrap()
         .get(0);
+    // A table breaking the linter's rules, named like an XSS payload (the Database page
+    // shows it as text).
+    su.batch_execute(r#"create table public."<img src=x onerror=alert(1)>" (note text)"#)
+        .await
+        .unwrap();
     agencyflow_console::session::add_admin(&su, EMAIL, Some(PASSWORD.into()))
         .await
         .unwrap();
-    let app = t.spawn_app().await;
+    let backups = tempfile::tempdir().unwrap();
+    let app = t
+        .spawn_app_with(&["--backup-dir", backups.path().to_str().unwrap()])
+        .await;
+    // The server's log tail holds an XSS payload (the Logs page shows it as text).
+    tracing::warn!(
+        client = "<img src=x onerror=alert(1)>",
+        "<img src=x onerror=alert(1)>"
+    );
     let shots =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
     app.run_node_test_with_env(
@@ -790,6 +803,13 @@ async fn console_e2e_in_headless_chromium() {
         ],
     )
     .await;
+    // BENCHMARKS.md: the console's first load, as the browser measured it.
+    let first = std::fs::read_to_string(shots.join("first-load.json")).unwrap();
+    let v: Value = serde_json::from_str(&first).unwrap();
+    eprintln!(
+        "console first load: {} bytes in {} requests, interactive at {:.0} ms (DOMContentLoaded {:.0} ms, load {:.0} ms)",
+        v["bytes"], v["requests"], v["tti_ms"].as_f64().unwrap(), v["dom_content_loaded_ms"].as_f64().unwrap(), v["load_ms"].as_f64().unwrap()
+    );
 }
 
 fn agencyflow_server_seed() -> &'static str {
@@ -867,4 +887,527 @@ async fn console_bench_pages_of_a_million_rows() {
         t.elapsed().as_secs_f64() * 1000.0,
         list["tables"].as_array().unwrap().len()
     );
+}
+
+/// Polls a console GET until `done` holds (a deadline, no sleeps to wait for a condition).
+async fn poll_until(
+    op: &Operator<'_>,
+    path: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let v = op.get(path).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn audit_actions(op: &Operator<'_>, prefix: &str) -> Vec<String> {
+    op.get(&format!("/audit?action={prefix}")).await["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Logs & health: the server's own log tail (filtered by level, secrets redacted), the
+/// supervisor (none on a DATABASE_URL-style database), and "take a backup now" as a
+/// background job whose archive is a valid backup, audited.
+#[tokio::test]
+async fn console_logs_and_health_show_the_log_tail_and_take_a_backup_now() {
+    let backups = tempfile::tempdir().unwrap();
+    let fx = fixture_with(&["--backup-dir", backups.path().to_str().unwrap()]).await;
+    add_admin(&fx).await;
+    let op = sign_in(&fx.app).await;
+
+    // The tail: this process's events, as the server's are (one subscriber per process).
+    let jwt = fx.app.service_role_key.clone();
+    let marker = uuid::Uuid::new_v4().to_string();
+    tracing::warn!(password = "hunter2-in-a-test", marker = %marker, "console test warning carrying {jwt}");
+    tracing::info!(marker = %marker, "console test info");
+    let warn = op.get("/logs?level=warn").await;
+    let text = warn.to_string();
+    assert!(
+        !text.contains("hunter2-in-a-test") && !text.contains(&jwt),
+        "{text}"
+    );
+    let mine: Vec<&Value> = warn["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["fields"]["marker"] == marker.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{text}");
+    assert_eq!(mine[0]["level"], "WARN");
+    assert_eq!(
+        mine[0]["message"],
+        "console test warning carrying [redacted jwt]"
+    );
+    assert_eq!(mine[0]["fields"]["password"], "[redacted]");
+    let info = op.get("/logs?level=info").await;
+    assert_eq!(
+        info["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["fields"]["marker"] == marker.as_str())
+            .count(),
+        2
+    );
+    let (status, _) = op.send(Method::GET, "/logs?level=loud", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // No embedded cluster here: the page says there is no supervisor.
+    let health = op.get("/health").await;
+    assert_eq!(health["supervisor"], Value::Null, "{health}");
+
+    // Take a backup now: CSRF needed, runs in the background, its result shown and audited.
+    let before = op.get("/backups").await;
+    assert_eq!(before["available"], true, "{before}");
+    assert_eq!(before["archives"], json!([]));
+    let refused = fx
+        .app
+        .http
+        .post(fx.app.url("/console/api/backups"))
+        .header("cookie", &op.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let started = op.ok(Method::POST, "/backups", json!({})).await;
+    assert_eq!(started["state"], "running");
+    let file = started["file"].as_str().unwrap().to_string();
+    let done = poll_until(&op, "/backups", "the backup job to end", |v| {
+        v["jobs"][0]["state"] != "running"
+    })
+    .await;
+    assert_eq!(done["jobs"][0]["state"], "done", "{done}");
+    assert_eq!(done["jobs"][0]["by"], EMAIL);
+    assert!(
+        done["jobs"][0]["result"]["bytes"].as_u64().unwrap() > 10_000,
+        "{done}"
+    );
+    assert_eq!(done["archives"][0]["name"], file.as_str(), "{done}");
+    let manifest = agencyflow_testkit::agencyflow_server::backup::archive::read_manifest(
+        &backups.path().join(&file),
+    )
+    .expect("a valid archive");
+    assert!(!manifest.migrations.is_empty());
+    assert_eq!(
+        audit_actions(&op, "backups.").await,
+        ["backups.done", "backups.take"]
+    );
+}
+
+/// Realtime: connections, channels and events per second come from the realtime crate's own
+/// counters (those /metrics renders).
+#[tokio::test]
+async fn console_realtime_page_counts_connections_channels_and_events_per_second() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let fx = fixture_with(&[]).await;
+    add_admin(&fx).await;
+    let op = sign_in(&fx.app).await;
+    let idle = op.get("/realtime").await;
+    assert_eq!(idle["enabled"], true, "{idle}");
+    assert_eq!(idle["now"]["connections"], 0);
+    let url = format!(
+        "{}/realtime/v1/websocket?apikey={}&vsn=1.0.0",
+        fx.app.base.replace("http://", "ws://"),
+        fx.app.anon_key
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let msg = |r: u32, event: &str, payload: Value| {
+        Message::Text(
+            json!({"join_ref": "1", "ref": r.to_string(), "topic": "realtime:console-room", "event": event, "payload": payload})
+                .to_string()
+                .into(),
+        )
+    };
+    ws.send(msg(
+        1,
+        "phx_join",
+        json!({"config": {"broadcast": {"self": true}}}),
+    ))
+    .await
+    .unwrap();
+    // The join's reply.
+    loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(20), ws.next())
+            .await
+            .expect("a reply")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["event"] == "phx_reply" {
+                assert_eq!(v["payload"]["status"], "ok", "{v}");
+                break;
+            }
+        }
+    }
+    for i in 0..30u32 {
+        ws.send(msg(
+            i + 2,
+            "broadcast",
+            json!({"type": "broadcast", "event": "tick", "payload": {"i": i}}),
+        ))
+        .await
+        .unwrap();
+    }
+    let v = poll_until(
+        &op,
+        "/realtime",
+        "the socket, its channel and its events",
+        |v| {
+            v["now"]["connections"] == 1
+                && v["now"]["channels"] == 1
+                && v["now"]["events_in"].as_u64().unwrap_or(0) >= 31
+                && v["per_second"]["events_in"].as_f64().unwrap_or(0.0) > 0.0
+        },
+    )
+    .await;
+    assert!(v["now"]["events_out"].as_u64().unwrap() >= 30, "{v}");
+    assert!(v["last_minute"].is_array());
+    drop(ws);
+    poll_until(&op, "/realtime", "the socket to be gone", |v| {
+        v["now"]["connections"] == 0
+    })
+    .await;
+}
+
+/// The schema linter: a table breaking the rules, created in the test database, shows up
+/// under each rule it breaks, with what the rule means and how to fix it.
+#[tokio::test]
+async fn console_schema_linter_finds_what_a_violating_table_breaks() {
+    let fx = fixture_with(&[]).await;
+    add_admin(&fx).await;
+    fx.su
+        .batch_execute(
+            "create table public.lint_bad (org_id uuid references public.organizations (id), note text);
+             grant select on public.lint_bad to anon, authenticated;
+             create table public.lint_policies (id int primary key, org_id uuid);
+             create policy one on public.lint_policies for select to authenticated using (true);
+             create policy two on public.lint_policies for select to authenticated using (org_id is not null);
+             create table public.lint_rls_no_policy (id int primary key);
+             alter table public.lint_rls_no_policy enable row level security;
+             create table public.lint_initplan (id int primary key, owner uuid);
+             alter table public.lint_initplan enable row level security;
+             create policy mine on public.lint_initplan for select to authenticated using (owner = auth.uid());
+             create function public.lint_mutable() returns int language sql as 'select 1';
+             create view public.lint_users as select id, email from auth.users;
+             grant select on public.lint_users to anon;",
+        )
+        .await
+        .unwrap();
+    let op = sign_in(&fx.app).await;
+    let l = op.get("/lint").await;
+    let found = |rule: &str, object: &str| {
+        l["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["rule"] == rule && f["object"] == object)
+    };
+    for (rule, object) in [
+        ("rls_disabled_in_public", "public.lint_bad"),
+        ("no_primary_key", "public.lint_bad"),
+        ("unindexed_foreign_keys", "public.lint_bad"),
+        ("policy_exists_rls_disabled", "public.lint_policies"),
+        ("multiple_permissive_policies", "public.lint_policies"),
+        ("rls_enabled_no_policy", "public.lint_rls_no_policy"),
+        ("auth_rls_initplan", "public.lint_initplan"),
+        ("function_search_path_mutable", "public.lint_mutable()"),
+        ("security_definer_view", "public.lint_users"),
+        ("auth_users_exposed", "public.lint_users"),
+    ] {
+        assert!(found(rule, object), "{rule} on {object} not found: {l}");
+    }
+    // Each rule says what it means and how to fix it; none failed to run.
+    for r in l["rules"].as_array().unwrap() {
+        assert!(r["means"].as_str().unwrap().len() > 40, "{r}");
+        assert!(!r["fix"].as_str().unwrap().is_empty(), "{r}");
+        assert_eq!(r["error"], Value::Null, "{r}");
+    }
+    // The fix clears the finding.
+    fx.su
+        .batch_execute(
+            "alter table public.lint_bad enable row level security;
+             create index on public.lint_bad (org_id);",
+        )
+        .await
+        .unwrap();
+    let l = op.get("/lint").await;
+    let still = |rule: &str| {
+        l["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["rule"] == rule && f["object"] == "public.lint_bad")
+    };
+    assert!(!still("rls_disabled_in_public") && !still("unindexed_foreign_keys"));
+    assert!(still("no_primary_key"));
+}
+
+/// Bucket limits edited from the Storage page are enforced by /storage/v1; the AI page names
+/// the providers and models; the auth settings in force show no secret anywhere.
+#[tokio::test]
+async fn console_bucket_limits_ai_providers_and_auth_settings_without_secrets() {
+    const SMTP_PASS: &str = "smtp-pass-must-not-show-9271";
+    const GOOGLE_SECRET: &str = "google-secret-must-not-show-5531";
+    const GEMINI_KEY: &str = "gemini-key-must-not-show-8812";
+    let fx = fixture_with(&[
+        "--smtp-pass",
+        SMTP_PASS,
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-admin-email",
+        "ops@agency.test",
+        "--smtp-user",
+        "mailer",
+        "--external-google-enabled",
+        "true",
+        "--external-google-client-id",
+        "console-test-client",
+        "--external-google-secret",
+        GOOGLE_SECRET,
+        "--gemini-api-key",
+        GEMINI_KEY,
+        // Nothing here may call Gemini.
+        "--ai-embed-worker",
+        "false",
+    ])
+    .await;
+    add_admin(&fx).await;
+    let op = sign_in(&fx.app).await;
+
+    let auth = op.get("/auth-settings").await;
+    let s = &auth["in_force"];
+    assert_eq!(s["smtp"]["GOTRUE_SMTP_PASS"], "[set, hidden]", "{auth}");
+    assert_eq!(s["smtp"]["GOTRUE_SMTP_HOST"], "127.0.0.1");
+    assert_eq!(s["external"]["google"]["secret"], "[set, hidden]");
+    assert_eq!(s["external"]["google"]["client_id"], "console-test-client");
+    assert_eq!(s["GOTRUE_JWT_EXP"], 3600);
+    let ai = op.get("/ai").await;
+    let chat = &ai["providers"][0];
+    assert_eq!(
+        (
+            &chat["use"],
+            &chat["provider"],
+            &chat["model"],
+            &chat["key"]
+        ),
+        (
+            &json!("chat"),
+            &json!("gemini"),
+            &json!("gemini-2.5-flash"),
+            &json!(true)
+        ),
+        "{ai}"
+    );
+    assert_eq!(ai["providers"][1]["model"], "gemini-embedding-001");
+    // No secret in any page's answer.
+    for page in [
+        "/auth-settings",
+        "/ai",
+        "/health",
+        "/logs",
+        "/realtime",
+        "/database",
+        "/lint",
+        "/api-info",
+        "/backups",
+    ] {
+        let text = op.get(page).await.to_string();
+        for secret in [
+            SMTP_PASS,
+            GOOGLE_SECRET,
+            GEMINI_KEY,
+            agencyflow_testkit::TEST_JWT_SECRET,
+        ] {
+            assert!(!text.contains(secret), "{page} shows a secret: {text}");
+        }
+        assert!(
+            !text.contains(&fx.app.service_role_key),
+            "{page} shows the service_role key"
+        );
+    }
+
+    // Bucket limits: size and types, enforced by the storage surface.
+    op.ok(
+        Method::POST,
+        "/storage/buckets",
+        json!({"name": "limited", "public": false}),
+    )
+    .await;
+    let refused = fx
+        .app
+        .http
+        .put(fx.app.url("/console/api/storage/buckets/limited"))
+        .header("cookie", &op.cookie)
+        .json(&json!({"public": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let b = op
+        .ok(
+            Method::PUT,
+            "/storage/buckets/limited",
+            json!({"public": true, "file_size_limit": 10, "allowed_mime_types": ["text/plain", " "]}),
+        )
+        .await;
+    assert_eq!(b["public"], true, "{b}");
+    assert_eq!(b["file_size_limit"], 10, "{b}");
+    assert_eq!(b["allowed_mime_types"], json!(["text/plain"]), "{b}");
+    let upload = |path: &str, ctype: &str, body: &'static str| {
+        op.req(
+            Method::POST,
+            &format!("/storage/object?bucket=limited&path={path}"),
+        )
+        .header("content-type", ctype.to_string())
+        .body(body)
+        .send()
+    };
+    let r = upload("small.txt", "text/plain", "12345").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = upload("big.txt", "text/plain", "12345678901")
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("size"),
+        "{body}"
+    );
+    let r = upload("x.png", "image/png", "png").await.unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    // Cleared again: any size, any type.
+    let b = op
+        .ok(
+            Method::PUT,
+            "/storage/buckets/limited",
+            json!({"public": false, "file_size_limit": null, "allowed_mime_types": null}),
+        )
+        .await;
+    assert_eq!(
+        (&b["file_size_limit"], &b["allowed_mime_types"]),
+        (&Value::Null, &Value::Null),
+        "{b}"
+    );
+    let r = upload("x.png", "image/png", "png").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        audit_actions(&op, "storage.bucket.").await,
+        [
+            "storage.bucket.update",
+            "storage.bucket.update",
+            "storage.bucket.create"
+        ]
+    );
+}
+
+/// Keyset pages over a composite primary key (`private.ai_usage`: org, meter, period),
+/// exposed for the test: every row once, in key order, also sorted by another column.
+#[tokio::test]
+async fn console_keyset_pages_a_composite_primary_key() {
+    // The database's own pgrst.db_schemas ('public') would win over the flag.
+    let fx = fixture_with(&["--db-config", "false", "--db-schemas", "public,private"]).await;
+    add_admin(&fx).await;
+    fx.su
+        .batch_execute(&format!(
+            "insert into private.ai_usage (org_id, meter, period_start, used, reserved)
+             select o, m, timestamptz '2026-01-01' + (d || ' days')::interval, (d * 7) % 5, 0
+               from unnest(array['{a}'::uuid, '{b}'::uuid]) o,
+                    unnest(array['runs', 'chat_tokens']) m,
+                    generate_series(0, 11) d",
+            a = fx.org_a,
+            b = fx.org_b
+        ))
+        .await
+        .unwrap();
+    let op = sign_in(&fx.app).await;
+    let meta = op.get("/tables/private/ai_usage").await;
+    assert_eq!(
+        meta["primary_key"],
+        json!(["org_id", "meter", "period_start"])
+    );
+    let expected = |order: &str| {
+        let su = &fx.su;
+        let sql = format!(
+            "select org_id::text || '|' || meter || '|' || (to_json(period_start) #>> '{{}}') from private.ai_usage order by {order}"
+        );
+        async move {
+            su.query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    for (order, spec_order) in [
+        ("org_id, meter, period_start", Value::Null),
+        (
+            "used desc, org_id, meter, period_start",
+            json!({"column": "used", "desc": true}),
+        ),
+        ("meter, org_id, period_start", json!({"column": "meter"})),
+    ] {
+        let mut seen = Vec::new();
+        let mut after: Option<Value> = None;
+        let mut pages = 0;
+        loop {
+            let mut spec = json!({"limit": 7, "order": spec_order});
+            if let Some(a) = &after {
+                spec["after"] = a.clone();
+            }
+            let page = op
+                .get(&format!(
+                    "/tables/private/ai_usage/rows?q={}",
+                    urlencode(&spec.to_string())
+                ))
+                .await;
+            pages += 1;
+            let rows = page["rows"].as_array().unwrap();
+            seen.extend(rows.iter().map(|r| {
+                format!(
+                    "{}|{}|{}",
+                    r["org_id"].as_str().unwrap(),
+                    r["meter"].as_str().unwrap(),
+                    r["period_start"].as_str().unwrap()
+                )
+            }));
+            if page["more"] != true {
+                break;
+            }
+            let last = rows.last().unwrap();
+            let sv = spec_order
+                .get("column")
+                .and_then(Value::as_str)
+                .map_or(Value::Null, |c| last[c].clone());
+            after = Some(json!([
+                sv,
+                last["org_id"],
+                last["meter"],
+                last["period_start"]
+            ]));
+        }
+        assert_eq!(seen.len(), 48, "{order}");
+        assert_eq!(pages, 7, "{order}");
+        // Ties on the sort column are broken by the key: the same rows in the same order.
+        assert_eq!(seen, expected(order).await, "{order}");
+    }
 }
