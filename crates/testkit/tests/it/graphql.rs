@@ -1282,3 +1282,11 @@ async fn graphql_constraint_names_and_pg_graphql_messages() {
         assert_eq!(error(&fx, a, q, json!({})).await, want, "{q}");
     }
 }
+
+/// GraphiQL in headless Chromium: it loads from the server's own files (no request leaves
+/// for a CDN), introspects with the anon key and runs queries under RLS (e2e/graphiql.test.js).
+#[tokio::test]
+async fn graphql_explorer_works_in_a_browser() {
+    let fx = fixture().await;
+    fx.app.run_node_test_with_env("graphiql.test.js", &[]).await;
+}
