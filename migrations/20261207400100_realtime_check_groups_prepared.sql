@@ -9,7 +9,9 @@
 -- changes invalidate it, and the claims are read when the statement runs (auth.uid() is a
 -- setting, not a planning constant). Privileges are checked at each execution. Prepared
 -- statements outlive the transaction (which the caller rolls back); past 64 of them on a
--- session, this function's own are deallocated (never the client's other statements).
+-- session, this function's own are deallocated (never the client's other statements). A
+-- statement is used only if its text is exactly the PREPARE this function would run, so one
+-- planted under the same name by other SQL on the session is replaced, never trusted.
 -- Same security as before: SECURITY INVOKER, executable by the API login only.
 create or replace function realtime.check_groups(
   roles text[], claims text[], checks text[], batches text[]
@@ -20,6 +22,8 @@ set search_path = pg_catalog
 as $$
 declare
   stmt text;
+  prep text;
+  existing text;
   known text[] := '{}';
   p bigint;
   s text;
@@ -29,14 +33,21 @@ begin
     perform set_config('request.jwt.claims', claims[i], true);
     stmt := 'af_rt_check_' || md5(checks[i]);
     if not stmt = any(known) then
-      if not exists (select 1 from pg_prepared_statements ps where ps.name = stmt) then
+      prep := format('prepare %I(text) as %s', stmt, checks[i]);
+      select ps.statement into existing from pg_prepared_statements ps where ps.name = stmt;
+      -- Only a statement this function prepared from this very check is trusted: one of the
+      -- same name with other text (prepared by anything else on the session) is replaced.
+      if existing is distinct from prep then
+        if existing is not null then
+          execute format('deallocate %I', stmt);
+        end if;
         if (select count(*) from pg_prepared_statements ps where ps.name like 'af\_rt\_check\_%') >= 64 then
           for s in select ps.name from pg_prepared_statements ps where ps.name like 'af\_rt\_check\_%' loop
             execute format('deallocate %I', s);
           end loop;
           known := '{}';
         end if;
-        execute format('prepare %I(text) as %s', stmt, checks[i]);
+        execute prep;
       end if;
       known := known || stmt;
     end if;

@@ -564,4 +564,28 @@ async fn check_groups_prepares_each_check_once_and_caps_the_statements() {
         .unwrap()
         .get(0);
     assert!((1..=64).contains(&count), "{count} statements kept");
+    // A statement planted under a check's name by other SQL on the session (answering "row 1
+    // is visible" whatever the rows) is replaced, not trusted.
+    let sql = check(500);
+    let name: String = api
+        .query_one("select 'af_rt_check_' || md5($1)", &[&sql])
+        .await
+        .unwrap()
+        .get(0);
+    api.batch_execute(&format!("prepare {name}(text) as select 1::bigint"))
+        .await
+        .unwrap();
+    let rows = api
+        .query(
+            "select item, pos from realtime.check_groups($1, $2, $3, $4)",
+            &[
+                &vec!["authenticated"],
+                &vec!["{}"],
+                &vec![sql],
+                &vec!["[{\"v\":0}]"],
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "the planted statement answered");
 }
