@@ -7,6 +7,7 @@ pub mod migrate;
 pub mod pipe;
 pub mod pool;
 pub mod supervise;
+pub mod tls;
 
 pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};
 pub use error::{DbError, PgError};

@@ -281,7 +281,8 @@ async fn run_import(
     source_url: &str,
     started: Instant,
 ) -> Result<Report, RunError> {
-    let mut src = agencyflow_db::connect_one(source_url)
+    // libpq's sslmode/sslrootcert: a hosted Supabase database wants TLS (docs/import.md).
+    let mut src = agencyflow_db::tls::connect_with_libpq_tls(source_url)
         .await
         .map_err(|e| failed(format!("connecting to --from: {e}")))?;
     let mut dst = agencyflow_db::connect_one(&database.admin_url)
