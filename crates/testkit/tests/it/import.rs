@@ -924,3 +924,44 @@ async fn import_from_a_url_honours_sslmode_and_sslrootcert() {
     .unwrap();
 }
 
+/// A badly broken original cannot fill memory with its refusals: every refused row is
+/// counted, only the first `--refusals-listed` per table are named.
+#[tokio::test]
+async fn refusals_are_all_counted_but_only_the_first_are_named() {
+    let target = TestDb::new().await;
+    let o = origin().await;
+    let storage = tempfile::tempdir().unwrap();
+    let src = agencyflow_testkit::agencyflow_db::connect_one(&o.db.admin_url())
+        .await
+        .unwrap();
+    src.batch_execute(
+        "insert into tasks (id, org_id, phase_id, title, owner, status)
+         select gen_random_uuid(), fx('org-a'), fx('phase-1'), 'Someday ' || i, 'Client', 'someday'
+           from generate_series(1, 300) i",
+    )
+    .await
+    .unwrap();
+    let (r, report) = import(
+        &target,
+        &o.db.admin_url(),
+        o.files.path().to_str().unwrap(),
+        storage.path(),
+        &["--dry-run", "--refusals-listed", "5"],
+    )
+    .await;
+    let err = r.unwrap_err();
+    assert!(err.contains("300 row(s) refused"), "{err}");
+    let tasks = table(&report, "tasks");
+    assert_eq!(tasks["refused_count"], 300, "{tasks:#}");
+    assert_eq!(tasks["refused"].as_array().unwrap().len(), 5);
+    assert_eq!(tasks["refused_not_listed"], 295);
+    assert!(tasks["refused"][4]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("\"someday\""));
+    assert_eq!(table(&report, "projects")["refused_count"], 0);
+    assert!(table(&report, "projects")
+        .get("refused_not_listed")
+        .is_none());
+    assert_eq!(report["refused_total"], 300);
+}
