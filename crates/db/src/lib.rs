@@ -8,6 +8,7 @@ pub mod pipe;
 pub mod pool;
 pub mod replication;
 pub mod supervise;
+pub mod tls;
 
 pub use cluster::{ClusterError, ClusterOptions, EmbeddedCluster};
 pub use error::{DbError, PgError};

@@ -17,6 +17,7 @@ pub mod chaos;
 pub mod keys;
 pub mod oidc;
 pub mod smtp;
+pub mod tls;
 pub mod wait;
 
 /// A database shaped like the original hosted Supabase project (`agencyflow import`'s tests

@@ -203,8 +203,11 @@ pub struct Ctx {
     pub global_services: HashMap<String, String>,
     /// An original service id → the agencyflow id it was matched to.
     pub service_remap: HashMap<String, String>,
-    /// org → its only member (for linking wizard sessions).
+    /// org → its only member, for the orgs of the wizard_sessions batch at hand (looked up
+    /// per batch, so it never holds more than a batch's orgs).
     pub sole_member: HashMap<String, String>,
+    /// `--refusals-listed`: refused rows named per table.
+    pub refusals_listed: usize,
 }
 
 pub type MapFn = fn(&mut Mapping, &mut Ctx) -> Result<Outcome, String>;
@@ -251,12 +254,33 @@ pub struct TableReport {
     pub changed: u64,
     /// How many rows each rule changed.
     pub rules: BTreeMap<String, u64>,
+    /// Rows refused: all of them counted.
+    pub refused_count: u64,
+    /// The first refused rows (`--refusals-listed`, 1000 per table) with their id and
+    /// reason; the rest are only counted, so memory does not grow with bad data.
     pub refused: Vec<Refusal>,
+    /// Refused rows beyond the listed ones.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refused_not_listed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl TableReport {
+    /// Counts a refused row; names it while fewer than `listed` are named.
+    pub fn refuse(&mut self, id: String, reason: String, listed: usize) {
+        self.refused_count += 1;
+        if self.refused.len() < listed {
+            self.refused.push(Refusal { id, reason });
+        } else {
+            self.refused_not_listed += 1;
+        }
+    }
+
     pub fn rule(&mut self, id: &'static str, n: u64) {
         if n > 0 {
             *self.rules.entry(id.to_string()).or_default() += n;

@@ -63,6 +63,10 @@ pub struct SupabaseArgs {
     /// dropped and queued for `agencyflow embed backfill`.
     #[arg(long = "embedding-model", value_parser = parse_kv)]
     pub embedding_model: Vec<(String, String)>,
+    /// Refused rows named (id and reason) per table in the report; beyond that they are
+    /// counted only, so a badly broken original cannot fill memory.
+    #[arg(long, default_value_t = 1000)]
+    pub refusals_listed: usize,
     /// Rows per batch (memory is bounded by it).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
@@ -281,7 +285,8 @@ async fn run_import(
     source_url: &str,
     started: Instant,
 ) -> Result<Report, RunError> {
-    let mut src = agencyflow_db::connect_one(source_url)
+    // libpq's sslmode/sslrootcert: a hosted Supabase database wants TLS (docs/import.md).
+    let mut src = agencyflow_db::tls::connect_with_libpq_tls(source_url)
         .await
         .map_err(|e| failed(format!("connecting to --from: {e}")))?;
     let mut dst = agencyflow_db::connect_one(&database.admin_url)
@@ -362,6 +367,7 @@ async fn load(
     }
     let mut ctx = Ctx {
         embedding_models: a.embedding_model.iter().cloned().collect(),
+        refusals_listed: a.refusals_listed,
         ..Default::default()
     };
     for t in ["documents", "crm_interactions"] {
@@ -433,13 +439,9 @@ async fn load(
         bar.finish_and_clear();
         eprintln!(
             "{:>20}: {} read, {} imported, {} already present, {} refused",
-            spec.name,
-            tr.read,
-            tr.imported,
-            tr.already_present,
-            tr.refused.len()
+            spec.name, tr.read, tr.imported, tr.already_present, tr.refused_count
         );
-        report.refused_total += tr.refused.len() as u64;
+        report.refused_total += tr.refused_count;
         report.tables.push(tr);
     }
     for t in &targets {
@@ -487,6 +489,23 @@ async fn process_batch(
         .await
         .map_err(failed)?;
     if spec.name == "wizard_sessions" {
+        let orgs: Vec<String> = batch
+            .iter()
+            .zip(&refused)
+            .filter(|(m, x)| x.is_none() && !m.row.contains_key("user_id"))
+            .filter_map(|(m, _)| m.str("org_id").map(str::to_string))
+            .collect::<std::collections::HashSet<_>>()
+            .into_iter()
+            .collect();
+        let rows = tx
+            .query(
+                "select org_id::text, min(user_id::text) from public.team_members
+                  where org_id = any($1::text[]::uuid[]) group by org_id having count(*) = 1",
+                &[&orgs],
+            )
+            .await
+            .map_err(failed)?;
+        ctx.sole_member = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         for (m, x) in batch.iter_mut().zip(&refused) {
             if x.is_none() {
                 tables::link_wizard_user(m, ctx);
@@ -528,10 +547,7 @@ async fn process_batch(
     for (i, m) in batch.iter().enumerate() {
         match &refused[i] {
             Some(r) if r.is_empty() => tr.matched += 1,
-            Some(r) => tr.refused.push(engine::Refusal {
-                id: ids[i].clone(),
-                reason: r.clone(),
-            }),
+            Some(r) => tr.refuse(ids[i].clone(), r.clone(), ctx.refusals_listed),
             None => {
                 if !m.rules.is_empty() {
                     tr.changed += 1;
@@ -550,28 +566,16 @@ async fn before_table(
     spec: &engine::TableSpec,
     ctx: &mut Ctx,
 ) -> Result<(), RunError> {
-    match spec.name {
-        "services" => {
-            let rows = tx
-                .query(
-                    "select slug, id::text from public.services where org_id is null",
-                    &[],
-                )
-                .await
-                .map_err(failed)?;
-            ctx.global_services = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        }
-        "wizard_sessions" => {
-            let rows = tx
-                .query(
-                    "select org_id::text, min(user_id::text) from public.team_members group by org_id having count(*) = 1",
-                    &[],
-                )
-                .await
-                .map_err(failed)?;
-            ctx.sole_member = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        }
-        _ => {}
+    // agencyflow's global catalog: as large as agencyflow's, not the original's, data.
+    if spec.name == "services" {
+        let rows = tx
+            .query(
+                "select slug, id::text from public.services where org_id is null",
+                &[],
+            )
+            .await
+            .map_err(failed)?;
+        ctx.global_services = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     }
     Ok(())
 }
@@ -768,7 +772,7 @@ fn print_report(r: &Report) {
             t.already_present,
             t.matched,
             t.changed,
-            t.refused.len(),
+            t.refused_count,
             t.note
                 .as_deref()
                 .map(|n| format!("  ({n})"))
@@ -780,11 +784,13 @@ fn print_report(r: &Report) {
         for x in t.refused.iter().take(20) {
             println!("{:<20}   refused {}: {}", "", x.id, x.reason);
         }
-        if t.refused.len() > 20 {
+        if t.refused_count > 20 {
             println!(
-                "{:<20}   ... {} more refused (see --report)",
+                "{:<20}   ... {} more refused ({} named in --report, {} only counted)",
                 "",
-                t.refused.len() - 20
+                t.refused_count - 20,
+                t.refused.len().saturating_sub(20),
+                t.refused_not_listed
             );
         }
     }

@@ -21,6 +21,14 @@ async fn origin() -> Origin {
     let c = agencyflow_testkit::agencyflow_db::connect_one(&db.admin_url())
         .await
         .unwrap();
+    let files = fill_origin(&c).await;
+    Origin { db, files }
+}
+
+/// Loads the fixture into `c`'s (empty) database; the original's files, in a folder.
+async fn fill_origin(
+    c: &agencyflow_testkit::agencyflow_db::tokio_postgres::Client,
+) -> tempfile::TempDir {
     c.batch_execute(IMPORT_FIXTURE_SQL)
         .await
         .unwrap_or_else(|e| panic!("fixture: {e:?}"));
@@ -43,7 +51,7 @@ async fn origin() -> Origin {
     let avatar = files.path().join(format!("avatars/{owner}/me.png/v7"));
     std::fs::create_dir_all(avatar.parent().unwrap()).unwrap();
     std::fs::write(&avatar, AVATAR).unwrap();
-    Origin { db, files }
+    files
 }
 
 /// Runs `agencyflow import supabase` against `target`; the command's result and its report.
@@ -758,4 +766,202 @@ async fn import_reads_the_files_from_the_original_s3_endpoint() {
         .collect();
     assert!(copied.iter().any(|b| b == BRIEF_PDF));
     assert!(copied.iter().any(|b| b == AVATAR));
+}
+
+/// A hosted Supabase database speaks TLS: `--from` honours libpq's sslmode and sslrootcert.
+/// A cluster of its own with `ssl = on` and a certificate for `localhost` from a CA made
+/// here; the shared test cluster (no TLS) for the refusal of `require`.
+#[tokio::test]
+async fn import_from_a_url_honours_sslmode_and_sslrootcert() {
+    use agencyflow_testkit::agencyflow_db::tls::SslConnectString;
+    use agencyflow_testkit::tls::{TestCa, TlsCluster};
+
+    let pki = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(pki.path(), "origin-ca");
+    let other_ca = TestCa::new(pki.path(), "other-ca");
+    let (cert, key) = ca.server_cert(&["localhost"]);
+    let server = TlsCluster::start(&cert, &key, "s3cret pw").await;
+    let su = server.superuser("postgres").await;
+    for sql in [
+        "create database origin",
+        "create role anon nologin",
+        "create role authenticated nologin",
+    ] {
+        su.batch_execute(sql).await.unwrap();
+    }
+    let files = fill_origin(&server.superuser("origin").await).await;
+    let url = |host: &str, params: &str| {
+        format!(
+            "postgres://postgres:s3cret%20pw@{host}:{}/origin?{params}",
+            server.port()
+        )
+    };
+    let ca_file = ca.cert.display().to_string();
+    let other_file = other_ca.cert.display().to_string();
+
+    // Encrypted (pg_stat_ssl says so) with every mode that asks for TLS, checked or not.
+    async fn encrypted(url: &str) -> Result<bool, String> {
+        let c = SslConnectString::parse(url, None)
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(c.query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0))
+    }
+    for params in [
+        "sslmode=require".to_string(),
+        "sslmode=prefer".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={ca_file}"),
+        format!("sslmode=verify-full&sslrootcert={ca_file}"),
+    ] {
+        assert_eq!(
+            encrypted(&url("localhost", &params)).await,
+            Ok(true),
+            "{params}"
+        );
+    }
+    assert_eq!(
+        encrypted(&url("localhost", "sslmode=disable")).await,
+        Ok(false)
+    );
+    // verify-ca checks the CA only; verify-full also the name (the cert is for localhost).
+    assert_eq!(
+        encrypted(&url(
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&sslrootcert={ca_file}")
+        ))
+        .await,
+        Ok(true)
+    );
+    let err = encrypted(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca_file}"),
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.contains("not issued for this host name"), "{err}");
+    // The default roots (Mozilla's) do not know the test CA.
+    let err = encrypted(&url("localhost", "sslmode=verify-full"))
+        .await
+        .unwrap_err();
+    assert!(err.contains("not signed by a trusted CA"), "{err}");
+
+    // The import itself, verify-full against the right CA: every row comes across.
+    let target = TestDb::new().await;
+    let storage = tempfile::tempdir().unwrap();
+    let good = url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca_file}"),
+    );
+    let (r, report) = import(
+        &target,
+        &good,
+        files.path().to_str().unwrap(),
+        storage.path(),
+        &[],
+    )
+    .await;
+    r.unwrap();
+    assert_eq!(report["outcome"], "committed", "{report:#}");
+    assert_eq!(table(&report, "tasks")["imported"], 6);
+    assert_eq!(report["files"]["copied"], 2);
+
+    // Another CA: refused, with the reason, and nothing written.
+    let target = TestDb::new().await;
+    let before = state(&target).await;
+    let wrong = url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={other_file}"),
+    );
+    let (r, _) = import(
+        &target,
+        &wrong,
+        files.path().to_str().unwrap(),
+        storage.path(),
+        &[],
+    )
+    .await;
+    let err = r.unwrap_err();
+    assert!(err.contains("connecting to --from"), "{err}");
+    assert!(
+        err.contains(&format!("not signed by a CA in sslrootcert={other_file}")),
+        "{err}"
+    );
+    assert_eq!(state(&target).await, before);
+
+    // A server without TLS: `require` is refused rather than silently sent in the clear;
+    // `prefer` (libpq's default) falls back to it.
+    let plain = TestDb::new().await;
+    let su = plain.superuser().await;
+    let role = format!("imp_{}", uuid::Uuid::new_v4().simple());
+    su.batch_execute(&format!("create role {role} login password 'pw'"))
+        .await
+        .unwrap();
+    let plain_url = |mode: &str| format!("{} sslmode={mode}", plain.tcp_url(&role, "pw"));
+    let err = encrypted(&plain_url("require")).await.unwrap_err();
+    assert!(err.contains("the server does not offer TLS"), "{err}");
+    assert!(err.contains("sslmode=require"), "{err}");
+    assert_eq!(encrypted(&plain_url("prefer")).await, Ok(false));
+    let (r, _) = import(
+        &target,
+        &plain_url("require"),
+        files.path().to_str().unwrap(),
+        storage.path(),
+        &[],
+    )
+    .await;
+    assert!(r.unwrap_err().contains("does not offer TLS"));
+    su.batch_execute(&format!(
+        "select pg_terminate_backend(pid) from pg_stat_activity where usename = '{role}'; drop role {role};"
+    ))
+    .await
+    .unwrap();
+}
+
+/// A badly broken original cannot fill memory with its refusals: every refused row is
+/// counted, only the first `--refusals-listed` per table are named.
+#[tokio::test]
+async fn refusals_are_all_counted_but_only_the_first_are_named() {
+    let target = TestDb::new().await;
+    let o = origin().await;
+    let storage = tempfile::tempdir().unwrap();
+    let src = agencyflow_testkit::agencyflow_db::connect_one(&o.db.admin_url())
+        .await
+        .unwrap();
+    src.batch_execute(
+        "insert into tasks (id, org_id, phase_id, title, owner, status)
+         select gen_random_uuid(), fx('org-a'), fx('phase-1'), 'Someday ' || i, 'Client', 'someday'
+           from generate_series(1, 300) i",
+    )
+    .await
+    .unwrap();
+    let (r, report) = import(
+        &target,
+        &o.db.admin_url(),
+        o.files.path().to_str().unwrap(),
+        storage.path(),
+        &["--dry-run", "--refusals-listed", "5"],
+    )
+    .await;
+    let err = r.unwrap_err();
+    assert!(err.contains("300 row(s) refused"), "{err}");
+    let tasks = table(&report, "tasks");
+    assert_eq!(tasks["refused_count"], 300, "{tasks:#}");
+    assert_eq!(tasks["refused"].as_array().unwrap().len(), 5);
+    assert_eq!(tasks["refused_not_listed"], 295);
+    assert!(tasks["refused"][4]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("\"someday\""));
+    assert_eq!(table(&report, "projects")["refused_count"], 0);
+    assert!(table(&report, "projects")
+        .get("refused_not_listed")
+        .is_none());
+    assert_eq!(report["refused_total"], 300);
 }
