@@ -428,7 +428,11 @@ async fn capture_session(rt: &Realtime) -> Result<(), agencyflow_db::DbError> {
         };
         Metrics::inc(&m.stream_starts);
         match stream_capture(rt, &client, &mut cursor, &mut stream, &mut watch).await? {
-            StreamEnd::TablesChanged => continue,
+            StreamEnd::TablesChanged => {
+                // The new stream needs the slot the old walsender still holds for a moment.
+                drop(stream);
+                wait_slot_inactive(&client).await?;
+            }
             StreamEnd::Reset(why) => {
                 // The walsender must let go of the slot before it can be dropped.
                 drop(stream);

@@ -589,3 +589,52 @@ async fn check_groups_prepares_each_check_once_and_caps_the_statements() {
         .unwrap();
     assert!(rows.is_empty(), "the planted statement answered");
 }
+
+/// A table added to the publication while the slot is streamed: the leader restarts the
+/// stream with the new table list (the decoding plugin filters by it) within seconds, and the
+/// table's changes arrive.
+#[tokio::test]
+async fn a_table_added_to_the_publication_is_streamed_after_the_leader_notices() {
+    let db = TestDb::new().await;
+    let app = db.spawn_app().await;
+    let (alice, org_a) = user_with_org(&db, "alice-pub@rt.test").await;
+    let su = db.superuser().await;
+    su.batch_execute(
+        "create table public.rt_extra (id bigint generated always as identity primary key, note text);
+         grant select on public.rt_extra to authenticated;",
+    )
+    .await
+    .unwrap();
+    let token = app.user_token(alice);
+    let mut c = Client::connect(&app, "1.0.0").await;
+    watch(&mut c, "pub-clients", json!({"event": "INSERT"}), &token).await;
+    let (_, reply) = c
+        .join(
+            "pub-extra",
+            json!({"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_extra"}]}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    insert_client(&su, org_a, "streaming").await;
+    assert_eq!(
+        next_change(&mut c).await["data"]["record"]["name"],
+        "streaming"
+    );
+    let streams = metric(&app, "capture_streams_total").await;
+    assert!(streams >= 1.0);
+    su.batch_execute("alter publication supabase_realtime add table public.rt_extra")
+        .await
+        .unwrap();
+    eventually("the stream to restart with the new table", || {
+        let app = &app;
+        async move { metric(app, "capture_streams_total").await > streams }
+    })
+    .await;
+    su.batch_execute("insert into public.rt_extra (note) values ('published now')")
+        .await
+        .unwrap();
+    let got = next_change(&mut c).await;
+    assert_eq!(got["data"]["table"], "rt_extra", "{got}");
+    assert_eq!(got["data"]["record"]["note"], "published now");
+}
