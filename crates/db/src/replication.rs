@@ -63,6 +63,19 @@ pub fn start_command(slot: &str, options: &[(&str, &str)]) -> String {
     sql
 }
 
+/// The tag and whole length (tag included) of the first message in `buf`, once all of it
+/// has arrived.
+fn frame(buf: &bytes::BytesMut) -> Result<Option<(u8, usize)>, DbError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len < 4 {
+        return Err(protocol("bad message length from PostgreSQL"));
+    }
+    Ok((buf.len() > len).then_some((buf[0], len + 1)))
+}
+
 /// Parses one CopyData payload of the stream.
 fn parse_copy_data(mut b: Bytes) -> Result<Option<ReplMessage>, DbError> {
     if b.is_empty() {
@@ -107,31 +120,18 @@ impl LogicalStream {
         frontend::query(&start_command(slot, options), &mut conn.wbuf).map_err(unavailable)?;
         conn.flush().await?;
         loop {
-            match conn.rbuf.first() {
+            match frame(&conn.rbuf)? {
                 // CopyBothResponse: not a message postgres-protocol parses.
-                Some(b'W') if conn.rbuf.len() >= 5 => {
-                    let len = u32::from_be_bytes([
-                        conn.rbuf[1],
-                        conn.rbuf[2],
-                        conn.rbuf[3],
-                        conn.rbuf[4],
-                    ]) as usize;
-                    if conn.rbuf.len() > len {
-                        conn.rbuf.advance(len + 1);
-                        return Ok(LogicalStream { conn });
-                    }
+                Some((b'W', len)) => {
+                    conn.rbuf.advance(len);
+                    return Ok(LogicalStream { conn });
                 }
-                Some(_) if conn.rbuf.len() >= 5 => {
-                    if let Some(m) = Message::parse(&mut conn.rbuf).map_err(unavailable)? {
-                        match m {
-                            Message::ErrorResponse(b) => return Err(pg_error(&mut b.fields())),
-                            Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
-                            _ => return Err(protocol("unexpected answer to START_REPLICATION")),
-                        }
-                        continue;
-                    }
-                }
-                _ => {}
+                Some(_) => match Message::parse(&mut conn.rbuf).map_err(unavailable)? {
+                    Some(Message::ErrorResponse(b)) => return Err(pg_error(&mut b.fields())),
+                    Some(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => continue,
+                    _ => return Err(protocol("unexpected answer to START_REPLICATION")),
+                },
+                None => {}
             }
             if conn
                 .stream
@@ -149,23 +149,14 @@ impl LogicalStream {
     pub fn next_buffered(&mut self) -> Result<Option<ReplMessage>, DbError> {
         loop {
             let buf = &mut self.conn.rbuf;
-            if buf.len() < 5 {
+            let Some((tag, len)) = frame(buf)? else {
                 return Ok(None);
-            }
-            let tag = buf[0];
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if len < 4 {
-                return Err(protocol("bad message length in the replication stream"));
-            }
-            if buf.len() < len + 1 {
-                buf.reserve(len + 1 - buf.len());
-                return Ok(None);
-            }
+            };
             match tag {
                 b'd' => {
-                    let mut frame = buf.split_to(len + 1).freeze();
-                    frame.advance(5);
-                    if let Some(m) = parse_copy_data(frame)? {
+                    let mut f = buf.split_to(len).freeze();
+                    f.advance(5);
+                    if let Some(m) = parse_copy_data(f)? {
                         return Ok(Some(m));
                     }
                 }
@@ -177,7 +168,7 @@ impl LogicalStream {
                 }
                 b'c' => return Err(unavailable("PostgreSQL ended the replication stream")),
                 // Notices and parameter changes: skipped.
-                _ => buf.advance(len + 1),
+                _ => buf.advance(len),
             }
         }
     }
@@ -189,6 +180,7 @@ impl LogicalStream {
             if let Some(m) = self.next_buffered()? {
                 return Ok(m);
             }
+            self.conn.rbuf.reserve(8192);
             if self
                 .conn
                 .stream
@@ -261,5 +253,14 @@ mod tests {
             })
         );
         assert!(parse_copy_data(Bytes::from_static(b"w1")).is_err());
+    }
+
+    #[test]
+    fn frames_wait_for_their_whole_length() {
+        let mut b = bytes::BytesMut::from(&b"d\0\0\0\x06"[..]);
+        assert_eq!(frame(&b).unwrap(), None);
+        b.put_slice(b"ab");
+        assert_eq!(frame(&b).unwrap(), Some((b'd', 7)));
+        assert!(frame(&bytes::BytesMut::from(&b"d\0\0\0\x02"[..])).is_err());
     }
 }
