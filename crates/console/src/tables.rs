@@ -76,9 +76,7 @@ pub async fn list(State(state): State<ConsoleState>, _admin: Admin) -> Result<Js
     Ok(Json(json!({ "tables": out, "schemas": schemas })))
 }
 
-pub fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
+pub use agencyflow_db::quote_ident;
 
 /// A relation's shape, as the Tables page needs it.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -29,3 +29,15 @@ pub async fn connect_one(url: &str) -> Result<tokio_postgres::Client, DbError> {
     });
     Ok(client)
 }
+
+/// `s` as a double-quoted SQL identifier (for names read from the catalog or checked against
+/// it; values always travel as bind parameters).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `s` as a single-quoted SQL literal, for the few places no bind parameter can go (the
+/// replication protocol's options, a PREPARE's text).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

@@ -16,7 +16,7 @@ use bytes::{Buf, BufMut, Bytes};
 use postgres_protocol::message::{backend::Message, frontend};
 
 use crate::pipe::{pg_error, protocol, unavailable, PipeConn};
-use crate::DbError;
+use crate::{quote_ident, quote_literal, DbError};
 
 /// One message of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,14 +39,6 @@ fn pg_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     now.as_micros() as i64 - (PG_EPOCH_UNIX_SECS as i64) * 1_000_000
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `START_REPLICATION SLOT "slot" LOGICAL 0/0 ("k" 'v', ...)`: from the slot's confirmed

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use agencyflow_db::{tokio_postgres, TxSettings, Type};
+use agencyflow_db::{quote_ident, quote_literal, tokio_postgres, TxSettings, Type};
 use agencyflow_keys::Caller;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -910,14 +910,6 @@ fn columns_to_record(cols: &Value) -> Map<String, Value> {
         }
     }
     m
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// The SELECT check of `schema.table` for whichever role runs it: privilege, then (with

@@ -2,6 +2,7 @@
 //! environment names are accepted where they exist.
 use std::path::PathBuf;
 
+use agencyflow_db::quote_ident;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXAMPLES: &str = "\
@@ -459,11 +460,6 @@ impl RestRuntime {
             .find(|(s, _)| s == schema)
             .map(|(_, p)| p.as_str())
     }
-}
-
-/// Quotes an identifier for SQL.
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// `schema.function` (either part may be double-quoted) as `select "schema"."function"()`.

@@ -173,8 +173,11 @@ impl TestDb {
 
     /// An empty database (from `template0`: no agency schema, no roles' grants, nothing):
     /// a database agencyflow did not create, as a PostgREST user brings one. Dropped
-    /// afterwards like any other.
+    /// afterwards like any other. The cluster's roles (authenticator, anon, ...) exist, as on
+    /// a PostgREST server: they are cluster-wide and made by the template's migrations, so the
+    /// template is made first (alone in a process, as under nextest, nothing else had).
     pub async fn empty() -> TestDb {
+        ensure_template().await;
         let name = format!("t_{}", Uuid::new_v4().simple());
         let admin = agencyflow_db::connect_one(&cluster_admin_url())
             .await
